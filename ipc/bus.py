@@ -193,11 +193,11 @@ class Bus:
         the trio thread). Returns False when the outbox is full and the event was dropped."""
         if len(self._outbox) >= self._capacity:
             self.stats.dropped += 1
-            self._metrics.inc("bus_dropped_total")
+            self._metrics.inc("bus_dropped")
             return False
         self._outbox.append((events.topic_of(event).encode(), events.encode(event)))
         self.stats.published += 1
-        self._metrics.inc("bus_published_total")
+        self._metrics.inc("bus_published")
         if self._flush_lot:
             self._flush_lot.unpark()
         return True
@@ -257,8 +257,8 @@ class Bus:
             missed = env.seq - expected
             self.stats.lagged += 1
             self.stats.lag_events += missed
-            self._metrics.inc("bus_lagged_total")
-            self._metrics.inc("bus_receiver_lag_total", missed)
+            self._metrics.inc("bus_lagged")
+            self._metrics.inc("bus_receiver_lag", missed)
         if len(self._next_seq) >= _SEQ_STREAMS_MAX:
             del self._next_seq[next(iter(self._next_seq))]
         self._next_seq[key] = env.seq + env.count

@@ -101,4 +101,4 @@ class BusProxy:
             if lost:
                 self.no_receivers += lost
                 if self._metrics is not None:
-                    self._metrics.bus_no_receivers_total.inc(lost)
+                    self._metrics.bus_no_receivers.inc(lost)

@@ -216,7 +216,7 @@ class CommandServer:
         if self.inflight >= self._max_inflight:
             self.busy_rejections += 1
             if self._metrics is not None:
-                self._metrics.busy_rejections_total.labels(queue=self.service).inc()
+                self._metrics.busy_rejections.labels(queue=self.service).inc()
             busy = CommandBusy(f"{self.service}: {self.inflight} requests in flight")
             self._try_reply(sock, ident, rid, _error_reply(data, busy))
             return

@@ -1,0 +1,216 @@
+"""Node-wide Prometheus metrics: every process records, the supervisor serves one scrape.
+
+Each process of the node (the supervisor and every service process, restarted with new pids) writes
+its samples into per-pid mmap files under one directory inside the node's runtime dir
+(prometheus_client's multiprocess mode). The supervisor's scrape merges all files, live and dead:
+a counter summed over pids never goes down because a child crashed and came back.
+
+The golden names are a contract kept in ``specs/metrics.txt``; tests check the scrape against it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Metrics"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds; spans an in-process bus hop (sub-ms) up to a slow object transfer.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class _AmnesiaLabelCollector(Collector):
+    """Wraps the multiprocess collector: the one place that stamps ``amnesia`` on every series.
+
+    It also yields an empty family for every golden metric that has no sample yet (a labelled
+    counter nobody has touched), so the scrape always names the whole contract.
+    """
+
+    def __init__(self, directory: Path, amnesia: str, declared: Iterable[Metric]) -> None:
+        self._inner = MultiProcessCollector(None, path=str(directory))
+        self._amnesia = amnesia
+        self._declared = list(declared)
+
+    def collect(self) -> Iterator[Metric]:
+        seen: set[str] = set()
+        for family in self._inner.collect():
+            seen.add(family.name)
+            stamped = Metric(family.name, family.documentation, family.type, family.unit)
+            stamped.samples = [
+                Sample(
+                    s.name,
+                    {**s.labels, "amnesia": self._amnesia},
+                    s.value,
+                    s.timestamp,
+                    s.exemplar,
+                )
+                for s in family.samples
+            ]
+            yield stamped
+        for family in self._declared:
+            if family.name not in seen:
+                yield Metric(family.name, family.documentation, family.type, family.unit)
+
+
+class Metrics:
+    """The node's golden metrics, written by this process into the node's shared directory.
+
+    Guarantees:
+    - Works whatever the import order: prometheus_client picks its value class from
+      ``PROMETHEUS_MULTIPROC_DIR`` once, when ``prometheus_client.values`` is imported, so a process
+      that imported prometheus_client before knowing its runtime dir would silently keep
+      per-process in-memory values that no scrape ever sees. We therefore set the env var (the
+      mmap value reads it whenever it opens a file) and install a fresh ``MultiProcessValue``
+      class ourselves, before creating any metric. It stays installed because labelled children
+      (``.labels(...)``) are created lazily and read ``values.ValueClass`` at that moment.
+      Consequence: this is per-process state; create one ``Metrics`` per process (a later one
+      takes over the files for children created after it).
+    - Metrics live in a private ``CollectorRegistry``, never the global ``REGISTRY``: the wrappers
+      only know this pid's values, the scrape reads everyone's files.
+    - Counters and histograms survive child restarts: dead pids' files are kept and summed.
+    - The only gauge, ``service_quarantined``, uses ``mostrecent``: the last write from any process
+      wins (only the supervisor writes it), so a dead process cannot pin a stale value.
+    """
+
+    def __init__(self, multiproc_dir: Path, *, amnesia: bool, reset: bool = False) -> None:
+        """Open (and create, 0700) the node's metrics directory.
+
+        ``reset=True`` deletes sample files of a previous node run; only the supervisor passes
+        it, once, before spawning children (children must never reset: they would erase their
+        siblings' counts).
+        """
+        self.directory = Path(multiproc_dir)
+        self.amnesia = amnesia
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if reset:
+            for stale in self.directory.glob("*.db"):
+                stale.unlink(missing_ok=True)
+        os.environ[MULTIPROC_ENV] = str(self.directory)
+        self._value_class = values.MultiProcessValue()
+        values.ValueClass = self._value_class
+
+        self.service_restarts = Counter(
+            "service_restarts", "Restarts of a supervised service.", ["service"], registry=None
+        )
+        self.bus_published = Counter(
+            "bus_published", "KernelEvents published on the bus.", registry=None
+        )
+        self.bus_no_receivers = Counter(
+            "bus_no_receivers", "Bus publishes with no subscriber connected.", registry=None
+        )
+        self.bus_receiver_lag = Counter(
+            "bus_receiver_lag", "Events a receiver missed (sequence gaps).", registry=None
+        )
+        self.bus_dropped = Counter(
+            "bus_dropped", "Events dropped by a publisher because the bus was full.", registry=None
+        )
+        self.bus_lagged = Counter(
+            "bus_lagged", "Lag incidents detected by bus receivers.", registry=None
+        )
+        self.request_latency_seconds = Histogram(
+            "request_latency_seconds",
+            "Latency of a request by operation.",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.rejected = Counter(
+            "rejected", "Requests rejected, by stable reason.", ["reason"], registry=None
+        )
+        self.busy_rejections = Counter(
+            "busy_rejections",
+            "Commands answered Busy because a queue was full.",
+            ["queue"],
+            registry=None,
+        )
+        self.queue_dropped = Counter(
+            "queue_dropped",
+            "Items dropped because a bounded queue was full.",
+            ["queue"],
+            registry=None,
+        )
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=None,
+        )
+        self.service_quarantined = Gauge(
+            "service_quarantined",
+            "1 while a service is quarantined (not restarted), else 0.",
+            ["service"],
+            multiprocess_mode="mostrecent",
+            registry=None,
+        )
+        self.integrity_fail = Counter(
+            "integrity_fail", "Objects whose digest did not match (never served).", registry=None
+        )
+
+        declared = [
+            family
+            for wrapper in (
+                self.service_restarts,
+                self.bus_published,
+                self.bus_no_receivers,
+                self.bus_receiver_lag,
+                self.bus_dropped,
+                self.bus_lagged,
+                self.request_latency_seconds,
+                self.rejected,
+                self.busy_rejections,
+                self.queue_dropped,
+                self.http_requests,
+                self.service_quarantined,
+                self.integrity_fail,
+            )
+            for family in wrapper.describe()
+        ]
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(
+            _AmnesiaLabelCollector(self.directory, "on" if amnesia else "off", declared)
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The aggregate scrape of every process of the node: (body, content type).
+
+        Reads the sample files (small, on tmpfs in micronode); call it from a worker thread in a
+        trio program. Every sample line carries ``amnesia="on"|"off"``.
+        """
+        return generate_latest(self._registry), CONTENT_TYPE_PLAIN_0_0_4
+
+    def cleanup_dead(self, pid: int) -> None:
+        """Bookkeeping after a child exited: drops only its ``live*`` gauge files.
+
+        Counter and histogram files of the dead pid are kept on purpose (that is what keeps totals
+        monotonic across restarts); the ``mostrecent`` gauge is not per-pid either.
+        """
+        mark_process_dead(pid, str(self.directory))
+
+    def close(self) -> None:
+        """Unmap this process's sample files (values already written stay in the files)."""
+        self._value_class.close_all_files()

@@ -1,0 +1,505 @@
+"""kernel.admin: the real app under hypercorn on 127.0.0.1:0, spoken to over real sockets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import h11
+import pytest
+import trio
+from prometheus_client import values
+from prometheus_client.parser import text_string_to_metric_families
+
+from kernel.admin import AdminBindError, build_admin_app, serve_admin
+from kernel.health import HealthState, ServiceState
+from kernel.metrics import MULTIPROC_ENV, Metrics
+
+DEADLINE = 10
+
+
+class FakeControl:
+    """A NodeControl stand-in that records what the admin plane asked of it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.health = HealthState()
+        self.metrics = metrics
+        self.stopped = trio.Event()
+        self.reload_outcome: int | Exception = 2
+        self.subscribed = trio.Event()
+        self.unsubscribed = trio.Event()
+        self.topics: list[str] = []
+        self.publish: trio.MemorySendChannel[dict] | None = None
+
+    def node_info(self) -> dict[str, Any]:
+        return {
+            "version": "0.1.0",
+            "profile": "micronode",
+            "amnesia": True,
+            "pq": "off",
+            "config_version": 1,
+            "config_sha": "ab" * 32,
+        }
+
+    async def stop(self) -> None:
+        self.stopped.set()
+
+    async def release(self, service: str) -> None:
+        status = self.health.get(service)
+        if status is None:
+            raise KeyError(service)
+        if status.state is not ServiceState.QUARANTINED:
+            raise ValueError(f"{service} is not quarantined")
+        self.health.update(service, state=ServiceState.STARTING)
+
+    async def reload(self) -> int:
+        if isinstance(self.reload_outcome, Exception):
+            raise self.reload_outcome
+        return self.reload_outcome
+
+    @asynccontextmanager
+    async def open_events(self, topic_prefix: str) -> AsyncIterator[trio.MemoryReceiveChannel]:
+        send, receive = trio.open_memory_channel[dict](16)
+        self.topics.append(topic_prefix)
+        self.publish = send
+        self.subscribed.set()
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self.unsubscribed.set()
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        assert self.headers["content-type"] == "application/json"
+        return json.loads(self.body)
+
+
+async def http(addr: str, method: str, target: str) -> Reply:
+    """One request over a fresh TCP connection, parsed by h11."""
+    host, _, port = addr.rpartition(":")
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", addr), ("connection", "close")]
+    if method == "POST":
+        headers.append(("content-length", "0"))
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(
+            conn.send(h11.Request(method=method, target=target, headers=headers))
+            + conn.send(h11.EndOfMessage())
+        )
+        response, body = None, b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                hdrs = {k.decode(): v.decode() for k, v in response.headers}
+                return Reply(response.status_code, hdrs, body)
+
+
+class EventStream:
+    """The client side of GET /events: yields JSON lines as they arrive."""
+
+    def __init__(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+        self.stream, self.conn = stream, conn
+        self.response: h11.Response | None = None
+        self.ended = False
+        self._buffer = b""
+
+    async def _pump(self) -> bool:
+        """Process one h11 event; False once the response is complete."""
+        event = self.conn.next_event()
+        if event is h11.NEED_DATA:
+            self.conn.receive_data(await self.stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            self.response = event
+        elif isinstance(event, h11.Data):
+            self._buffer += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            self.ended = True
+            return False
+        return True
+
+    async def started(self) -> h11.Response:
+        while self.response is None:
+            await self._pump()
+        return self.response
+
+    async def next_event(self) -> dict:
+        while b"\n" not in self._buffer:
+            assert await self._pump(), "stream ended"
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    async def wait_end(self) -> None:
+        while await self._pump():
+            pass
+
+
+@asynccontextmanager
+async def event_stream(addr: str, target: str) -> AsyncIterator[EventStream]:
+    host, _, port = addr.rpartition(":")
+    conn = h11.Connection(h11.CLIENT)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        request = h11.Request(method="GET", target=target, headers=[("host", addr)])
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        yield EventStream(stream, conn)
+
+
+@pytest.fixture
+def metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv(MULTIPROC_ENV, "placeholder")
+    monkeypatch.delenv(MULTIPROC_ENV)
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    m = Metrics(tmp_path / "metrics", amnesia=True, reset=True)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def control(metrics: Metrics) -> FakeControl:
+    return FakeControl(metrics)
+
+
+@pytest.fixture
+async def addr(control: FakeControl, nursery: trio.Nursery) -> str:
+    app = build_admin_app(control, retry_after=7, max_event_streams=1)
+    with trio.fail_after(DEADLINE):
+        return await nursery.start(serve_admin, app, "127.0.0.1:0")
+
+
+def scrape_value(control: FakeControl, name: str, **labels: str) -> float:
+    body, _ = control.metrics.render()
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == {**labels, "amnesia": "on"}:
+                return sample.value
+    return 0.0
+
+
+async def test_reports_a_real_port_and_healthz(addr: str) -> None:
+    host, _, port = addr.rpartition(":")
+    assert host == "127.0.0.1" and int(port) > 0
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "GET", "/healthz")
+    assert (reply.status, reply.json()) == (200, {"ok": True})
+
+
+async def test_readyz_503_with_retry_after_until_everything_is_up(
+    addr: str, control: FakeControl
+) -> None:
+    control.health.register("svc-storage", required=True)
+    control.health.register("svc-extra", required=False)
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "GET", "/readyz")
+        assert reply.status == 503
+        assert reply.headers["retry-after"] == "7"
+        assert reply.json() == {
+            "degraded": True,
+            "missing": ["config", "bus", "svc-storage"],
+            "retry_after": 7,
+        }
+        control.health.config_loaded = control.health.bus_up = True
+        control.health.set("svc-storage", True)
+        reply = await http(addr, "GET", "/readyz")
+        assert (reply.status, reply.json()) == (200, {"ready": True})
+        assert "retry-after" not in reply.headers
+        control.health.update("svc-extra", state=ServiceState.QUARANTINED)
+        reply = await http(addr, "GET", "/readyz")
+        assert reply.status == 503
+        assert reply.json()["missing"] == ["svc-extra"]
+
+
+async def test_version_is_node_info_plus_services(addr: str, control: FakeControl) -> None:
+    control.health.register("svc-index", required=True)
+    control.health.update("svc-index", pid=4242, restarts=3, started_at=trio.current_time())
+    control.health.register("svc-dht", required=False)
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "GET", "/version")
+    assert reply.status == 200
+    body = reply.json()
+    services = body.pop("services")
+    assert body == control.node_info()
+    assert [s["name"] for s in services] == ["svc-dht", "svc-index"]
+    index = services[1]
+    assert set(index) == {"name", "pid", "state", "restarts", "uptime", "required"}
+    assert (index["pid"], index["state"], index["restarts"], index["required"]) == (
+        4242,
+        "starting",
+        3,
+        True,
+    )
+    assert index["uptime"] >= 0
+
+
+async def test_metrics_scrape_counts_requests_by_template(addr: str, control: FakeControl) -> None:
+    control.health.register("svc-a", required=True)
+    with trio.fail_after(DEADLINE):
+        await http(addr, "GET", "/healthz")
+        await http(addr, "POST", "/control/release/svc-a")  # 409
+        await http(addr, "POST", "/control/release/svc-b")  # 404
+        await http(addr, "GET", "/no/such/thing")
+        await http(addr, "BREW", "/healthz")
+        reply = await http(addr, "GET", "/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    counts = {
+        (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(reply.body.decode())
+        if family.name == "http_requests"
+        for s in family.samples
+        if s.name == "http_requests_total"
+    }
+    assert counts == {
+        ("/healthz", "GET", "200"): 1.0,
+        ("/control/release/{service}", "POST", "409"): 1.0,
+        ("/control/release/{service}", "POST", "404"): 1.0,
+        ("unmatched", "GET", "404"): 1.0,
+        ("/healthz", "OTHER", "405"): 1.0,
+    }
+
+
+async def test_promtool_accepts_the_served_scrape(addr: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package: prometheus)")
+    with trio.fail_after(DEADLINE):
+        await http(addr, "GET", "/healthz")
+        reply = await http(addr, "GET", "/metrics")
+        done = await trio.run_process(
+            [promtool, "check", "metrics"],
+            stdin=reply.body,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert b'amnesia="on"' in reply.body
+
+
+async def test_stop_answers_202_then_stops(addr: str, control: FakeControl) -> None:
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "POST", "/control/stop")
+        assert (reply.status, reply.json()) == (202, {"stopping": True})
+        await control.stopped.wait()
+
+
+async def test_release_200_404_409(addr: str, control: FakeControl) -> None:
+    control.health.register("svc-a", required=True)
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "POST", "/control/release/svc-a")
+        assert reply.status == 409
+        assert reply.json()["error"] == "not_quarantined"
+        control.health.update("svc-a", state=ServiceState.QUARANTINED)
+        reply = await http(addr, "POST", "/control/release/svc-a")
+        assert (reply.status, reply.json()) == (200, {"released": "svc-a"})
+        assert control.health.get("svc-a").state is ServiceState.STARTING
+        reply = await http(addr, "POST", "/control/release/svc-nope")
+        assert reply.status == 404
+        assert reply.json()["error"] == "unknown_service"
+
+
+async def test_reload_200_and_422_one_line(addr: str, control: FakeControl) -> None:
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "POST", "/control/reload")
+        assert (reply.status, reply.json()) == (200, {"config_version": 2})
+        control.reload_outcome = ValueError("bus.capacity must be > 0, got 0\n  (in node.toml)")
+        reply = await http(addr, "POST", "/control/reload")
+    assert reply.status == 422
+    assert reply.json() == {"error": "config_invalid", "detail": "bus.capacity must be > 0, got 0"}
+
+
+async def test_unknown_path_404_and_wrong_method_405(addr: str) -> None:
+    with trio.fail_after(DEADLINE):
+        missing = await http(addr, "GET", "/nope")
+        trailing = await http(addr, "GET", "/healthz/")
+        wrong = await http(addr, "GET", "/control/stop")
+        post_health = await http(addr, "POST", "/healthz")
+    assert (missing.status, missing.json()) == (404, {"error": "not_found"})
+    assert trailing.status == 404
+    assert (wrong.status, wrong.json()) == (405, {"error": "method_not_allowed"})
+    assert wrong.headers["allow"] == "POST"
+    assert (post_health.status, post_health.headers["allow"]) == (405, "GET")
+
+
+async def test_events_stream_live_until_client_leaves(addr: str, control: FakeControl) -> None:
+    crashed = {"type": "ServiceCrashed", "service": "svc-index", "reason": "exit 1"}
+    with trio.fail_after(DEADLINE):
+        async with event_stream(addr, "/events?topic=kernel.service") as client:
+            response = await client.started()
+            assert response.status_code == 200
+            assert dict(response.headers)[b"content-type"] == b"application/x-ndjson"
+            await control.subscribed.wait()
+            assert control.topics == ["kernel.service"]
+            assert control.publish is not None
+            await control.publish.send(crashed)
+            assert await client.next_event() == crashed
+            await control.publish.send({"type": "Shutdown"})
+            assert await client.next_event() == {"type": "Shutdown"}
+        # The client hung up: the server must notice and release the subscription.
+        await control.unsubscribed.wait()
+
+
+async def test_events_stream_ends_when_node_closes_it(addr: str, control: FakeControl) -> None:
+    with trio.fail_after(DEADLINE):
+        async with event_stream(addr, "/events") as client:
+            await client.started()
+            await control.subscribed.wait()
+            assert control.topics == ["kernel"]
+            assert control.publish is not None
+            await control.publish.send({"type": "ConfigUpdated", "version": 3})
+            await control.publish.aclose()
+            assert await client.next_event() == {"type": "ConfigUpdated", "version": 3}
+            await client.wait_end()
+        assert client.ended
+
+
+async def test_events_streams_are_capped(addr: str, control: FakeControl) -> None:
+    with trio.fail_after(DEADLINE):
+        async with event_stream(addr, "/events") as first:
+            await first.started()
+            await control.subscribed.wait()
+            second = await http(addr, "GET", "/events")
+            assert second.status == 503
+            assert second.json()["error"] == "too_many_streams"
+            assert "retry-after" in second.headers
+        bad = await http(addr, "GET", "/events?topic=")
+        assert (bad.status, bad.json()["error"]) == (400, "bad_topic")
+
+
+async def test_slow_events_client_never_blocks_the_node(control: FakeControl) -> None:
+    """Driven in-process: a client that never reads must cost itself events, not the publisher."""
+    app = build_admin_app(control, events_buffer=2)
+    leave = trio.Event()
+    requested = False
+
+    async def receive() -> dict:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            await trio.sleep_forever()  # the socket never drains
+
+    scope = {"type": "http", "method": "GET", "path": "/events", "query_string": b""}
+    total = 50
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app, scope, receive, send)
+            await control.subscribed.wait()
+            assert control.publish is not None
+            for n in range(total):
+                await control.publish.send({"type": "ConfigUpdated", "version": n})
+            # Publishing completed although nothing was written: everything past the client's
+            # buffer (2) and the one event stuck in its write was dropped and counted.
+            await trio.testing.wait_all_tasks_blocked()
+            dropped = scrape_value(control, "queue_dropped_total", queue="admin_events")
+            assert total - 3 <= dropped <= total - 2
+            leave.set()
+        await control.unsubscribed.wait()
+
+
+async def test_bind_in_use_is_one_clear_error(control: FakeControl) -> None:
+    app = build_admin_app(control)
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with trio.fail_after(DEADLINE), pytest.raises(AdminBindError) as err:
+            await serve_admin(app, f"127.0.0.1:{port}")  # fails before it would serve
+    message = str(err.value)
+    assert f"127.0.0.1:{port}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("bind", ["localhost", "127.0.0.1:http", ":9909", "127.0.0.1:70000"])
+async def test_malformed_bind_is_one_clear_error(control: FakeControl, bind: str) -> None:
+    with trio.fail_after(DEADLINE), pytest.raises(AdminBindError, match="HOST:PORT"):
+        await serve_admin(build_admin_app(control), bind)
+
+
+async def test_shutdown_event_stops_the_server(control: FakeControl) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(
+                lambda task_status: serve_admin(
+                    build_admin_app(control),
+                    "127.0.0.1:0",
+                    shutdown=shutdown,
+                    task_status=task_status,
+                )
+            )
+            assert (await http(bound, "GET", "/healthz")).status == 200
+            shutdown.set()
+        # serve_admin returned on its own; the port no longer accepts connections.
+        host, _, port = bound.rpartition(":")
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(host, int(port))
+
+
+async def test_cancelling_the_server_ends_open_streams(control: FakeControl) -> None:
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_admin, build_admin_app(control), "127.0.0.1:0")
+            async with event_stream(bound, "/events") as client:
+                await client.started()
+                await control.subscribed.wait()
+                nursery.cancel_scope.cancel()
+        await control.unsubscribed.wait()
+
+
+async def test_a_failing_handler_is_a_json_500(
+    addr: str, control: FakeControl, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    control.node_info = broken  # type: ignore[method-assign]
+    with trio.fail_after(DEADLINE):
+        reply = await http(addr, "GET", "/version")
+        assert (reply.status, reply.json()) == (500, {"error": "internal"})
+        assert (await http(addr, "GET", "/healthz")).status == 200, "the server must survive"
+    assert "admin handler failed" in caplog.text
+    assert scrape_value(
+        control, "http_requests_total", route="/version", method="GET", status="500"
+    )
+
+
+def test_build_rejects_nonsense_limits(control: FakeControl) -> None:
+    with pytest.raises(ValueError):
+        build_admin_app(control, events_buffer=0)
+
+
+def test_promtool_rejects_garbage_so_the_check_means_something() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package: prometheus)")
+    done = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=b"# TYPE x counter\nx{a=} 1\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
