@@ -51,6 +51,7 @@ __all__ = [
     "check_config_file",
     "config_diff",
     "config_digest",
+    "config_from_dict",
     "load_config",
     "validate_config",
 ]
@@ -381,6 +382,12 @@ def load_config(
     except _config_env.LayerError as exc:
         raise ConfigError(str(exc)) from None
     return _build(layers)
+
+
+def config_from_dict(data: Mapping[str, Any], *, origin: str = "config") -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (how a service process receives the
+    node's effective config); validated like any other layer."""
+    return _build([(data, origin, {})])
 
 
 def check_config_file(path: str | Path) -> Config:

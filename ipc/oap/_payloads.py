@@ -1,0 +1,177 @@
+"""Typed OAP/1 payloads: small frozen values carried as msgpack maps, parsed strictly.
+
+Strict means: the top level must be a map, every required key present, no unknown key, every
+value of exactly the declared msgpack type (no ``"5"`` for 5, no ``true`` for 1, no string for a
+list). Any violation is ``OapError`` 422 ``schema_invalid``; a DATA chunk over 64 KiB is 413
+``chunk_too_large``. Constructing a value locally runs the same checks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import msgpack
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from ._constants import CHUNK, HEADER_LEN, U64_MAX
+from ._errors import OapError
+
+_OBJ_ID = re.compile(r"b3:[0-9a-f]{64}")
+
+
+def _bad(what: str) -> OapError:
+    return OapError("schema_invalid", what)
+
+
+def _obj_id(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not str or _OBJ_ID.fullmatch(value) is None:
+        raise _bad(f"{attr.name} must be 'b3:' + 64 lowercase hex, not {value!r:.80}")
+
+
+def _uint(low: int, high: int = U64_MAX) -> Any:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        if type(value) is not int or not low <= value <= high:
+            raise _bad(f"{attr.name} must be an int in {low}..{high}, not {value!r:.40}")
+
+    return check
+
+
+def _opt_uint(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or not 0 <= value <= U64_MAX):
+        raise _bad(f"{attr.name} must be a non-negative int or absent, not {value!r:.40}")
+
+
+def _text(nonempty: bool) -> Any:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        if type(value) is not str or (nonempty and not value):
+            raise _bad(f"{attr.name} must be a {'non-empty ' if nonempty else ''}string")
+
+    return check
+
+
+def _str_tuple(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not tuple or any(type(item) is not str for item in value):
+        raise _bad(f"{attr.name} must be a list of strings")
+
+
+def _as_tuple(value: object) -> object:
+    # Accept a list from callers, store an immutable tuple (the value is frozen and hashable).
+    return tuple(value) if type(value) is list else value
+
+
+def _chunk(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not bytes:
+        raise _bad(f"{attr.name} must be bytes (msgpack bin)")
+    if len(value) > CHUNK:
+        raise OapError("chunk_too_large", f"DATA chunk of {len(value)} bytes, at most {CHUNK}")
+
+
+@attrs.frozen
+class Hello:
+    """HELLO request payload (REQ, app_proto_id 0): an empty map, reserved for growth."""
+
+
+@attrs.frozen
+class HelloResponse:
+    """HELLO answer (RESP, code 200): what this end accepts and speaks."""
+
+    max_frame: int = attrs.field(validator=_uint(HEADER_LEN, 0xFFFF_FFFF + 4))
+    max_inflight: int = attrs.field(validator=_uint(1))
+    features: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_str_tuple)
+    transports: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_str_tuple)
+
+
+@attrs.frozen
+class Start:
+    """Opens an object stream: ``obj`` is the content id, ``size`` its total byte count."""
+
+    obj: str = attrs.field(validator=_obj_id)
+    size: int = attrs.field(validator=_uint(0))
+
+
+@attrs.frozen(repr=False)
+class Data:
+    """One chunk (<= 64 KiB) of object ``obj`` at byte offset ``off``."""
+
+    obj: str = attrs.field(validator=_obj_id)
+    off: int = attrs.field(validator=_uint(0))
+    data: bytes = attrs.field(validator=_chunk)
+
+    def __repr__(self) -> str:
+        return f"Data(obj={self.obj!r}, off={self.off}, data=<{len(self.data)} bytes>)"
+
+
+@attrs.frozen
+class End:
+    """Closes the object stream of ``obj``."""
+
+    obj: str = attrs.field(validator=_obj_id)
+
+
+@attrs.frozen
+class ErrorBody:
+    """Payload of an error response: canon ``reason``, human ``detail``, optional retry hint."""
+
+    reason: str = attrs.field(validator=_text(nonempty=True))
+    detail: str = attrs.field(validator=_text(nonempty=False))
+    retry_after: int | None = attrs.field(default=None, validator=_opt_uint)
+
+
+PAYLOAD_TYPES: tuple[type, ...] = (Hello, HelloResponse, Start, Data, End, ErrorBody)
+"""Every typed payload this module knows."""
+
+T = TypeVar("T")
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=False)
+
+    # Leaf values pass through untouched: the attrs validators check exact types, so cattrs'
+    # default coercions (int("5"), tuple("abc")) never get a chance to hide a wrong type.
+    def passthrough(value: object, _type: object) -> object:
+        return value
+
+    for leaf in (int, str, bytes):
+        conv.register_structure_hook(leaf, passthrough)
+    generic_leaves = {tuple[str, ...], int | None}
+    conv.register_structure_hook_func(lambda tp: tp in generic_leaves, passthrough)
+    conv.register_unstructure_hook(
+        ErrorBody,
+        make_dict_unstructure_fn(ErrorBody, conv, retry_after=override(omit_if_default=True)),
+    )
+    return conv
+
+
+_CONVERTER = _make_converter()
+
+
+def pack_payload(obj: object) -> bytes:
+    """Serialize a typed payload to its msgpack map."""
+    if type(obj) not in PAYLOAD_TYPES:
+        raise TypeError(f"not an OAP/1 payload type: {type(obj).__name__}")
+    return msgpack.packb(_CONVERTER.unstructure(obj), use_bin_type=True)
+
+
+def unpack_payload(cls: type[T], data: bytes) -> T:
+    """Parse ``data`` strictly as a ``cls`` payload; any mismatch is ``OapError`` (422/413)."""
+    if cls not in PAYLOAD_TYPES:
+        raise TypeError(f"not an OAP/1 payload type: {cls.__name__}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=False)
+    except Exception as exc:  # msgpack raises a zoo (ExtraData, FormatError, ValueError, ...)
+        raise _bad(f"{cls.__name__}: not one msgpack value ({type(exc).__name__})") from None
+    if type(raw) is not dict:
+        raise _bad(f"{cls.__name__}: payload must be a map, not {type(raw).__name__}")
+    try:
+        return _CONVERTER.structure(raw, cls)
+    except OapError:
+        raise
+    except KeyError as exc:
+        raise _bad(f"{cls.__name__}: missing key {exc}") from None
+    except cattrs.ForbiddenExtraKeysError as exc:
+        raise _bad(f"{cls.__name__}: unknown keys {sorted(map(str, exc.extra_fields))}") from None
+    except Exception as exc:
+        raise _bad(f"{cls.__name__}: {type(exc).__name__}") from None

@@ -1,0 +1,256 @@
+"""``ronctl run``: one node = bus proxy + supervisor + admin plane in one trio run.
+
+Wiring only; each part lives in its own module. Lifetime, outermost first:
+
+    runtime dir (0700; tmpfs for amnesia)  -> removed on stop when amnesia is on
+      bus proxy                             -> the node's broadcast
+        the supervisor's own bus handle     -> Health feeds the supervisor, events feed /events
+          admin plane, supervisor, signals  -> until SIGINT/SIGTERM/`ronctl stop`
+
+Stopping: ``Shutdown`` on the bus, every child drained then TERM then KILL and reaped, then the
+admin plane and the bus close, then (micronode) the runtime dir is deleted. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ipc import events
+from ipc.bus import Bus
+from ipc.bus_proxy import BusProxy
+from kernel import logs
+from kernel.admin import AdminBindError, build_admin_app, serve_admin
+from kernel.config import Config, ConfigError, ConfigStore, load_config
+from kernel.health import HealthState
+from kernel.metrics import Metrics
+from kernel.runtime import (
+    RuntimeDir,
+    RuntimeDirError,
+    default_data_dir,
+    default_runtime_dir,
+    is_tmpfs,
+)
+from kernel.service import service_env
+from kernel.supervisor import Supervisor, launcher_for
+
+VERSION = "0.1.0"
+EVENTS_BUFFER = 256
+
+
+class Node:
+    """The running node as the admin plane sees it (implements ``kernel.admin.NodeControl``)."""
+
+    def __init__(
+        self,
+        *,
+        store: ConfigStore,
+        reload_config: Any,
+        health: HealthState,
+        metrics: Metrics,
+        bus: Bus,
+        supervisor: Supervisor,
+    ) -> None:
+        self.store = store
+        self._reload_config = reload_config
+        self.health = health
+        self.metrics = metrics
+        self.bus = bus
+        self.supervisor = supervisor
+        self.stop_requested = trio.Event()
+        self.ready = trio.Event()
+        self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
+
+    def node_info(self) -> dict[str, Any]:
+        version, cfg = self.store.snapshot()
+        return {
+            "version": VERSION,
+            "profile": cfg.node.name,
+            "amnesia": cfg.amnesia.enabled,
+            "pq": cfg.pq.mode,
+            "config_version": version,
+            "config_sha": cfg.sha256,
+        }
+
+    async def stop(self) -> None:
+        self.stop_requested.set()
+
+    async def release(self, service: str) -> None:
+        self.supervisor.release(service)
+
+    async def reload(self) -> int:
+        """Validate and swap the config; on any error the running config stays (rollback)."""
+        try:
+            version = self.store.reload(self._reload_config)
+        except ConfigError as exc:
+            logs.log("config_reload_rejected", level="warning", reason=str(exc))
+            raise
+        self.supervisor.apply_config(self.store.current)
+        self.bus.publish(events.ConfigUpdated(version=version))
+        logs.log("config_reloaded", config_version=version)
+        return version
+
+    @asynccontextmanager
+    async def open_events(
+        self, topic_prefix: str
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](EVENTS_BUFFER)
+        entry = (topic_prefix, send)
+        self._subscribers.append(entry)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._subscribers.remove(entry)
+            send.close()
+
+    def _fan_out(self, event: events.KernelEvent) -> None:
+        topic = events.topic_of(event)
+        for prefix, channel in self._subscribers:
+            if topic.startswith(prefix):
+                try:
+                    channel.send_nowait(events.to_wire(event))
+                except (trio.WouldBlock, trio.BrokenResourceError):
+                    self.metrics.queue_dropped.labels(queue="admin_events").inc()
+
+    async def pump_bus(self) -> None:
+        """Every bus event: Health feeds the supervisor; all go to /events subscribers."""
+        async for event in self.bus:
+            if isinstance(event, events.Health):
+                self.supervisor.on_health(event.service, event.ok)
+                if not self.ready.is_set() and self.health.readiness().ready:
+                    self.ready.set()
+            self._fan_out(event)
+
+    async def handle_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    with contextlib.suppress(ConfigError):  # logged; the running config stays
+                        await self.reload()
+                else:
+                    logs.log("signal_received", signal=signal.Signals(signum).name)
+                    self.stop_requested.set()
+
+
+def _fail(message: str) -> int:
+    print(f"ronctl: {message}", file=sys.stderr)
+    return 1
+
+
+def run_node(
+    profile: str, config_file: Path | None = None, overrides: Mapping[str, object] | None = None
+) -> int:
+    """Run a node in the foreground until stopped. Returns the process exit code."""
+
+    def load() -> Config:
+        return load_config(profile, config_file=config_file, overrides=overrides)
+
+    try:
+        cfg = load()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    amnesia = cfg.amnesia.enabled
+    logs.configure(service="supervisor", amnesia=amnesia, level=cfg.log.level)
+    path = Path(cfg.paths.runtime_dir) if cfg.paths.runtime_dir else default_runtime_dir()
+    if amnesia and not is_tmpfs(path.parent if not path.exists() else path):
+        return _fail(
+            f"amnesia is on but the runtime dir {path} is not on tmpfs (RAM); "
+            "pass --runtime-dir on a tmpfs such as /dev/shm"
+        )
+    try:
+        runtime = RuntimeDir.create(path)
+    except RuntimeDirError as exc:
+        return _fail(str(exc))
+    error: str | None = None
+    try:
+        data_dir = _make_data_dir(cfg, runtime)
+        trio.run(_run, cfg, load, runtime, data_dir)
+    except* OSError as group:  # the data dir could not be created
+        error = f"cannot create the data dir: {_first_leaf(group)}"
+    except* (AdminBindError, RuntimeDirError) as group:
+        error = str(_first_leaf(group))
+    finally:
+        if amnesia:
+            runtime.remove()
+        else:
+            runtime.close()
+    return _fail(error) if error else 0
+
+
+def _make_data_dir(cfg: Config, runtime: RuntimeDir) -> Path:
+    """Amnesia: data lives in the runtime dir (tmpfs, removed on stop). Otherwise on disk."""
+    if cfg.amnesia.enabled:
+        path = runtime.path / "data"
+    else:
+        path = Path(cfg.paths.data_dir) if cfg.paths.data_dir else default_data_dir()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> None:
+    store = ConfigStore(cfg)
+    metrics = Metrics(runtime.metrics_dir, amnesia=cfg.amnesia.enabled, reset=True)
+    health = HealthState()
+    health.config_loaded = True
+    rt = runtime.path
+    async with trio.open_nursery() as outer:
+        await outer.start(BusProxy(rt, capacity=cfg.bus.capacity, metrics=metrics).run)
+        async with Bus.connect(rt, capacity=cfg.bus.capacity, metrics=metrics) as bus:
+            health.bus_up = True
+            supervisor = Supervisor(
+                cfg,
+                health=health,
+                bus=bus,
+                launcher=launcher_for(cfg.supervisor.spawn),
+                metrics=metrics,
+                env_for=lambda spec: service_env(spec, store.current, rt, data_dir),
+            )
+            node = Node(
+                store=store,
+                reload_config=load,
+                health=health,
+                metrics=metrics,
+                bus=bus,
+                supervisor=supervisor,
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.handle_signals)
+                nursery.start_soon(node.pump_bus)
+                admin = await nursery.start(
+                    serve_admin, build_admin_app(node), cfg.observability.admin_addr
+                )
+                admin_url = f"http://{admin}"
+                await nursery.start(supervisor.run)
+                runtime.write_node_info({"admin": admin_url, "profile": cfg.node.name})
+                logs.log("node_started", admin=admin_url, runtime_dir=str(rt))
+                nursery.start_soon(_announce_when_ready, node, cfg, admin_url)
+                await node.stop_requested.wait()
+                logs.log("node_stopping")
+                await supervisor.shutdown()
+                nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
+    logs.log("node_stopped")
+
+
+async def _announce_when_ready(node: Node, cfg: Config, admin_url: str) -> None:
+    """Print the single ``node_ready`` line on stdout once /readyz would say 200."""
+    await node.ready.wait()
+    line = {"event": "node_ready", "profile": cfg.node.name, "pid": os.getpid(), "admin": admin_url}
+    print(json.dumps(line, separators=(",", ":")), flush=True)
+    logs.log("node_ready", admin=admin_url)

@@ -1,0 +1,152 @@
+"""The one entry point of every service process: ``run_service(main)``.
+
+A service module ends with ``if __name__ == "__main__": run_service(main)``. The harness does what
+every service must do the same way, so no service can forget it:
+
+- arm PDEATHSIG first (the service dies with its supervisor, even on ``kill -9`` of the supervisor);
+- read its identity and the node's effective config from the environment the supervisor set;
+- JSON logs tagged with the service name; node-wide metrics in the runtime dir;
+- join the bus, send ``Health`` at once when ``main`` says it is ready and then as a heartbeat
+  (a hung process stops heartbeating, and the supervisor replaces it);
+- stop cleanly on the bus's ``Shutdown`` or SIGTERM/SIGINT (cancellation of ``main``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ipc import events
+from ipc.bus import Bus
+from kernel import logs
+from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
+from kernel.metrics import Metrics
+from kernel.supervisor import pdeathsig
+
+RUNTIME_DIR_ENV = "RON_RUNTIME_DIR"
+CONFIG_ENV = "RON_CONFIG"
+DATA_DIR_ENV = "RON_DATA_DIR"
+SERVICE_ENV = "RON_SERVICE"
+
+
+def service_env(
+    spec: ServiceSpec, config: Config, runtime_dir: Path, data_dir: Path
+) -> dict[str, str]:
+    """What the supervisor puts in a service's environment (``run_service`` reads it back)."""
+    return {
+        SERVICE_ENV: spec.name,
+        RUNTIME_DIR_ENV: str(runtime_dir),
+        DATA_DIR_ENV: str(data_dir),
+        CONFIG_ENV: json.dumps(config.to_dict(), separators=(",", ":")),
+    }
+
+
+@attrs.define
+class ServiceContext:
+    """What a service's ``main`` gets: who it is, the node's config, the bus, metrics."""
+
+    name: str
+    runtime_dir: Path
+    data_dir: Path  # where the service keeps state: tmpfs under amnesia, disk otherwise
+    config: Config
+    spec: ServiceSpec
+    bus: Bus
+    metrics: Metrics
+    _ready: trio.Event = attrs.field(factory=trio.Event)
+    _ok: bool = True
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.spec.settings)
+
+    def ready(self) -> None:
+        """Say the service is ready: Health{ok:true} goes out now and then with every heartbeat."""
+        self._ok = True
+        self._ready.set()
+
+    def set_health(self, ok: bool) -> None:
+        """Report degraded (False) or healthy (True) from now on; published at once."""
+        self._ok = ok
+        self._ready.set()
+        self.bus.publish(events.Health(service=self.name, ok=ok))
+
+
+Main = Callable[[ServiceContext], Awaitable[None]]
+
+
+def _spec_for(config: Config, name: str) -> ServiceSpec:
+    for spec in config.services:
+        if spec.name == name:
+            return spec
+    raise ConfigError(f"service {name!r} is not in the node's config")
+
+
+def run_service(main: Main) -> None:
+    """Run ``main`` as a supervised service process. Exits 0 on a clean stop, 2 on bad setup."""
+    pdeathsig.arm_from_env()
+    try:
+        name = os.environ[SERVICE_ENV]
+        runtime_dir = Path(os.environ[RUNTIME_DIR_ENV])
+        data_dir = Path(os.environ[DATA_DIR_ENV])
+        config = config_from_dict(json.loads(os.environ[CONFIG_ENV]), origin=CONFIG_ENV)
+        spec = _spec_for(config, name)
+    except (KeyError, ValueError, ConfigError) as exc:
+        print(
+            f"this is a RustyOnions service; start it through `ronctl run` ({exc})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    logs.configure(service=name, amnesia=config.amnesia.enabled, level=config.log.level)
+    trio.run(_serve, main, name, runtime_dir, data_dir, config, spec)
+
+
+async def _serve(
+    main: Main, name: str, runtime_dir: Path, data_dir: Path, config: Config, spec: ServiceSpec
+) -> None:
+    metrics = Metrics(runtime_dir / "metrics", amnesia=config.amnesia.enabled)
+    async with Bus.connect(
+        runtime_dir,
+        topics=("kernel.shutdown",),
+        capacity=config.bus.capacity,
+        metrics=metrics,
+    ) as bus:
+        ctx = ServiceContext(name, runtime_dir, data_dir, config, spec, bus, metrics)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
+            nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, ctx, nursery.cancel_scope)
+            logs.log("service_started", pid=os.getpid())
+            await main(ctx)
+            nursery.cancel_scope.cancel()  # main returned: the service is done
+        logs.log("service_stopped")
+
+
+async def _heartbeat(ctx: ServiceContext, interval: float) -> None:
+    await ctx._ready.wait()
+    while True:
+        ctx.bus.publish(events.Health(service=ctx.name, ok=ctx._ok))
+        await trio.sleep(interval)
+
+
+async def _stop_on_shutdown(ctx: ServiceContext, scope: trio.CancelScope) -> None:
+    async for event in ctx.bus:
+        if isinstance(event, events.Shutdown):
+            logs.log("shutdown_received")
+            scope.cancel()
+            return
+
+
+async def _stop_on_signal(ctx: ServiceContext, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logs.log("signal_received", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,58 @@
+"""svc-echo: the smallest real service. Answers OAP/1 requests on its command socket.
+
+HELLO (app_proto_id 0) gets this node's OAP/1 limits; any other request is echoed back (RESP 200,
+same corr_id, same payload). It exists so the supervisor has something real to supervise and the
+tests and drills have something to crash, hang and measure; it is also the template for a service.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ipc import oap
+from ipc.commands import CommandServer
+from kernel import logs
+from kernel.service import ServiceContext, run_service
+
+FEATURES = ("echo",)
+
+
+def make_handler(ctx: ServiceContext):
+    hello = oap.HelloResponse(
+        max_frame=ctx.config.limits.max_frame,
+        max_inflight=ctx.config.limits.cmd_inflight,
+        features=FEATURES,
+        transports=("ipc",),
+    )
+
+    async def handle(frame: oap.Frame) -> oap.Frame:
+        if oap.is_hello_request(frame):
+            return oap.hello_response(frame, hello)
+        return oap.Frame(
+            flags=oap.RESP,
+            code=200,
+            app_proto_id=frame.app_proto_id,
+            tenant_id=frame.tenant_id,
+            corr_id=frame.corr_id,
+            payload=frame.payload,
+        )
+
+    return handle
+
+
+async def main(ctx: ServiceContext) -> None:
+    server = CommandServer(
+        ctx.runtime_dir,
+        ctx.name,
+        make_handler(ctx),
+        max_inflight=ctx.config.limits.cmd_inflight,
+        metrics=ctx.metrics,
+        on_error=lambda exc: logs.log("handler_error", level="error", reason=repr(exc)),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        ctx.ready()
+
+
+if __name__ == "__main__":
+    run_service(main)
