@@ -19,6 +19,7 @@ SPAWN_MODES = ("exec", "forkserver")
 PQ_MODES = ("off", "hybrid", "required")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RESTART_POLICIES = ("permanent", "transient", "temporary")
+LISTEN_SECTIONS = ("", "gateway", "overlay")
 MAX_FRAME_RANGE = (4096, 16 * 1024 * 1024)
 BUS_CAPACITY_MAX = 1_048_576
 # ipc:// socket paths are limited to ~107 bytes; leave room for "/<name>.sock" under the dir.
@@ -150,6 +151,7 @@ def _paths(cfg: Config) -> None:
 
 def _services(cfg: Config) -> None:
     seen: set[str] = set()
+    listening: set[str] = set()
     interval = cfg.supervisor.heartbeat_interval
     for i, svc in enumerate(cfg.services):
         at = f"services[{i}]"
@@ -165,6 +167,10 @@ def _services(cfg: Config) -> None:
                 f"got {svc.module!r}",
             )
         _one_of(f"{at}.restart", svc.restart, RESTART_POLICIES)
+        _one_of(f"{at}.listen", svc.listen, LISTEN_SECTIONS)
+        if svc.listen and svc.listen in listening:
+            raise _fail(f"{at}.listen", f"{at}.listen: {svc.listen!r} is already served")
+        listening.add(svc.listen)
         _positive(f"{at}.shutdown_deadline", svc.shutdown_deadline)
         hb = svc.heartbeat_timeout
         if not (hb == 0 or hb > interval):

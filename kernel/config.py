@@ -133,6 +133,9 @@ class ServiceSpec:
     shutdown_deadline: float = 5.0
     heartbeat_timeout: float = 0.0  # 0 = use supervisor.heartbeat_timeout
     settings: dict[str, Any] = attrs.field(factory=dict)  # passed to the service as-is
+    # "gateway" / "overlay": the node binds that section's addr and hands the listening socket to
+    # the service (socket activation): the port survives restarts and nothing is refused meanwhile
+    listen: str = ""
 
 
 @attrs.frozen

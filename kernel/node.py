@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from kernel import logs
 from kernel.admin import AdminBindError, build_admin_app, serve_admin
-from kernel.config import Config, ConfigError, ConfigStore, load_config
+from kernel.config import Config, ConfigError, ConfigStore, ServiceSpec, load_config
 from kernel.health import HealthState
 from kernel.metrics import Metrics
 from kernel.runtime import (
@@ -42,6 +43,7 @@ from kernel.runtime import (
 )
 from kernel.service import service_env
 from kernel.supervisor import Supervisor, launcher_for
+from kernel.supervisor.launcher import LISTEN_FDS_ENV
 
 VERSION = "0.1.0"
 EVENTS_BUFFER = 256
@@ -177,7 +179,7 @@ def run_node(
         trio.run(_run, cfg, load, runtime, data_dir)
     except* OSError as group:  # the data dir could not be created
         error = f"cannot create the data dir: {_first_leaf(group)}"
-    except* (AdminBindError, RuntimeDirError) as group:
+    except* (AdminBindError, RuntimeDirError, ListenError) as group:
         error = str(_first_leaf(group))
     finally:
         if amnesia:
@@ -203,11 +205,75 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+class ListenError(Exception):
+    """A listening address the profile needs could not be bound; ``str()`` is one line."""
+
+
+def _bind_listeners(cfg: Config) -> dict[str, socket.socket]:
+    """Bind every ``listen`` section the profile's services ask for (socket activation)."""
+    bound: dict[str, socket.socket] = {}
+    try:
+        for spec in cfg.services:
+            if not spec.listen:
+                continue
+            addr = getattr(cfg, spec.listen).addr
+            host, _, port = addr.rpartition(":")
+            host = host.strip("[]")
+            try:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                bound[spec.listen] = sock
+                sock.bind((host, int(port)))
+                sock.listen(1024)
+            except OSError as exc:
+                raise ListenError(
+                    f"cannot listen on {spec.listen}.addr {addr}: {exc.strerror or exc}"
+                ) from None
+    except BaseException:
+        for sock in bound.values():
+            sock.close()
+        raise
+    return bound
+
+
+def _url(section: str, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'http' if section == 'gateway' else 'tcp'}://{host}:{port}"
+
+
 async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> None:
     store = ConfigStore(cfg)
     metrics = Metrics(runtime.metrics_dir, amnesia=cfg.amnesia.enabled, reset=True)
     health = HealthState()
     health.config_loaded = True
+    rt = runtime.path
+    listeners = _bind_listeners(cfg)
+
+    def env_for(spec: ServiceSpec) -> dict[str, str]:
+        env = service_env(spec, store.current, rt, data_dir)
+        if spec.listen:
+            env[LISTEN_FDS_ENV] = str(listeners[spec.listen].fileno())
+        return env
+
+    with contextlib.ExitStack() as closing:
+        for sock in listeners.values():
+            closing.enter_context(sock)
+        await _serve_node(cfg, load, runtime, store, metrics, health, env_for, listeners)
+    logs.log("node_stopped")
+
+
+async def _serve_node(
+    cfg: Config,
+    load: Any,
+    runtime: RuntimeDir,
+    store: ConfigStore,
+    metrics: Metrics,
+    health: HealthState,
+    env_for: Any,
+    listeners: dict[str, socket.socket],
+) -> None:
     rt = runtime.path
     async with trio.open_nursery() as outer:
         await outer.start(BusProxy(rt, capacity=cfg.bus.capacity, metrics=metrics).run)
@@ -219,7 +285,7 @@ async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> N
                 bus=bus,
                 launcher=launcher_for(cfg.supervisor.spawn),
                 metrics=metrics,
-                env_for=lambda spec: service_env(spec, store.current, rt, data_dir),
+                env_for=env_for,
             )
             node = Node(
                 store=store,
@@ -239,18 +305,19 @@ async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> N
                 await nursery.start(supervisor.run)
                 runtime.write_node_info({"admin": admin_url, "profile": cfg.node.name})
                 logs.log("node_started", admin=admin_url, runtime_dir=str(rt))
-                nursery.start_soon(_announce_when_ready, node, cfg, admin_url)
+                urls = {"admin": admin_url}
+                urls.update({name: _url(name, sock) for name, sock in sorted(listeners.items())})
+                nursery.start_soon(_announce_when_ready, node, cfg, urls)
                 await node.stop_requested.wait()
                 logs.log("node_stopping")
                 await supervisor.shutdown()
                 nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
-    logs.log("node_stopped")
 
 
-async def _announce_when_ready(node: Node, cfg: Config, admin_url: str) -> None:
+async def _announce_when_ready(node: Node, cfg: Config, urls: dict[str, str]) -> None:
     """Print the single ``node_ready`` line on stdout once /readyz would say 200."""
     await node.ready.wait()
-    line = {"event": "node_ready", "profile": cfg.node.name, "pid": os.getpid(), "admin": admin_url}
+    line = {"event": "node_ready", "profile": cfg.node.name, "pid": os.getpid(), **urls}
     print(json.dumps(line, separators=(",", ":")), flush=True)
-    logs.log("node_ready", admin=admin_url)
+    logs.log("node_ready", **urls)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from kernel import logs
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
 from kernel.metrics import Metrics
 from kernel.supervisor import pdeathsig
+from kernel.supervisor.launcher import listen_fds
 
 RUNTIME_DIR_ENV = "RON_RUNTIME_DIR"
 CONFIG_ENV = "RON_CONFIG"
@@ -66,6 +68,13 @@ class ServiceContext:
     @property
     def settings(self) -> dict[str, Any]:
         return dict(self.spec.settings)
+
+    def listen_socket(self) -> socket.socket:
+        """The listening socket the node bound for this service (spec ``listen``)."""
+        fds = listen_fds(os.environ)
+        if not fds:
+            raise RuntimeError(f"{self.name} has no listening socket: set listen in its spec")
+        return socket.socket(fileno=fds[0])
 
     def ready(self) -> None:
         """Say the service is ready: Health{ok:true} goes out now and then with every heartbeat."""

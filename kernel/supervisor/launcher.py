@@ -33,6 +33,7 @@ import trio
 from kernel.supervisor.pdeathsig import PARENT_PID_ENV
 
 __all__ = [
+    "LISTEN_FDS_ENV",
     "SERVICE_ENV",
     "ChildProcess",
     "ExecLauncher",
@@ -42,6 +43,14 @@ __all__ = [
 ]
 
 SERVICE_ENV = "RON_SERVICE"
+# Descriptors named here (comma-separated) are inherited by the child: listening sockets the node
+# bound for it (socket activation). Everything else is closed.
+LISTEN_FDS_ENV = "RON_LISTEN_FDS"
+
+
+def listen_fds(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = env.get(LISTEN_FDS_ENV, "")
+    return tuple(int(fd) for fd in raw.split(",") if fd)
 
 
 class ServiceSpecLike(Protocol):
@@ -184,6 +193,7 @@ class ExecLauncher:
                 stdout=out_w,
                 stderr=err_w,
                 close_fds=True,
+                pass_fds=listen_fds(env),
                 env=self.environment(spec, env),
                 cwd=self._cwd,
                 start_new_session=True,
