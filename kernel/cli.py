@@ -348,13 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_arg(c)
     c.set_defaults(func=cmd_config_reload)
 
-    p = verb("put", "store a file, print its id (not available yet)", cmd_not_yet)
-    p.add_argument("file", metavar="FILE")
-    _admin_arg(p)
-    p = verb("get", "fetch an object by id (not available yet)", cmd_not_yet)
-    p.add_argument("id", metavar="ID", help="object id, b3:<hex>")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    _admin_arg(p)
+    # Verbs that live in their own modules: data (put/get) and chaos drills.
+    from kernel import cli_chaos, cli_data
+
+    cli_data.register(verb, _admin_arg)
+    cli_chaos.register(verb, _admin_arg)
     return parser
 
 

@@ -303,10 +303,10 @@ async def _serve_node(
                 )
                 admin_url = f"http://{admin}"
                 await nursery.start(supervisor.run)
-                runtime.write_node_info({"admin": admin_url, "profile": cfg.node.name})
-                logs.log("node_started", admin=admin_url, runtime_dir=str(rt))
                 urls = {"admin": admin_url}
                 urls.update({name: _url(name, sock) for name, sock in sorted(listeners.items())})
+                runtime.write_node_info({**urls, "profile": cfg.node.name})
+                logs.log("node_started", runtime_dir=str(rt), **urls)
                 nursery.start_soon(_announce_when_ready, node, cfg, urls)
                 await node.stop_requested.wait()
                 logs.log("node_stopping")
