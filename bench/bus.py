@@ -93,18 +93,10 @@ def plain_sub(rt: Path) -> None:
     sub.connect(f"ipc://{rt}/out")
     sub.subscribe(b"kernel")
     print("ready", flush=True)
-    lat, received, first = [], 0, None
-    while True:
-        _topic, body = sub.recv_multipart()
-        ev = events.decode(body)
-        now = time.monotonic_ns()
-        if isinstance(ev, events.Shutdown):
-            break
-        first = first or now
-        received += 1
-        if received % 64 == 0:
-            lat.append(now - ev.version)
-    _report(received, 0, first, now, lat)
+    tally = _Tally()
+    while tally.take(events.decode(sub.recv_multipart()[1])):
+        pass
+    tally.report(lagged=0)
 
 
 # -- ours --------------------------------------------------------------------------------------
@@ -152,33 +144,38 @@ def ours_sub(rt: Path) -> None:
 
     from ipc.bus import Bus
 
-    events = _events_module()
-
     async def main() -> None:
         async with Bus.connect(rt, capacity=HWM) as bus:
             print("ready", flush=True)
-            lat, received, first = [], 0, None
-            while True:
-                ev = await bus.recv()
-                now = time.monotonic_ns()
-                if isinstance(ev, events.Shutdown):
-                    break
-                first = first or now
-                received += 1
-                if received % 64 == 0:
-                    lat.append(now - ev.version)
-            _report(received, bus.stats.lag_events, first, now, lat)
+            tally = _Tally()
+            while tally.take(await bus.recv()):
+                pass
+            tally.report(lagged=bus.stats.lag_events)
 
     trio.run(main)
 
 
-def _report(received: int, lagged: int, first: int | None, last: int, lat: list[int]) -> None:
-    print(
-        json.dumps(
-            {"received": received, "lagged": lagged, "first": first, "last": last, "lat": lat}
-        ),
-        flush=True,
-    )
+class _Tally:
+    """What a subscriber saw: count, first/last delivery, a latency sample every 64 events."""
+
+    def __init__(self) -> None:
+        self.received, self.first, self.last = 0, 0, 0
+        self.lat: list[int] = []
+
+    def take(self, ev: object) -> bool:
+        """Count one event; False once the publisher's Shutdown arrives."""
+        now = self.last = time.monotonic_ns()
+        if type(ev).__name__ == "Shutdown":
+            return False
+        self.first = self.first or now
+        self.received += 1
+        if self.received % 64 == 0:
+            self.lat.append(now - ev.version)  # type: ignore[attr-defined]
+        return True
+
+    def report(self, *, lagged: int) -> None:
+        out = {"received": self.received, "lagged": lagged, "last": self.last, "lat": self.lat}
+        print(json.dumps(out), flush=True)
 
 
 # -- driver ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,19 @@ async def test_handler_errors_become_typed_errors(tmp_path: Path) -> None:
     assert len(errors) == 1
 
 
-async def test_busy_at_once_when_the_client_bound_is_reached(tmp_path: Path) -> None:
+def gated_echo() -> tuple[trio.Event, Callable[[oap.Frame], Awaitable[oap.Frame]]]:
+    """An echo handler that holds every request until the returned event is set."""
     release = trio.Event()
 
     async def slow(frame: oap.Frame) -> oap.Frame:
         await release.wait()
         return await echo(frame)
+
+    return release, slow
+
+
+async def test_busy_at_once_when_the_client_bound_is_reached(tmp_path: Path) -> None:
+    release, slow = gated_echo()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -89,11 +97,7 @@ async def test_busy_at_once_when_the_client_bound_is_reached(tmp_path: Path) -> 
 
 
 async def test_busy_from_a_full_server(tmp_path: Path) -> None:
-    release = trio.Event()
-
-    async def slow(frame: oap.Frame) -> oap.Frame:
-        await release.wait()
-        return await echo(frame)
+    release, slow = gated_echo()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:

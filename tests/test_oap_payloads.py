@@ -31,25 +31,12 @@ from ipc.oap import (
     raise_for_status,
     unpack_payload,
 )
+from tests.oap_vector_bytes import spec_bytes, vector_bytes
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 VECTORS: list[dict[str, Any]] = json.loads((SPECS / "oap_vectors.json").read_text())["payloads"]
 TYPES = {cls.__name__: cls for cls in PAYLOAD_TYPES}
 OBJ = "b3:" + "ab" * 32
-
-
-def spec_bytes(spec: dict[str, Any]) -> bytes:
-    if "hex" in spec:
-        return bytes.fromhex(spec["hex"])
-    pattern = bytes.fromhex(spec["repeat"])
-    whole, part = divmod(spec["len"], len(pattern))
-    return pattern * whole + pattern[:part]
-
-
-def vector_bytes(vec: dict[str, Any]) -> bytes:
-    if "hex" in vec:
-        return bytes.fromhex(vec["hex"])
-    return b"".join(spec_bytes(s) for s in vec["segments"])
 
 
 def to_value(cls: type, fields: dict[str, Any]) -> Any:

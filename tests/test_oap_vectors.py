@@ -22,6 +22,7 @@ from ipc.oap import (
     encode,
     raise_for_status,
 )
+from tests.oap_vector_bytes import spec_bytes, vector_bytes
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DOC = json.loads((SPECS / "oap_vectors.json").read_text())
@@ -41,20 +42,6 @@ DECODER_REASONS = {
     "frame_too_large",
     "inflate_too_large",
 }
-
-
-def spec_bytes(spec: dict[str, Any]) -> bytes:
-    if "hex" in spec:
-        return bytes.fromhex(spec["hex"])
-    pattern = bytes.fromhex(spec["repeat"])
-    whole, part = divmod(spec["len"], len(pattern))
-    return pattern * whole + pattern[:part]
-
-
-def vector_bytes(vec: dict[str, Any]) -> bytes:
-    if "hex" in vec:
-        return bytes.fromhex(vec["hex"])
-    return b"".join(spec_bytes(s) for s in vec["segments"])
 
 
 def to_frame(fields: dict[str, Any]) -> Frame:
