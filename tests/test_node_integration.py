@@ -63,6 +63,26 @@ async def test_kill9_of_a_service_is_reported_counted_and_respawned(tmp_path: Pa
             assert (await node.get("/readyz")).status == 200
 
 
+async def test_a_caller_survives_its_server_being_killed(tmp_path: Path) -> None:
+    """A request to a dead server fails with a typed error within its deadline; the same client
+    works again once the supervisor has restarted the server, with nothing done by the caller."""
+    request = oap.Frame(flags=oap.REQ, app_proto_id=1, corr_id=1, payload=b"ping")
+    with trio.fail_after(60):
+        async with (
+            start_node(tmp_path) as node,
+            CommandClient.connect(node.runtime_dir, ECHO) as client,
+        ):
+            assert (await client.request(request)).payload == b"ping"
+            old = await node.service(ECHO)
+            os.kill(old["pid"], signal.SIGKILL)
+            await poll_until(lambda: not pid_alive(old["pid"]), 10, "the server to die")
+            with trio.fail_after(30), pytest.raises(oap.OapError) as failed:  # never hangs
+                await client.request(request, timeout=0.05)
+            assert failed.value.reason in ("unavailable", "timeout")
+            await node.wait_service(ECHO, state="ready", not_pid=old["pid"])
+            assert (await client.request(request, timeout=5)).payload == b"ping"
+
+
 async def test_fast_crashes_quarantine_then_release(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with start_node(tmp_path) as node:
