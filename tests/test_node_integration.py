@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ipc import oap
 from ipc.bus import Bus
 from ipc.commands import CommandClient
 from ipc.events import ConfigUpdated, ServiceCrashed
-from tests.node_harness import FAST_CONFIG, pid_alive, poll_until, start_node
+from tests.node_harness import FAST_CONFIG, REPO, pid_alive, poll_until, start_node
 
 pytestmark = pytest.mark.slow
 ECHO = "svc-echo"
@@ -218,3 +219,34 @@ async def test_macronode_runs_without_amnesia_and_keeps_a_data_dir(tmp_path: Pat
             node.proc.send_signal(signal.SIGTERM)
             assert await node.proc.wait() == 0
     assert data_dir.is_dir()
+
+
+async def test_a_live_scrape_names_every_golden_metric_and_passes_promtool(tmp_path: Path) -> None:
+    """The scrape of a running node (supervisor + services, after a restart) is the contract."""
+    golden = [
+        line.split()[0]
+        for line in (REPO / "specs" / "metrics.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            old = await node.service(ECHO)
+            os.kill(old["pid"], signal.SIGKILL)
+            await node.wait_service(ECHO, state="ready", not_pid=old["pid"])
+            scrape = (await node.get("/metrics")).body
+    text = scrape.decode()
+    for name in golden:
+        assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
+    samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert samples and all('amnesia="on"' in ln for ln in samples)
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package: prometheus); golden names checked")
+    lint = await trio.run_process(
+        [promtool, "check", "metrics"],
+        stdin=scrape,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
