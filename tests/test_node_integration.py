@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,15 @@ from ipc import oap
 from ipc.bus import Bus
 from ipc.commands import CommandClient
 from ipc.events import ConfigUpdated, ServiceCrashed
-from tests.node_harness import FAST_CONFIG, REPO, pid_alive, poll_until, start_node
+from tests.node_harness import (
+    FAST_CONFIG,
+    REPO,
+    child_env,
+    pid_alive,
+    poll_until,
+    ronctl_cmd,
+    start_node,
+)
 
 pytestmark = pytest.mark.slow
 ECHO = "svc-echo"
@@ -250,3 +260,27 @@ async def test_a_live_scrape_names_every_golden_metric_and_passes_promtool(tmp_p
         check=False,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+async def test_ronctl_tail_streams_live_events(tmp_path: Path) -> None:
+    """`ronctl tail` prints bus events as JSON lines while they happen. The stream may start after
+    a first reload, so reload until a ConfigUpdated line shows up (bounded)."""
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            tail = await trio.lowlevel.open_process(
+                ronctl_cmd("tail", "--admin", node.admin, "--topic", "kernel.config"),
+                stdout=subprocess.PIPE,
+                env=child_env(),
+            )
+            try:
+                assert tail.stdout is not None
+                buffered = b""
+                while b"\n" not in buffered:
+                    assert (await node.ronctl("config", "reload")).returncode == 0
+                    with trio.move_on_after(0.5):
+                        buffered += await tail.stdout.receive_some(4096)
+                event = json.loads(buffered.splitlines()[0])
+                assert event["type"] == "ConfigUpdated" and event["version"] >= 2
+            finally:
+                tail.send_signal(signal.SIGINT)
+                assert await tail.wait() == 0
