@@ -386,4 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: verbs in other modules raise
+    # kernel.cli.CliError, which must be the class main() catches.
+    from kernel.cli import main as _main
+
+    sys.exit(_main())

@@ -168,6 +168,8 @@ async def start_node(
     """Run ``ronctl run PROFILE`` until the block ends; yields once it printed ``node_ready``."""
     runtime_dir = short_runtime_dir()
     args = ["run", profile, "--admin-addr", "127.0.0.1:0", "--runtime-dir", str(runtime_dir)]
+    if "--gateway-addr" not in extra_args:  # never the fixed default port: tests run in parallel
+        args += ["--gateway-addr", "127.0.0.1:0"]
     if config is not None:
         config_path = tmp_path / "node.toml"
         config_path.write_text(config)

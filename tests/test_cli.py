@@ -552,13 +552,3 @@ def test_config_reload(admin, capsys):
     code, out, err = run(capsys, "config", "reload", "--admin", admin.url)
     assert code == 1 and out == ""
     assert err == "ronctl: config rejected, the running config stays: bus.capacity must be > 0\n"
-
-
-# --- placeholders -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("argv", [["put", "file.bin"], ["get", "b3:00", "-o", "out.bin"]])
-def test_data_plane_verbs_are_placeholders(argv, capsys):
-    code, out, err = run(capsys, *argv)
-    assert code == 2 and out == ""
-    assert err == f"ronctl: {cli.NOT_YET}\n"

@@ -40,8 +40,10 @@ def test_known_profiles_resolve_to_packaged_files(name: str) -> None:
     assert path.is_file() and path.name == f"{name}.toml"
     cfg = load_config(name, env={})
     assert cfg.node.name == name
-    assert [s.name for s in cfg.services] == ["svc-echo"]
-    assert cfg.services[0].module == "services.echo"
+    names = {s.name: s for s in cfg.services}
+    assert set(names) >= {"svc-echo", "svc-storage", "svc-index", "svc-gateway"}
+    assert names["svc-echo"].module == "services.echo"
+    assert names["svc-gateway"].listen == "gateway"  # the node binds it: socket activation
 
 
 def test_micronode_has_amnesia_on_and_macronode_off() -> None:

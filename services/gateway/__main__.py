@@ -1,0 +1,38 @@
+"""svc-gateway: the node's HTTP ingress (``python -m services.gateway``, started by the node)."""
+
+from __future__ import annotations
+
+import trio
+
+from kernel import logs
+from kernel.service import ServiceContext, run_service
+from services.gateway.app import GatewayApp
+from services.gateway.limits import parse_settings
+from services.gateway.server import serve_on_socket
+from services.gateway.store_backend import StoreBackend
+
+
+async def main(ctx: ServiceContext) -> None:
+    try:
+        settings = parse_settings(ctx.settings)
+    except ValueError as exc:
+        logs.log("bad_settings", level="error", reason=str(exc))
+        raise SystemExit(2) from None
+    sock = ctx.listen_socket()
+    async with StoreBackend.open(
+        ctx.runtime_dir,
+        ctx.data_dir,
+        max_inflight=settings.max_inflight,
+        timeout=settings.timeout,
+    ) as backend:
+        app = GatewayApp(
+            backend, settings, metrics=ctx.metrics, fault_delay=getattr(ctx, "fault_delay", None)
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_on_socket, app, sock, settings.timeout)
+            logs.log("gateway_serving", addr=str(sock.getsockname()))
+            ctx.ready()
+
+
+if __name__ == "__main__":
+    run_service(main)

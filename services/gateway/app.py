@@ -1,0 +1,450 @@
+"""The gateway's ASGI app: routes of DESIGN.md §8 over a ``Backend``, with admission control.
+
+Routes: ``PUT /o``, ``GET|HEAD /o/{id}``, ``GET|PUT /names/{name}``. Guarantees:
+
+- every answer is a typed status; errors are JSON ``{"error", "detail"}`` with a reason from
+  ``errors.REASONS`` (never a 500 for bad input; 500 only for ``integrity_failure``/``internal``);
+- admission (rate limit, in-flight cap, Content-Length over the body cap) answers at once;
+- a request body is counted as it arrives and refused (413) before the excess is buffered; a
+  streamed upload holds at most one piece in memory; an object is served in ``chunk`` pieces;
+- no byte of an object is sent before its whole digest was verified; a mismatch counts in
+  ``integrity_fail_total`` (by svc-storage as it quarantines it; by the gateway if storage cannot
+  be reached), is logged, and answered 500;
+- a request's work and each wait on the client get ``timeout`` seconds (an idle deadline that
+  progress on a streamed body pushes back), so nothing hangs;
+- ``http_requests_total{route,method,status}`` is counted with the route template and
+  ``request_latency_seconds{op}`` observes every request.
+
+The app is a plain ASGI callable: hypercorn's trio worker serves it in the node; any ASGI server
+(or a test calling it directly) can.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from ipc import oap
+from kernel import logs
+from services.gateway.backend import Backend, Stored, StoredObject
+from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
+from services.gateway.limits import BodyCounter, GatewaySettings, InflightLimiter, TokenBucket
+from services.gateway.ranges import etag_matches, parse_range
+from services.lib import ids, protocol
+
+__all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
+
+Scope = Mapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CACHE_IMMUTABLE = b"public, max-age=29030400, immutable"
+OCTETS = b"application/octet-stream"
+NAME_BODY_CAP = 4096  # a names PUT body is one small JSON map
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+# (template, method) -> latency op label
+_OPS = {
+    ("/o", "PUT"): "gateway_put_object",
+    ("/o/{id}", "GET"): "gateway_get_object",
+    ("/o/{id}", "HEAD"): "gateway_head_object",
+    ("/names/{name}", "GET"): "gateway_get_name",
+    ("/names/{name}", "PUT"): "gateway_put_name",
+}
+_ALLOW = {"/o": b"PUT", "/o/{id}": b"GET, HEAD", "/names/{name}": b"GET, PUT"}
+
+
+def parse_object_id(text: object) -> str:
+    """``text`` if it is ``b3:<64 lowercase hex>``, else ``GatewayError(bad_id)``."""
+    if not ids.is_id(text):
+        raise GatewayError("bad_id", "an object id is b3: followed by 64 lowercase hex digits")
+    return str(text)
+
+
+def check_name(name: str) -> str:
+    """``name`` if svc-index would accept it (``protocol.check_name``), else ``bad_name``."""
+    try:
+        return protocol.check_name(name)
+    except oap.OapError as exc:
+        raise GatewayError("bad_name", exc.detail) from None
+
+
+def _route(path: str) -> tuple[str, str | None]:
+    """(template, parameter) for ``path``; ("unmatched", None) when no route fits."""
+    if path == "/o":
+        return "/o", None
+    if path.startswith("/o/"):
+        rest = path[3:]
+        if rest and "/" not in rest:
+            return "/o/{id}", rest
+    elif path.startswith("/names/") and len(path) > 7:
+        return "/names/{name}", path[7:]  # names may hold "/" (svc-index decides validity)
+    return "unmatched", None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class _Exchange:
+    """One request's response side: remembers the status (for metrics) and whether it started."""
+
+    __slots__ = ("on_start", "send", "status", "waiting_on_client")
+
+    def __init__(self, send: Send, on_start: Callable[[int], None]) -> None:
+        self.send = send
+        self.on_start = on_start
+        self.status = 0
+        self.waiting_on_client = False
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.on_start(status)  # counted before the client can see the answer
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def body(self, data: bytes, more: bool = False) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def json(
+        self, status: int, doc: Mapping[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", JSON_TYPE),
+            (b"content-length", str(len(data)).encode()),
+            (b"cache-control", b"no-store"),
+            *extra,
+        ]
+        await self.start(status, headers)
+        await self.body(data)
+
+    async def error(self, err: GatewayError) -> None:
+        data = error_body(err)
+        await self.start(err.status, error_headers(err, len(data)))
+        await self.body(data)
+
+
+class GatewayApp:
+    """The ASGI callable. ``metrics`` is a ``kernel.metrics.Metrics`` (or None in unit tests);
+    ``fault_delay`` is awaited by every admitted request (the chaos ``slow`` fault)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: GatewaySettings,
+        *,
+        metrics: Any | None = None,
+        fault_delay: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.metrics = metrics
+        self.fault_delay = fault_delay  # chaos drills' "slow" hook (kernel.faults), if any
+        self.inflight = InflightLimiter(settings.max_inflight)
+        self.bucket = TokenBucket(settings.rate, settings.burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = str(scope["method"]).upper()
+        template, param = _route(scope["path"])
+        reason = ""
+
+        def count(status: int) -> None:
+            if self.metrics is not None:
+                self.metrics.http_requests.labels(
+                    route=template,
+                    method=method if method in _METHODS else "OTHER",
+                    status=str(status),
+                ).inc()
+                if reason:
+                    self.metrics.rejected.labels(reason=reason).inc()
+
+        ex = _Exchange(send, count)
+        try:
+            try:
+                with trio.CancelScope(deadline=trio.current_time() + self.settings.timeout) as cs:
+                    await self._dispatch(scope, receive, ex, method, template, param, cs)
+                if cs.cancelled_caught and ex.status == 0:
+                    if ex.waiting_on_client:
+                        raise GatewayError("request_timeout", "the request body stalled")
+                    raise GatewayError(
+                        "unavailable", "the data plane did not answer in time", retry_after=1
+                    )
+            except GatewayError as err:
+                reason = err.reason
+                if ex.status == 0:
+                    await ex.error(err)
+        finally:
+            op = _OPS.get((template, method))
+            if self.metrics is not None and op is not None and ex.status:
+                elapsed = time.perf_counter() - started
+                self.metrics.request_latency_seconds.labels(op=op).observe(elapsed)
+
+    async def _dispatch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: _Exchange,
+        method: str,
+        template: str,
+        param: str | None,
+        cs: trio.CancelScope,
+    ) -> None:
+        if template == "unmatched":
+            raise GatewayError("not_found", f"no route for {scope['path']}")
+        allow = _ALLOW[template]
+        if method not in allow.decode().split(", "):
+            raise GatewayError(
+                "method_not_allowed",
+                f"{template} allows {allow.decode()}",
+                headers=[(b"allow", allow)],
+            )
+        self.bucket.take()
+        with self.inflight.slot():
+            if self.fault_delay is not None:
+                await self.fault_delay()
+            if template == "/o":
+                await self._put_object(scope, receive, ex, cs)
+            elif template == "/o/{id}":
+                await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
+            elif method == "GET":
+                await self._get_name(ex, check_name(param or ""))
+            else:
+                await self._put_name(scope, receive, ex, check_name(param or ""), cs)
+
+    # --- objects ---------------------------------------------------------------------------
+
+    async def _get_object(
+        self, scope: Scope, ex: _Exchange, obj_id: str, method: str, cs: trio.CancelScope
+    ) -> None:
+        etag = f'"{obj_id}"'
+        common = [
+            (b"etag", etag.encode()),
+            (b"cache-control", CACHE_IMMUTABLE),
+            (b"accept-ranges", b"bytes"),
+        ]
+        if etag_matches(_header(scope, b"if-none-match"), etag):
+            # Content-addressed: the client's copy under this id is by definition current.
+            await ex.start(304, common)
+            await ex.body(b"")
+            return
+        obj = await self._open_verified(obj_id)
+        try:
+            span = parse_range(_header(scope, b"range"), obj.size)
+            start, end = span if span is not None else (0, obj.size)
+            headers = [
+                (b"content-type", OCTETS),
+                (b"content-length", str(end - start).encode()),
+                (b"x-content-type-options", b"nosniff"),
+                *common,
+            ]
+            if span is not None:
+                headers.append((b"content-range", f"bytes {start}-{end - 1}/{obj.size}".encode()))
+            await ex.start(206 if span is not None else 200, headers)
+            if method == "HEAD":
+                await ex.body(b"")
+                return
+            await self._stream(ex, obj, start, end, cs)
+        finally:
+            with trio.CancelScope(shield=True):
+                await obj.aclose()
+
+    async def _open_verified(self, obj_id: str) -> StoredObject:
+        try:
+            return await self.backend.open_object(obj_id, self.settings.chunk)
+        except GatewayError as err:
+            if err.reason == "integrity_failure":
+                await self._integrity_failure(obj_id)
+            raise
+
+    async def _integrity_failure(self, obj_id: str) -> None:
+        """Never served; svc-storage moves it aside and counts it in ``integrity_fail_total``
+        (once per object). Only when storage cannot be told does the gateway count it itself."""
+        logs.log("integrity_failure", level="error", reason="digest_mismatch", obj=obj_id)
+        try:
+            await self.backend.quarantine(obj_id)
+        except GatewayError as err:
+            if self.metrics is not None:
+                self.metrics.integrity_fail.inc()
+            logs.log("quarantine_failed", level="warning", reason=err.reason, obj=obj_id)
+
+    async def _stream(
+        self, ex: _Exchange, obj: StoredObject, start: int, end: int, cs: trio.CancelScope
+    ) -> None:
+        chunk = self.settings.chunk
+        pos = start
+        if start < len(obj.head):
+            piece = obj.head[start:end]
+            pos += len(piece)
+            await ex.body(piece, more=pos < end)
+        while pos < end:
+            piece = await obj.read(pos, min(chunk, end - pos))
+            if not piece:
+                raise RuntimeError(f"object shrank while serving it at offset {pos}")
+            pos += len(piece)
+            await ex.body(piece, more=pos < end)
+            cs.deadline = trio.current_time() + self.settings.timeout  # progress: idle deadline
+        if start == end:
+            await ex.body(b"")
+
+    async def _put_object(
+        self, scope: Scope, receive: Receive, ex: _Exchange, cs: trio.CancelScope
+    ) -> None:
+        length = _content_length(scope)
+        chunked = (_header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
+        if length is not None and length > self.settings.body_cap:
+            raise GatewayError(
+                "body_too_large",
+                f"Content-Length {length} is over {self.settings.body_cap} bytes; "
+                "send larger objects with Transfer-Encoding: chunked",
+            )
+        counter = (
+            BodyCounter(self.settings.max_object_size, "object_too_large")
+            if chunked
+            else BodyCounter(self.settings.body_cap, "body_too_large")
+        )
+        body = _BodyReader(receive, ex, counter, cs, self.settings.timeout)
+        small = self.settings.chunk
+        buffered = bytearray()
+        while len(buffered) <= small:
+            piece = await body.next()
+            if piece is None:
+                stored = await self.backend.put_small(bytes(buffered))
+                await self._stored(ex, stored)
+                return
+            buffered += piece
+        upload = await self.backend.begin_upload(self.settings.max_object_size)
+        try:
+            await upload.write(bytes(buffered))
+            del buffered
+            while (piece := await body.next()) is not None:
+                await upload.write(piece)
+            ex.waiting_on_client = False
+            stored = await upload.commit()
+        finally:
+            await upload.abort()  # a no-op once committed
+        await self._stored(ex, stored)
+
+    async def _stored(self, ex: _Exchange, stored: Stored) -> None:
+        await ex.json(
+            201 if stored.created else 200,
+            {"id": stored.id, "size": stored.size},
+            [(b"location", f"/o/{stored.id}".encode()), (b"etag", f'"{stored.id}"'.encode())],
+        )
+
+    # --- names -----------------------------------------------------------------------------
+
+    async def _get_name(self, ex: _Exchange, name: str) -> None:
+        await ex.json(200, _name_doc(await self.backend.get_name(name)))
+
+    async def _put_name(
+        self, scope: Scope, receive: Receive, ex: _Exchange, name: str, cs: trio.CancelScope
+    ) -> None:
+        cap = min(NAME_BODY_CAP, self.settings.body_cap)
+        length = _content_length(scope)
+        if length is not None and length > cap:
+            raise GatewayError("body_too_large", f"a names body is at most {cap} bytes")
+        body = _BodyReader(
+            receive, ex, BodyCounter(cap, "body_too_large"), cs, self.settings.timeout
+        )
+        raw = bytearray()
+        while (piece := await body.next()) is not None:
+            raw += piece
+        obj_id, expect = _parse_name_body(bytes(raw))
+        await ex.json(200, _name_doc(await self.backend.put_name(name, obj_id, expect)))
+
+
+class _BodyReader:
+    """Pulls a request body piece by piece under the cap and the idle deadline."""
+
+    def __init__(
+        self,
+        receive: Receive,
+        ex: _Exchange,
+        counter: BodyCounter,
+        cs: trio.CancelScope,
+        timeout: float,
+    ) -> None:
+        self._receive = receive
+        self._ex = ex
+        self._counter = counter
+        self._cs = cs
+        self._timeout = timeout
+        self._done = False
+
+    async def next(self) -> bytes | None:
+        """The next non-empty piece, or None at the end of the body."""
+        while not self._done:
+            self._ex.waiting_on_client = True
+            message = await self._receive()
+            self._ex.waiting_on_client = False
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            data = message.get("body", b"")
+            self._done = not message.get("more_body", False)
+            self._cs.deadline = trio.current_time() + self._timeout
+            if data:
+                self._counter.add(len(data))
+                return bytes(data)
+        return None
+
+
+class _ClientGone(GatewayError):
+    """The client went away mid-request; there is nobody to answer."""
+
+    def __init__(self) -> None:
+        super().__init__("request_timeout", "the client disconnected")
+
+
+def _content_length(scope: Scope) -> int | None:
+    raw = _header(scope, b"content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:  # h11 rejects these before us; be safe anyway
+        raise GatewayError("bad_json", "Content-Length is not a number") from None
+
+
+def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise GatewayError(
+            "bad_json", 'expected JSON {"id": "b3:...", "expect_version"?: N}'
+        ) from None
+    if not isinstance(doc, dict) or not set(doc) <= {"id", "expect_version"} or "id" not in doc:
+        raise GatewayError("schema_invalid", 'expected {"id": "b3:...", "expect_version"?: N}')
+    obj_id = doc["id"]
+    if not isinstance(obj_id, str):
+        raise GatewayError("schema_invalid", "id must be a string")
+    expect = doc.get("expect_version")
+    if expect is not None and (
+        isinstance(expect, bool) or not isinstance(expect, int) or expect < 0
+    ):
+        raise GatewayError("schema_invalid", "expect_version must be an integer >= 0")
+    return parse_object_id(obj_id), expect
+
+
+def _name_doc(reply: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": reply["name"], "id": reply["id"], "version": reply["version"]}

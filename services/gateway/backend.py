@@ -1,0 +1,64 @@
+"""What the gateway's HTTP layer needs from the data plane (the seam ``app.py`` speaks to).
+
+The HTTP layer is tested against an in-memory fake of ``Backend`` and runs in a node against
+``store_backend.StoreBackend``. Every failure crosses this seam as a ``GatewayError`` with a
+stable reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = ["Backend", "Stored", "StoredObject", "Upload"]
+
+
+@attrs.frozen
+class Stored:
+    """A durable object: ``created`` is False when the store already held these bytes."""
+
+    id: str
+    size: int
+    created: bool
+
+
+class StoredObject(Protocol):
+    """An object whose whole digest was verified when it was opened."""
+
+    size: int
+    head: bytes  # its first min(size, prefetch) bytes, read together with the verification
+
+    async def read(self, offset: int, n: int) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Upload(Protocol):
+    """A streamed upload into a temp object (hashed as it goes); invisible until committed."""
+
+    async def write(self, data: bytes) -> None:
+        """Append; ``GatewayError(object_too_large)`` past the cap (nothing past it is kept)."""
+
+    async def commit(self) -> Stored:
+        """Make it durable through svc-storage; returns once svc-storage acknowledged."""
+
+    async def abort(self) -> None: ...
+
+
+class Backend(Protocol):
+    async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
+        """Raises ``not_found``, or ``integrity_failure`` (never serve it: quarantine it)."""
+
+    async def put_small(self, data: bytes) -> Stored:
+        """Store a body that fits in one command; durable when it returns."""
+
+    async def begin_upload(self, max_size: int) -> Upload: ...
+
+    async def quarantine(self, obj_id: str) -> None: ...
+
+    async def get_name(self, name: str) -> dict[str, Any]: ...
+
+    async def put_name(
+        self, name: str, obj_id: str, expect_version: int | None
+    ) -> dict[str, Any]: ...

@@ -1,0 +1,60 @@
+"""``Range`` and ``If-None-Match`` for immutable objects (RFC 9110 §14, §13.1.2), pure functions.
+
+One range only (what browsers and resumable downloaders send). A header we do not support
+(another unit, several ranges) or cannot parse is ignored, as the RFC allows: the whole object is
+served with 200. A well-formed single range that misses the object is 416.
+"""
+
+from __future__ import annotations
+
+import re
+
+from services.gateway.errors import GatewayError
+
+__all__ = ["etag_matches", "parse_range"]
+
+_SPEC = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The byte range ``[start, end)`` to serve, or ``None`` for the whole object.
+
+    Raises ``GatewayError(range_not_satisfiable)`` carrying ``Content-Range: bytes */size``.
+    """
+    if header is None:
+        return None
+    m = _SPEC.fullmatch(header.strip().replace(" ", ""))
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None  # unsupported or malformed: ignore it
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - n), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if last and int(last) < start:
+        return None  # invalid: ignore
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> GatewayError:
+    return GatewayError(
+        "range_not_satisfiable",
+        f"the object has {size} bytes",
+        headers=[(b"content-range", f"bytes */{size}".encode())],
+    )
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """True when ``If-None-Match`` names ``etag`` (weak or strong) or is ``*``."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False

@@ -1,0 +1,59 @@
+"""Serve an ASGI app with hypercorn's trio worker on a socket someone else bound.
+
+The node binds the gateway's address and hands the listening socket to the service (socket
+activation): the port never closes while the gateway restarts, connections queue in the kernel's
+backlog meanwhile. Hypercorn adopts our socket through ``worker_serve(sockets=...)``; it does
+its own HTTP/1.1 parsing (h11) and bounds what it buffers per connection
+(``max_app_queue_size`` body pieces, ``h11_max_incomplete_size`` header bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+__all__ = ["hypercorn_config", "serve_on_socket"]
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def hypercorn_config(timeout: float) -> Config:
+    """Hardening: ``timeout`` bounds keep-alive idleness and every read from a client."""
+    config = Config()
+    config.accesslog = None  # counted in http_requests_total instead
+    config.errorlog = logging.getLogger("svc-gateway.http")
+    config.include_server_header = False
+    config.keep_alive_timeout = timeout
+    config.read_timeout = max(1, round(timeout))
+    config.graceful_timeout = 2
+    config.startup_timeout = 5
+    config.shutdown_timeout = 5
+    config.h11_max_incomplete_size = 16 * 1024
+    config.max_app_queue_size = 4  # body pieces waiting for the app, per request
+    return config
+
+
+async def serve_on_socket(
+    app: ASGIApp,
+    sock: socket.socket,
+    timeout: float,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on the listening ``sock`` until cancelled (or ``shutdown`` is set)."""
+    sock.setblocking(False)
+    await worker_serve(
+        wrap_app(app, 0, "asgi"),
+        hypercorn_config(timeout),
+        sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
+        shutdown_trigger=shutdown.wait if shutdown is not None else trio.sleep_forever,
+        task_status=task_status,
+    )
