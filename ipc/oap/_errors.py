@@ -42,6 +42,11 @@ REASONS: Final = MappingProxyType(
         "unavailable": 503,
         "timeout": 504,
         "insufficient_storage": 507,
+        # Data plane (svc-storage, svc-index).
+        "version_conflict": 409,
+        "bad_name": 422,
+        "digest_mismatch": 422,
+        "object_too_large": 413,
     }
 )
 """reason -> status code. Append-only."""

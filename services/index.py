@@ -1,0 +1,229 @@
+"""svc-index: names -> content ids, versioned, durable.
+
+Each ``put`` of a name sets its id and bumps its version by one (the first is 1); a put with
+``expect_version`` applies only if the name is at that version (0 = "must not exist yet"), else
+409 ``version_conflict``. State is one SQLite database in WAL mode with ``synchronous=FULL``
+(``<data_dir>/index/names.sqlite3``; on tmpfs under amnesia). Why SQLite and not our own log is
+argued in ``specs/storage-protocol.md``: a transaction is atomic and durable once COMMIT returns,
+torn tails are recovered by a well-tested library, and no compaction code is ours to get wrong.
+
+Guarantees:
+- a reply to ``put`` is sent only after its transaction committed (fsynced WAL): acked = durable;
+- puts that arrive together share one transaction (group commit) and are applied in arrival
+  order, so conditional updates within a batch see each other;
+- SQLite is used only from worker threads (never blocking the trio loop), one connection per role
+  (the committer's, the readers'), each used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ipc import oap
+from kernel import logs
+from kernel.service import ServiceContext, run_service
+from services.lib import ids
+from services.lib.protocol import INDEX_PROTO, check_name, ok_frame, parse_request
+
+FEATURES = ("index",)
+INDEX_DIR = "index"
+DB_NAME = "names.sqlite3"
+BATCH_MAX = 256
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS names ("
+    " name TEXT PRIMARY KEY, id TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID"
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # WAL fsynced at every COMMIT: acked = durable
+    return conn
+
+
+@attrs.define(eq=False)
+class _Put:
+    name: str
+    obj_id: str
+    expect: int | None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    version: int | None = None
+    error: oap.OapError | None = None
+
+
+class NameIndex:
+    """The names table and its group committer."""
+
+    def __init__(self, directory: Path, *, batch_max: int = BATCH_MAX) -> None:
+        self.path = directory / DB_NAME
+        self._directory = directory
+        self._batch_max = batch_max
+        self._send, self._recv = trio.open_memory_channel[_Put](batch_max * 2)
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = trio.Lock()
+        self.batches = 0
+
+    async def open(self) -> int:
+        """Open (creating if needed) the database; returns how many names it holds."""
+
+        def setup() -> int:
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._writer = _connect(self.path)
+            self._writer.execute(_SCHEMA)
+            self._reader = _connect(self.path)
+            return self._writer.execute("SELECT count(*) FROM names").fetchone()[0]
+
+        return await trio.to_thread.run_sync(setup)
+
+    def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
+
+    async def get(self, name: str) -> tuple[str, int] | None:
+        """(id, version) of ``name``, or None."""
+        assert self._reader is not None
+
+        def read() -> tuple[str, int] | None:
+            assert self._reader is not None
+            row = self._reader.execute(
+                "SELECT id, version FROM names WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        async with self._read_lock:
+            return await trio.to_thread.run_sync(read)
+
+    async def put(self, name: str, obj_id: str, expect: int | None) -> int:
+        """Set ``name`` to ``obj_id`` durably; returns the new version (raises 409 on conflict)."""
+        job = _Put(name, obj_id, expect)
+        await self._send.send(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.version is not None
+        return job.version
+
+    async def run_committer(self) -> None:
+        while True:
+            batch = [await self._recv.receive()]
+            while len(batch) < self._batch_max:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await trio.to_thread.run_sync(self._apply, batch)
+            except sqlite3.Error as exc:
+                logs.log("index_commit_failed", level="error", reason=str(exc))
+                for job in batch:
+                    job.version = None
+                    job.error = oap.OapError("internal", f"index commit failed: {exc}")
+            finally:
+                for job in batch:
+                    if job.version is None and job.error is None:
+                        job.error = oap.OapError("internal", "index commit did not finish")
+                    job.done.set()
+            self.batches += 1
+
+    def _apply(self, batch: list[_Put]) -> None:
+        """One transaction for the whole batch, in arrival order (runs in a worker thread)."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in batch:
+                row = conn.execute("SELECT version FROM names WHERE name = ?", (job.name,))
+                found = row.fetchone()
+                current = 0 if found is None else found[0]
+                if job.expect is not None and job.expect != current:
+                    job.error = oap.OapError(
+                        "version_conflict",
+                        f"{job.name} is at version {current}, not {job.expect}",
+                    )
+                    continue
+                conn.execute(
+                    "INSERT INTO names (name, id, version) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET id = excluded.id, version = excluded.version",
+                    (job.name, job.obj_id, current + 1),
+                )
+                job.version = current + 1
+            conn.execute("COMMIT")
+        except BaseException:
+            for job in batch:
+                job.version = None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def make_handler(
+    ctx: ServiceContext, index: NameIndex
+) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
+    hello = oap.HelloResponse(
+        max_frame=ctx.config.limits.max_frame,
+        max_inflight=ctx.config.limits.cmd_inflight,
+        features=FEATURES,
+        transports=("ipc",),
+    )
+    metrics = ctx.metrics
+
+    async def dispatch(req: oap.Frame, op: str, f: dict[str, Any]) -> oap.Frame:
+        name = check_name(f["name"])
+        if op == "get":
+            found = await index.get(name)
+            if found is None:
+                raise oap.OapError("not_found", f"no name {name!r}")
+            return ok_frame(req, name=name, id=found[0], version=found[1])
+        if not ids.is_id(f["id"]):
+            raise oap.OapError("schema_invalid", f"{f['id']!r:.80} is not a content id")
+        version = await index.put(name, f["id"], f.get("expect_version"))
+        return ok_frame(req, name=name, id=f["id"], version=version)
+
+    async def handle(req: oap.Frame) -> oap.Frame:
+        if oap.is_hello_request(req):
+            return oap.hello_response(req, hello)
+        start = time.perf_counter()
+        op = "invalid"
+        try:
+            if req.app_proto_id != INDEX_PROTO:
+                raise oap.OapError("unknown_app_proto", f"svc-index serves 0x{INDEX_PROTO:04x}")
+            op, fields = parse_request(req)
+            return await dispatch(req, op, fields)
+        except oap.OapError as exc:
+            metrics.rejected.labels(reason=exc.reason).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.request_latency_seconds.labels(op=f"index_{op}").observe(elapsed)
+
+    return handle
+
+
+async def main(ctx: ServiceContext) -> None:
+    index = NameIndex(ctx.data_dir / INDEX_DIR)
+    try:
+        count = await index.open()
+        logs.log("index_opened", names=count)
+        server = ctx.command_server(make_handler(ctx, index))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(index.run_committer)
+            await nursery.start(server.run)
+            ctx.ready()
+    finally:
+        index.close()
+
+
+if __name__ == "__main__":
+    run_service(main)
