@@ -76,7 +76,7 @@ class SupervisorConfig:
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 3.0
     shutdown_deadline: float = 5.0
-    spawn: str = "exec"
+    spawn: str = "forkserver"
 
 
 @attrs.frozen
