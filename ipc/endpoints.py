@@ -38,6 +38,19 @@ def command(runtime_dir: Path, service: str) -> str:
     return ipc_endpoint(runtime_dir, f"{service}.cmd")
 
 
+CONTROL_SUFFIX = ".ctl"  # a service's fault-control socket is the command socket of "<name>.ctl"
+
+
+def control_name(service: str) -> str:
+    """The command-socket name of ``service``'s control socket (chaos fault hooks)."""
+    return service + CONTROL_SUFFIX
+
+
+def control(runtime_dir: Path, service: str) -> str:
+    """The control socket of one service (the harness binds it; the node connects to inject)."""
+    return command(runtime_dir, control_name(service))
+
+
 def secure(endpoint: str) -> None:
     """Make a freshly bound ipc:// socket file owner-only (0600)."""
     if endpoint.startswith("ipc://"):

@@ -2,9 +2,10 @@
 
 Routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``, ``GET /metrics``
 (Prometheus text), ``GET /events?topic=kernel`` (live JSON lines), ``POST /control/stop``,
-``POST /control/release/{service}``, ``POST /control/reload``. Every request is counted in
-``http_requests_total{route,method,status}`` with the route *template*, so a scanner probing
-random paths cannot grow the label set.
+``POST /control/release/{service}``, ``POST /control/reload``,
+``POST /control/fault/{service}?fault=kill|panic|hang|slow[&delay_ms=N&duration_s=S]`` (chaos).
+Every request is counted in ``http_requests_total{route,method,status}`` with the route
+*template*, so a scanner probing random paths cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class NodeControl(Protocol):
 
     async def reload(self) -> int:
         """Re-read and swap the config; the new version. Raises (one-line str) if invalid."""
+        ...
+
+    async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:
+        """Inject a chaos fault; the target pid. KeyError: unknown service; ValueError: bad
+        arguments; any other exception (one-line str): the fault could not be injected."""
         ...
 
     def open_events(

@@ -26,10 +26,11 @@ from typing import Any
 
 import trio
 
-from ipc import events
+from ipc import endpoints, events, oap
 from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
-from kernel import logs
+from ipc.commands import CommandClient
+from kernel import faults, logs
 from kernel.admin import AdminBindError, build_admin_app, serve_admin
 from kernel.config import Config, ConfigError, ConfigStore, ServiceSpec, load_config
 from kernel.health import HealthState
@@ -42,11 +43,18 @@ from kernel.runtime import (
     is_tmpfs,
 )
 from kernel.service import service_env
-from kernel.supervisor import Supervisor, launcher_for
+from kernel.supervisor import Supervisor, launcher_for, serve_launcher
 from kernel.supervisor.launcher import LISTEN_FDS_ENV
 
 VERSION = "0.1.0"
 EVENTS_BUFFER = 256
+
+
+FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
+
+
+class FaultRefused(Exception):
+    """A fault could not be injected (the target is down or does not answer); one line."""
 
 
 class Node:
@@ -61,8 +69,11 @@ class Node:
         metrics: Metrics,
         bus: Bus,
         supervisor: Supervisor,
+        runtime_dir: Path | None = None,
     ) -> None:
         self.store = store
+        self.runtime_dir = runtime_dir
+        self.urls: dict[str, str] = {}  # admin/gateway/overlay, once bound
         self._reload_config = reload_config
         self.health = health
         self.metrics = metrics
@@ -81,7 +92,51 @@ class Node:
             "pq": cfg.pq.mode,
             "config_version": version,
             "config_sha": cfg.sha256,
+            "pid": os.getpid(),
+            "urls": dict(self.urls),
+            "supervisor": {  # what a chaos drill needs to predict restarts and quarantines
+                "restart_cap": cfg.supervisor.restart_cap,
+                "restart_window": cfg.supervisor.restart_window,
+                "heartbeat_timeout": cfg.supervisor.heartbeat_timeout,
+            },
         }
+
+    async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:
+        """Inject one chaos fault into ``service``'s current process; returns its pid.
+
+        ``kill`` = SIGKILL, ``hang`` = SIGSTOP (the supervisor sees the missed heartbeats and
+        replaces it), ``panic``/``slow`` go to the service's own fault hooks over its control
+        socket. KeyError: unknown service; ``FaultRefused``: not running or hook unreachable;
+        ValueError: bad arguments.
+        """
+        status = self.health.get(service)
+        if status is None:
+            raise KeyError(service)
+        if fault not in faults.FAULTS:
+            raise ValueError(f"fault must be one of {', '.join(faults.FAULTS)}")
+        pid = status.pid
+        if pid is None:
+            raise FaultRefused(f"{service} is not running (state {status.state.value})")
+        if fault in ("kill", "hang"):
+            try:
+                os.kill(pid, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+            except ProcessLookupError:
+                raise FaultRefused(f"{service} (pid {pid}) is already gone") from None
+            logs.log("fault_injected", level="warning", service=service, fault=fault, pid=pid)
+            return pid
+        request = faults.fault_request(
+            faults.FaultRequest(fault=fault, delay_ms=delay_ms, duration_s=duration_s)
+        )
+        assert self.runtime_dir is not None
+        try:
+            async with CommandClient.connect(
+                self.runtime_dir, endpoints.control_name(service), max_inflight=1
+            ) as client:
+                await client.request(request, timeout=FAULT_TIMEOUT)
+        except oap.OapError as exc:
+            raise FaultRefused(f"{service} did not take the fault: {exc.reason}") from None
+        logs.log("fault_injected", level="warning", service=service, fault=fault, pid=pid)
+        return pid
 
     async def stop(self) -> None:
         self.stop_requested.set()
@@ -277,13 +332,15 @@ async def _serve_node(
     rt = runtime.path
     async with trio.open_nursery() as outer:
         await outer.start(BusProxy(rt, capacity=cfg.bus.capacity, metrics=metrics).run)
+        launcher = launcher_for(cfg.supervisor.spawn, preload=[s.module for s in cfg.services])
+        await outer.start(serve_launcher, launcher)  # a zygote lives until the node stops
         async with Bus.connect(rt, capacity=cfg.bus.capacity, metrics=metrics) as bus:
             health.bus_up = True
             supervisor = Supervisor(
                 cfg,
                 health=health,
                 bus=bus,
-                launcher=launcher_for(cfg.supervisor.spawn),
+                launcher=launcher,
                 metrics=metrics,
                 env_for=env_for,
             )
@@ -294,6 +351,7 @@ async def _serve_node(
                 metrics=metrics,
                 bus=bus,
                 supervisor=supervisor,
+                runtime_dir=rt,
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.handle_signals)
@@ -305,6 +363,7 @@ async def _serve_node(
                 await nursery.start(supervisor.run)
                 urls = {"admin": admin_url}
                 urls.update({name: _url(name, sock) for name, sock in sorted(listeners.items())})
+                node.urls = urls
                 runtime.write_node_info({**urls, "profile": cfg.node.name})
                 logs.log("node_started", runtime_dir=str(rt), **urls)
                 nursery.start_soon(_announce_when_ready, node, cfg, urls)

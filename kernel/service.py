@@ -8,7 +8,9 @@ every service must do the same way, so no service can forget it:
 - JSON logs tagged with the service name; node-wide metrics in the runtime dir;
 - join the bus, send ``Health`` at once when ``main`` says it is ready and then as a heartbeat
   (a hung process stops heartbeating, and the supervisor replaces it);
-- stop cleanly on the bus's ``Shutdown`` or SIGTERM/SIGINT (cancellation of ``main``).
+- stop cleanly on the bus's ``Shutdown`` or SIGTERM/SIGINT (cancellation of ``main``);
+- serve the chaos fault hooks (``kernel.faults``: ``panic`` and ``slow`` on ``<name>.ctl``);
+  services build their command servers with ``ctx.command_server`` so ``slow`` reaches them.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import trio
 
 from ipc import events
 from ipc.bus import Bus
+from ipc.commands import CommandServer, Handler
 from kernel import logs
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
+from kernel.faults import FaultHooks
 from kernel.metrics import Metrics
 from kernel.supervisor import pdeathsig
 from kernel.supervisor.launcher import listen_fds
@@ -62,6 +66,7 @@ class ServiceContext:
     spec: ServiceSpec
     bus: Bus
     metrics: Metrics
+    faults: FaultHooks | None = None
     _ready: trio.Event = attrs.field(factory=trio.Event)
     _ok: bool = True
 
@@ -75,6 +80,29 @@ class ServiceContext:
         if not fds:
             raise RuntimeError(f"{self.name} has no listening socket: set listen in its spec")
         return socket.socket(fileno=fds[0])
+
+    def command_server(self, handler: Handler, **kwargs: Any) -> CommandServer:
+        """This service's command server, with the node's limits and the chaos ``slow`` hook.
+
+        Defaults: ``max_inflight`` = ``limits.cmd_inflight``, node metrics, handler errors logged;
+        ``kwargs`` override them (and may pass ``service=`` for a second socket).
+        """
+        if self.faults is not None:
+            handler = self.faults.wrap(handler)
+        kwargs.setdefault("max_inflight", self.config.limits.cmd_inflight)
+        kwargs.setdefault("metrics", self.metrics)
+        kwargs.setdefault(
+            "on_error", lambda exc: logs.log("handler_error", level="error", reason=repr(exc))
+        )
+        service = kwargs.pop("service", self.name)
+        return CommandServer(self.runtime_dir, service, handler, **kwargs)
+
+    async def fault_delay(self) -> None:
+        """Await in a request path that is not a command handler (e.g. HTTP): ``slow`` lands."""
+        if self.faults is not None:
+            await self.faults.delay()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def ready(self) -> None:
         """Say the service is ready: Health{ok:true} goes out now and then with every heartbeat."""
@@ -127,8 +155,10 @@ async def _serve(
         capacity=config.bus.capacity,
         metrics=metrics,
     ) as bus:
-        ctx = ServiceContext(name, runtime_dir, data_dir, config, spec, bus, metrics)
+        hooks = FaultHooks(name)
+        ctx = ServiceContext(name, runtime_dir, data_dir, config, spec, bus, metrics, hooks)
         async with trio.open_nursery() as nursery:
+            await nursery.start(hooks.serve, runtime_dir)
             nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
             nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)
             nursery.start_soon(_stop_on_signal, ctx, nursery.cancel_scope)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import trio
 
 from ipc import oap
-from ipc.commands import CommandServer
-from kernel import logs
 from kernel.service import ServiceContext, run_service
 
 FEATURES = ("echo",)
@@ -41,14 +39,7 @@ def make_handler(ctx: ServiceContext):
 
 
 async def main(ctx: ServiceContext) -> None:
-    server = CommandServer(
-        ctx.runtime_dir,
-        ctx.name,
-        make_handler(ctx),
-        max_inflight=ctx.config.limits.cmd_inflight,
-        metrics=ctx.metrics,
-        on_error=lambda exc: logs.log("handler_error", level="error", reason=repr(exc)),
-    )
+    server = ctx.command_server(make_handler(ctx))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         ctx.ready()
