@@ -78,13 +78,20 @@ async def test_a_caller_survives_its_server_being_killed(tmp_path: Path) -> None
     """A request to a dead server fails with a typed error within its deadline; the same client
     works again once the supervisor has restarted the server, with nothing done by the caller."""
     request = oap.Frame(flags=oap.REQ, app_proto_id=1, corr_id=1, payload=b"ping")
+    # The first crash of a streak restarts at once (a fork-server respawn is back within
+    # milliseconds); the second waits the backoff, >= 1 s here: long enough to observe.
+    slow_restart = FAST_CONFIG.replace("min_backoff = 0.05", "min_backoff = 2.0").replace(
+        "max_backoff = 0.4", "max_backoff = 2.0"
+    )
     with trio.fail_after(60):
         async with (
-            start_node(tmp_path) as node,
+            start_node(tmp_path, config=slow_restart) as node,
             CommandClient.connect(node.runtime_dir, ECHO) as client,
         ):
             assert (await client.request(request)).payload == b"ping"
-            old = await node.service(ECHO)
+            first = await node.service(ECHO)
+            os.kill(first["pid"], signal.SIGKILL)
+            old = await node.wait_service(ECHO, state="ready", not_pid=first["pid"])
             os.kill(old["pid"], signal.SIGKILL)
             await poll_until(lambda: not pid_alive(old["pid"]), 10, "the server to die")
             with trio.fail_after(30), pytest.raises(oap.OapError) as failed:  # never hangs

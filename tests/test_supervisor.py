@@ -164,11 +164,11 @@ async def test_missed_heartbeats_mean_term_then_kill_then_replace() -> None:
                 await trio.sleep(0.05)
             assert node.log.count("heartbeat_missed", "svc-h") == 0
             assert node.sup.status("svc-h").state is ServiceState.READY
-            # a stopped process cannot act on SIGTERM: only the KILL step ends it
+            # a stopped process cannot act on SIGTERM until it is continued: TERM + CONT ends it
             os.kill(pid, signal.SIGSTOP)
             assert (await node.crashed("svc-h")).reason == "heartbeat timeout"
             rec = await node.log.wait_event("service_crashed", "svc-h")
-            assert rec.fields["returncode"] == -signal.SIGKILL
+            assert rec.fields["returncode"] == -signal.SIGTERM
             new_pid, _ = await node.spawned_pid("svc-h", start=i + 1)
             assert new_pid != pid and reaped(pid)
 

@@ -299,7 +299,8 @@ class Child:
         if self._stopping:
             return _Stopped(await self._drain(proc))
         self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
-        rc = await _terminate(proc, self.spec.shutdown_deadline)
+        # A hung process gets the short grace, not the drain deadline: it is not draining anything.
+        rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
         return _Hung(rc, time.monotonic())
 
     async def _drain(self, proc: ChildProcess) -> int:
@@ -421,8 +422,10 @@ def _restarts_counter(metrics: Any) -> Any:
 
 
 async def _terminate(proc: ChildProcess, grace: float) -> int:
-    """SIGTERM, up to ``grace`` seconds, then SIGKILL; always reaps."""
+    """SIGTERM (+ SIGCONT, so a stopped process can act on it), up to ``grace`` seconds, then
+    SIGKILL; always reaps."""
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     with trio.move_on_after(grace):
         return await proc.wait()
     proc.kill()
