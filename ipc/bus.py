@@ -174,10 +174,12 @@ class Bus:
         probe = _SYNC_PREFIX + self._id.to_bytes(8, "big")
         self._sub.raw.subscribe(probe)
         msg = Envelope(probe, self._id, 0, 0, pack_body([])).to_parts()
+        wait = 0.001  # a subscription usually reaches the proxy within a millisecond
         try:
             while True:
                 self._pub.try_send_multipart(msg)
-                with trio.move_on_after(0.02):
+                wait = min(wait * 2, 0.05)
+                with trio.move_on_after(wait):
                     while True:
                         parts = await self._sub.recv_multipart()
                         if parts[0] == probe:

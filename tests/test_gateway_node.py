@@ -97,7 +97,8 @@ class Gateway:
             while True:
                 try:
                     resp = await self.req(method, path, body)
-                except (ConnectionError, http.client.RemoteDisconnected, TimeoutError):
+                except (ConnectionError, http.client.HTTPException, TimeoutError):
+                    # refused, reset, or cut mid-response (IncompleteRead) by a killed gateway
                     await trio.sleep(0.05)
                     continue
                 if resp.status not in (429, 503):
