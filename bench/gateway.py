@@ -5,15 +5,23 @@ Load: ``wrk`` (Debian package ``wrk``) with 64 connections; a Lua script gives e
 body (so each one is a real durable write, not an idempotent hit) and prints p50/p95/p99.
 
 - GET 4 KiB / 64 KiB: the gateway (verify-before-serve from the store on disk) vs a bare
-  hypercorn trio app serving the same bytes from memory (the "0.8x" target).
+  ASGI app serving the same bytes from memory on hypercorn's trio worker ("bare", the 0.8x
+  target) and on our h11 loop ("bare(h11)": server vs server).
 - PUT 4 KiB / 64 KiB: the gateway (answered after svc-storage made the object durable) vs the
-  bare app (hash only, nothing stored) for reference, and vs a single-threaded
+  bare apps (hash only, nothing stored), and vs a single-threaded
   temp -> write -> fsync -> rename -> fsync(dir) loop on the same disk (the "1x" target).
 
-    python bench/gateway.py [--seconds 10] [--connections 64] [--threads 1] [--data-dir DIR]
+Every cell runs in ``--rounds`` slices interleaved with the others (a busy machine or disk slows
+both sides of a ratio alike); rates are totals, percentiles the median slice. Each line also
+shows the server process's CPU per request (and svc-storage's for gateway PUTs): unlike req/s it
+barely moves with other load on the machine.
 
-``--profile-gateway`` also records the gateway under py-spy during the 64 KiB GET run (top
-functions printed; needs ``py-spy`` on PATH).
+    python bench/gateway.py [--seconds 10] [--rounds 2] [--connections 64] [--threads 1]
+                            [--data-dir DIR] [--server h11|hypercorn] [--only get|put]
+
+``--server`` picks svc-gateway's HTTP server; ``--profile-gateway`` records the gateway (and
+svc-storage for PUTs) under py-spy during the first slice of each gateway cell and prints the
+top functions (py-spy from PyPI, found on PATH or next to the interpreter).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,12 +81,15 @@ end
 # --- the bare baseline app (run in its own process) ----------------------------------------------
 
 
-def bare_server(port_file: str) -> None:
-    """A bare hypercorn trio app: GET /o/4KiB|64KiB from memory, PUT hashes and answers."""
+def bare_server(port_file: str, kind: str) -> None:
+    """A bare ASGI app: GET /o/4KiB|64KiB from memory, PUT hashes and answers; served by
+    hypercorn's trio worker (``kind = "hypercorn"``, the baseline of the targets) or by our h11
+    loop (``"h11"``: server vs server)."""
     import blake3
     import trio
 
     from services.gateway.server import serve_on_socket
+    from services.gateway.server_h11 import ServerLimits, serve_h11
 
     bodies = {f"/o/{k}": os.urandom(v) for k, v in SIZES.items()}
 
@@ -108,18 +120,23 @@ def bare_server(port_file: str) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     Path(port_file).write_text(str(sock.getsockname()[1]))
-    trio.run(serve_on_socket, app, sock, 5.0)
+    if kind == "h11":
+        trio.run(serve_h11, app, sock, ServerLimits(timeout=5.0))
+    else:
+        trio.run(serve_on_socket, app, sock, 5.0)
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def wrk(url: str, method: str, size: int, args: argparse.Namespace, script: Path) -> dict:
+def wrk(
+    url: str, method: str, size: int, seconds: int, args: argparse.Namespace, script: Path
+) -> dict:
     cmd = [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{args.seconds}s",
+        f"-d{seconds}s",
         "--timeout",
         "10s",
         "-s",
@@ -131,9 +148,22 @@ def wrk(url: str, method: str, size: int, args: argparse.Namespace, script: Path
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("JSON"))
-    result = json.loads(line[4:])
-    result["rps"] = result["requests"] / result["seconds"]
-    return result
+    return dict(json.loads(line[4:]))
+
+
+def combine(parts: list[dict]) -> dict:
+    """One cell from its slices: totals for rates and CPU, the median slice for percentiles."""
+    requests = sum(p["requests"] for p in parts)
+    out: dict = {"requests": requests, "rps": requests / sum(p["seconds"] for p in parts)}
+    for key in ("p50", "p95", "p99"):
+        if key in parts[0]:
+            out[key] = statistics.median(p[key] for p in parts)
+    if "errors" in parts[0]:
+        out["errors"] = sum(p["errors"] for p in parts)
+    for key in parts[0]:
+        if key.endswith("_cpu"):  # server CPU per request: robust to other load on the machine
+            out[key[:-4] + "_cpu_us"] = sum(p[key] for p in parts) / max(requests, 1) * 1e6
+    return out
 
 
 def http(method: str, url: str, body: bytes | None = None) -> bytes:
@@ -142,11 +172,12 @@ def http(method: str, url: str, body: bytes | None = None) -> bytes:
         return resp.read()
 
 
-def fsync_loop(directory: Path, size: int, seconds: float) -> float:
-    """Objects/s of one fsync per object: temp, write, fsync, rename, fsync(dir)."""
+def fsync_loop(directory: Path, size: int, seconds: float) -> tuple[int, float]:
+    """(objects, seconds) of one fsync per object: temp, write, fsync, rename, fsync(dir)."""
     directory.mkdir(parents=True, exist_ok=True)
     dfd = os.open(directory, os.O_RDONLY)
-    n = 0
+    n = len(os.listdir(directory))  # names stay unique across slices
+    first = n
     start = time.perf_counter()
     try:
         while time.perf_counter() - start < seconds:
@@ -163,10 +194,20 @@ def fsync_loop(directory: Path, size: int, seconds: float) -> float:
             n += 1
     finally:
         os.close(dfd)
-    return n / (time.perf_counter() - start)
+    return n - first, time.perf_counter() - start
 
 
-def start_node(workdir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], dict]:
+def node_profile(workdir: Path, server: str) -> Path:
+    """The shipped macronode profile with svc-gateway's ``server`` setting made explicit."""
+    text = (REPO / "profiles" / "macronode.toml").read_text()
+    head, sep, tail = text.partition('name = "svc-gateway"')
+    tail = tail.replace("[services.settings]\n", f'[services.settings]\nserver = "{server}"\n', 1)
+    path = workdir / "macronode-bench.toml"
+    path.write_text(head + sep + tail)
+    return path
+
+
+def start_node(workdir: Path, data_dir: Path, server: str) -> tuple[subprocess.Popen[bytes], dict]:
     runtime_dir = Path(
         tempfile.mkdtemp(prefix="ronb-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     )
@@ -175,7 +216,7 @@ def start_node(workdir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], 
         "-m",
         "kernel",
         "run",
-        "macronode",
+        str(node_profile(workdir, server)),
         "--admin-addr",
         "127.0.0.1:0",
         "--gateway-addr",
@@ -192,32 +233,98 @@ def start_node(workdir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], 
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"the node did not start; see {workdir / 'node.log'}")
-    return proc, json.loads(line)
+    # the caller removes runtime_dir once the node has stopped
+    return proc, {**json.loads(line), "runtime_dir": str(runtime_dir)}
 
 
-def gateway_pid(admin: str) -> int:
+def start_bare(workdir: Path, kind: str) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = workdir / f"bare-{kind}.port"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server", str(port_file), "--bare-kind", kind],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    deadline = time.monotonic() + 20
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the bare {kind} server did not start")
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
+def profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) recording ``pid`` for ``seconds``, native frames off."""
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if exe is None:
+        print("# --profile-gateway: py-spy not found, not profiling", file=sys.stderr)
+        return None
+    cmd = [exe, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-d", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def top_functions(raw: Path, n: int = 25) -> list[str]:
+    """The functions with the most samples in py-spy's raw (collapsed stacks) output: self time
+    and total (inclusive) time, as a share of all samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+    return [
+        f"{100 * c / samples:5.1f}% self {100 * total[f] / samples:5.1f}% total  {f}"
+        for f, c in rows
+    ]
+
+
+def service_pid(admin: str, name: str) -> int:
     version = json.loads(http("GET", admin + "/version"))
-    return next(s["pid"] for s in version["services"] if s["name"] == "svc-gateway")
+    return next(s["pid"] for s in version["services"] if s["name"] == name)
 
 
 def fmt(r: dict) -> str:
     return (
         f"{r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  p95 {r['p95']:7.2f} ms  "
-        f"p99 {r['p99']:7.2f} ms  errors {r['errors']}"
+        f"p99 {r['p99']:7.2f} ms  {r['server_cpu_us']:5.0f} µs CPU/req  errors {r['errors']}"
+        + (
+            f"  (+ svc-storage {r['storage_cpu_us']:.0f} µs CPU/req)"
+            if "storage_cpu_us" in r
+            else ""
+        )
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="per cell, over all rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved slices per cell")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", help="on-disk dir for the node's store and the fsync loop")
+    parser.add_argument(
+        "--server",
+        choices=("h11", "hypercorn"),
+        default="h11",
+        help="svc-gateway's HTTP server (its `server` setting)",
+    )
+    parser.add_argument("--only", choices=("get", "put"), help="run only GETs or only PUTs")
     parser.add_argument("--profile-gateway", action="store_true")
     parser.add_argument("--bare-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-kind", default="hypercorn", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
-        bare_server(args.bare_server)
+        bare_server(args.bare_server, args.bare_kind)
         return 0
     if shutil.which("wrk") is None:
         print("bench/gateway.py needs wrk (apt-get install -y wrk)", file=sys.stderr)
@@ -228,85 +335,113 @@ def main() -> int:
     script = workdir / "bench.lua"
     script.write_text(LUA)
     results: dict[str, dict] = {}
-    node, ready = start_node(workdir, disk / "node-data")
-    bare = None
+    node, ready = start_node(workdir, disk / "node-data", args.server)
+    bares: dict[str, subprocess.Popen[bytes]] = {}
+    profiles: list[tuple[str, Path]] = []
     try:
-        port_file = workdir / "bare.port"
-        bare = subprocess.Popen(
-            [sys.executable, __file__, "--bare-server", str(port_file)],
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-        )
-        deadline = time.monotonic() + 20
-        while not port_file.exists() or not port_file.read_text():
-            if time.monotonic() > deadline:
-                raise SystemExit("the bare server did not start")
-            time.sleep(0.05)
-        bare_url = f"http://127.0.0.1:{port_file.read_text()}"
+        urls = {}
+        for kind in ("hypercorn", "h11"):
+            bares["bare" if kind == "hypercorn" else "bare(h11)"], urls[kind] = start_bare(
+                workdir, kind
+            )
         gw = ready["gateway"]
+        gw_pid = service_pid(ready["admin"], "svc-gateway")
+        st_pid = service_pid(ready["admin"], "svc-storage")
         ids = {}
         for label, size in SIZES.items():
             stored = json.loads(http("PUT", gw + "/o", os.urandom(size)))
             ids[label] = stored["id"]
 
-        profiler = None
-        for label, size in SIZES.items():
-            results[f"bare GET {label}"] = wrk(f"{bare_url}/o/{label}", "GET", size, args, script)
-            if args.profile_gateway and label == "64KiB":
-                profiler = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-p",
-                        str(gateway_pid(ready["admin"])),
-                        "-o",
-                        str(workdir / "gateway.speedscope"),
-                        "-f",
-                        "raw",
-                        "-d",
-                        str(args.seconds),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            results[f"gateway GET {label}"] = wrk(f"{gw}/o/{ids[label]}", "GET", size, args, script)
-            if profiler is not None:
-                profiler.wait()
-                profiler = None
-        for label, size in SIZES.items():
-            results[f"bare PUT {label}"] = wrk(f"{bare_url}/o", "PUT", size, args, script)
-            results[f"gateway PUT {label}"] = wrk(f"{gw}/o", "PUT", size, args, script)
-            results[f"fsync loop {label}"] = {
-                "rps": fsync_loop(disk / f"fsync-{label}", size, args.seconds)
-            }
+        slice_s = max(1, round(args.seconds / args.rounds))
+        runs: dict[str, list[dict]] = {}
+
+        def measure(key: str, url: str, method: str, size: int, label: str) -> None:
+            """One slice of ``key``; CPU per request of the server process(es) alongside."""
+            profilers = []
+            watched = {"": gw_pid if key.startswith("gateway") else bares[key.split()[0]].pid}
+            if key == f"gateway PUT {label}":
+                watched["storage"] = st_pid  # the commit path runs there
+            if args.profile_gateway and key.startswith("gateway") and key not in runs:
+                for name, pid in watched.items():
+                    raw = workdir / f"{key.replace(' ', '-')}{'-' + name if name else ''}.pyspy"
+                    proc = profile(pid, slice_s, raw)
+                    if proc is not None:
+                        profilers.append((f"{key}{' (' + name + ')' if name else ''}", raw, proc))
+            cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            result = wrk(url, method, size, slice_s, args, script)
+            for name, pid in watched.items():
+                result[f"{name or 'server'}_cpu"] = cpu_seconds(pid) - cpu[name]
+            runs.setdefault(key, []).append(result)
+            for title, raw, proc in profilers:
+                proc.wait()
+                if raw.exists():
+                    profiles.append((title, raw))
+
+        def fsync_slice(label: str, size: int) -> None:
+            n, elapsed = fsync_loop(disk / f"fsync-{label}", size, slice_s)
+            runs.setdefault(f"fsync loop {label}", []).append({"requests": n, "seconds": elapsed})
+
+        # Interleaved slices: every cell alternates with the others in each round, so a busy
+        # disk or CPU (other work on the machine) slows both sides of a ratio alike.
+        for _round in range(args.rounds):
+            for label, size in SIZES.items():
+                if args.only == "put":
+                    break
+                measure(f"bare GET {label}", f"{urls['hypercorn']}/o/{label}", "GET", size, label)
+                measure(f"bare(h11) GET {label}", f"{urls['h11']}/o/{label}", "GET", size, label)
+                measure(f"gateway GET {label}", f"{gw}/o/{ids[label]}", "GET", size, label)
+            for label, size in SIZES.items():
+                if args.only == "get":
+                    break
+                measure(f"bare PUT {label}", f"{urls['hypercorn']}/o", "PUT", size, label)
+                measure(f"bare(h11) PUT {label}", f"{urls['h11']}/o", "PUT", size, label)
+                measure(f"gateway PUT {label}", f"{gw}/o", "PUT", size, label)
+                fsync_slice(label, size)
+        results.update({key: combine(parts) for key, parts in runs.items()})
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=30)
-        if bare is not None:
-            bare.send_signal(signal.SIGTERM)
-            bare.wait(timeout=10)
+        for proc in bares.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+        # a macronode keeps its runtime dir for the next start; this one was ours alone
+        shutil.rmtree(ready["runtime_dir"], ignore_errors=True)
 
     print(
-        f"# {args.connections} connections, {args.threads} wrk thread(s), {args.seconds} s each; "
-        f"store on {disk}"
+        f"# {args.connections} connections, {args.threads} wrk thread(s), {args.seconds} s per "
+        f"cell in {args.rounds} interleaved slices (percentiles: median slice); "
+        f"gateway server {args.server}; store on {disk}"
     )
+    print("# bare = a bare ASGI app on hypercorn's trio worker; bare(h11) = it on our h11 loop")
     for key, r in results.items():
         line = f"{r['rps']:9.0f} obj/s" if "fsync" in key else fmt(r)
         print(f"{key:<22} {line}")
     print("# ratios")
     for label in SIZES:
-        get = results[f"gateway GET {label}"]["rps"] / results[f"bare GET {label}"]["rps"]
-        put = results[f"gateway PUT {label}"]["rps"] / results[f"fsync loop {label}"]["rps"]
-        put_bare = results[f"gateway PUT {label}"]["rps"] / results[f"bare PUT {label}"]["rps"]
-        print(f"GET {label}: gateway/bare {get:.2f} (target >= 0.8)")
-        print(
-            f"PUT {label}: gateway durable/fsync loop {put:.2f} (target >= 1.0); "
-            f"gateway/bare app {put_bare:.2f}"
-        )
-    p95 = results["gateway GET 64KiB"]["p95"]
-    print(f"GET 64KiB p95 through the gateway: {p95:.1f} ms (target < 50 ms)")
-    raw = workdir / "gateway.speedscope"
-    if raw.exists():
-        print(f"# py-spy samples of the gateway (GET 64KiB) in {raw}")
+        if f"gateway GET {label}" in results:
+            get = results[f"gateway GET {label}"]["rps"]
+            bare = results[f"bare GET {label}"]["rps"]
+            bare_h11 = results[f"bare(h11) GET {label}"]["rps"]
+            print(
+                f"GET {label}: gateway/bare {get / bare:.2f} (target >= 0.8); "
+                f"gateway/bare(h11) {get / bare_h11:.2f}; bare(h11)/bare {bare_h11 / bare:.2f}"
+            )
+    for label in SIZES:
+        if f"gateway PUT {label}" in results:
+            put = results[f"gateway PUT {label}"]["rps"]
+            print(
+                f"PUT {label}: gateway durable/fsync loop "
+                f"{put / results[f'fsync loop {label}']['rps']:.2f} (target >= 1.0); "
+                f"gateway/bare {put / results[f'bare PUT {label}']['rps']:.2f}; "
+                f"gateway/bare(h11) {put / results[f'bare(h11) PUT {label}']['rps']:.2f}"
+            )
+    if "gateway GET 64KiB" in results:
+        p95 = results["gateway GET 64KiB"]["p95"]
+        print(f"GET 64KiB p95 through the gateway: {p95:.1f} ms (target < 50 ms)")
+    for key, raw in profiles:
+        print(f"# py-spy: {key} (self / total share of samples; {raw})")
+        for row in top_functions(raw):
+            print("  " + row)
     for leftover in ("node-data", "fsync-4KiB", "fsync-64KiB"):
         shutil.rmtree(disk / leftover, ignore_errors=True)
     return 0

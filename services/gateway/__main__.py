@@ -8,7 +8,7 @@ from kernel import logs
 from kernel.service import ServiceContext, run_service
 from services.gateway.app import GatewayApp
 from services.gateway.limits import parse_settings
-from services.gateway.server import serve_on_socket
+from services.gateway.server import serve
 from services.gateway.store_backend import StoreBackend
 
 
@@ -29,8 +29,8 @@ async def main(ctx: ServiceContext) -> None:
             backend, settings, metrics=ctx.metrics, fault_delay=getattr(ctx, "fault_delay", None)
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_on_socket, app, sock, settings.timeout)
-            logs.log("gateway_serving", addr=str(sock.getsockname()))
+            await nursery.start(serve, app, sock, settings)
+            logs.log("gateway_serving", addr=str(sock.getsockname()), server=settings.server)
             ctx.ready()
 
 

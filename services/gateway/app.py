@@ -57,6 +57,7 @@ _OPS = {
     ("/names/{name}", "PUT"): "gateway_put_name",
 }
 _ALLOW = {"/o": b"PUT", "/o/{id}": b"GET, HEAD", "/names/{name}": b"GET, PUT"}
+_ALLOWED = {route: frozenset(allow.decode().split(", ")) for route, allow in _ALLOW.items()}
 
 
 def parse_object_id(text: object) -> str:
@@ -150,6 +151,36 @@ class GatewayApp:
         self.fault_delay = fault_delay  # chaos drills' "slow" hook (kernel.faults), if any
         self.inflight = InflightLimiter(settings.max_inflight)
         self.bucket = TokenBucket(settings.rate, settings.burst)
+        # labelled metric children, created once: ``.labels()`` costs a lock and a dict lookup
+        # per call (all label values come from small fixed sets, so these stay small)
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._rejected: dict[str, Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def _count(self, template: str, method: str, status: int, reason: str) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        key = (template, method, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = metrics.http_requests.labels(
+                route=template, method=method if method in _METHODS else "OTHER", status=str(status)
+            )
+            if method in _METHODS:  # an unknown method never adds a key
+                self._counted[key] = child
+        child.inc()
+        if reason:
+            rejected = self._rejected.get(reason)
+            if rejected is None:
+                rejected = self._rejected[reason] = metrics.rejected.labels(reason=reason)
+            rejected.inc()
+
+    def _observe(self, op: str, elapsed: float) -> None:
+        child = self._latency.get(op)
+        if child is None:
+            child = self._latency[op] = self.metrics.request_latency_seconds.labels(op=op)
+        child.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -170,14 +201,7 @@ class GatewayApp:
         reason = ""
 
         def count(status: int) -> None:
-            if self.metrics is not None:
-                self.metrics.http_requests.labels(
-                    route=template,
-                    method=method if method in _METHODS else "OTHER",
-                    status=str(status),
-                ).inc()
-                if reason:
-                    self.metrics.rejected.labels(reason=reason).inc()
+            self._count(template, method, status, reason)
 
         ex = _Exchange(send, count)
         try:
@@ -197,8 +221,7 @@ class GatewayApp:
         finally:
             op = _OPS.get((template, method))
             if self.metrics is not None and op is not None and ex.status:
-                elapsed = time.perf_counter() - started
-                self.metrics.request_latency_seconds.labels(op=op).observe(elapsed)
+                self._observe(op, time.perf_counter() - started)
 
     async def _dispatch(
         self,
@@ -212,8 +235,8 @@ class GatewayApp:
     ) -> None:
         if template == "unmatched":
             raise GatewayError("not_found", f"no route for {scope['path']}")
-        allow = _ALLOW[template]
-        if method not in allow.decode().split(", "):
+        if method not in _ALLOWED[template]:
+            allow = _ALLOW[template]
             raise GatewayError(
                 "method_not_allowed",
                 f"{template} allows {allow.decode()}",
@@ -325,18 +348,21 @@ class GatewayApp:
         )
         body = _BodyReader(receive, ex, counter, cs, self.settings.timeout)
         small = self.settings.chunk
-        buffered = bytearray()
-        while len(buffered) <= small:
+        pieces: list[bytes] = []  # joined only if there are several (a small body: usually one)
+        buffered = 0
+        while buffered <= small:
             piece = await body.next()
             if piece is None:
-                stored = await self.backend.put_small(bytes(buffered))
+                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                stored = await self.backend.put_small(data)
                 await self._stored(ex, stored)
                 return
-            buffered += piece
+            pieces.append(piece)
+            buffered += len(piece)
         upload = await self.backend.begin_upload(self.settings.max_object_size)
         try:
-            await upload.write(bytes(buffered))
-            del buffered
+            await upload.write(b"".join(pieces))
+            del pieces
             while (piece := await body.next()) is not None:
                 await upload.write(piece)
             ex.waiting_on_client = False

@@ -46,6 +46,7 @@ REASONS: Final = MappingProxyType(
         "integrity_failure": 500,  # OAP canon: stored bytes do not match their id; never served
         "unavailable": 503,  # OAP canon: storage or index unreachable (writes); Retry-After
         "insufficient_storage": 507,  # OAP canon: quota of the store
+        "bad_request": 400,  # not valid HTTP/1.1 (h11 refused the request head or framing)
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

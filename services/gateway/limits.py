@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -37,7 +36,10 @@ class GatewaySettings:
     ``timeout``: seconds for a request's work and each wait on the client (keep-alive, a body
     chunk); ``max_inflight``: requests served at once (more: 429 at once); ``rate``/``burst``: a
     token bucket over all requests, ``rate = 0`` turns it off; ``body_cap``: the largest
-    single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload.
+    single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload;
+    ``server``: the HTTP/1.1 server loop, ``h11`` (ours, ~3x cheaper per request) or
+    ``hypercorn``; ``max_connections``: client connections served at once (h11 server; one more
+    is answered 429 and closed).
     """
 
     timeout: float = attrs.field(default=5.0, validator=_positive)
@@ -47,6 +49,8 @@ class GatewaySettings:
     body_cap: int = attrs.field(default=1_048_576, validator=_positive)
     max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
     chunk: int = attrs.field(default=65_536, validator=_positive)  # read/stream piece size
+    server: str = attrs.field(default="h11", validator=attrs.validators.in_(("h11", "hypercorn")))
+    max_connections: int = attrs.field(default=1024, validator=_positive)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -87,17 +91,20 @@ class InflightLimiter:
         self.limit = limit
         self.inflight = 0
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> InflightLimiter:
+        """``with limiter.slot():`` holds one slot for the block (a plain class context manager:
+        cheaper per request than a generator-based one)."""
+        return self
+
+    def __enter__(self) -> None:
         if self.inflight >= self.limit:
             raise GatewayError(
                 "busy", f"{self.inflight} requests in flight (max {self.limit})", retry_after=1
             )
         self.inflight += 1
-        try:
-            yield
-        finally:
-            self.inflight -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.inflight -= 1
 
 
 class TokenBucket:
