@@ -18,7 +18,6 @@ Guarantees:
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ipc import oap
 from kernel import logs
 from kernel.service import ServiceContext, run_service
 from services.lib import ids
-from services.lib.protocol import INDEX_PROTO, check_name, ok_frame, parse_request
+from services.lib.protocol import INDEX_PROTO, check_name, ok_frame, op_handler
 
 FEATURES = ("index",)
 INDEX_DIR = "index"
@@ -191,24 +190,9 @@ def make_handler(
         version = await index.put(name, f["id"], f.get("expect_version"))
         return ok_frame(req, name=name, id=f["id"], version=version)
 
-    async def handle(req: oap.Frame) -> oap.Frame:
-        if oap.is_hello_request(req):
-            return oap.hello_response(req, hello)
-        start = time.perf_counter()
-        op = "invalid"
-        try:
-            if req.app_proto_id != INDEX_PROTO:
-                raise oap.OapError("unknown_app_proto", f"svc-index serves 0x{INDEX_PROTO:04x}")
-            op, fields = parse_request(req)
-            return await dispatch(req, op, fields)
-        except oap.OapError as exc:
-            metrics.rejected.labels(reason=exc.reason).inc()
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            metrics.request_latency_seconds.labels(op=f"index_{op}").observe(elapsed)
-
-    return handle
+    return op_handler(
+        proto=INDEX_PROTO, service="svc-index", hello=hello, dispatch=dispatch, metrics=metrics
+    )
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -17,7 +17,6 @@ Guarantees (the argument is in ``specs/storage-protocol.md``):
 from __future__ import annotations
 
 import errno
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
@@ -33,7 +32,7 @@ from kernel import logs
 from kernel.metrics import Metrics
 from kernel.service import ServiceContext, run_service
 from services.lib import ids, objstore
-from services.lib.protocol import STORAGE_PROTO, ok_frame, parse_request
+from services.lib.protocol import STORAGE_PROTO, ok_frame, op_handler
 
 FEATURES = ("storage",)
 GiB = 1 << 30
@@ -478,24 +477,9 @@ def make_handler(ctx: ServiceContext, store: Store) -> Callable[[oap.Frame], Awa
             max_object_size=s.max_object_size,
         )
 
-    async def handle(req: oap.Frame) -> oap.Frame:
-        if oap.is_hello_request(req):
-            return oap.hello_response(req, hello)
-        start = time.perf_counter()
-        op = "invalid"
-        try:
-            if req.app_proto_id != STORAGE_PROTO:
-                raise oap.OapError("unknown_app_proto", f"svc-storage serves 0x{STORAGE_PROTO:04x}")
-            op, fields = parse_request(req)
-            return await dispatch(req, op, fields)
-        except oap.OapError as exc:
-            metrics.rejected.labels(reason=exc.reason).inc()
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            metrics.request_latency_seconds.labels(op=f"storage_{op}").observe(elapsed)
-
-    return handle
+    return op_handler(
+        proto=STORAGE_PROTO, service="svc-storage", hello=hello, dispatch=dispatch, metrics=metrics
+    )
 
 
 async def main(ctx: ServiceContext) -> None:

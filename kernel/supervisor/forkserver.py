@@ -49,7 +49,13 @@ import trio
 
 from kernel.supervisor import _zygote_wire as wire
 from kernel.supervisor.child import describe_returncode
-from kernel.supervisor.launcher import ExecLauncher, PopenChild, ServiceSpecLike, listen_fds
+from kernel.supervisor.launcher import (
+    ExecLauncher,
+    PidfdChild,
+    PopenChild,
+    ServiceSpecLike,
+    listen_fds,
+)
 from kernel.supervisor.pdeathsig import PARENT_PID_ENV
 
 __all__ = ["ForkServerLauncher", "ForkedChild", "ZygoteInfo"]
@@ -83,7 +89,7 @@ class ZygoteInfo:
     fork: str  # "sibling" or "double": see the zygote's docstring
 
 
-class ForkedChild:
+class ForkedChild(PidfdChild):
     """A service forked by the zygote and reparented to us: pidfd-watched, reaped by ``wait``.
 
     Same contract as ``PopenChild``: several tasks may ``await wait()``; signals are sent through
@@ -139,22 +145,6 @@ class ForkedChild:
             return
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(self._pidfd, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None and not self._watching:
-            fd, self._pidfd = self._pidfd, None
-            trio.lowlevel.notify_closing(fd)
-            os.close(fd)
-
-    async def aclose(self) -> None:
-        """Close the pipes and the pidfd. Does not kill or reap the child."""
-        for stream in (self.stdout, self.stderr):
-            if stream is not None:
-                await stream.aclose()
-        self._close_pidfd()
 
 
 @attrs.define

@@ -38,6 +38,7 @@ __all__ = [
     "ChildProcess",
     "ExecLauncher",
     "Launcher",
+    "PidfdChild",
     "PopenChild",
     "ServiceSpecLike",
 ]
@@ -83,7 +84,40 @@ class Launcher(Protocol):
     async def spawn(self, spec: ServiceSpecLike, env: Mapping[str, str]) -> ChildProcess: ...
 
 
-class PopenChild:
+class PidfdChild:
+    """What every launched child shares: output pipes as trio streams, a pidfd to watch it.
+
+    Subclasses set ``pid``, ``stdout``, ``stderr``, ``_pidfd``, ``_watching`` and implement
+    ``send_signal``/``wait``.
+    """
+
+    pid: int
+    stdout: trio.abc.ReceiveStream | None
+    stderr: trio.abc.ReceiveStream | None
+    _pidfd: int | None
+    _watching: bool
+
+    def send_signal(self, sig: int) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None and not self._watching:
+            fd, self._pidfd = self._pidfd, None
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        """Close the pipes and the pidfd. Does not kill or reap the child."""
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                await stream.aclose()
+        self._close_pidfd()
+
+
+class PopenChild(PidfdChild):
     """A ``subprocess.Popen`` made trio-friendly: pidfd-based ``wait``, pipes as trio streams.
 
     Several tasks may ``await wait()`` at once; signals after exit are ignored (never sent to a
@@ -136,22 +170,6 @@ class PopenChild:
 
     def send_signal(self, sig: int) -> None:
         self._popen.send_signal(sig)
-
-    def kill(self) -> None:
-        self._popen.send_signal(signal.SIGKILL)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None and not self._watching:
-            fd, self._pidfd = self._pidfd, None
-            trio.lowlevel.notify_closing(fd)
-            os.close(fd)
-
-    async def aclose(self) -> None:
-        """Close the pipes and the pidfd. Does not kill or reap the child."""
-        for stream in (self.stdout, self.stderr):
-            if stream is not None:
-                await stream.aclose()
-        self._close_pidfd()
 
 
 class ExecLauncher:

@@ -11,7 +11,8 @@ field, exact msgpack types), so a bad request never reaches a handler.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import msgpack
@@ -135,3 +136,36 @@ def parse_ok(frame: oap.Frame) -> dict[str, Any]:
     """The fields of a success reply; an error frame raises its ``OapError``."""
     oap.raise_for_status(frame)
     return _unpack_map(frame.payload, "reply")
+
+
+def op_handler(
+    *,
+    proto: int,
+    service: str,
+    hello: oap.HelloResponse,
+    dispatch: Callable[[oap.Frame, str, dict[str, Any]], Awaitable[oap.Frame]],
+    metrics: Any,
+) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
+    """The command handler svc-storage and svc-index share: HELLO, the app protocol check,
+    ``op`` parsing, then ``dispatch``; every rejection counted in ``rejected_total{reason}`` and
+    every request timed in ``request_latency_seconds{op="<service>_<op>"}``."""
+    prefix = service.removeprefix("svc-")
+
+    async def handle(req: oap.Frame) -> oap.Frame:
+        if oap.is_hello_request(req):
+            return oap.hello_response(req, hello)
+        start = time.perf_counter()
+        op = "invalid"
+        try:
+            if req.app_proto_id != proto:
+                raise oap.OapError("unknown_app_proto", f"{service} serves 0x{proto:04x}")
+            op, fields = parse_request(req)
+            return await dispatch(req, op, fields)
+        except oap.OapError as exc:
+            metrics.rejected.labels(reason=exc.reason).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.request_latency_seconds.labels(op=f"{prefix}_{op}").observe(elapsed)
+
+    return handle
