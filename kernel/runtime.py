@@ -31,7 +31,6 @@ __all__ = [
     "default_runtime_dir",
     "is_tmpfs",
     "read_node_info",
-    "secure_socket",
 ]
 
 # sun_path is 108 bytes including the terminating NUL.
@@ -41,7 +40,6 @@ SOCKET_NAME_BUDGET = 32
 NODE_INFO = "node.json"
 _LOCK = "node.lock"
 _METRICS = "metrics"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TMPFS_TYPES = frozenset({"tmpfs", "ramfs"})
 
 
@@ -165,15 +163,6 @@ def _check_owned_private(path: Path) -> None:
         )
 
 
-def secure_socket(endpoint_or_path: str | Path) -> None:
-    """chmod 0600 a socket file just bound (accepts an ``ipc://`` endpoint or a path).
-
-    The dir is already 0700; this is defence in depth should the dir's mode ever be loosened.
-    """
-    text = str(endpoint_or_path)
-    os.chmod(text.removeprefix("ipc://"), 0o600)
-
-
 class RuntimeDir:
     """An owned, private runtime dir. Create with ``RuntimeDir.create``; not thread-safe."""
 
@@ -226,15 +215,6 @@ class RuntimeDir:
     def metrics_dir(self) -> Path:
         """Where prometheus-client multiprocess files go (``PROMETHEUS_MULTIPROC_DIR``)."""
         return self.path / _METRICS
-
-    def sock(self, name: str) -> str:
-        """The ``ipc://`` endpoint for socket ``name`` in this dir (``[A-Za-z0-9._-]``, fits)."""
-        if not _NAME_RE.fullmatch(name) or len(name) + len(".sock") > SOCKET_NAME_BUDGET:
-            raise ValueError(
-                f"bad socket name {name!r}: use [A-Za-z0-9._-], "
-                f"at most {SOCKET_NAME_BUDGET - 5} characters"
-            )
-        return f"ipc://{self.path / name}.sock"
 
     def write_node_info(self, info: dict[str, Any]) -> None:
         """Atomically (temp file + rename) write ``node.json``; ``pid`` defaults to ours.
