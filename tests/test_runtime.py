@@ -176,6 +176,31 @@ def test_read_node_info_errors(rdir):
         runtime.read_node_info(rdir)
 
 
+MOUNTINFO = (
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+    "25 22 0:21 / /dev/shm rw,nosuid shared:3 - tmpfs tmpfs rw\n"
+    "26 22 0:22 / /run/user/1000 rw shared:4 - tmpfs tmpfs rw,mode=700\n"
+    "27 22 0:23 / /mnt/with\\040space rw shared:5 - tmpfs tmpfs rw\n"
+    "28 22 8:2 / /dev/shmfoo rw shared:6 - ext4 /dev/sda2 rw\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "fstype"),
+    [
+        ("/", "ext4"),
+        ("/home/u", "ext4"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/shm/ron-0/x", "tmpfs"),
+        ("/dev/shmfoo/x", "ext4"),
+        ("/run/user/1000/ron", "tmpfs"),
+        ("/mnt/with space/a", "tmpfs"),
+    ],
+)
+def test_mountinfo_longest_prefix(path, fstype):
+    assert runtime._mount_fstype(path, MOUNTINFO) == fstype
+
+
 def test_is_tmpfs_walks_up_to_an_existing_parent():
     shm = Path("/dev/shm")
     if not shm.is_dir() or not runtime.is_tmpfs(shm):
