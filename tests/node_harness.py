@@ -23,6 +23,8 @@ from typing import Any
 import attrs
 import trio
 
+from kernel.chaos.target import read_ready_line
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Fast supervisor timings so the drills finish in seconds (still the real code paths).
@@ -78,6 +80,30 @@ async def poll_until(
                 await trio.sleep(0.02)
     except trio.TooSlowError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+class WatchedDirs:
+    """Empty HOME, TMPDIR, XDG data/cache dirs and cwd for a node: anything it writes outside its
+    runtime dir lands in one of them (the amnesia tests assert they stay empty)."""
+
+    NAMES = ("home", "tmp", "xdg_data", "xdg_cache", "cwd")
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dirs = {name: tmp_path / name for name in self.NAMES}
+        for path in self.dirs.values():
+            path.mkdir()
+        self.cwd = self.dirs["cwd"]
+        self.env = {
+            "HOME": str(self.dirs["home"]),
+            "TMPDIR": str(self.dirs["tmp"]),
+            "XDG_DATA_HOME": str(self.dirs["xdg_data"]),
+            "XDG_CACHE_HOME": str(self.dirs["xdg_cache"]),
+        }
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What appeared in each dir (only the non-empty ones)."""
+        found = {name: sorted(os.listdir(path)) for name, path in self.dirs.items()}
+        return {name: files for name, files in found.items() if files}
 
 
 @attrs.frozen
@@ -185,13 +211,7 @@ async def start_node(
         )
     try:
         assert proc.stdout is not None
-        line = b""
-        with trio.move_on_after(ready_timeout):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(4096)
-                if not chunk:
-                    break
-                line += chunk
+        line = await read_ready_line(proc.stdout, ready_timeout)
         if not line.endswith(b"\n"):
             raise AssertionError(f"node did not print node_ready; log:\n{log_path.read_text()}")
         ready = json.loads(line)

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from services.gateway.errors import REASONS
-from tests.node_harness import RunningNode, poll_until, start_node
+from tests.node_harness import RunningNode, WatchedDirs, poll_until, start_node
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -307,19 +307,12 @@ async def test_kill9_during_8_writers_loses_no_acknowledged_write(
 async def test_micronode_session_writes_nothing_outside_its_runtime_dir(tmp_path: Path) -> None:
     """A full PUT/GET/name session with HOME, TMPDIR, XDG dirs and the cwd pointed at empty
     dirs: afterwards they are still empty and the runtime dir (with the tmpfs store) is gone."""
-    watched = {name: tmp_path / name for name in ("home", "tmp", "xdg_data", "xdg_cache", "cwd")}
-    for path in watched.values():
-        path.mkdir()
-    env = {
-        "HOME": str(watched["home"]),
-        "TMPDIR": str(watched["tmp"]),
-        "XDG_DATA_HOME": str(watched["xdg_data"]),
-        "XDG_CACHE_HOME": str(watched["xdg_cache"]),
-    }
+    watched = WatchedDirs(tmp_path)
+    env = watched.env
     data = os.urandom(3 * 65536 + 7)
     with trio.fail_after(60):
         async with start_node(
-            tmp_path, env=env, cwd=watched["cwd"], extra_args=["--gateway-addr", "127.0.0.1:0"]
+            tmp_path, env=env, cwd=watched.cwd, extra_args=["--gateway-addr", "127.0.0.1:0"]
         ) as node:
             gw = Gateway(node.ready_line["gateway"])
             oid = (await gw.req("PUT", "/o", iter([data]))).json()["id"]
@@ -331,6 +324,5 @@ async def test_micronode_session_writes_nothing_outside_its_runtime_dir(tmp_path
             assert (node.runtime_dir / "data" / "objects").is_dir()  # the store is in there
             node.proc.send_signal(signal.SIGTERM)
             assert await node.proc.wait() == 0
-    leftovers = {name: sorted(os.listdir(path)) for name, path in watched.items()}
-    assert leftovers == {name: [] for name in watched}
+    assert watched.leftovers() == {}
     assert not node.runtime_dir.exists()

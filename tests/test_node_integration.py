@@ -19,6 +19,7 @@ from ipc.events import ConfigUpdated, ServiceCrashed
 from tests.node_harness import (
     FAST_CONFIG,
     REPO,
+    WatchedDirs,
     child_env,
     pid_alive,
     poll_until,
@@ -200,17 +201,10 @@ async def test_micronode_writes_nothing_outside_its_runtime_dir(tmp_path: Path) 
     """HOME, TMPDIR, XDG dirs and the working dir all point at empty dirs: after a full session
     (start, commands, crash + restart, reload, stop) they are still empty and the runtime dir is
     gone."""
-    watched = {name: tmp_path / name for name in ("home", "tmp", "xdg_data", "xdg_cache", "cwd")}
-    for path in watched.values():
-        path.mkdir()
-    env = {
-        "HOME": str(watched["home"]),
-        "TMPDIR": str(watched["tmp"]),
-        "XDG_DATA_HOME": str(watched["xdg_data"]),
-        "XDG_CACHE_HOME": str(watched["xdg_cache"]),
-    }
+    watched = WatchedDirs(tmp_path)
+    env = watched.env
     with trio.fail_after(60):
-        async with start_node(tmp_path, env=env, cwd=watched["cwd"]) as node:
+        async with start_node(tmp_path, env=env, cwd=watched.cwd) as node:
             async with CommandClient.connect(node.runtime_dir, ECHO) as client:
                 await client.request(oap.Frame(flags=oap.REQ, payload=b"x"))
             old = await node.service(ECHO)
@@ -219,8 +213,7 @@ async def test_micronode_writes_nothing_outside_its_runtime_dir(tmp_path: Path) 
             assert (await node.ronctl("config", "reload")).returncode == 0
             node.proc.send_signal(signal.SIGTERM)
             assert await node.proc.wait() == 0
-    leftovers = {name: sorted(os.listdir(path)) for name, path in watched.items()}
-    assert leftovers == {name: [] for name in watched}
+    assert watched.leftovers() == {}
     assert not node.runtime_dir.exists()
 
 

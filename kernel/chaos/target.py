@@ -111,6 +111,19 @@ def restarts_by_service(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
+async def read_ready_line(stdout: trio.abc.ReceiveStream, timeout: float) -> bytes:
+    """What ``ronctl run`` printed up to its first newline (``node_ready``), within ``timeout``;
+    without the newline if the node exited or the time ran out."""
+    line = b""
+    with trio.move_on_after(timeout):
+        while not line.endswith(b"\n"):
+            chunk = await stdout.receive_some(4096)
+            if not chunk:
+                break
+            line += chunk
+    return line
+
+
 async def attach(admin: str) -> NodeHandle:
     """A handle on a running node from its admin plane's /version."""
     try:
@@ -176,13 +189,7 @@ async def start_node(
     handle: NodeHandle | None = None
     try:
         assert proc.stdout is not None
-        line = b""
-        with trio.move_on_after(READY_TIMEOUT):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(4096)
-                if not chunk:
-                    break
-                line += chunk
+        line = await read_ready_line(proc.stdout, READY_TIMEOUT)
         if not line.endswith(b"\n"):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
             raise StartError(
