@@ -40,8 +40,11 @@ def verify_every_object(root: Path) -> int:
 
 
 async def kill_mid_request(node: RunningNode, service: str, client: CommandClient) -> None:
-    """kill -9 ``service`` at a moment when requests are in flight, then wait for its restart."""
+    """kill -9 ``service`` while requests are in flight, then wait for its restart. The service's
+    own `slow` fault hook holds requests in its handler first, so some are surely caught."""
     pid = (await node.service(service))["pid"]
+    slow = await node.post(f"/control/fault/{service}?fault=slow&delay_ms=300&duration_s=30")
+    assert slow.status == 200, slow.body
     await poll_until(lambda: client.inflight >= 2, 10, "requests in flight")
     os.kill(pid, signal.SIGKILL)  # no checkpoint since the check: they are still in flight
     await node.wait_service(service, state="ready", not_pid=pid)
