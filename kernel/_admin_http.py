@@ -13,10 +13,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from kernel.asgi import Message, Receive, Scope, Send  # noqa: F401
 
 JSON_TYPE = b"application/json"
 

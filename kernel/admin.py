@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from kernel._admin_http import (
     send_json,
 )
 from kernel._admin_routes import AdminRoutes
+from kernel.asgi import ASGIApp, answer_lifespan
 from kernel.health import HealthState
 from kernel.metrics import Metrics
 
@@ -40,7 +40,6 @@ __all__ = ["AdminApp", "AdminBindError", "NodeControl", "build_admin_app", "serv
 
 log = logging.getLogger("kernel.admin")
 
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"  # route label for paths no template matches
@@ -93,7 +92,7 @@ class AdminApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
         # Anything else (websocket): returning without accepting makes the server refuse it.
@@ -143,16 +142,6 @@ class AdminApp:
                     method=method if method in _METHOD_LABELS else "OTHER",
                     status=str(status),
                 ).inc()
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def build_admin_app(

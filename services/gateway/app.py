@@ -30,6 +30,7 @@ import trio
 
 from ipc import oap
 from kernel import logs
+from kernel.asgi import Receive, Scope, Send, answer_lifespan
 from services.gateway.backend import Backend, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
 from services.gateway.limits import BodyCounter, GatewaySettings, InflightLimiter, TokenBucket
@@ -38,10 +39,6 @@ from services.lib import ids, protocol
 
 __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 CACHE_IMMUTABLE = b"public, max-age=29030400, immutable"
 OCTETS = b"application/octet-stream"
@@ -186,13 +183,7 @@ class GatewayApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from kernel.asgi import ASGIApp
 from services.gateway.limits import GatewaySettings
 from services.gateway.server_h11 import ServerLimits, serve_h11
 
 __all__ = ["hypercorn_config", "serve", "serve_on_socket"]
-
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 def hypercorn_config(timeout: float) -> Config:

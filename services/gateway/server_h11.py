@@ -34,7 +34,6 @@ import email.utils
 import errno
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,11 +42,11 @@ import h11
 import trio
 
 from kernel import logs
+from kernel.asgi import ASGIApp
 from services.gateway.errors import GatewayError, error_body, error_headers
 
 __all__ = ["ClientDisconnected", "ServerLimits", "serve_h11"]
 
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 Message = dict[str, Any]
 
 _ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
