@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.runtime_dir:
         # Fail before importing the node: the message names the flag to fix.
         runtime.check_path_budget(os.path.abspath(args.runtime_dir))
-    node = importlib.import_module("kernel.node")
+    node = importlib.import_module("kernel.node_boot")  # starts the zygote, then imports the node
     config = importlib.import_module("kernel.config")
     try:
         return int(node.run_node(args.profile, args.config, _overrides(args)))

@@ -44,6 +44,7 @@ from kernel.runtime import (
 )
 from kernel.service import service_env
 from kernel.supervisor import Supervisor, launcher_for, serve_launcher
+from kernel.supervisor._zygote_start import StartedZygote
 from kernel.supervisor.launcher import LISTEN_FDS_ENV
 
 VERSION = "0.1.0"
@@ -205,9 +206,17 @@ def _fail(message: str) -> int:
 
 
 def run_node(
-    profile: str, config_file: Path | None = None, overrides: Mapping[str, object] | None = None
+    profile: str,
+    config_file: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    zygote: StartedZygote | None = None,
 ) -> int:
-    """Run a node in the foreground until stopped. Returns the process exit code."""
+    """Run a node in the foreground until stopped. Returns the process exit code.
+
+    ``zygote``: one already started for this profile (``kernel.node_boot``); the fork server
+    adopts it. The caller still owns it if the node never got that far (``discard``).
+    """
 
     def load() -> Config:
         return load_config(profile, config_file=config_file, overrides=overrides)
@@ -231,7 +240,7 @@ def run_node(
     error: str | None = None
     try:
         data_dir = _make_data_dir(cfg, runtime)
-        trio.run(_run, cfg, load, runtime, data_dir)
+        trio.run(_run, cfg, load, runtime, data_dir, zygote)
     except* OSError as group:  # the data dir could not be created
         error = f"cannot create the data dir: {_first_leaf(group)}"
     except* (AdminBindError, RuntimeDirError, ListenError) as group:
@@ -298,7 +307,9 @@ def _url(section: str, sock: socket.socket) -> str:
     return f"{'http' if section == 'gateway' else 'tcp'}://{host}:{port}"
 
 
-async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> None:
+async def _run(
+    cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path, zygote: StartedZygote | None
+) -> None:
     store = ConfigStore(cfg)
     metrics = Metrics(runtime.metrics_dir, amnesia=cfg.amnesia.enabled, reset=True)
     health = HealthState()
@@ -315,7 +326,7 @@ async def _run(cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path) -> N
     with contextlib.ExitStack() as closing:
         for sock in listeners.values():
             closing.enter_context(sock)
-        await _serve_node(cfg, load, runtime, store, metrics, health, env_for, listeners)
+        await _serve_node(cfg, load, runtime, store, metrics, health, env_for, listeners, zygote)
     logs.log("node_stopped")
 
 
@@ -328,11 +339,14 @@ async def _serve_node(
     health: HealthState,
     env_for: Any,
     listeners: dict[str, socket.socket],
+    zygote: StartedZygote | None,
 ) -> None:
     rt = runtime.path
     async with trio.open_nursery() as outer:
         await outer.start(BusProxy(rt, capacity=cfg.bus.capacity, metrics=metrics).run)
-        launcher = launcher_for(cfg.supervisor.spawn, preload=[s.module for s in cfg.services])
+        launcher = launcher_for(
+            cfg.supervisor.spawn, preload=[s.module for s in cfg.services], prestarted=zygote
+        )
         await outer.start(serve_launcher, launcher)  # a zygote lives until the node stops
         async with Bus.connect(rt, capacity=cfg.bus.capacity, metrics=metrics) as bus:
             health.bus_up = True

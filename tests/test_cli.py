@@ -212,7 +212,7 @@ def fake_node(monkeypatch):
         pass
 
     calls: list[tuple] = []
-    node = types.ModuleType("kernel.node")
+    node = types.ModuleType("kernel.node_boot")
     config = types.ModuleType("kernel.config")
     config.ConfigError = ConfigError
 
@@ -223,7 +223,7 @@ def fake_node(monkeypatch):
         return 0
 
     node.run_node = run_node
-    monkeypatch.setitem(sys.modules, "kernel.node", node)
+    monkeypatch.setitem(sys.modules, "kernel.node_boot", node)
     monkeypatch.setitem(sys.modules, "kernel.config", config)
     return calls
 

@@ -4,17 +4,16 @@
 ``CrashHistory`` (policy) decide restart delays and quarantine; a ``Launcher`` (launcher) starts
 processes (``ExecLauncher``, or ``ForkServerLauncher``: forked from a preloaded zygote); services
 call ``pdeathsig.arm_from_env()`` first thing so they die with the supervisor.
+
+The names resolve lazily: services import ``kernel.supervisor.pdeathsig`` and ``ronctl run``
+starts its zygote (``_zygote_start``) before the node's imports, and neither should pay for trio
+and the whole supervisor just to reach one small submodule.
 """
 
-from collections.abc import Iterable
+from __future__ import annotations
 
-import trio
-
-from kernel.supervisor.child import RespawnTiming, describe_returncode
-from kernel.supervisor.core import Supervisor
-from kernel.supervisor.forkserver import ForkServerLauncher
-from kernel.supervisor.launcher import ChildProcess, ExecLauncher, Launcher
-from kernel.supervisor.policy import CrashHistory, Decision, Quarantine, Restart, RestartPolicy
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "ChildProcess",
@@ -33,25 +32,51 @@ __all__ = [
     "serve_launcher",
 ]
 
+_WHERE = {
+    "ChildProcess": "kernel.supervisor.launcher",
+    "CrashHistory": "kernel.supervisor.policy",
+    "Decision": "kernel.supervisor.policy",
+    "ExecLauncher": "kernel.supervisor.launcher",
+    "ForkServerLauncher": "kernel.supervisor.forkserver",
+    "Launcher": "kernel.supervisor.launcher",
+    "Quarantine": "kernel.supervisor.policy",
+    "RespawnTiming": "kernel.supervisor.child",
+    "Restart": "kernel.supervisor.policy",
+    "RestartPolicy": "kernel.supervisor.policy",
+    "Supervisor": "kernel.supervisor.core",
+    "describe_returncode": "kernel.supervisor.child",
+    "launcher_for": "kernel.supervisor.launcher",
+    "serve_launcher": "kernel.supervisor.launcher",
+}
 
-def launcher_for(spawn: str, *, preload: Iterable[str] = ()) -> Launcher:
-    """The launcher named by ``supervisor.spawn``; ``preload``: modules a fork server imports
-    up front (the profile's service modules). Start it with ``serve_launcher``."""
-    if spawn == "exec":
-        return ExecLauncher()
-    if spawn == "forkserver":
-        return ForkServerLauncher(preload=preload)
-    raise ValueError(f"unknown supervisor.spawn {spawn!r}: expected 'exec' or 'forkserver'")
+if TYPE_CHECKING:
+    from kernel.supervisor.child import RespawnTiming, describe_returncode
+    from kernel.supervisor.core import Supervisor
+    from kernel.supervisor.forkserver import ForkServerLauncher
+    from kernel.supervisor.launcher import (
+        ChildProcess,
+        ExecLauncher,
+        Launcher,
+        launcher_for,
+        serve_launcher,
+    )
+    from kernel.supervisor.policy import (
+        CrashHistory,
+        Decision,
+        Quarantine,
+        Restart,
+        RestartPolicy,
+    )
 
 
-async def serve_launcher(
-    launcher: Launcher, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run what the launcher needs while the node runs (a fork server's zygote); use with
-    ``nursery.start``: started once it can spawn, returns at once for launchers that need nothing.
-    """
-    run = getattr(launcher, "run", None)
-    if run is None:
-        task_status.started()
-        return
-    await run(task_status=task_status)
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernel.supervisor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

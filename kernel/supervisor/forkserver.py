@@ -37,17 +37,16 @@ import ctypes
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
 from kernel.supervisor import _zygote_wire as wire
+from kernel.supervisor._zygote_start import StartedZygote, start_zygote
 from kernel.supervisor.child import describe_returncode
 from kernel.supervisor.launcher import (
     ExecLauncher,
@@ -56,15 +55,11 @@ from kernel.supervisor.launcher import (
     ServiceSpecLike,
     listen_fds,
 )
-from kernel.supervisor.pdeathsig import PARENT_PID_ENV
 
 __all__ = ["ForkServerLauncher", "ForkedChild", "ZygoteInfo"]
 
-ZYGOTE_MODULE = "kernel.supervisor.zygote"
 ZYGOTE_NAME = "zygote"
 _PR_SET_CHILD_SUBREAPER = 36
-# the root the ``kernel`` package is imported from: the zygote must import it whatever the cwd
-_IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 # a zygote that lived this long restarts at once after a crash; otherwise backoff doubles
 _ZYGOTE_STABLE_AFTER = 10.0
 _ZYGOTE_MIN_BACKOFF = 0.1
@@ -158,6 +153,8 @@ class ForkServerLauncher:
     """Fork services from a preloaded zygote; exec while there is none. See the module docstring.
 
     ``preload``: the service modules the zygote imports up front (the stack is always preloaded).
+    ``prestarted``: a zygote already started with the same ``preload`` (``start_zygote``, called
+    before the node's own imports so that both import at once); adopted as the first zygote.
     """
 
     def __init__(
@@ -169,6 +166,7 @@ class ForkServerLauncher:
         output: Callable[[str, bytes], None] | None = None,
         ready_timeout: float = 30.0,
         request_timeout: float = 5.0,
+        prestarted: StartedZygote | None = None,
     ) -> None:
         if log is None or output is None:
             from kernel import logs  # late: keeps kernel.supervisor importable on its own
@@ -176,6 +174,7 @@ class ForkServerLauncher:
             log = log if log is not None else logs.log
             output = output if output is not None else logs.reemit
         self._preload = tuple(dict.fromkeys(preload))
+        self._prestarted = prestarted
         self._python = python
         self._log = log
         self._output = output
@@ -296,44 +295,19 @@ class ForkServerLauncher:
                 await proc.aclose()
 
     def _start_zygote(self) -> tuple[PopenChild, socket.socket]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        env = dict(os.environ)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(filter(None, [_IMPORT_ROOT, env.get("PYTHONPATH")])),
-                PARENT_PID_ENV: str(os.getpid()),
-                wire.CTL_FD_ENV: str(theirs.fileno()),
-                wire.PRELOAD_ENV: ",".join(self._preload),
-            }
+        started, self._prestarted = self._prestarted, None
+        if started is None or started.preload != self._preload:
+            if started is not None:
+                started.discard()
+            started = start_zygote(self._preload, python=self._python)
+        started.claim()
+        proc = PopenChild(
+            started.popen,
+            trio.lowlevel.FdStream(started.stdout),
+            trio.lowlevel.FdStream(started.stderr),
         )
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            # synchronous in the trio thread on purpose (PDEATHSIG is per forking thread)
-            popen = subprocess.Popen(
-                [self._python, "-m", ZYGOTE_MODULE],
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-                close_fds=True,
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                start_new_session=True,
-            )
-        except BaseException:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            ours.close()
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            theirs.close()
-        proc = PopenChild(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r))
         self._tracked[proc.pid] = proc
-        return proc, ours
+        return proc, started.sock
 
     async def _await_ready(self, proc: PopenChild, sock: socket.socket) -> _Zygote | None:
         msg: wire.Message | None = None

@@ -25,12 +25,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from kernel.supervisor.pdeathsig import PARENT_PID_ENV
+
+if TYPE_CHECKING:
+    from kernel.supervisor._zygote_start import StartedZygote
 
 __all__ = [
     "LISTEN_FDS_ENV",
@@ -41,6 +44,8 @@ __all__ = [
     "PidfdChild",
     "PopenChild",
     "ServiceSpecLike",
+    "launcher_for",
+    "serve_launcher",
 ]
 
 SERVICE_ENV = "RON_SERVICE"
@@ -223,3 +228,31 @@ class ExecLauncher:
         os.close(out_w)
         os.close(err_w)
         return PopenChild(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r))
+
+
+def launcher_for(
+    spawn: str, *, preload: Iterable[str] = (), prestarted: StartedZygote | None = None
+) -> Launcher:
+    """The launcher named by ``supervisor.spawn``; ``preload``: modules a fork server imports
+    up front (the profile's service modules); ``prestarted``: a zygote already started for it
+    (ignored by exec). Start the launcher with ``serve_launcher``."""
+    if spawn == "exec":
+        return ExecLauncher()
+    if spawn == "forkserver":
+        from kernel.supervisor.forkserver import ForkServerLauncher
+
+        return ForkServerLauncher(preload=preload, prestarted=prestarted)
+    raise ValueError(f"unknown supervisor.spawn {spawn!r}: expected 'exec' or 'forkserver'")
+
+
+async def serve_launcher(
+    launcher: Launcher, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run what the launcher needs while the node runs (a fork server's zygote); use with
+    ``nursery.start``: started once it can spawn, returns at once for launchers that need nothing.
+    """
+    run = getattr(launcher, "run", None)
+    if run is None:
+        task_status.started()
+        return
+    await run(task_status=task_status)
