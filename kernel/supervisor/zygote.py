@@ -22,9 +22,12 @@ How a service is forked, so that the *supervisor* is the service's parent:
   (``PR_SET_CHILD_SUBREAPER``, set by the launcher), so it adopts the orphaned service; the zygote
   reaps the intermediate first, which guarantees the adoption is done. ~8 ms (the intermediate's
   address space is torn down before the service may run).
+* with ``sibling_fork``, the fork is usually done already: a spare (``_zygote_spare``) forked
+  after the previous request is handed this one, which takes the fork off the respawn path.
 
 Either way the zygote replies ``Spawned{pid}``, the supervisor opens a pidfd on its new child and
-answers ``Go``, and only then does the zygote release the service (one byte on a private pipe).
+answers ``Go``, and only then does the zygote release the service (one byte on a private pipe,
+or on a spare's socket).
 The service is therefore never running unwatched: if the zygote or the supervisor dies before
 ``Go``, the pipe reads EOF and the service exits (70) before running any service code.
 
@@ -34,7 +37,7 @@ service arms PDEATHSIG only once released (PDEATHSIG fires whenever the parent c
 it under an intermediate would kill it at once) and ``pdeathsig.arm`` then checks that its parent
 is the supervisor named in ``RON_PARENT_PID``, exiting if the supervisor is already gone.
 
-What the service gets reset to look like a fresh ``python -m MODULE`` (``_Job.run``): a new
+What the service gets reset to look like a fresh ``python -m MODULE`` (``_Job.prepare``): a new
 session; stdout/stderr on the supervisor's pipes; every other descriptor closed except the
 listening sockets it was passed (``RON_LISTEN_FDS`` names their numbers in this process); the
 exact environment the exec path would give it; missing ``PYTHONPATH`` entries on ``sys.path``;
@@ -46,6 +49,7 @@ hash seed (fixed at interpreter start, so shared by the zygote's children).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -59,6 +63,7 @@ from collections.abc import Iterable
 
 from kernel.supervisor import _sibling_fork
 from kernel.supervisor import _zygote_wire as wire
+from kernel.supervisor._zygote_spare import Spare
 
 __all__ = ["CTL_FD_ENV", "FORK_MODE_ENV", "ORPHAN_EXIT", "PRELOAD_ENV", "STACK", "main"]
 
@@ -90,25 +95,22 @@ _BASELINE_MASK = signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 class _Job:
-    """What a freshly forked service runs (only ever in the service process)."""
+    """What a freshly forked service runs (only ever in the service process).
+
+    ``prepare`` does all of the service's set-up while the supervisor is still opening its pidfd
+    and answering ``Go`` (the two overlap on two cores); ``wait_for_go`` then gates the service
+    code. Only PDEATHSIG waits for ``Go``: under the double fork the parent is still the
+    intermediate until then, and PDEATHSIG follows the parent.
+    """
 
     def __init__(self, req: wire.Spawn, out_fd: int, err_fd: int, listen: list[int], go: int):
         self.req = req
         self.out_fd, self.err_fd, self.listen, self.go = out_fd, err_fd, listen, go
+        self.env = dict(req.env)
 
-    def wait_for_go(self) -> None:
-        keep = {0, 1, 2, self.out_fd, self.err_fd, self.go, *self.listen}
-        _close_all_but(keep)
-        if os.read(self.go, 1) != b"g":
-            os._exit(ORPHAN_EXIT)
-        os.close(self.go)
-
-    def run(self) -> None:
-        """Become the service, then run it as ``python -m`` would. Raises what it raises."""
-        from kernel.supervisor import pdeathsig
-
-        env = dict(self.req.env)
-        pdeathsig.arm(int(env[pdeathsig.PARENT_PID_ENV]))
+    def prepare(self) -> None:
+        """Become the service (as a fresh ``python -m`` would look), short of running it."""
+        _close_all_but({0, 1, 2, self.out_fd, self.err_fd, self.go, *self.listen})
         os.setsid()
         for fd, target in ((self.out_fd, 1), (self.err_fd, 2)):
             os.dup2(fd, target)
@@ -118,28 +120,58 @@ class _Job:
         if self.listen:
             from kernel.supervisor.launcher import LISTEN_FDS_ENV
 
-            env[LISTEN_FDS_ENV] = ",".join(str(fd) for fd in self.listen)
-        os.environ.clear()
-        os.environ.update(env)
-        _extend_sys_path(env.get("PYTHONPATH", ""))
+            self.env[LISTEN_FDS_ENV] = ",".join(str(fd) for fd in self.listen)
+        _replace_environ(self.env)
+        _extend_sys_path(self.env.get("PYTHONPATH", ""))
         _reset_signals()
         _reset_logging()
         import random
 
         random.seed()
+
+    def wait_for_go(self) -> None:
+        """Block until the supervisor watches us; exit (70) without running if it never will."""
+        if os.read(self.go, 1) != b"g":
+            os._exit(ORPHAN_EXIT)
+        os.close(self.go)
+
+    def run(self) -> None:
+        """Run the service as ``python -m`` would. Raises what it raises."""
+        from kernel.supervisor import pdeathsig
+
+        pdeathsig.arm(int(self.env[pdeathsig.PARENT_PID_ENV]))
         _run_as_main(self.req.module)
+
+
+# ``python -m`` code of each preloaded service module, compiled once in the zygote (a service's
+# own module object stays as preloaded; this is the code its ``__main__`` runs)
+_MAIN_CODE: dict[str, tuple[importlib.machinery.ModuleSpec, types.CodeType]] = {}
+
+
+def _main_code(module: str) -> tuple[importlib.machinery.ModuleSpec, types.CodeType] | None:
+    """What ``python -m module`` executes: (spec, code); None if there is no such module."""
+    cached = _MAIN_CODE.get(module)
+    if cached is not None:
+        return cached
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations is not None:
+        spec = importlib.util.find_spec(f"{module}.__main__")  # -m package
+    if spec is None or spec.loader is None or spec.origin is None:
+        return None
+    code = spec.loader.get_code(spec.name)  # type: ignore[attr-defined]
+    if code is None:
+        return None
+    return spec, code
 
 
 def _run_as_main(module: str) -> None:
     """What ``python -m module`` does, in a fresh ``__main__`` (the module object the zygote
     preloaded stays as it is, as after ``import module`` in an exec'd service)."""
-    spec = importlib.util.find_spec(module)
-    if spec is not None and spec.submodule_search_locations is not None:
-        spec = importlib.util.find_spec(f"{module}.__main__")  # -m package
-    if spec is None or spec.loader is None or spec.origin is None:
+    found = _main_code(module)
+    if found is None:
         print(f"{sys.executable}: No module named {module}", file=sys.stderr)
         raise SystemExit(1)
-    code = spec.loader.get_code(spec.name)  # type: ignore[attr-defined]
+    spec, code = found
     main = types.ModuleType("__main__")
     main.__dict__.update(
         __file__=spec.origin,
@@ -168,11 +200,35 @@ def _extend_sys_path(pythonpath: str) -> None:
     sys.path[1:1] = missing
 
 
+def _replace_environ(env: dict[str, str]) -> None:
+    """``os.environ = env``, touching only what differs: each libc ``setenv``/``unsetenv`` scans
+    the whole environment, so clearing and refilling it costs ~1 ms per spawn; a service's env is
+    mostly the zygote's own."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _changed_signals() -> list[tuple[int, object]]:
+    """The signals whose handler differs from the interpreter's start-up one (imports may set
+    some); computed once in the zygote, after its imports, since every fork inherits the same."""
+    return [
+        (sig, handler)
+        for sig, handler in _BASELINE_SIGNALS.items()
+        if handler is not None and signal.getsignal(sig) is not handler
+    ]
+
+
+_CHANGED_SIGNALS: list[tuple[int, object]] | None = None
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
-    for sig, handler in _BASELINE_SIGNALS.items():
-        if handler is not None and signal.getsignal(sig) is not handler:
-            signal.signal(sig, handler)
+    changed = _CHANGED_SIGNALS if _CHANGED_SIGNALS is not None else _changed_signals()
+    for sig, handler in changed:
+        signal.signal(sig, handler)  # type: ignore[arg-type]
     signal.pthread_sigmask(signal.SIG_SETMASK, _BASELINE_MASK)
 
 
@@ -183,13 +239,25 @@ def _reset_logging() -> None:
             logging.root.removeHandler(handler)
 
 
-def preload(modules: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Import ``modules``; returns (imported, failed as 'module: error'). Never raises."""
+def preload(modules: Iterable[str], *, mains: bool = False) -> tuple[list[str], list[str]]:
+    """Import ``modules``; returns (imported, failed as 'module: error'). Never raises.
+
+    ``mains``: for a package, import its ``__main__`` too (what ``python -m package`` runs, and
+    where a service package's real imports usually are). Only for service modules, whose
+    ``__main__`` is guarded by ``if __name__ == "__main__"``; a library's may do anything (trio's
+    starts a REPL).
+    """
     ok: list[str] = []
     failed: list[str] = []
     for name in dict.fromkeys(modules):
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            if mains and getattr(module, "__path__", None) is not None:
+                main_name = f"{name}.__main__"
+                if importlib.util.find_spec(main_name) is not None:
+                    importlib.import_module(main_name)
+            if mains and (found := _main_code(name)) is not None:
+                _MAIN_CODE[name] = found
         except Exception as exc:  # a broken service must not stop the others from preloading
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
         else:
@@ -265,26 +333,44 @@ def _use_sibling_fork() -> bool:
 
 
 def serve(sock: socket.socket) -> _Job | None:
-    """Serve spawn requests until EOF. Returns a job only in a forked service process."""
+    """Serve spawn requests until EOF. Returns a job only in a forked service process.
+
+    With ``sibling_fork``, a spare (``_zygote_spare``) is kept forked ahead of each request.
+    """
+    spare: Spare | None = None
     while True:
+        if spare is None and _use_sibling_fork():
+            spare, assigned = Spare.fork(sock, ORPHAN_EXIT)
+            if assigned is not None:  # in the spare, handed its request
+                req, fds, go = assigned
+                return _Job(req, fds[0], fds[1], fds[2:], go)
         msg, fds = wire.recv(sock)
         if msg is None:
+            if spare is not None:
+                spare.close()
             return None
         if not isinstance(msg, wire.Spawn) or len(fds) != 2 + msg.listen_fds:
             for fd in fds:
                 os.close(fd)
             wire.send(sock, wire.SpawnFailed(error=f"unexpected request {type(msg).__name__}"))
             continue
-        try:
-            job, pid, go_w = _fork_service(msg, fds)
-        except OSError as exc:
-            job, pid, go_w = None, None, None
-            error = f"fork failed: {exc.strerror or exc}"
-        else:
-            error = "fork failed in the intermediate process"
-        if job is not None:
-            sock.close()
-            return job
+        pid: int | None = None
+        go_w: int | None = None
+        if spare is not None:
+            go_w = spare.hand_over(msg, fds)
+            pid = spare.pid if go_w is not None else None
+            spare = None
+        if go_w is None:
+            try:
+                job, pid, go_w = _fork_service(msg, fds)
+            except OSError as exc:
+                job, pid, go_w = None, None, None
+                error = f"fork failed: {exc.strerror or exc}"
+            else:
+                error = "fork failed in the intermediate process"
+            if job is not None:
+                sock.close()
+                return job
         for fd in fds:
             os.close(fd)
         if pid is None:
@@ -299,7 +385,8 @@ def serve(sock: socket.socket) -> _Job | None:
             for fd in extra:
                 os.close(fd)
             if isinstance(reply, wire.Go) and reply.pid == pid and reply.go:
-                os.write(go_w, b"g")
+                with contextlib.suppress(OSError):  # it died already: the supervisor sees that
+                    os.write(go_w, b"g")
             elif reply is None:
                 return None  # the supervisor is gone; closing go_w ends the service
         finally:
@@ -319,7 +406,12 @@ def main() -> int:
     sock = socket.socket(fileno=ctl)
     _use_sibling_fork()  # decided now, in the only thread, before any import
     t0 = time.perf_counter()
-    ok, failed = preload([*STACK, *modules])
+    ok, failed = preload(STACK)
+    ok_services, failed_services = preload(modules, mains=True)
+    ok += ok_services
+    failed += failed_services
+    global _CHANGED_SIGNALS
+    _CHANGED_SIGNALS = _changed_signals()
     gc.collect()
     gc.freeze()  # children never write to the preloaded objects: their pages stay shared
     import_ms = round((time.perf_counter() - t0) * 1000, 3)
@@ -336,6 +428,7 @@ def main() -> int:
     job = serve(sock)
     if job is None:
         return 0
+    job.prepare()
     job.wait_for_go()
     job.run()
     return 0
