@@ -1,6 +1,7 @@
-"""The restart-storm drill: 20 s storms on micronode and macronode lose nothing acknowledged (the
-build fails otherwise), a storage that acks before it is durable makes the drill fail, and the
-pure parts (schedule, quarantine model) behave."""
+"""The restart-storm drill: 20 s storms on micronode and macronode (and macronode with
+``spawn = "exec"``) lose nothing acknowledged (the build fails otherwise), a storage that acks
+before it is durable makes the drill fail, and the pure parts (schedule, quarantine model)
+behave."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from tests.node_harness import FAST_CONFIG, REPO, child_env, ronctl_cmd
 STORM_TIMEOUT = 240
 
 
-async def run_storm(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+async def run_storm(
+    tmp_path: Path, *args: str, spawn: str = "forkserver"
+) -> tuple[subprocess.CompletedProcess, dict]:
     config = tmp_path / "fast.toml"
-    config.write_text(FAST_CONFIG)
+    config.write_text(FAST_CONFIG + f'spawn = "{spawn}"\n')  # FAST_CONFIG ends in [supervisor]
     report_path = tmp_path / "report.json"
     cmd = ronctl_cmd(
         "chaos", "restart-storm", "--config", str(config), "--report", str(report_path),
@@ -39,12 +42,17 @@ def check(report: dict, name: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", ["micronode", "macronode"])
-async def test_20s_restart_storm_loses_no_acknowledged_write(tmp_path: Path, profile: str) -> None:
+@pytest.mark.parametrize(
+    ("profile", "spawn"),
+    [("micronode", "forkserver"), ("macronode", "forkserver"), ("macronode", "exec")],
+)
+async def test_20s_restart_storm_loses_no_acknowledged_write(
+    tmp_path: Path, profile: str, spawn: str
+) -> None:
     with trio.fail_after(STORM_TIMEOUT):
         done, report = await run_storm(
             tmp_path, "--profile", profile, "--duration", "20", "--interval", "1",
-            "--faults", "kill,panic,hang", "--seed", "5", "--rate", "20",
+            "--faults", "kill,panic,hang", "--seed", "5", "--rate", "20", spawn=spawn,
         )  # fmt: skip
     summary = done.stdout.decode()
     failed = [c for c in report["checks"] if not c["ok"]]
