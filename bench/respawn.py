@@ -7,7 +7,7 @@ the same way, from the child's own clock:
 
 * crash -> respawn: the crash report of one process to the first Python line of the next;
 * crash -> ready: the crash report to the next process's ``ready``;
-* idle CPU: the tool's own processes (ours: supervisor + zygote), child excluded, while the child
+* idle CPU: the tool's own processes (ours: supervisor + zygote + its spare), child excluded, while
   runs without crashing, over ``--idle`` seconds (from /proc utime + stime).
 
 Tools: ours with ``spawn=forkserver`` and ``spawn=exec`` (a real ``Supervisor`` in its own process,
