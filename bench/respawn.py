@@ -8,7 +8,7 @@ the same way, from the child's own clock:
 * crash -> respawn: the crash report of one process to the first Python line of the next;
 * crash -> ready: the crash report to the next process's ``ready``;
 * idle CPU: the tool's own processes (ours: supervisor + zygote + its spare), child excluded, while
-  runs without crashing, over ``--idle`` seconds (from /proc utime + stime).
+  the child runs without crashing, over ``--idle`` seconds (from /proc utime + stime).
 
 Tools: ours with ``spawn=forkserver`` and ``spawn=exec`` (a real ``Supervisor`` in its own process,
 restart policy set so every crash restarts at once), circus with its default ``check_delay`` and
