@@ -30,7 +30,7 @@ import trio
 from ipc import events
 from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
-from kernel import logs
+from kernel import logs, procname
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
 from kernel.faults import FaultHooks
 from kernel.metrics import Metrics
@@ -141,6 +141,7 @@ def run_service(main: Main) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+    procname.set_service_name(name)  # how ps/top tell services apart (forked ones above all)
     logs.configure(service=name, amnesia=config.amnesia.enabled, level=config.log.level)
     trio.run(_serve, main, name, runtime_dir, data_dir, config, spec)
 

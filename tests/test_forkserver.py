@@ -20,6 +20,7 @@ import pytest
 import trio
 
 import tests.test_supervisor as sup_tests
+from kernel.chaos.procs import service_of
 from kernel.supervisor import ForkServerLauncher, launcher_for
 from kernel.supervisor.launcher import LISTEN_FDS_ENV
 from kernel.supervisor.zygote import FORK_MODE_ENV
@@ -48,6 +49,12 @@ def pid_alive(pid: int) -> bool:
 def parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def comm_of(pid: int) -> str:
+    """The process name (``/proc/PID/comm``)."""
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
 
 
 def pid_gone(pid: int) -> bool:
@@ -322,6 +329,9 @@ async def test_node_kill9_respawn_in_both_spawn_modes(tmp_path: Path, spawn: str
             new = await node.wait_service(ECHO, state="ready", not_pid=old["pid"])
             assert new["restarts"] == 1 and pid_gone(old["pid"])
             assert parent_of(new["pid"]) == node.proc.pid
+            # ps/top and the chaos drill tell which service a process is, forked or exec'd
+            assert comm_of(new["pid"]) == f"ron:{ECHO}"
+            assert service_of(new["pid"]) == ECHO
             assert (await node.get("/readyz")).status == 200
             zygote_seen = '"zygote_ready"' in node.logs()
             assert zygote_seen is (spawn == "forkserver")

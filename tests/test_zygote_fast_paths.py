@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from kernel import node_boot
+from kernel.chaos.procs import service_of
 from kernel.supervisor import ForkServerLauncher
 from kernel.supervisor import zygote as zygote_mod
 from kernel.supervisor._sibling_fork import available as sibling_fork_available
@@ -26,7 +27,7 @@ from kernel.supervisor._zygote_start import start_zygote
 from kernel.supervisor.forkserver import _children
 from tests.helpers_children import REPO_ROOT, FakeLog, FakeOutput
 from tests.node_harness import poll_until
-from tests.test_forkserver import PROBE, pid_alive, pid_gone, spawn_probe, stop, wait_exit
+from tests.test_forkserver import PROBE, comm_of, pid_alive, pid_gone, spawn_probe, stop, wait_exit
 
 needs_sibling_fork = pytest.mark.skipif(
     not sibling_fork_available(), reason="spares need clone3(CLONE_PARENT)"
@@ -179,3 +180,27 @@ def test_replacing_the_environment_leaves_exactly_the_new_one() -> None:
     finally:
         zygote_mod._replace_environ(saved)
     assert dict(os.environ) == saved
+
+
+# ---- process names ----------------------------------------------------------------------------
+
+
+async def test_the_zygote_and_its_spare_name_themselves(launcher: ForkServerLauncher) -> None:
+    from kernel import procname
+
+    zygote = launcher.zygote
+    assert zygote is not None
+    assert comm_of(zygote.pid) == procname.ZYGOTE
+    if sibling_fork_available():
+        (spare,) = await poll_until(lambda: spares_of(launcher), 10, "a spare")
+        assert comm_of(spare) == procname.SPARE
+        assert service_of(spare) is None and service_of(zygote.pid) is None
+
+
+def test_service_names_survive_the_15_byte_limit_as_a_prefix() -> None:
+    from kernel import procname
+
+    assert procname.service_from_comm("ron:svc-storage\n") == "svc-storage"
+    assert procname.service_from_comm("ron:svc-a-very-l") == "svc-a-very-l"  # cut by the kernel
+    assert procname.service_from_comm("python") is None
+    assert procname.service_from_comm(procname.ZYGOTE) is None

@@ -10,6 +10,8 @@ import os
 
 import attrs
 
+from kernel import procname
+
 __all__ = [
     "ProcId",
     "descendants_of",
@@ -77,17 +79,21 @@ def descendants_of(pid: int) -> dict[int, str]:
 
 
 def service_of(pid: int, env_key: str = "RON_SERVICE") -> str | None:
-    """The service name a node process was started as (from its environment), if any."""
+    """The service name a node process runs as, if any: from the environment it was exec'd with,
+    else from its process name (a service forked by the zygote keeps the zygote's environment in
+    ``/proc``, but names itself; see ``kernel.procname``; the name may be cut to 15 bytes)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read()
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read()
     except OSError:
         return None
     prefix = env_key.encode() + b"="
     for item in environ.split(b"\0"):
         if item.startswith(prefix):
             return item[len(prefix) :].decode(errors="replace")
-    return None
+    return procname.service_from_comm(comm)
 
 
 def rss_bytes(pid: int) -> int | None:

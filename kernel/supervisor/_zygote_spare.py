@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 
+from kernel import procname
 from kernel.supervisor import _sibling_fork
 from kernel.supervisor import _zygote_wire as wire
 
@@ -56,6 +57,7 @@ class Spare:
         if pid != 0:
             theirs.close()
             return Spare(pid, ours), None
+        procname.set_name(procname.SPARE)
         ctl.close()
         ours.close()
         try:

@@ -13,13 +13,13 @@ after 10 s idle, which SIGKILLs the child (measured). So the launcher forks from
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import signal
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any
+
+from kernel.procname import prctl
 
 __all__ = ["PARENT_PID_ENV", "arm", "arm_from_env"]
 
@@ -42,17 +42,11 @@ def arm(expected_parent_pid: int) -> None:
             stacklevel=2,
         )
         return
-    if _prctl()(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+    if prctl()(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
     if os.getppid() != expected_parent_pid:
         os._exit(_ORPHAN_EXIT)
-
-
-@functools.cache
-def _prctl() -> Any:
-    """libc's ``prctl``, looked up once (a zygote's children inherit it: a respawn skips dlopen)."""
-    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def arm_from_env(environ: Mapping[str, str] | None = None) -> bool:

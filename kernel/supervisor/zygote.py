@@ -61,6 +61,7 @@ import time
 import types
 from collections.abc import Iterable
 
+from kernel import procname
 from kernel.supervisor import _sibling_fork
 from kernel.supervisor import _zygote_wire as wire
 from kernel.supervisor._zygote_spare import Spare
@@ -397,6 +398,7 @@ def main() -> int:
     from kernel.supervisor import pdeathsig
 
     pdeathsig.arm_from_env()
+    procname.set_name(procname.ZYGOTE)
     try:
         ctl = int(os.environ.pop(CTL_FD_ENV))
         modules = [m for m in os.environ.pop(PRELOAD_ENV, "").split(",") if m]
