@@ -254,6 +254,9 @@ for _field in attrs.fields(Config):
         attrs.resolve_types(_field.type)  # type: ignore[arg-type]
 
 _converter = _make_converter()  # built once, never mutated afterwards
+# cattrs generates the (un)structuring code on first use, ~8 ms: pay it at import, so that the
+# zygote pays it once and not every service it forks (a respawned service parses its config first)
+_converter.structure(Config().to_dict(), Config)
 
 # {section: {key: type}} for the scalar sections: what env vars and dotted overrides may address.
 _SCHEMA: dict[str, dict[str, type]] = {
