@@ -11,15 +11,18 @@ The golden names are a contract kept in ``specs/metrics.txt``; tests check the s
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+
+from kernel._metrics_fold import InstanceId, fold_dead
 
 __all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Metrics"]
 
@@ -92,7 +95,9 @@ class Metrics:
       takes over the files for children created after it).
     - Metrics live in a private ``CollectorRegistry``, never the global ``REGISTRY``: the wrappers
       only know this pid's values, the scrape reads everyone's files.
-    - Counters and histograms survive child restarts: dead pids' files are kept and summed.
+    - Counters and histograms survive child restarts: a dead process's counts are kept and summed;
+      its files are folded into one archive per type (``_metrics_fold``) at each scrape and
+      ``fold_dead`` call, so the directory stays as small as the set of live processes.
     - The only gauge, ``service_quarantined``, uses ``mostrecent``: the last write from any process
       wins (only the supervisor writes it), so a dead process cannot pin a stale value.
     """
@@ -111,7 +116,8 @@ class Metrics:
             for stale in self.directory.glob("*.db"):
                 stale.unlink(missing_ok=True)
         os.environ[MULTIPROC_ENV] = str(self.directory)
-        self._value_class = values.MultiProcessValue()
+        self._value_class = values.MultiProcessValue(process_identifier=InstanceId())
+        self._fold_lock = threading.Lock()  # a fold and a scrape never overlap
         values.ValueClass = self._value_class
 
         self.service_restarts = Counter(
@@ -201,15 +207,17 @@ class Metrics:
         Reads the sample files (small, on tmpfs in micronode); call it from a worker thread in a
         trio program. Every sample line carries ``amnesia="on"|"off"``.
         """
-        return generate_latest(self._registry), CONTENT_TYPE_PLAIN_0_0_4
+        with self._fold_lock:
+            fold_dead(self.directory)
+            return generate_latest(self._registry), CONTENT_TYPE_PLAIN_0_0_4
 
-    def cleanup_dead(self, pid: int) -> None:
-        """Bookkeeping after a child exited: drops only its ``live*`` gauge files.
+    def fold_dead(self) -> int:
+        """Fold the sample files of processes that are gone into the archives; returns how many.
 
-        Counter and histogram files of the dead pid are kept on purpose (that is what keeps totals
-        monotonic across restarts); the ``mostrecent`` gauge is not per-pid either.
+        Blocking file I/O (small files): call it from a worker thread in a trio program.
         """
-        mark_process_dead(pid, str(self.directory))
+        with self._fold_lock:
+            return fold_dead(self.directory)
 
     def close(self) -> None:
         """Unmap this process's sample files (values already written stay in the files)."""

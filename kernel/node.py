@@ -49,6 +49,7 @@ from kernel.supervisor.launcher import LISTEN_FDS_ENV
 
 VERSION = "0.1.0"
 EVENTS_BUFFER = 256
+METRICS_FOLD_INTERVAL = 30.0
 
 
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
@@ -370,6 +371,7 @@ async def _serve_node(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node.handle_signals)
                 nursery.start_soon(node.pump_bus)
+                nursery.start_soon(_fold_metrics, metrics)
                 admin = await nursery.start(
                     serve_admin, build_admin_app(node), cfg.observability.admin_addr
                 )
@@ -386,6 +388,14 @@ async def _serve_node(
                 await supervisor.shutdown()
                 nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
+
+
+async def _fold_metrics(metrics: Metrics) -> None:
+    """Every ``METRICS_FOLD_INTERVAL`` s, fold dead processes' sample files into the archives,
+    so the metrics directory stays bounded even when nothing scrapes (a scrape folds too)."""
+    while True:
+        await trio.sleep(METRICS_FOLD_INTERVAL)
+        await trio.to_thread.run_sync(metrics.fold_dead)
 
 
 async def _announce_when_ready(node: Node, cfg: Config, urls: dict[str, str]) -> None:

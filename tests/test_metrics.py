@@ -166,9 +166,19 @@ async def test_counters_sum_across_dead_and_new_children(isolated, tmp_path: Pat
         )
 
     assert totals() == (5.0, 6.0, 2.0)
-    parent.cleanup_dead(first)
-    parent.cleanup_dead(second)
-    assert totals() == (5.0, 6.0, 2.0), "reaping dead pids must never lower a counter"
+    # the two dead children's files were folded into the archives by that scrape: only the
+    # live process's files and one archive per type are left, and the totals did not move
+    names = sorted(p.name for p in directory.glob("*.db"))
+    assert all(
+        n.endswith("_archive.db") or n.split("_")[-1].startswith(f"{os.getpid()}.") for n in names
+    ), names
+    assert {"counter_archive.db", "histogram_archive.db"} <= set(names)
+    assert parent.fold_dead() == 0
+    assert totals() == (5.0, 6.0, 2.0), "folding dead processes must never lower a counter"
+    with trio.fail_after(30):
+        await run_child(directory, 4)  # a later restart adds on top of the archive
+    assert totals() == (9.0, 10.0, 3.0)
+    assert len(list(directory.glob("*.db"))) == len(names)
 
 
 def test_reset_forgets_a_previous_run_and_plain_open_does_not(isolated, tmp_path: Path) -> None:
