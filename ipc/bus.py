@@ -12,6 +12,9 @@ Guarantees (DESIGN.md §3):
 - Each (publisher, topic) stream carries a sequence number; a receiver that sees a gap counts it
   (``bus_lagged_total`` once per gap, ``bus_receiver_lag_total`` by events missed). A slow
   subscriber loses events at the proxy (its HWM) without slowing anyone else.
+- Every event comes with the pid of the process that published it (``recv_with_sender``): the
+  publisher id's upper 32 bits are its pid. The supervisor uses it to ignore a ``Health`` that a
+  killed process sent just before dying and that arrives after its replacement was started.
 - ``connect`` returns only when both paths are live (no slow-joiner loss): the proxy has subscribed
   to our publisher and a probe event we published came back through our own subscription.
 """
@@ -109,12 +112,14 @@ class Bus:
         self._sub = sub
         self._capacity = capacity
         self._metrics = _Metrics(metrics)
-        self._id = int.from_bytes(os.urandom(8), "big")
+        # upper half: our pid (what receivers report as the sender); lower half: random, so a
+        # reused pid is a new publisher for sequence counting
+        self._id = (os.getpid() << 32) | int.from_bytes(os.urandom(4), "big")
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._flush_lot = trio.lowlevel.ParkingLot()
         self._drained_lot = trio.lowlevel.ParkingLot()
         self._seq: dict[bytes, int] = {}
-        self._inbox: deque[KernelEvent] = deque()
+        self._inbox: deque[tuple[KernelEvent, int]] = deque()  # (event, sender pid)
         self._next_seq: dict[tuple[int, bytes], int] = {}
         self.stats = BusStats()
 
@@ -265,10 +270,16 @@ class Bus:
             del self._next_seq[next(iter(self._next_seq))]
         self._next_seq[key] = env.seq + env.count
         self.stats.received += len(decoded)
-        self._inbox.extend(decoded)
+        sender = env.publisher >> 32
+        self._inbox.extend((event, sender) for event in decoded)
 
     async def recv(self) -> KernelEvent:
         """The next event on our topics. A checkpoint; cancel-safe (no event is lost)."""
+        event, _ = await self.recv_with_sender()
+        return event
+
+    async def recv_with_sender(self) -> tuple[KernelEvent, int]:
+        """The next event and the pid of the process that published it. Like ``recv``."""
         if self._sub is None:
             raise RuntimeError("this Bus handle was connected with no topics")
         while not self._inbox:

@@ -183,9 +183,10 @@ class Node:
 
     async def pump_bus(self) -> None:
         """Every bus event: Health feeds the supervisor; all go to /events subscribers."""
-        async for event in self.bus:
+        while True:
+            event, sender = await self.bus.recv_with_sender()
             if isinstance(event, events.Health):
-                self.supervisor.on_health(event.service, event.ok)
+                self.supervisor.on_health(event.service, event.ok, sender=sender)
                 if not self.ready.is_set() and self.health.readiness().ready:
                     self.ready.set()
             self._fan_out(event)

@@ -1,7 +1,11 @@
-"""The bus in one process: delivery, publish never blocks, drops and lag counted, no slow joiner."""
+"""The bus: delivery, publish never blocks, drops and lag counted, no slow joiner (in one
+process), and every event names the pid that published it (across processes)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
 from pathlib import Path
 
 import trio
@@ -94,3 +98,38 @@ async def test_connect_times_out_without_a_proxy(tmp_path: Path) -> None:
                 raise AssertionError("connected to a proxy that does not exist")
         except trio.TooSlowError:
             pass
+
+
+REPO = str(Path(__file__).resolve().parents[1])
+PUBLISHER = textwrap.dedent(
+    """
+    import sys, trio
+    from pathlib import Path
+    from ipc.bus import Bus
+    from ipc.events import Health
+
+    async def main():
+        async with Bus.connect(Path(sys.argv[1]), topics=()) as bus:
+            bus.publish(Health(service="svc-p", ok=True))
+
+    trio.run(main)
+    """
+)
+
+
+async def test_every_event_names_the_pid_that_published_it(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await _start_proxy(nursery, tmp_path)
+            async with Bus.connect(tmp_path) as sub:
+                assert sub.publish(Health(service="svc-self", ok=True))
+                assert await sub.recv_with_sender() == (Health("svc-self", True), os.getpid())
+                proc = await trio.lowlevel.open_process(
+                    [sys.executable, "-c", PUBLISHER, str(tmp_path)],
+                    env={**os.environ, "PYTHONPATH": REPO},
+                )
+                event, sender = await sub.recv_with_sender()
+                assert event == Health(service="svc-p", ok=True)
+                assert sender == proc.pid != os.getpid()
+                assert await proc.wait() == 0
+            nursery.cancel_scope.cancel()

@@ -148,7 +148,11 @@ async def test_sigkill_is_reported_and_respawned_at_once() -> None:
             assert timing is not None and timing.pid == new_pid
             assert timing.spawned_at >= timing.detected_at
             assert node.sup.status("svc-k").state is ServiceState.STARTING
-            node.sup.on_health("svc-k", True)
+            # a Health the killed process sent before dying, arriving now, changes nothing
+            node.sup.on_health("svc-k", True, sender=pid)
+            assert node.sup.status("svc-k").state is ServiceState.STARTING
+            assert node.log.count("stale_health_ignored", "svc-k") == 1
+            node.sup.on_health("svc-k", True, sender=new_pid)
             assert node.sup.status("svc-k").state is ServiceState.READY
 
 

@@ -179,8 +179,18 @@ class Child:
     def quarantined(self) -> bool:
         return self._release is not None
 
-    def on_health(self, ok: bool) -> None:
-        """Record a Health event and push the heartbeat deadline forward."""
+    def on_health(self, ok: bool, *, sender: int | None = None) -> None:
+        """Record a Health event and push the heartbeat deadline forward.
+
+        A Health published by another process than the current one (``sender``, when known) is
+        from a process that is gone, sent just before it died: it must not make the replacement
+        look ready or alive, so it is dropped (and counted in the log at debug level).
+        """
+        if sender is not None:
+            status = self._deps.health.get(self.name)
+            if status is None or status.pid != sender:
+                self._deps.log("stale_health_ignored", level="debug", service=self.name, pid=sender)
+                return
         self._deps.health.set(self.name, ok)
         scope = self._watch_scope
         hb = self.timing.heartbeat_timeout

@@ -140,13 +140,16 @@ class Supervisor:
         finally:
             self._running = False
 
-    def on_health(self, service: str, ok: bool) -> None:
-        """Feed one ``Health`` event: updates HealthState and the child's heartbeat deadline."""
+    def on_health(self, service: str, ok: bool, *, sender: int | None = None) -> None:
+        """Feed one ``Health`` event: updates HealthState and the child's heartbeat deadline.
+
+        ``sender``: the pid that published it (from the bus), when known; a Health from any
+        process but the service's current one is stale and ignored."""
         child = self._children.get(service)
         if child is None:
             self._health.set(service, ok)  # unknown names are ignored there too
             return
-        child.on_health(ok)
+        child.on_health(ok, sender=sender)
 
     def release(self, name: str) -> None:
         """Restart a quarantined child now. KeyError: unknown; ValueError: not quarantined."""
