@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from ipc import events
+from ipc import events, oap
 from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
 from kernel import logs, procname
@@ -80,6 +80,16 @@ class ServiceContext:
         if not fds:
             raise RuntimeError(f"{self.name} has no listening socket: set listen in its spec")
         return socket.socket(fileno=fds[0])
+
+    def hello(self, features: tuple[str, ...]) -> oap.HelloResponse:
+        """What this service answers to an OAP/1 HELLO: the node's frame and in-flight limits,
+        its ``features``, over ``ipc``."""
+        return oap.HelloResponse(
+            max_frame=self.config.limits.max_frame,
+            max_inflight=self.config.limits.cmd_inflight,
+            features=features,
+            transports=("ipc",),
+        )
 
     def command_server(self, handler: Handler, **kwargs: Any) -> CommandServer:
         """This service's command server, with the node's limits and the chaos ``slow`` hook.

@@ -16,12 +16,7 @@ FEATURES = ("echo",)
 
 
 def make_handler(ctx: ServiceContext):
-    hello = oap.HelloResponse(
-        max_frame=ctx.config.limits.max_frame,
-        max_inflight=ctx.config.limits.cmd_inflight,
-        features=FEATURES,
-        transports=("ipc",),
-    )
+    hello = ctx.hello(FEATURES)
 
     async def handle(frame: oap.Frame) -> oap.Frame:
         if oap.is_hello_request(frame):

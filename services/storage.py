@@ -448,12 +448,7 @@ class Store:
 
 
 def make_handler(ctx: ServiceContext, store: Store) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    hello = oap.HelloResponse(
-        max_frame=ctx.config.limits.max_frame,
-        max_inflight=ctx.config.limits.cmd_inflight,
-        features=FEATURES,
-        transports=("ipc",),
-    )
+    hello = ctx.hello(FEATURES)
     metrics = ctx.metrics
 
     async def dispatch(req: oap.Frame, op: str, f: dict[str, Any]) -> oap.Frame:

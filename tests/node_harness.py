@@ -6,6 +6,7 @@ admin plane on 127.0.0.1. Every wait is bounded by a deadline; nothing sleeps an
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import attrs
 import trio
 
 from kernel.chaos.target import read_ready_line
+from services.gateway.errors import REASONS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,6 +116,34 @@ class Response:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def reason(self) -> str:
+        """The stable reason of a gateway error answer, checked against its status."""
+        doc = self.json()
+        assert set(doc) == {"error", "detail"}, doc
+        assert REASONS[doc["error"]] == self.status, doc
+        return str(doc["error"])
+
+
+def http_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> Response:
+    """One blocking request on a fresh connection (an iterable body goes out chunked)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        chunked = body is not None and not isinstance(body, bytes)
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        resp = conn.getresponse()
+        return Response(resp.status, _lower(dict(resp.getheaders())), resp.read())
+    finally:
+        conn.close()
 
 
 def _lower(headers: Any) -> dict[str, str]:

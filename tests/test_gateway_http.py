@@ -7,7 +7,6 @@ tested without storage or index processes (those are in test_gateway_node.py).
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
@@ -27,6 +26,7 @@ from services.gateway.errors import REASONS, GatewayError
 from services.gateway.limits import GatewaySettings, TokenBucket, parse_settings
 from services.gateway.ranges import parse_range
 from services.gateway.server import serve_on_socket
+from tests.node_harness import Response, http_request
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -168,29 +168,6 @@ class FakeMetrics:
 # --- a served app and a client ------------------------------------------------------------------
 
 
-@attrs.frozen
-class Resp:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _request(
-    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> Resp:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        chunked = body is not None and not isinstance(body, bytes)
-        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
-        resp = conn.getresponse()
-        return Resp(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-    finally:
-        conn.close()
-
-
 @attrs.define
 class Served:
     port: int
@@ -198,11 +175,13 @@ class Served:
     metrics: FakeMetrics
     app: GatewayApp
 
-    async def req(self, method: str, path: str, body: Any = None, **headers: str) -> Resp:
+    async def req(self, method: str, path: str, body: Any = None, **headers: str) -> Response:
         hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-        return await trio.to_thread.run_sync(_request, self.port, method, path, body, hdrs)
+        return await trio.to_thread.run_sync(
+            http_request, "127.0.0.1", self.port, method, path, body, hdrs
+        )
 
-    async def put(self, data: bytes) -> Resp:
+    async def put(self, data: bytes) -> Response:
         return await self.req("PUT", "/o", data)
 
     async def raw(self, head: bytes) -> bytes:
@@ -237,7 +216,7 @@ async def serve(**settings: Any) -> AsyncIterator[Served]:
     sock.close()
 
 
-def error_of(resp: Resp) -> str:
+def error_of(resp: Response) -> str:
     body = resp.json()
     assert set(body) == {"error", "detail"}
     assert resp.headers["content-type"] == "application/json"

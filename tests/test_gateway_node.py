@@ -24,8 +24,14 @@ import blake3
 import pytest
 import trio
 
-from services.gateway.errors import REASONS
-from tests.node_harness import RunningNode, WatchedDirs, poll_until, start_node
+from tests.node_harness import (
+    Response,
+    RunningNode,
+    WatchedDirs,
+    http_request,
+    poll_until,
+    start_node,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -56,42 +62,21 @@ def profile_with(tmp_path: Path, profile: str, **gateway: Any) -> Path:
     return path
 
 
-@attrs.frozen
-class Resp:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def reason(self) -> str:
-        doc = self.json()
-        assert set(doc) == {"error", "detail"}, doc
-        assert REASONS[doc["error"]] == self.status, doc
-        return str(doc["error"])
-
-
 class Gateway:
     def __init__(self, url: str) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         self.host, self.port = host, int(port)
 
-    def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Resp:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            chunked = body is not None and not isinstance(body, bytes)
-            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
-            resp = conn.getresponse()
-            return Resp(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
+    def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Response:
+        return http_request(self.host, self.port, method, path, body, headers, timeout=30)
 
-    async def req(self, method: str, path: str, body: Any = None, **headers: str) -> Resp:
+    async def req(self, method: str, path: str, body: Any = None, **headers: str) -> Response:
         hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
         return await trio.to_thread.run_sync(self._call, method, path, body, hdrs)
 
-    async def retrying(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Resp:
+    async def retrying(
+        self, method: str, path: str, body: Any = None, timeout: float = 30
+    ) -> Response:
         """What a well-behaved client does: retry 503 / 429 / a reset or refused connection."""
         with trio.fail_after(timeout):
             while True:
