@@ -43,6 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._fsync_baseline import write_durably  # noqa: E402
+
 SIZES = {"4KiB": 4096, "64KiB": 65536}
 
 LUA = r"""
@@ -175,25 +177,12 @@ def http(method: str, url: str, body: bytes | None = None) -> bytes:
 def fsync_loop(directory: Path, size: int, seconds: float) -> tuple[int, float]:
     """(objects, seconds) of one fsync per object: temp, write, fsync, rename, fsync(dir)."""
     directory.mkdir(parents=True, exist_ok=True)
-    dfd = os.open(directory, os.O_RDONLY)
     n = len(os.listdir(directory))  # names stay unique across slices
     first = n
     start = time.perf_counter()
-    try:
-        while time.perf_counter() - start < seconds:
-            data = os.urandom(size)
-            tmp = directory / f".tmp{n}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, directory / f"obj{n}")
-            os.fsync(dfd)
-            n += 1
-    finally:
-        os.close(dfd)
+    while time.perf_counter() - start < seconds:
+        write_durably(directory / f".tmp{n}", directory / f"obj{n}", os.urandom(size))
+        n += 1
     return n - first, time.perf_counter() - start
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
+from bench._fsync_baseline import write_durably  # noqa: E402
 from ipc.commands import CommandClient  # noqa: E402
 from services.lib import objstore  # noqa: E402
 from services.lib.protocol import STORAGE_PROTO, parse_ok, request_frame  # noqa: E402
@@ -51,18 +52,8 @@ def baseline(root: Path, size: int, seconds: float) -> float:
     done = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
-        data = payload(size)
         name = f"b{done}"
-        tmp = tmp_dir / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dest_dir = root / f"{done % 256:02x}"
-        os.rename(tmp, dest_dir / name)
-        objstore.fsync_dir(dest_dir)
+        write_durably(tmp_dir / name, root / f"{done % 256:02x}" / name, payload(size))
         done += 1
     return done / elapsed
 
