@@ -338,6 +338,7 @@ async def _node_row(mode: str, crashes: int) -> Row:
 
     from ipc.bus import Bus
     from ipc.events import Health, ServiceCrashed
+    from kernel.chaos.target import read_ready_line
 
     row = Row(f"ours, real node svc-echo, spawn={mode}", ours=True)
     rt = Path(tempfile.mkdtemp(prefix="rbn-", dir=_shm()))
@@ -355,13 +356,7 @@ async def _node_row(mode: str, crashes: int) -> Row:
     spawns = _Spawns()
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        line = b""
-        with trio.move_on_after(60):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(4096)
-                if not chunk:
-                    break
-                line += chunk
+        line = await read_ready_line(proc.stdout, 60)
         if not line.endswith(b"\n"):
             row.note = "the node did not become ready"
             return row
