@@ -24,10 +24,11 @@ import attrs
 import blake3
 import trio
 
-from kernel.chaos.http import HttpError, request
+from kernel.chaos.http import HttpError, HttpResponse, request
 
 __all__ = ["Ledger", "NameRecord", "Workload", "WorkloadOptions", "object_bytes"]
 
+JSON = "application/json"
 REQUEST_TIMEOUT = 10.0
 MAX_SAMPLES = 500_000  # latency samples kept for the report and the plot
 # answers that mean "not applied": the write may be retried, nothing is owed
@@ -124,6 +125,28 @@ class Workload:
         self.issued = 0
         self._clock = clock
 
+    async def _call(
+        self,
+        op: str,
+        started: float,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> HttpResponse | None:
+        """One request to the gateway. None if no answer came (a dropped or refused connection,
+        a timeout): then the failure is already counted, noted and sampled under ``op``."""
+        headers = [("content-type", content_type)] if content_type else []
+        try:
+            return await request(
+                method, self.gateway + path, body=body, headers=headers, timeout=REQUEST_TIMEOUT
+            )
+        except HttpError as exc:
+            self.counts.failed[op] += 1
+            self._note_failure(op, "timeout" if "no answer" in str(exc) else "transport")
+            self._sample(op, started, False)
+            return None
+
     def _note_failure(self, op: str, what: str) -> None:
         key = f"{op} {what}"
         self.counts.failures[key] = self.counts.failures.get(key, 0) + 1
@@ -178,18 +201,8 @@ class Workload:
         data = object_bytes(data_seed, size)
         expected = content_id(data)
         started = time.monotonic()
-        try:
-            resp = await request(
-                "PUT",
-                f"{self.gateway}/o",
-                body=data,
-                headers=[("content-type", "application/octet-stream")],
-                timeout=REQUEST_TIMEOUT,
-            )
-        except HttpError as exc:
-            self.counts.failed["put"] += 1
-            self._note_failure("put", "timeout" if "no answer" in str(exc) else "transport")
-            self._sample("put", started, False)
+        resp = await self._call("put", started, "PUT", "/o", data, "application/octet-stream")
+        if resp is None:
             return
         if resp.status in (200, 201):
             try:
@@ -216,12 +229,8 @@ class Workload:
             return
         obj = self.ledger.objects[order[int(pick * len(order))]]
         started = time.monotonic()
-        try:
-            resp = await request("GET", f"{self.gateway}/o/{obj.id}", timeout=REQUEST_TIMEOUT)
-        except HttpError as exc:
-            self.counts.failed["get"] += 1
-            self._note_failure("get", "timeout" if "no answer" in str(exc) else "transport")
-            self._sample("get", started, False)
+        resp = await self._call("get", started, "GET", f"/o/{obj.id}")
+        if resp is None:
             return
         if resp.status == 200:
             if resp.body != object_bytes(obj.seed, obj.size):
@@ -248,21 +257,13 @@ class Workload:
         # Unknown until answered: if we are cancelled mid-request the update may still apply.
         record.maybe.append(target)
         started = time.monotonic()
+        body = json.dumps({"id": target}).encode()
         try:
-            resp = await request(
-                "PUT",
-                f"{self.gateway}/names/{name}",
-                body=json.dumps({"id": target}).encode(),
-                headers=[("content-type", "application/json")],
-                timeout=REQUEST_TIMEOUT,
-            )
-        except HttpError as exc:
-            self.counts.failed["name"] += 1
-            self._note_failure("name", "timeout" if "no answer" in str(exc) else "transport")
-            self._sample("name", started, False)
-            return
+            resp = await self._call("name", started, "PUT", f"/names/{name}", body, JSON)
         finally:
             record.busy = False
+        if resp is None:
+            return
         if resp.status == 200:
             try:
                 version = int(json.loads(resp.body)["version"])
