@@ -19,7 +19,6 @@ Guarantees:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import re
@@ -333,16 +332,22 @@ def open_verified(root: Path, obj_id: str) -> VerifiedObject:
 # -- committing (svc-storage only) ----------------------------------------------------------------
 
 
-def sync_file(path: Path) -> None:
-    """fsync the file at ``path`` (data and metadata)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def sync_file(path: Path) -> None:
+    """fsync the file at ``path`` (data and metadata)."""
+    _fsync_path(path, os.O_NOFOLLOW)
+
+
+# libc is already loaded in every Python process: dlopen(NULL) finds syncfs without
+# ctypes.util.find_library, which runs `ldconfig -p` in a subprocess at import
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sync_filesystem(path: Path) -> None:
@@ -360,11 +365,7 @@ def sync_filesystem(path: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory: makes the entries created/renamed in it durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_path(path, os.O_DIRECTORY)
 
 
 def install(root: Path, tmp_name: str, obj_id: str) -> bool:
