@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import sys
-from typing import Any
+
+from kernel._libc import prctl
 
 __all__ = ["SERVICE_PREFIX", "SPARE", "ZYGOTE", "service_from_comm", "set_name", "set_service_name"]
 
@@ -23,12 +23,6 @@ ZYGOTE = "ron-zygote"
 SPARE = "ron-spare"
 _PR_SET_NAME = 15
 _COMM_MAX = 15  # bytes, without the terminating NUL
-
-
-@functools.cache
-def prctl() -> Any:
-    """libc's ``prctl``, looked up once (a zygote's children inherit it: a respawn skips dlopen)."""
-    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def set_name(name: str) -> None:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import sys
+from typing import Any
 
 __all__ = ["available", "sibling_fork"]
 
@@ -85,6 +87,15 @@ def _native_id() -> int:
 _state: dict[str, object] = {}
 
 
+@functools.cache
+def _syscall() -> Any:
+    """libc's ``syscall`` through ``PyDLL`` (the GIL stays held, as in ``os.fork``); looked up
+    once, not on every fork."""
+    syscall = ctypes.PyDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    return syscall
+
+
 def available() -> bool:
     """True if ``sibling_fork`` can be used (decided once per process, in the main thread)."""
     if "tid" not in _state:
@@ -104,9 +115,7 @@ def sibling_fork() -> int:
     assert isinstance(tid, int)
     # exit_signal must be 0 with CLONE_PARENT: the child inherits ours (SIGCHLD, to our parent)
     args = _CloneArgs(flags=_CLONE_PARENT | _CLONE_CHILD_SETTID, child_tid=tid, exit_signal=0)
-    pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as in os.fork
-    syscall = pylibc.syscall
-    syscall.restype = ctypes.c_long
+    syscall = _syscall()
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = syscall(

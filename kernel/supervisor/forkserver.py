@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 
+from kernel._libc import prctl
 from kernel.supervisor import _zygote_wire as wire
 from kernel.supervisor._zygote_start import StartedZygote, start_zygote
 from kernel.supervisor.child import describe_returncode
@@ -507,7 +508,6 @@ def _set_subreaper(on: bool) -> None:
     """Orphaned descendants (the zygote's forks) are reparented to us, not to init."""
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+    if prctl()(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(err)}")

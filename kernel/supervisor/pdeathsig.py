@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
-from kernel.procname import prctl
+from kernel._libc import prctl
 
 __all__ = ["PARENT_PID_ENV", "arm", "arm_from_env"]
 

@@ -1,0 +1,19 @@
+"""libc functions the kernel calls through ctypes, each looked up once per process.
+
+``dlopen(NULL)`` finds them in the running interpreter (no ``find_library``, which would run
+``ldconfig`` in a subprocess), and a zygote's children inherit the lookups, so a respawn pays none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Any
+
+__all__ = ["prctl"]
+
+
+@functools.cache
+def prctl() -> Any:
+    """``prctl(2)``; errors through ``ctypes.get_errno()``."""
+    return ctypes.CDLL(None, use_errno=True).prctl
