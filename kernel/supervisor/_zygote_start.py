@@ -40,13 +40,18 @@ class StartedZygote:
     """
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], sock: socket.socket, stdout: int, stderr: int
+        self,
+        popen: subprocess.Popen[bytes],
+        sock: socket.socket,
+        stdout: int,
+        stderr: int,
+        preload: tuple[str, ...],
     ) -> None:
         self.popen = popen
         self.sock = sock
         self.stdout = stdout
         self.stderr = stderr
-        self.preload: tuple[str, ...] = ()
+        self.preload = preload  # what it was asked to import, to match it with its adopter
         self._claimed = False
 
     def claim(self) -> StartedZygote:
@@ -104,6 +109,4 @@ def start_zygote(preload: Iterable[str] = (), *, python: str = sys.executable) -
         os.close(out_w)
         os.close(err_w)
         theirs.close()
-    started = StartedZygote(popen, ours, out_r, err_r)
-    started.preload = modules
-    return started
+    return StartedZygote(popen, ours, out_r, err_r, modules)
