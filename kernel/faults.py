@@ -145,13 +145,7 @@ class FaultHooks:
                 duration_s=req.duration_s,
             )
         body = {"service": self.service, "fault": req.fault, "pid": os.getpid()}
-        return oap.Frame(
-            flags=oap.RESP,
-            code=200,
-            app_proto_id=frame.app_proto_id,
-            corr_id=frame.corr_id,
-            payload=msgpack.packb(body, use_bin_type=True),
-        )
+        return oap.response(frame, msgpack.packb(body, use_bin_type=True))
 
     async def serve(
         self, runtime_dir: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

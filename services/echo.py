@@ -21,14 +21,7 @@ def make_handler(ctx: ServiceContext):
     async def handle(frame: oap.Frame) -> oap.Frame:
         if oap.is_hello_request(frame):
             return oap.hello_response(frame, hello)
-        return oap.Frame(
-            flags=oap.RESP,
-            code=200,
-            app_proto_id=frame.app_proto_id,
-            tenant_id=frame.tenant_id,
-            corr_id=frame.corr_id,
-            payload=frame.payload,
-        )
+        return oap.response(frame, frame.payload)
 
     return handle
 

@@ -35,6 +35,7 @@ from ._messages import (
     hello_response,
     is_hello_request,
     raise_for_status,
+    response,
 )
 from ._payloads import (
     PAYLOAD_TYPES,
@@ -84,5 +85,6 @@ __all__ = [
     "is_hello_request",
     "pack_payload",
     "raise_for_status",
+    "response",
     "unpack_payload",
 ]

@@ -26,34 +26,30 @@ def is_hello_request(frame: Frame) -> bool:
     return bool(frame.flags & REQ) and frame.app_proto_id == APP_PROTO_HELLO
 
 
+def response(req: Frame, payload: bytes = b"", code: int = 200) -> Frame:
+    """The response to ``req``: RESP with ``code`` and ``payload``; correlation, tenant and app
+    protocol are copied from ``req`` so the peer can match it."""
+    return Frame(
+        flags=RESP,
+        code=code,
+        app_proto_id=req.app_proto_id,
+        tenant_id=req.tenant_id,
+        corr_id=req.corr_id,
+        payload=payload,
+    )
+
+
 def hello_response(req: Frame, info: HelloResponse) -> Frame:
     """Answer HELLO ``req`` with ``info``: RESP, code 200, app_proto_id 0, same corr/tenant ids."""
     if not is_hello_request(req):
         raise ValueError("hello_response answers a HELLO request (REQ, app_proto_id 0)")
-    return Frame(
-        flags=RESP,
-        code=200,
-        app_proto_id=APP_PROTO_HELLO,
-        tenant_id=req.tenant_id,
-        corr_id=req.corr_id,
-        payload=pack_payload(info),
-    )
+    return response(req, pack_payload(info))
 
 
 def error_frame(req: Frame, err: OapError) -> Frame:
-    """The error response to ``req``: RESP with ``err.code`` and an ``ErrorBody`` payload.
-
-    Correlation, tenant and app protocol are copied from ``req`` so the peer can match it.
-    """
+    """The error response to ``req``: RESP with ``err.code`` and an ``ErrorBody`` payload."""
     body = ErrorBody(reason=err.reason, detail=err.detail, retry_after=err.retry_after)
-    return Frame(
-        flags=RESP,
-        code=err.code,
-        app_proto_id=req.app_proto_id,
-        tenant_id=req.tenant_id,
-        corr_id=req.corr_id,
-        payload=pack_payload(body),
-    )
+    return response(req, pack_payload(body), err.code)
 
 
 def raise_for_status(frame: Frame) -> Frame:

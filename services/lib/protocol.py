@@ -122,14 +122,7 @@ def parse_request(frame: oap.Frame) -> tuple[str, dict[str, Any]]:
 
 def ok_frame(req: oap.Frame, **fields: Any) -> oap.Frame:
     """The success reply (RESP 200) to ``req`` carrying ``fields`` as a msgpack map."""
-    return oap.Frame(
-        flags=oap.RESP,
-        code=200,
-        app_proto_id=req.app_proto_id,
-        tenant_id=req.tenant_id,
-        corr_id=req.corr_id,
-        payload=msgpack.packb(fields, use_bin_type=True),
-    )
+    return oap.response(req, msgpack.packb(fields, use_bin_type=True))
 
 
 def parse_ok(frame: oap.Frame) -> dict[str, Any]:
