@@ -90,8 +90,8 @@ def bare_server(port_file: str, kind: str) -> None:
     import blake3
     import trio
 
+    from kernel.http.server import ServerLimits, serve_h11
     from services.gateway.server import serve_on_socket
-    from services.gateway.server_h11 import ServerLimits, serve_h11
 
     bodies = {f"/o/{k}": os.urandom(v) for k, v in SIZES.items()}
 

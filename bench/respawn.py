@@ -286,7 +286,8 @@ def serve_ours(mode: str) -> None:
 
     from kernel.config import Config, ServiceSpec, SupervisorConfig
     from kernel.health import HealthState
-    from kernel.supervisor import ExecLauncher, ForkServerLauncher, Supervisor, serve_launcher
+    from kernel.launch import ExecLauncher, ForkServerLauncher, serve_launcher
+    from kernel.supervisor import Supervisor
 
     def quiet(*_a: object, **_k: object) -> None:
         pass
@@ -338,7 +339,7 @@ async def _node_row(mode: str, crashes: int) -> Row:
 
     from ipc.bus import Bus
     from ipc.events import Health, ServiceCrashed
-    from kernel.chaos.target import read_ready_line
+    from kernel.cli.chaos.target import read_ready_line
 
     row = Row(f"ours, real node svc-echo, spawn={mode}", ours=True)
     rt = Path(tempfile.mkdtemp(prefix="rbn-", dir=_shm()))

@@ -2,7 +2,7 @@
 
 ``kernel`` and ``kernel.supervisor`` export names whose modules pull in trio, pyzmq and
 prometheus-client; resolving them lazily keeps ``ronctl --help``, a service reaching
-``kernel.supervisor.pdeathsig`` and ``ronctl run``'s early zygote start from paying for all that.
+``kernel.launch.pdeathsig`` and ``ronctl run``'s early zygote start from paying for all that.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ from kernel import faults, logs
 from kernel.admin import AdminBindError, build_admin_app, serve_admin
 from kernel.config import Config, ConfigError, ConfigStore, ServiceSpec, load_config
 from kernel.health import HealthState
+from kernel.launch import launcher_for, serve_launcher
+from kernel.launch._zygote_start import StartedZygote
+from kernel.launch.launcher import LISTEN_FDS_ENV
 from kernel.metrics import Metrics
 from kernel.runtime import (
     RuntimeDir,
@@ -43,9 +46,7 @@ from kernel.runtime import (
     is_tmpfs,
 )
 from kernel.service import service_env
-from kernel.supervisor import Supervisor, launcher_for, serve_launcher
-from kernel.supervisor._zygote_start import StartedZygote
-from kernel.supervisor.launcher import LISTEN_FDS_ENV
+from kernel.supervisor import Supervisor
 
 VERSION = "0.1.0"
 EVENTS_BUFFER = 256

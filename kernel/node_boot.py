@@ -26,7 +26,7 @@ def run_node(
     zygote = None
     with contextlib.suppress(Exception):  # run_node reports config and start errors itself
         from kernel.config import load_config
-        from kernel.supervisor._zygote_start import start_zygote
+        from kernel.launch._zygote_start import start_zygote
 
         cfg = load_config(profile, config_file=config_file, overrides=overrides)
         if cfg.supervisor.spawn == "forkserver":

@@ -33,9 +33,9 @@ from ipc.commands import CommandServer, Handler
 from kernel import logs, procname
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
 from kernel.faults import FaultHooks
+from kernel.launch import pdeathsig
+from kernel.launch.launcher import listen_fds
 from kernel.metrics import Metrics
-from kernel.supervisor import pdeathsig
-from kernel.supervisor.launcher import listen_fds
 
 RUNTIME_DIR_ENV = "RON_RUNTIME_DIR"
 CONFIG_ENV = "RON_CONFIG"

@@ -15,8 +15,9 @@ import trio
 
 from ipc import oap
 from kernel.service import run_service
-from services import storage
 from services.lib import objstore
+from services.storage import __main__ as storage_main
+from services.storage import store as storage
 
 LATE_COMMIT = 2.0
 
@@ -62,4 +63,4 @@ storage.Store.put = put_acking_early  # type: ignore[method-assign]
 storage.Store.run_committer = committer_with_background  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    run_service(storage.main)
+    run_service(storage_main.main)

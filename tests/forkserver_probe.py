@@ -60,7 +60,8 @@ def supervisor() -> None:
 
     from kernel.config import Config, ServiceSpec, SupervisorConfig
     from kernel.health import HealthState
-    from kernel.supervisor import ForkServerLauncher, Supervisor
+    from kernel.launch import ForkServerLauncher
+    from kernel.supervisor import Supervisor
     from tests.helpers_children import FakeBus, FakeLog
 
     def output(service: str, line: bytes) -> None:
@@ -93,7 +94,7 @@ def supervisor() -> None:
 
 
 def main() -> None:
-    from kernel.supervisor.pdeathsig import arm_from_env
+    from kernel.launch.pdeathsig import arm_from_env
 
     if sys.argv[1:] == ["supervisor"]:
         supervisor()

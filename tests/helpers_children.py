@@ -135,7 +135,8 @@ def _sleep_forever() -> None:
 def _mini_supervisor() -> None:
     from kernel.config import Config, ServiceSpec, SupervisorConfig
     from kernel.health import HealthState
-    from kernel.supervisor import ExecLauncher, Supervisor
+    from kernel.launch import ExecLauncher
+    from kernel.supervisor import Supervisor
 
     def output(service: str, line: bytes) -> None:
         print(f"{service}: {line.decode()}", flush=True)
@@ -161,7 +162,7 @@ def _mini_supervisor() -> None:
 
 
 def main(argv: list[str]) -> None:
-    from kernel.supervisor.pdeathsig import arm_from_env
+    from kernel.launch.pdeathsig import arm_from_env
 
     arm_from_env()
     mode = argv[1] if len(argv) > 1 else os.environ.get(MODE_ENV, "sleep")

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import trio
 
-from kernel.chaos.target import read_ready_line
+from kernel.cli.chaos.target import read_ready_line
 from services.gateway.errors import REASONS
 
 REPO = Path(__file__).resolve().parent.parent

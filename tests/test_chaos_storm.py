@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from kernel.chaos.quarantine import QuarantineModel
-from kernel.chaos.schedule import plan_faults
+from kernel.cli.chaos.quarantine import QuarantineModel
+from kernel.cli.chaos.schedule import plan_faults
 from tests.node_harness import FAST_CONFIG, REPO, child_env, ronctl_cmd
 
 STORM_TIMEOUT = 240
@@ -119,7 +119,7 @@ def test_quarantine_model_predicts_the_cap_and_forgets_on_release() -> None:
 
 def test_plot_draws_a_png_from_a_report(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from kernel.chaos.plot import plot_timeline
+    from kernel.cli.chaos.plot import plot_timeline
 
     report = {
         "passed": True,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel import cli, runtime
+from kernel import runtime
+from kernel.cli import entry as cli
 
 REPO = Path(__file__).resolve().parents[1]
 

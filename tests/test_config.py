@@ -10,7 +10,8 @@ import pytest
 
 from kernel import config as C
 from kernel.config import ConfigError, load_config
-from profiles import KNOWN_PROFILES, profile_path
+from kernel.config import load as config_load
+from profiles import KNOWN_PROFILES, ProfileNotFound, profile_path
 
 SPEC = (Path(__file__).resolve().parent.parent / "specs" / "config.md").read_text("utf-8")
 
@@ -52,8 +53,10 @@ def test_micronode_has_amnesia_on_and_macronode_off() -> None:
 
 
 def test_unknown_profile_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ProfileNotFound) as info:
         profile_path("micronod")
+    with pytest.raises(ConfigError, match="'micronod'"):
+        load_config("micronod", env={})
     assert "'micronod'" in str(info.value)
     for name in KNOWN_PROFILES:
         assert name in str(info.value)
@@ -276,7 +279,7 @@ RULES = [
     ({"services": [SVC, SVC]}, "duplicate service name 'svc-a' (services[1])"),
     ({"services": [{**SVC, "name": "echo"}]}, "services[0].name must match svc-[a-z0-9-]+"),
     ({"services": [{**SVC, "name": "svc-Echo"}]}, "services[0].name must match"),
-    ({"services": [{**SVC, "module": "services/echo.py"}]}, "services[0].module must be a dotted"),
+    ({"services": [{**SVC, "module": "services/echo/"}]}, "services[0].module must be a dotted"),
     ({"services": [{**SVC, "module": "services..echo"}]}, "services[0].module must be a dotted"),
     ({"services": [{**SVC, "restart": "always"}]}, "services[0].restart must be one of"),
     ({"services": [{**SVC, "shutdown_deadline": 0}]}, "services[0].shutdown_deadline must be > 0"),
@@ -329,7 +332,7 @@ def test_to_dict_round_trips_and_digest_is_stable() -> None:
     other = load_config("micronode", env={"RONK_BUS_CAPACITY": "8"})
     assert other.sha256 != cfg.sha256
     assert C.config_diff(cfg, other) == ("bus.capacity",)
-    assert C._converter.structure(cfg.to_dict(), C.Config) == cfg
+    assert config_load._converter.structure(cfg.to_dict(), C.Config) == cfg
 
 
 def test_every_env_key_is_documented_with_its_default() -> None:
@@ -338,7 +341,7 @@ def test_every_env_key_is_documented_with_its_default() -> None:
         r"^\| `([a-z_]+)\.([a-z_]+)` \|[^|]*\| ([^|]+) \| `(RONK_\w+)` \|", SPEC, re.M
     )
     documented = {(section, key): (default.strip(), env) for section, key, default, env in rows}
-    for section, fields in C._SCHEMA.items():
+    for section, fields in config_load._SCHEMA.items():
         for key in fields:
             assert (section, key) in documented, f"{section}.{key} missing from specs/config.md"
             default, env = documented[(section, key)]
@@ -347,7 +350,7 @@ def test_every_env_key_is_documented_with_its_default() -> None:
             if section != "node":
                 shown = {True: "true", False: "false"}.get(value, value)
                 assert default.split()[0].strip('`"') == str(shown), f"{section}.{key}"
-    assert len(documented) == sum(len(f) for f in C._SCHEMA.values())
+    assert len(documented) == sum(len(f) for f in config_load._SCHEMA.values())
 
 
 # --- reload -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The gateway's own HTTP/1.1 server loop (``services.gateway.server_h11``) on real sockets.
+"""The gateway's own HTTP/1.1 server loop (``kernel.http.server``) on real sockets.
 
 Two parts: (1) every HTTP-level test of ``test_gateway_http`` runs again with the h11 server in
 place of hypercorn (the same app, the same fake data plane); (2) what the server itself
@@ -24,9 +24,9 @@ import pytest
 import trio
 
 import tests.test_gateway_http as http_tests
+from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.errors import REASONS
 from services.gateway.limits import GatewaySettings, parse_settings
-from services.gateway.server_h11 import ServerLimits, serve_h11
 from tests.node_harness import poll_until
 
 # (1) the HTTP tests of the app, re-run on this server (see the autouse fixture below)

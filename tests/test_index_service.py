@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 import trio
 
-from ipc import oap
+from ipc import ids, oap
 from ipc.commands import CommandClient
-from services.lib import ids
 from services.lib.protocol import INDEX_PROTO, NAME_MAX, check_name, parse_ok, request_frame
 from tests.test_storage_service import INDEX, storage_node
 

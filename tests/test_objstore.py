@@ -10,7 +10,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from services.lib import ids, objstore
+from ipc import ids
+from services.lib import objstore
 
 
 @pytest.fixture

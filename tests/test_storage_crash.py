@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from ipc import oap
+from ipc import ids, oap
 from ipc.commands import CommandClient
-from services.lib import ids, objstore
+from services.lib import objstore
 from services.lib.protocol import INDEX_PROTO, parse_ok, request_frame
 from tests.node_harness import RunningNode, poll_until
 from tests.test_storage_service import INDEX, STORAGE, read_back, storage_node, upload

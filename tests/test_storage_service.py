@@ -12,11 +12,11 @@ import attrs
 import pytest
 import trio
 
-from ipc import oap
+from ipc import ids, oap
 from ipc.commands import CommandClient
-from services.lib import ids, objstore
+from services.lib import objstore
 from services.lib.protocol import SCHEMAS, STORAGE_PROTO, parse_ok, request_frame
-from services.storage import StorageSettings, load_settings
+from services.storage.settings import StorageSettings, load_settings
 from tests.node_harness import FAST_CONFIG, RunningNode, start_node
 
 STORAGE = "svc-storage"
@@ -38,9 +38,9 @@ def test_spec_documents_every_op_field_and_setting() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ({"max_bytes": "1G"}, "expected an integer"),
+        ({"max_bytes": "1G"}, "max_bytes: expected int"),
         ({"max_bytes": -1}, "max_bytes"),
-        ({"group_sync": 1}, "expected true or false"),
+        ({"group_sync": 1}, "group_sync: expected bool"),
         ({"max_byte": 1}, "max_byte"),
     ],
 )

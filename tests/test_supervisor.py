@@ -19,8 +19,9 @@ import trio
 from ipc.events import ServiceCrashed, Shutdown
 from kernel.config import Config, ServiceSpec, SupervisorConfig
 from kernel.health import HealthState, ServiceState
-from kernel.supervisor import ExecLauncher, Supervisor, describe_returncode
-from kernel.supervisor.launcher import ServiceSpecLike
+from kernel.launch import ExecLauncher, describe_returncode
+from kernel.launch.launcher import ServiceSpecLike
+from kernel.supervisor import Supervisor
 from tests.helpers_children import (
     MODULE,
     REPO_ROOT,
@@ -335,7 +336,7 @@ def test_duplicate_service_names_are_rejected() -> None:
 
 
 def test_arm_exits_at_once_when_the_parent_is_not_the_expected_one() -> None:
-    code = "from kernel.supervisor.pdeathsig import arm; arm(1); print('survived')"
+    code = "from kernel.launch.pdeathsig import arm; arm(1); print('survived')"
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -19,12 +19,12 @@ import pytest
 import trio
 
 from kernel import node_boot
-from kernel.chaos.procs import service_of
-from kernel.supervisor import ForkServerLauncher
-from kernel.supervisor import zygote as zygote_mod
-from kernel.supervisor._sibling_fork import available as sibling_fork_available
-from kernel.supervisor._zygote_start import start_zygote
-from kernel.supervisor.forkserver import _children
+from kernel.cli.chaos.procs import service_of
+from kernel.launch import ForkServerLauncher
+from kernel.launch import zygote as zygote_mod
+from kernel.launch._sibling_fork import available as sibling_fork_available
+from kernel.launch._zygote_start import start_zygote
+from kernel.launch.forkserver import _children
 from tests.helpers_children import REPO_ROOT, FakeLog, FakeOutput
 from tests.node_harness import poll_until
 from tests.test_forkserver import PROBE, comm_of, pid_alive, pid_gone, spawn_probe, stop, wait_exit

@@ -28,7 +28,7 @@ import trio
 
 from ipc.events import ServiceCrashed
 from kernel.health import HealthState, ServiceState
-from kernel.supervisor.launcher import ChildProcess, Launcher, ServiceSpecLike
+from kernel.launch.launcher import ChildProcess, Launcher, ServiceSpecLike, describe_returncode
 from kernel.supervisor.policy import CrashHistory, Quarantine
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "ChildTiming",
     "RespawnTiming",
     "ServiceSpec",
-    "describe_returncode",
 ]
 
 MAX_LINE = 64 * 1024
@@ -135,16 +134,6 @@ class _Stopped:
 
 
 _Outcome = _Exited | _Hung | _SpawnFailed | _Stopped
-
-
-def describe_returncode(rc: int) -> str:
-    """``exit N`` or ``signal SIGNAME`` (subprocess convention: negative = killed by signal)."""
-    if rc >= 0:
-        return f"exit {rc}"
-    try:
-        return f"signal {signal.Signals(-rc).name}"
-    except ValueError:
-        return f"signal {-rc}"
 
 
 class Child:

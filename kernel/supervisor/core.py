@@ -19,6 +19,7 @@ import trio
 
 from ipc.events import Shutdown
 from kernel.health import HealthState, ServiceStatus
+from kernel.launch.launcher import Launcher
 from kernel.supervisor.child import (
     Bus,
     Child,
@@ -28,7 +29,6 @@ from kernel.supervisor.child import (
     RespawnTiming,
     ServiceSpec,
 )
-from kernel.supervisor.launcher import Launcher
 from kernel.supervisor.policy import CrashHistory, PolicySettings, RestartPolicy
 
 __all__ = ["DEFAULT_START_GRACE", "DEFAULT_TERM_GRACE", "Supervisor"]

@@ -28,14 +28,14 @@ from typing import Any
 
 import trio
 
-from ipc import oap
+from ipc import ids, oap
 from kernel import logs
-from kernel.asgi import Receive, Scope, Send, answer_lifespan
+from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from services.gateway.backend import Backend, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
 from services.gateway.limits import BodyCounter, GatewaySettings, InflightLimiter, TokenBucket
 from services.gateway.ranges import etag_matches, parse_range
-from services.lib import ids, protocol
+from services.lib import protocol
 
 __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 

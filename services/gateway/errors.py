@@ -39,7 +39,7 @@ REASONS: Final = MappingProxyType(
         "object_too_large": 413,  # streamed body over max_object_size
         "range_not_satisfiable": 416,
         "schema_invalid": 422,  # OAP canon: well-formed JSON of the wrong shape
-        "bad_name": 422,  # OAP canon (svc-index): not a valid name (services/lib/protocol.py)
+        "bad_name": 422,  # OAP canon (svc-index): not a valid name (ipc/proto/)
         "quota_exceeded": 429,  # OAP canon: request rate limit
         "busy": 429,  # OAP canon: too many requests in flight
         "internal": 500,  # OAP canon

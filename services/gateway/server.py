@@ -21,9 +21,9 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from kernel.asgi import ASGIApp
+from kernel.http.asgi import ASGIApp
+from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.limits import GatewaySettings
-from services.gateway.server_h11 import ServerLimits, serve_h11
 
 __all__ = ["hypercorn_config", "serve", "serve_on_socket"]
 

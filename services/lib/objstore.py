@@ -32,7 +32,7 @@ from typing import Final
 
 import blake3
 
-from services.lib import ids
+from ipc import ids
 
 __all__ = [
     "OBJECTS_DIR",

@@ -1,0 +1,137 @@
+"""The project's one set of strict structuring rules (cattrs), for everything that crosses a
+boundary as plain data: service requests and replies, service settings, the node's config.
+
+Guarantees of a converter from ``strict_converter()``:
+
+- scalars have exactly their type: ``str``, ``bytes``, ``bool`` and ``int`` (a bool is not an
+  int); a ``float`` field takes an int or a float and must be finite;
+- an attrs class is structured only from a mapping, and a key it does not declare is rejected;
+- attrs validators run, so ranges (e.g. unsigned) are part of the class.
+
+``first_error`` turns cattrs' grouped exceptions into one ``(dotted key, message)`` pair, so
+every caller reports the first problem on one line the same way. Build converters at import
+(cattrs generates code on first use) and never mutate them afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
+
+__all__ = [
+    "SchemaError",
+    "WrongType",
+    "describe",
+    "first_error",
+    "strict_converter",
+    "structure",
+]
+
+T = TypeVar("T")
+
+
+class WrongType(TypeError):
+    """A value of the wrong type; ``str()`` says what was expected and what came."""
+
+
+class SchemaError(ValueError):
+    """Data that does not fit its class: ``key`` (dotted, ``<root>`` for the whole value) and a
+    one-line ``message`` that already names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def describe(value: object) -> str:
+    """A short, safe rendering of a bad value for an error line (type and at most 40 chars)."""
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    kind = {dict: "table", list: "array"}.get(type(value), type(value).__name__)
+    return f"{kind} {text}" if kind not in ("table", "array") else kind
+
+
+def _exact(kind: type) -> Callable[[object, type], object]:
+    def hook(value: object, _t: type) -> object:
+        if type(value) is not kind:
+            raise WrongType(f"expected {kind.__name__}, got {describe(value)}")
+        return value
+
+    return hook
+
+
+def _float(value: object, _t: type) -> float:
+    if type(value) not in (float, int):
+        raise WrongType(f"expected float, got {describe(value)}")
+    number = float(value)  # type: ignore[arg-type]  # int or float, checked just above
+    if not math.isfinite(number):
+        raise WrongType(f"expected a finite number, got {value!r}")
+    return number
+
+
+def strict_converter() -> cattrs.Converter:
+    """A new converter with the strict rules above; add hooks of your own before first use."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, bool, bytes):
+        conv.register_structure_hook(kind, _exact(kind))
+    conv.register_structure_hook(float, _float)
+
+    def attrs_factory(cls: type) -> Callable[[object, type], object]:
+        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+
+        def hook(value: object, _t: type) -> object:
+            if not isinstance(value, Mapping):
+                raise WrongType(f"expected table, got {describe(value)}")
+            return inner(value, cls)
+
+        return hook
+
+    conv.register_structure_hook_factory(attrs.has, attrs_factory)
+    return conv
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "<root>"
+
+
+def first_error(exc: BaseException, path: tuple[str | int, ...] = ()) -> tuple[str, str]:
+    """Walk cattrs' exception groups to the first leaf: ``(dotted key, one-line message)``."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            step = note.name if hasattr(note, "name") else note.index  # type: ignore[union-attr]
+            return first_error(sub, (*path, step))
+        if without:
+            return first_error(without[0], path)
+    where = _dotted(path)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        extra = sorted(exc.extra_fields)[0]
+        return _dotted((*path, extra)), f"unknown key {_dotted((*path, extra))!r}"
+    if isinstance(exc, KeyError):
+        return where, f"missing key {where!r}"
+    if isinstance(exc, WrongType):
+        return where, f"{where}: {exc}"
+    return where, f"{where}: invalid value ({' '.join(str(exc).split())})"
+
+
+_CONVERTER = strict_converter()
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """``data`` as a ``cls`` under the strict rules; ``SchemaError`` (first problem) if not."""
+    try:
+        return _CONVERTER.structure(data, cls)
+    except Exception as exc:  # cattrs raises groups and plain errors alike
+        key, message = first_error(exc)
+        raise SchemaError(key, message) from None

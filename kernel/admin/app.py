@@ -1,0 +1,221 @@
+"""The admin HTTP plane: a plain ASGI app over NodeControl, served by hypercorn's trio worker.
+
+Routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``, ``GET /metrics``
+(Prometheus text), ``GET /events?topic=kernel`` (live JSON lines), ``POST /control/stop``,
+``POST /control/release/{service}``, ``POST /control/reload``,
+``POST /control/fault/{service}?fault=kill|panic|hang|slow[&delay_ms=N&duration_s=S]`` (chaos).
+Every request is counted in ``http_requests_total{route,method,status}`` with the route
+*template*, so a scanner probing random paths cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+from kernel.admin.control import NodeControl
+from kernel.admin.http import (
+    Message,
+    Receive,
+    Request,
+    Route,
+    Scope,
+    Send,
+    parse_query,
+    send_error,
+    send_json,
+)
+from kernel.admin.routes import AdminRoutes
+from kernel.http.asgi import ASGIApp, answer_lifespan
+
+__all__ = ["AdminApp", "AdminBindError", "NodeControl", "build_admin_app", "serve_admin"]
+
+log = logging.getLogger("kernel.admin")
+
+
+_METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"  # route label for paths no template matches
+
+
+class AdminBindError(Exception):
+    """The admin plane could not listen on the requested address; ``str()`` is one line."""
+
+
+class AdminApp:
+    """The ASGI callable. Answers ``lifespan`` itself (hypercorn logs an error otherwise)."""
+
+    def __init__(self, control: NodeControl, routes: tuple[Route, ...]) -> None:
+        self._control = control
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        # Anything else (websocket): returning without accepting makes the server refuse it.
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 0
+
+        async def counted_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        method = str(scope["method"]).upper()
+        template, route, params = UNMATCHED_ROUTE, None, None
+        for candidate in self._routes:
+            params = candidate.match(scope["path"])
+            if params is not None:
+                template, route = candidate.template, candidate
+                break
+        try:
+            if route is None:
+                await send_error(counted_send, 404, "not_found")
+            elif method not in route.methods:
+                allow = ", ".join(sorted(route.methods)).encode()
+                await send_json(
+                    counted_send, 405, {"error": "method_not_allowed"}, [(b"allow", allow)]
+                )
+            else:
+                request = Request(
+                    method=method,
+                    path=scope["path"],
+                    params=params or {},
+                    query=parse_query(scope.get("query_string", b"")),
+                    receive=receive,
+                    send=counted_send,
+                )
+                await route.methods[method](request)
+        except Exception:
+            log.exception("admin handler failed: %s %s", method, template)
+            if status == 0:
+                await send_error(counted_send, 500, "internal")
+        finally:
+            if status:
+                self._control.metrics.http_requests.labels(
+                    route=template,
+                    method=method if method in _METHOD_LABELS else "OTHER",
+                    status=str(status),
+                ).inc()
+
+
+def build_admin_app(
+    control: NodeControl,
+    *,
+    retry_after: int = 5,
+    events_buffer: int = 256,
+    max_event_streams: int = 16,
+) -> AdminApp:
+    """The admin ASGI app for one node.
+
+    ``retry_after`` is what /readyz advertises while degraded (seconds). Each /events client gets
+    its own buffer of ``events_buffer`` events (overflow is dropped and counted in
+    ``queue_dropped_total{queue="admin_events"}``); at most ``max_event_streams`` are open at once.
+    """
+    if retry_after < 1 or events_buffer < 1 or max_event_streams < 1:
+        raise ValueError("retry_after, events_buffer and max_event_streams must be >= 1")
+    routes = AdminRoutes(
+        control,
+        retry_after=retry_after,
+        events_buffer=events_buffer,
+        max_streams=max_event_streams,
+    )
+    return AdminApp(control, routes.table())
+
+
+def _split_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise AdminBindError(f"admin address {bind!r} must be HOST:PORT (port 0 picks a free one)")
+    return host, int(port)
+
+
+async def _listen(bind: str, backlog: int) -> socket.socket:
+    """A listening socket we own, so a refused bind never leaks a half-made socket."""
+    host, port = _split_bind(bind)
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise AdminBindError(
+            f"cannot resolve admin address {bind}: {exc.strerror or exc}"
+        ) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise AdminBindError(f"cannot bind the admin plane to {bind}: {reason}") from None
+    return sock
+
+
+def _hypercorn_config(backlog: int) -> Config:
+    config = Config()
+    config.accesslog = None  # counted in http_requests_total instead
+    config.errorlog = logging.getLogger("kernel.admin.http")  # the node's log format applies
+    config.include_server_header = False
+    config.keep_alive_timeout = 5
+    config.graceful_timeout = 2
+    config.startup_timeout = 5
+    config.shutdown_timeout = 5
+    config.backlog = backlog
+    config.h11_max_incomplete_size = 16 * 1024
+    return config
+
+
+class _ReportWhenServing:
+    """Forwards hypercorn's "started" (sent once it accepts) as our bound "host:port"."""
+
+    def __init__(self, outer: trio.TaskStatus[str], address: str) -> None:
+        self._outer = outer
+        self._address = address
+
+    def started(self, value: object = None) -> None:
+        self._outer.started(self._address)
+
+
+async def serve_admin(
+    app: ASGIApp,
+    bind: str,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``bind`` ("HOST:PORT", port 0 = any free port) until cancelled.
+
+    Reports the bound "host:port" (the real port) through ``task_status`` once serving. Setting
+    ``shutdown`` stops gracefully (in-flight requests get a short grace period); cancelling the
+    caller's scope stops at once. A malformed address or a refused bind (port in use, unknown
+    host) raises ``AdminBindError`` with a one-line message before anything is served; note that
+    via ``nursery.start`` it then reaches the caller wrapped by the caller's nursery
+    (``except* AdminBindError``).
+    """
+    backlog = 64
+    sock = await _listen(bind, backlog)
+    address = repr_socket_addr(sock.family, sock.getsockname())
+    try:
+        # worker_serve (what hypercorn.trio.serve calls) takes ready sockets: we keep ownership
+        # and close ours however serving ends, even if cancelled before hypercorn adopted it.
+        await worker_serve(
+            wrap_app(app, 0, "asgi"),
+            _hypercorn_config(backlog),
+            sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
+            shutdown_trigger=shutdown.wait if shutdown is not None else trio.sleep_forever,
+            task_status=_ReportWhenServing(task_status, address),  # type: ignore[arg-type]
+        )
+    finally:
+        sock.close()

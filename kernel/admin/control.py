@@ -1,0 +1,47 @@
+"""What the admin plane may see and do on the node: the one seam between it and the supervisor."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import trio
+
+from kernel.health import HealthState
+from kernel.metrics import Metrics
+
+__all__ = ["NodeControl"]
+
+
+class NodeControl(Protocol):
+    """What the admin plane may see and do on the node (implemented by the supervisor)."""
+
+    health: HealthState
+    metrics: Metrics
+
+    def node_info(self) -> dict[str, Any]:
+        """{"version","profile","amnesia":bool,"pq":str,"config_version":int,"config_sha":str}"""
+        ...
+
+    async def stop(self) -> None:
+        """Begin a graceful node shutdown; may return before it completes."""
+        ...
+
+    async def release(self, service: str) -> None:
+        """Release a quarantined service. KeyError: unknown; ValueError: not quarantined."""
+        ...
+
+    async def reload(self) -> int:
+        """Re-read and swap the config; the new version. Raises (one-line str) if invalid."""
+        ...
+
+    async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:
+        """Inject a chaos fault; the target pid. KeyError: unknown service; ValueError: bad
+        arguments; any other exception (one-line str): the fault could not be injected."""
+        ...
+
+    def open_events(
+        self, topic_prefix: str
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:
+        """A bounded subscription to bus events (KernelEvent wire maps) under a topic prefix."""
+        ...

@@ -1,0 +1,101 @@
+"""The few ASGI pieces the admin plane needs: a request view, JSON responses, a route matcher.
+
+No framework on purpose: seven routes do not justify one, and owning the ASGI loop lets the events
+stream watch ``http.disconnect`` itself. HTTP parsing stays in hypercorn/h11.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+
+from kernel.http.asgi import Message, Receive, Scope, Send  # noqa: F401
+
+JSON_TYPE = b"application/json"
+
+
+@attrs.frozen
+class Request:
+    """One admin request: what a handler may look at."""
+
+    method: str
+    path: str
+    params: Mapping[str, str]  # from the route template, e.g. {"service": "svc-index"}
+    query: Mapping[str, list[str]]
+    receive: Receive
+    send: Send
+
+    def query_one(self, key: str, default: str) -> str:
+        return self.query.get(key, [default])[-1]
+
+
+Handler = Callable[[Request], Awaitable[None]]
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    return parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: Mapping[str, Any],
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """A complete JSON response (content-length set, so the connection can be kept alive)."""
+    data = json.dumps(body, separators=(",", ":"), default=str).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON_TYPE),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def send_error(
+    send: Send, status: int, error: str, detail: str | None = None, **extra: Any
+) -> None:
+    body: dict[str, Any] = {"error": error}
+    if detail is not None:
+        body["detail"] = detail
+    body.update(extra)
+    await send_json(send, status, body)
+
+
+@attrs.frozen
+class Route:
+    """A path template (``/control/release/{service}``) and its handlers by method."""
+
+    template: str
+    methods: Mapping[str, Handler]
+    _parts: tuple[str, ...] = attrs.field(init=False)
+
+    @_parts.default
+    def _split(self) -> tuple[str, ...]:
+        return tuple(self.template.strip("/").split("/"))
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """Template parameters if ``path`` fits; a parameter is one non-empty segment."""
+        parts = path.strip("/").split("/") if path != "/" else [""]
+        if len(parts) != len(self._parts) or (path.endswith("/") and path != "/"):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self._parts, parts, strict=True):
+            if want.startswith("{") and want.endswith("}"):
+                if not got:
+                    return None
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params

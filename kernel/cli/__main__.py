@@ -1,0 +1,7 @@
+"""``python -m kernel.cli`` is ``ronctl``."""
+
+import sys
+
+from kernel.cli.entry import main
+
+sys.exit(main())

@@ -1,0 +1,326 @@
+"""``ronctl put`` / ``ronctl get``: objects through the node's gateway (DESIGN.md §8).
+
+Blocking stdlib HTTP (``http.client``), like the rest of ``ronctl``. Guarantees:
+
+- ``put`` streams the file: up to ``SINGLE_SHOT`` bytes in one request with Content-Length, larger
+  files with ``Transfer-Encoding: chunked`` in ``PIECE`` pieces; memory stays flat whatever the
+  size. It prints the id once the node acknowledged the object as durable.
+- ``get -o FILE`` writes to a temp file beside FILE, checks BLAKE3 of what arrived against the id,
+  and only then renames it into place: FILE is never left half-written or wrong. To stdout, the
+  bytes stream as they arrive and a mismatch is reported (exit 1) at the end.
+- 503/429 (with ``Retry-After``) and a refused or reset connection (the gateway restarting) are
+  retried for up to ``--retry-for`` seconds; everything else fails at once with one line.
+- A progress bar goes to stderr for transfers over ``PROGRESS_MIN`` when stderr is a terminal.
+
+The gateway URL: ``--gateway URL`` > ``$RON_GATEWAY`` > the admin plane's ``/version`` when
+``--admin``/``$RON_ADMIN`` is given > ``node.json`` of the node in the default runtime dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import blake3
+
+from kernel import runtime
+from kernel.cli.client import AdminClient
+from kernel.cli.common import ADMIN_ENV, CliError, resolve_admin_url
+
+Verb = Callable[..., argparse.ArgumentParser]
+
+GATEWAY_ENV = "RON_GATEWAY"
+SINGLE_SHOT = 1 << 20  # the gateway's default body_cap
+PIECE = 1 << 18  # bytes per read from disk / per HTTP chunk
+PROGRESS_MIN = 8 << 20
+_ID = re.compile(r"b3:[0-9a-f]{64}")
+_RETRY_STATUS = (429, 503)
+
+
+def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = verb(
+        "put",
+        "store a file through the gateway, print its id",
+        cmd_put,
+        description="Upload FILE ('-' = stdin) to the node's gateway and print its id "
+        "(b3:<hex>) once the node holds it durably.",
+    )
+    p.add_argument("file", metavar="FILE")
+    _common(p, admin_arg)
+    p = verb(
+        "get",
+        "fetch an object by id through the gateway",
+        cmd_get,
+        description="Download an object, verify its BLAKE3 id, write it to FILE or stdout.",
+    )
+    p.add_argument("id", metavar="ID", help="object id, b3:<hex>")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    _common(p, admin_arg)
+
+
+def _common(
+    p: argparse.ArgumentParser, admin_arg: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    p.add_argument("--gateway", metavar="URL", help=f"gateway URL (default: ${GATEWAY_ENV}, ...)")
+    admin_arg(p)
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="keep retrying 503/429/connection errors this long (30)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+
+
+# --- where the gateway is ----------------------------------------------------------------------
+
+
+def resolve_gateway_url(args: argparse.Namespace) -> str:
+    if args.gateway:
+        return str(args.gateway)
+    env = os.environ.get(GATEWAY_ENV)
+    if env:
+        return env
+    if args.admin or os.environ.get(ADMIN_ENV):
+        version = AdminClient(resolve_admin_url(args.admin)).get("/version")
+        urls = version.json().get("urls") if version.status == 200 else None
+        url = urls.get("gateway") if isinstance(urls, dict) else None
+        if not isinstance(url, str):
+            raise CliError("the node does not run a gateway (no gateway URL); pass --gateway URL")
+        return url
+    info = runtime.read_node_info(runtime.default_runtime_dir())
+    url = info.get("gateway")
+    if not isinstance(url, str) or not url:
+        raise CliError("the running node has no gateway; pass --gateway URL")
+    return url
+
+
+def _split(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise CliError(f"invalid gateway URL {url!r}: expected http://HOST:PORT")
+    return parts.hostname, port
+
+
+# --- HTTP with retries ---------------------------------------------------------------------------
+
+
+class _Retry(Exception):
+    def __init__(self, why: str, after: float) -> None:
+        super().__init__(why)
+        self.after = after
+
+
+def _error_line(status: int, body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("error"):
+        detail = f": {doc['detail']}" if doc.get("detail") else ""
+        return " ".join(f"HTTP {status} {doc['error']}{detail}".split())
+    return " ".join(f"HTTP {status} {body[:200].decode('utf-8', 'replace')}".split())
+
+
+def _retry_after(resp: http.client.HTTPResponse) -> float:
+    try:
+        return min(5.0, max(0.1, float(resp.getheader("retry-after") or 1)))
+    except ValueError:
+        return 1.0
+
+
+def _with_retries(
+    url: str, retry_for: float, attempt: Callable[[http.client.HTTPConnection], Any]
+) -> Any:
+    """Run ``attempt`` on a fresh connection until it succeeds or ``retry_for`` runs out."""
+    host, port = _split(url)
+    deadline = time.monotonic() + retry_for
+    while True:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            return attempt(conn)
+        except _Retry as again:
+            why, wait = str(again), again.after
+        except (ConnectionError, http.client.RemoteDisconnected) as exc:
+            why, wait = f"cannot reach the gateway at {url}: {exc.strerror or exc}", 0.2
+        except (OSError, http.client.HTTPException) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else exc
+            raise CliError(f"talking to the gateway at {url} failed: {reason}") from None
+        finally:
+            conn.close()
+        if time.monotonic() + wait > deadline:
+            raise CliError(why)
+        time.sleep(wait)  # a remote process is restarting: there is no event to wait on
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, total: int | None, enabled: bool, verb: str) -> None:
+        self.total = total
+        self.done = 0
+        self.enabled = enabled and (total is None or total >= PROGRESS_MIN)
+        self.verb = verb
+        self._last = 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last >= 0.1:
+            self._last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        mib = self.done / (1 << 20)
+        if self.total:
+            frac = self.done / self.total
+            bar = "#" * int(frac * 30)
+            text = f"\r{self.verb} [{bar:<30}] {mib:8.1f} / {self.total / (1 << 20):.1f} MiB"
+        else:
+            text = f"\r{self.verb} {mib:8.1f} MiB"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._draw()
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# --- put -----------------------------------------------------------------------------------------
+
+
+def _pieces(f: IO[bytes], progress: _Progress) -> Iterator[bytes]:
+    while piece := f.read(PIECE):
+        progress.add(len(piece))
+        yield piece
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    url = resolve_gateway_url(args)
+    try:
+        source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    with source:
+        seekable = source.seekable()
+        size = os.fstat(source.fileno()).st_size if seekable else None
+        if not seekable:
+            args.retry_for = 0.0  # a pipe cannot be sent twice
+
+        def attempt(conn: http.client.HTTPConnection) -> dict[str, Any]:
+            if seekable:
+                source.seek(0)
+            progress = _Progress(size, _show_progress(args), "put")
+            if size is not None and size <= SINGLE_SHOT:
+                conn.request(
+                    "PUT",
+                    "/o",
+                    body=source.read(),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+            else:
+                conn.putrequest("PUT", "/o")
+                conn.putheader("Transfer-Encoding", "chunked")
+                conn.putheader("Content-Type", "application/octet-stream")
+                conn.endheaders()
+                try:
+                    for piece in _pieces(source, progress):
+                        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    conn.send(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the gateway answered early (e.g. 413): read why below
+            resp = conn.getresponse()
+            body = resp.read()
+            progress.finish()
+            if resp.status in (200, 201):
+                return dict(json.loads(body))
+            if resp.status in _RETRY_STATUS:
+                raise _Retry(_error_line(resp.status, body), _retry_after(resp))
+            raise CliError(_error_line(resp.status, body))
+
+        stored = _with_retries(url, args.retry_for, attempt)
+    print(stored["id"])
+    return 0
+
+
+# --- get -----------------------------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if not _ID.fullmatch(args.id):
+        raise CliError(f"{args.id!r} is not an object id (b3: followed by 64 lowercase hex digits)")
+    url = resolve_gateway_url(args)
+    out_path = Path(args.output) if args.output else None
+
+    def attempt(conn: http.client.HTTPConnection) -> None:
+        conn.request("GET", f"/o/{args.id}")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            body = resp.read()
+            if resp.status in _RETRY_STATUS:
+                raise _Retry(_error_line(resp.status, body), _retry_after(resp))
+            raise CliError(_error_line(resp.status, body))
+        length = resp.getheader("content-length")
+        progress = _Progress(int(length) if length else None, _show_progress(args), "get")
+        if out_path is None:
+            try:
+                _receive(resp, sys.stdout.buffer, progress, args.id)
+            except (OSError, http.client.HTTPException) as exc:  # bytes already out: no retry
+                raise CliError(f"the download of {args.id} broke off: {exc}") from None
+            return
+        fd, tmp = tempfile.mkstemp(
+            dir=out_path.parent or ".", prefix=f".{out_path.name}.", suffix=".part"
+        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _receive(resp, f, progress, args.id)
+            os.replace(tmp, out_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    try:
+        _with_retries(url, args.retry_for, attempt)
+    except OSError as exc:  # the output file, not the network (those are handled inside)
+        raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _receive(
+    resp: http.client.HTTPResponse, out: IO[bytes], progress: _Progress, obj_id: str
+) -> None:
+    hasher = blake3.blake3()
+    while piece := resp.read(PIECE):
+        hasher.update(piece)
+        out.write(piece)
+        progress.add(len(piece))
+    out.flush()
+    progress.finish()
+    got = "b3:" + hasher.hexdigest()
+    if got != obj_id:
+        raise CliError(f"the bytes received hash to {got}, not {obj_id}: discarded")

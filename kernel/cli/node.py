@@ -1,0 +1,274 @@
+"""``ronctl`` verbs that run a node or act on a running one: run, status, tail, stop, release,
+config check|reload."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from kernel import runtime
+from kernel.cli.client import AdminUnreachable
+from kernel.cli.common import CliError, admin_client, first_line
+
+__all__ = ["register"]
+
+Verb = Callable[..., argparse.ArgumentParser]
+
+
+def host_port(text: str) -> str:
+    """Validate ``HOST:PORT`` (``[v6]:PORT`` too; port 0 = pick a free one); return it unchanged."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0-65535), got {text!r}")
+    return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """CLI flags as dotted config overrides (the highest-precedence layer); only flags given."""
+    mapping = {
+        "admin_addr": "observability.admin_addr",
+        "gateway_addr": "gateway.addr",
+        "overlay_addr": "overlay.addr",
+        "data_dir": "paths.data_dir",
+        "runtime_dir": "paths.runtime_dir",
+    }
+    return {key: getattr(args, attr) for attr, key in mapping.items() if getattr(args, attr)}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.runtime_dir:
+        # Fail before importing the node: the message names the flag to fix.
+        runtime.check_path_budget(os.path.abspath(args.runtime_dir))
+    node = importlib.import_module("kernel.node_boot")  # starts the zygote, then imports the node
+    config = importlib.import_module("kernel.config")
+    try:
+        return int(node.run_node(args.profile, args.config, _overrides(args)))
+    except config.ConfigError as e:
+        raise CliError(first_line(e, "invalid config")) from e
+
+
+def _fmt_uptime(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return "-"
+    s = int(seconds)
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}{(s % size) // subsize:02d}{sub}"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _onoff(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "-" if value is None else str(value)
+
+
+def _readiness_text(ready: dict[str, Any]) -> str:
+    if ready.get("ready") is True:
+        return "ready"
+    missing = ", ".join(str(m) for m in ready.get("missing") or []) or "?"
+    return f"degraded (missing: {missing}; retry after {ready.get('retry_after', '?')}s)"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    version_resp = client.get("/version")
+    if version_resp.status != 200:
+        raise CliError(f"the admin plane answered /version with {version_resp.error_text()}")
+    version = version_resp.json()
+    ready_resp = client.get("/readyz")
+    ready = ready_resp.json() if ready_resp.status in (200, 503) else {}
+    if not isinstance(version, dict) or not isinstance(ready, dict):
+        raise CliError("unexpected answer from the admin plane: /version or /readyz is not a map")
+    if args.json:
+        doc = {"version": version, "readyz": ready, "ready": ready_resp.status == 200}
+        print(json.dumps(doc, sort_keys=True))
+        return 0
+    ready.setdefault("ready", ready_resp.status == 200)
+    services = version.get("services") or []
+    rows = [("SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED")]
+    for svc in services:
+        if not isinstance(svc, dict):
+            continue
+        pid = svc.get("pid")
+        rows.append(
+            (
+                str(svc.get("name", "?")),
+                str(svc.get("state", "?")),
+                "-" if pid is None else str(pid),
+                str(svc.get("restarts", 0)),
+                _fmt_uptime(svc.get("uptime")),
+                "yes" if svc.get("required", True) else "no",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print(
+        f"profile {version.get('profile', '?')}  amnesia {_onoff(version.get('amnesia'))}  "
+        f"pq {_onoff(version.get('pq'))}  config v{version.get('config_version', '?')}  "
+        f"{_readiness_text(ready)}"
+    )
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    query = urllib.parse.urlencode({"topic": args.topic})
+    try:
+        for line in client.stream_lines(f"/events?{query}"):
+            sys.stdout.write(line.decode("utf-8", errors="replace") + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    client = admin_client(args, timeout=min(5.0, max(0.5, args.timeout)))
+    resp = client.post("/control/stop")
+    if resp.status not in (200, 202):
+        raise CliError(f"the node refused to stop ({resp.error_text()})")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            client.get("/healthz")
+        except AdminUnreachable:
+            break
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"the node at {client.base_url} is still answering after {args.timeout:g} s; "
+                "check `ronctl status` (a longer --timeout may help)"
+            )
+        time.sleep(0.1)  # polling a remote process with a deadline: there is no event to wait on
+    print("stopped")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    resp = client.post(f"/control/release/{urllib.parse.quote(args.service, safe='')}")
+    if resp.status == 200:
+        print(f"released {args.service}")
+        return 0
+    if resp.status == 404:
+        raise CliError(f"unknown service: {args.service} (see `ronctl status`)")
+    if resp.status == 409:
+        raise CliError(f"{args.service} is not quarantined; nothing to release")
+    raise CliError(f"release failed ({resp.error_text()})")
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = importlib.import_module("kernel.config")
+    try:
+        config.check_config_file(args.file)
+    except config.ConfigError as e:
+        raise CliError(first_line(e, f"invalid config: {args.file}")) from e
+    except OSError as e:
+        raise CliError(f"cannot read {args.file}: {e.strerror or e}") from e
+    print(f"OK: {args.file}")
+    return 0
+
+
+def cmd_config_reload(args: argparse.Namespace) -> int:
+    client = admin_client(args)
+    resp = client.post("/control/reload")
+    if resp.status == 200:
+        body = resp.json()
+        version = body.get("config_version") if isinstance(body, dict) else None
+        print(f"config reloaded: version {version}")
+        return 0
+    if resp.status == 422:
+        body = resp.json()
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise CliError(f"config rejected, the running config stays: {detail or 'invalid'}")
+    raise CliError(f"reload failed ({resp.error_text()})")
+
+
+def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the node verbs to ``ronctl``'s parser."""
+    p = verb(
+        "run",
+        "run a node in the foreground",
+        cmd_run,
+        description="Run a node in the foreground until SIGINT/SIGTERM. When it is ready, prints "
+        "one JSON line (event node_ready) on stdout; logs are JSON lines on stderr. "
+        "Port 0 picks a free port.",
+    )
+    p.add_argument("profile", metavar="PROFILE", help="micronode, macronode or a profile TOML")
+    p.add_argument("--config", metavar="FILE", help="config TOML (overridden by RONK_* and flags)")
+    p.add_argument("--admin-addr", metavar="HOST:PORT", type=host_port, help="admin plane address")
+    p.add_argument("--gateway-addr", metavar="HOST:PORT", type=host_port, help="gateway address")
+    p.add_argument("--overlay-addr", metavar="HOST:PORT", type=host_port, help="overlay address")
+    p.add_argument("--data-dir", metavar="DIR", help="persistent data dir (macronode)")
+    p.add_argument("--runtime-dir", metavar="DIR", help="runtime dir for IPC sockets (tmpfs)")
+
+    p = verb(
+        "status",
+        "show the node's services and readiness",
+        cmd_status,
+        description="Show each service (state, pid, restarts, uptime, required) and the node's "
+        "profile, amnesia, pq mode, config version and readiness.",
+    )
+    admin_arg(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"version": /version, "readyz": /readyz, "ready": bool} as one JSON line',
+    )
+
+    p = verb(
+        "tail",
+        "follow the node's events as JSON lines",
+        cmd_tail,
+        description="Print the node's bus events as JSON lines as they happen, until Ctrl-C.",
+    )
+    admin_arg(p)
+    p.add_argument("--topic", default="kernel", metavar="PREFIX", help="topic prefix (kernel)")
+
+    p = verb(
+        "stop",
+        "stop the node gracefully and wait until it is gone",
+        cmd_stop,
+        description="Ask the node to shut down, then wait until its admin plane stops answering.",
+    )
+    admin_arg(p)
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="how long to wait (30)"
+    )
+
+    p = verb(
+        "release",
+        "restart a quarantined service",
+        cmd_release,
+        description="Release a service from quarantine so the supervisor starts it again.",
+    )
+    p.add_argument("service", metavar="SERVICE", help="service name, e.g. svc-index")
+    admin_arg(p)
+
+    p = verb("config", "check a config file or reload the node's config", None)
+    config_sub = p.add_subparsers(dest="config_verb", metavar="ACTION", required=True)
+    c = config_sub.add_parser(
+        "check",
+        help="validate a config file offline",
+        description="Validate a config TOML without a running node: prints OK: FILE or one error.",
+    )
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(func=cmd_config_check)
+    c = config_sub.add_parser(
+        "reload",
+        help="make the running node reload its config",
+        description="Ask the node to re-read its config; an invalid config is rejected and the "
+        "running one stays.",
+    )
+    admin_arg(c)
+    c.set_defaults(func=cmd_config_reload)

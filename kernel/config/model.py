@@ -1,0 +1,141 @@
+"""The node's configuration as values: every section, the child spec and the whole ``Config``.
+
+Plain frozen attrs classes with their defaults (``specs/config.md`` lists every key); loading,
+layering and validation live in ``kernel.config.load`` and ``kernel.config.rules``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "AddrConfig",
+    "AmnesiaConfig",
+    "BusConfig",
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "LogConfig",
+    "NodeConfig",
+    "ObservabilityConfig",
+    "PathsConfig",
+    "PqConfig",
+    "ServiceSpec",
+    "SupervisorConfig",
+    "config_digest",
+]
+
+
+class ConfigError(Exception):
+    """A configuration the node refuses to run with; ``str()`` is one line for the operator."""
+
+
+@attrs.frozen
+class NodeConfig:
+    name: str = "micronode"
+
+
+@attrs.frozen
+class SupervisorConfig:
+    stable_after: float = 10.0
+    min_backoff: float = 0.1
+    max_backoff: float = 30.0
+    restart_cap: int = 5
+    restart_window: float = 60.0
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 3.0
+    shutdown_deadline: float = 5.0
+    spawn: str = "forkserver"
+
+
+@attrs.frozen
+class BusConfig:
+    capacity: int = 4096
+
+
+@attrs.frozen
+class AmnesiaConfig:
+    enabled: bool = False
+
+
+@attrs.frozen
+class PqConfig:
+    mode: str = "off"
+
+
+@attrs.frozen
+class ObservabilityConfig:
+    admin_addr: str = "127.0.0.1:9909"
+
+
+@attrs.frozen
+class LogConfig:
+    level: str = "info"
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_frame: int = 1_048_576
+    cmd_inflight: int = 128
+    cmd_timeout: float = 5.0
+
+
+@attrs.frozen
+class PathsConfig:
+    runtime_dir: str = ""  # "" = the default per-node runtime dir
+    data_dir: str = ""  # "" = the default data dir
+
+
+@attrs.frozen
+class AddrConfig:
+    addr: str
+
+
+@attrs.frozen
+class ServiceSpec:
+    """A child spec (OTP style): the supervisor is a generic loop over these."""
+
+    name: str
+    module: str
+    required: bool = True
+    restart: str = "permanent"
+    shutdown_deadline: float = 5.0
+    heartbeat_timeout: float = 0.0  # 0 = use supervisor.heartbeat_timeout
+    settings: dict[str, Any] = attrs.field(factory=dict)  # passed to the service as-is
+    # "gateway" / "overlay": the node binds that section's addr and hands the listening socket to
+    # the service (socket activation): the port survives restarts and nothing is refused meanwhile
+    listen: str = ""
+
+
+@attrs.frozen
+class Config:
+    node: NodeConfig = NodeConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    bus: BusConfig = BusConfig()
+    amnesia: AmnesiaConfig = AmnesiaConfig()
+    pq: PqConfig = PqConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    log: LogConfig = LogConfig()
+    limits: LimitsConfig = LimitsConfig()
+    paths: PathsConfig = PathsConfig()
+    gateway: AddrConfig = AddrConfig("127.0.0.1:8080")
+    overlay: AddrConfig = AddrConfig("127.0.0.1:9410")
+    services: tuple[ServiceSpec, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts/lists (the TOML shape), for display, digests and the child environment."""
+        return attrs.asdict(self, recurse=True)
+
+    @property
+    def sha256(self) -> str:
+        return config_digest(self)
+
+
+def config_digest(cfg: Config) -> str:
+    """sha256 hex of the canonical JSON of the effective config: equal configs, equal digests."""
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,0 +1,150 @@
+"""The name table of svc-index: SQLite in WAL mode, group commit, used only from worker threads.
+
+See the package docstring (``services.index``) for the guarantees.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import attrs
+import trio
+
+from ipc import oap
+from kernel import logs
+
+__all__ = ["BATCH_MAX", "DB_NAME", "NameIndex"]
+
+DB_NAME = "names.sqlite3"
+BATCH_MAX = 256
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS names ("
+    " name TEXT PRIMARY KEY, id TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID"
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # WAL fsynced at every COMMIT: acked = durable
+    return conn
+
+
+@attrs.define(eq=False)
+class _Put:
+    name: str
+    obj_id: str
+    expect: int | None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    version: int | None = None
+    error: oap.OapError | None = None
+
+
+class NameIndex:
+    """The names table and its group committer."""
+
+    def __init__(self, directory: Path, *, batch_max: int = BATCH_MAX) -> None:
+        self.path = directory / DB_NAME
+        self._directory = directory
+        self._batch_max = batch_max
+        self._send, self._recv = trio.open_memory_channel[_Put](batch_max * 2)
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = trio.Lock()
+        self.batches = 0
+
+    async def open(self) -> int:
+        """Open (creating if needed) the database; returns how many names it holds."""
+
+        def setup() -> int:
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._writer = _connect(self.path)
+            self._writer.execute(_SCHEMA)
+            self._reader = _connect(self.path)
+            return self._writer.execute("SELECT count(*) FROM names").fetchone()[0]
+
+        return await trio.to_thread.run_sync(setup)
+
+    def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
+
+    async def get(self, name: str) -> tuple[str, int] | None:
+        """(id, version) of ``name``, or None."""
+        assert self._reader is not None
+
+        def read() -> tuple[str, int] | None:
+            assert self._reader is not None
+            row = self._reader.execute(
+                "SELECT id, version FROM names WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        async with self._read_lock:
+            return await trio.to_thread.run_sync(read)
+
+    async def put(self, name: str, obj_id: str, expect: int | None) -> int:
+        """Set ``name`` to ``obj_id`` durably; returns the new version (raises 409 on conflict)."""
+        job = _Put(name, obj_id, expect)
+        await self._send.send(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.version is not None
+        return job.version
+
+    async def run_committer(self) -> None:
+        while True:
+            batch = [await self._recv.receive()]
+            while len(batch) < self._batch_max:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await trio.to_thread.run_sync(self._apply, batch)
+            except sqlite3.Error as exc:
+                logs.log("index_commit_failed", level="error", reason=str(exc))
+                for job in batch:
+                    job.version = None
+                    job.error = oap.OapError("internal", f"index commit failed: {exc}")
+            finally:
+                for job in batch:
+                    if job.version is None and job.error is None:
+                        job.error = oap.OapError("internal", "index commit did not finish")
+                    job.done.set()
+            self.batches += 1
+
+    def _apply(self, batch: list[_Put]) -> None:
+        """One transaction for the whole batch, in arrival order (runs in a worker thread)."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in batch:
+                row = conn.execute("SELECT version FROM names WHERE name = ?", (job.name,))
+                found = row.fetchone()
+                current = 0 if found is None else found[0]
+                if job.expect is not None and job.expect != current:
+                    job.error = oap.OapError(
+                        "version_conflict",
+                        f"{job.name} is at version {current}, not {job.expect}",
+                    )
+                    continue
+                conn.execute(
+                    "INSERT INTO names (name, id, version) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET id = excluded.id, version = excluded.version",
+                    (job.name, job.obj_id, current + 1),
+                )
+                job.version = current + 1
+            conn.execute("COMMIT")
+        except BaseException:
+            for job in batch:
+                job.version = None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,382 @@
+"""The committer of svc-storage: admission against quotas, group commit, quarantine.
+
+The durability argument is in ``specs/storage-protocol.md``; the guarantees are listed in the
+package docstring (``services.storage``).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+
+from ipc import ids, oap
+from kernel import logs
+from kernel.metrics import Metrics
+from services.lib import objstore
+from services.storage.settings import StorageSettings
+
+__all__ = ["Store", "Usage"]
+
+_THREADS = 8  # parallel hashing threads of one batch of large objects
+_PARALLEL_VERIFY_BYTES = 8 << 20  # below this a batch is hashed in one thread (cheaper)
+
+
+@attrs.define
+class Usage:
+    bytes: int = 0
+    objects: int = 0
+
+
+@attrs.define(eq=False)
+class _Job:
+    tmp: str
+    obj_id: str
+    size: int
+    done: trio.Event = attrs.field(factory=trio.Event)
+    created: bool | None = None
+    error: oap.OapError | None = None
+    exists: bool = False
+    data: bytes | None = None  # a ``put``: written (and hashed) by the committer's round
+
+    def fail(self, error: oap.OapError) -> None:
+        if self.error is None and self.created is None:
+            self.error = error
+
+
+def _os_error(exc: OSError, what: str) -> oap.OapError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return oap.OapError("insufficient_storage", f"{what}: the disk is full")
+    return oap.OapError("internal", f"{what}: {exc.strerror or exc}")
+
+
+class Store:
+    """The committer: one batch at a time, each batch made durable as a group."""
+
+    def __init__(self, root: Path, settings: StorageSettings, metrics: Metrics | None) -> None:
+        self.root = root
+        self.settings = settings
+        self.metrics = metrics
+        self.usage = Usage()
+        self._send, self._recv = trio.open_memory_channel[_Job](settings.batch_max * 4)
+        self._lock = trio.Lock()  # batches and quarantines never interleave
+        self._limiter = trio.CapacityLimiter(_THREADS)
+        self._pool: ThreadPoolExecutor | None = None  # parallel fsyncs (group_sync = false)
+        self.batches = 0
+
+    async def open(self) -> None:
+        """Layout, startup barrier (fsync every fan-out dir: whatever is visible is durable before
+        a duplicate commit is acknowledged against it), stale temp sweep, usage scan."""
+
+        def prepare() -> tuple[int, int, int]:
+            objstore.ensure_layout(self.root)
+            for child in sorted(self.root.iterdir()):
+                if child.is_dir():
+                    objstore.fsync_dir(child)
+            swept = objstore.sweep_temps(self.root, self.settings.tmp_max_age)
+            return (*objstore.scan_usage(self.root), swept)
+
+        used, count, swept = await trio.to_thread.run_sync(prepare)
+        self.usage = Usage(used, count)
+        logs.log("store_opened", bytes=used, objects=count, swept_temps=swept)
+
+    async def sweep_forever(self) -> None:
+        interval = min(max(self.settings.tmp_max_age / 2, 1.0), 300.0)
+        while True:
+            await trio.sleep(interval)
+            swept = await trio.to_thread.run_sync(
+                objstore.sweep_temps, self.root, self.settings.tmp_max_age
+            )
+            if swept:
+                logs.log("temps_swept", count=swept)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _check_size(self, size: int) -> None:
+        if size > self.settings.max_object_size:
+            raise oap.OapError(
+                "object_too_large",
+                f"{size} bytes is over the {self.settings.max_object_size}-byte object cap",
+            )
+
+    async def commit(self, tmp: str, obj_id: str, size: int) -> bool:
+        """Make temp file ``tmp`` the object ``obj_id`` durably; True if it was created."""
+        try:
+            objstore.temp_path(self.root, tmp)
+        except ValueError as exc:
+            raise oap.OapError("schema_invalid", str(exc)) from None
+        job = _Job(tmp, obj_id, size)
+        try:
+            if not ids.is_id(obj_id):
+                raise oap.OapError("schema_invalid", f"{obj_id!r:.80} is not a content id")
+            self._check_size(size)
+            await self._send.send(job)
+            await job.done.wait()
+            if job.error is not None:
+                raise job.error
+        except oap.OapError:  # whatever failed, the temp file is of no further use
+            await trio.to_thread.run_sync(objstore.remove_temp, self.root, tmp)
+            raise
+        assert job.created is not None
+        return job.created
+
+    async def put(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data`` (a small object sent whole) through the same commit path. The temp
+        file is written by the committer's round, in the thread that also syncs and renames:
+        file creation racing a concurrent sync costs several times the CPU (measured on ext4),
+        and the bytes are hashed as they are written, so they need no second read."""
+        self._check_size(len(data))
+        job = _Job("", "", len(data), data=data)
+        try:
+            await self._send.send(job)
+            await job.done.wait()
+            if job.error is not None:
+                raise job.error
+        finally:
+            if job.tmp and job.created is None:  # failed after the temp file was written
+                await trio.to_thread.run_sync(objstore.remove_temp, self.root, job.tmp)
+        assert job.created is not None
+        return job.obj_id, job.created
+
+    async def stat(self, obj_id: str) -> int:
+        try:
+            path = objstore.object_path(self.root, obj_id)
+        except ids.BadId as exc:
+            raise oap.OapError("schema_invalid", str(exc)) from None
+        try:
+            st = await trio.to_thread.run_sync(path.stat)
+        except FileNotFoundError:
+            raise oap.OapError("not_found", f"{obj_id} not found") from None
+        return st.st_size
+
+    async def quarantine(self, obj_id: str) -> bool:
+        try:
+            ids.parse_id(obj_id)
+        except ids.BadId as exc:
+            raise oap.OapError("schema_invalid", str(exc)) from None
+        async with self._lock:
+            try:
+                size = await trio.to_thread.run_sync(objstore.quarantine, self.root, obj_id)
+            except objstore.NotFound:
+                return False
+            if size is None:
+                return False
+            self.usage.bytes -= size
+            self.usage.objects -= 1
+        if self.metrics is not None:
+            self.metrics.integrity_fail.inc()
+        logs.log("object_quarantined", level="error", reason="integrity_failure", id=obj_id)
+        return True
+
+    # -- the committer ----------------------------------------------------------------------
+
+    async def run_committer(self) -> None:
+        """The commit pipeline. Each round: take what has arrived (a batch), hash and admit it,
+        then ONE barrier makes both this batch's new files and the previous round's renames
+        durable; acknowledge the previous round; rename this batch into place. So under load
+        each sync serves two batches, and every commit still gets its two barriers (file data
+        before its rename is visible; the rename before its ack)."""
+        pending: list[_Job] = []  # renamed (or duplicate) jobs waiting for their barrier
+        while True:
+            batch = [] if pending else [await self._recv.receive()]
+            while len(batch) < self.settings.batch_max:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            async with self._lock:
+                try:
+                    waiting = await self._round(batch, pending)
+                except BaseException:  # nothing of this round is known durable
+                    for job in (*pending, *batch):
+                        job.created = None
+                        job.fail(oap.OapError("internal", "commit did not finish"))
+                        job.done.set()
+                    raise
+                for job in pending:  # this round's barrier covered them (or they failed)
+                    self._ack(job)
+                for job in batch:
+                    if job not in waiting:
+                        self._ack(job)
+                pending = waiting
+            self.batches += 1
+
+    @staticmethod
+    def _ack(job: _Job) -> None:
+        if job.created is None and job.error is None:
+            job.error = oap.OapError("internal", "commit did not finish")
+        job.done.set()
+
+    async def _round(self, batch: list[_Job], pending: list[_Job]) -> list[_Job]:
+        """One pipeline round; returns the jobs that now wait for the next barrier."""
+        commits = [job for job in batch if job.data is None]
+        parallel = len(commits) > 1 and sum(j.size for j in commits) > _PARALLEL_VERIFY_BYTES
+        if parallel:  # big objects: hash them on several cores at once
+            async with trio.open_nursery() as nursery:
+                for job in commits:
+                    nursery.start_soon(self._verify_in_thread, job)
+        return await trio.to_thread.run_sync(self._round_sync, batch, pending, not parallel)
+
+    async def _verify_in_thread(self, job: _Job) -> None:
+        await trio.to_thread.run_sync(self._verify, job, limiter=self._limiter)
+
+    def _verify(self, job: _Job) -> None:
+        """Re-hash the temp file: its bytes must be exactly the claimed id and size."""
+        try:
+            got_id, got_size = objstore.hash_file(objstore.temp_path(self.root, job.tmp))
+            job.exists = objstore.object_path(self.root, job.obj_id).exists()
+        except objstore.NotFound:
+            job.fail(oap.OapError("not_found", f"temp file {job.tmp} not found"))
+            return
+        except OSError as exc:
+            job.fail(_os_error(exc, "verify"))
+            return
+        if (got_id, got_size) != (job.obj_id, job.size):
+            job.fail(
+                oap.OapError(
+                    "digest_mismatch",
+                    f"temp file holds {got_size} bytes hashing to {got_id}, "
+                    f"not {job.size} bytes of {job.obj_id}",
+                )
+            )
+            objstore.remove_temp(self.root, job.tmp)  # useless now: drop it
+
+    def _write(self, job: _Job) -> None:
+        """A ``put``: write its bytes to a temp file, hashing them on the way (no re-read)."""
+        data, job.data = job.data, None
+        assert data is not None
+        try:
+            with objstore.TempObject(self.root, len(data)) as temp:
+                temp.write(data)
+                job.obj_id, job.size, job.tmp = temp.finish()
+            job.exists = objstore.object_path(self.root, job.obj_id).exists()
+        except OSError as exc:
+            job.fail(_os_error(exc, "write"))
+        except objstore.StoreError as exc:
+            job.fail(oap.OapError("internal", f"write: {exc}"))
+
+    def _round_sync(self, batch: list[_Job], pending: list[_Job], verify: bool) -> list[_Job]:
+        """Everything after hashing, in one worker thread (the committer holds ``_lock``, so
+        nothing else touches ``usage`` meanwhile). Returns the jobs awaiting the next barrier
+        and marks ``pending`` ready to acknowledge (or failed)."""
+        for job in batch:
+            if job.data is not None:
+                self._write(job)
+            elif verify:
+                self._verify(job)
+        new = self._admit(batch)
+        dirs = {self._dir_of(j) for j in pending if j.created}
+        try:
+            self._barrier(new, dirs)
+        except OSError as exc:
+            self._release(new)
+            for job in new:
+                job.fail(_os_error(exc, "fsync"))
+            for job in pending:  # their renames may not be durable: no promise
+                job.created = None
+                job.fail(_os_error(exc, "fsync dir"))
+            return []
+        self._install_all(batch, new)
+        self._release([job for job in new if job.created is not True])
+        waiting = [job for job in batch if job.created is not None]
+        if waiting and self._recv.statistics().current_buffer_used == 0:
+            # nobody queued behind this batch (e.g. a lone writer): close it now, in this
+            # thread, instead of in an empty next round (a plain int read: safe off-thread)
+            try:
+                self._barrier([], {self._dir_of(j) for j in waiting if j.created})
+            except OSError as exc:
+                for job in waiting:
+                    job.created = None
+                    job.fail(_os_error(exc, "fsync dir"))
+            return []
+        return waiting
+
+    def _dir_of(self, job: _Job) -> Path:
+        return objstore.object_path(self.root, job.obj_id).parent
+
+    def _barrier(self, new: list[_Job], dirs: set[Path]) -> None:
+        """Make the new temp files and the directories of earlier renames durable."""
+        if not new and not dirs:
+            return
+        if self.settings.group_sync and len(new) + len(dirs) > 1:
+            objstore.sync_filesystem(self.root)
+            return
+
+        def sync_temp(job: _Job) -> None:
+            try:
+                objstore.sync_file(objstore.temp_path(self.root, job.tmp))
+            except FileNotFoundError:
+                job.fail(oap.OapError("not_found", f"temp file {job.tmp} vanished"))
+
+        # fsyncs issued together (parallel threads) share journal commits on ext4/xfs
+        work: list[Callable[[], None]] = [partial(sync_temp, job) for job in new]
+        work += [partial(objstore.fsync_dir, path) for path in dirs]
+        if len(work) == 1:
+            work[0]()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="fsync")
+        futures = [self._pool.submit(fn) for fn in work]
+        wait(futures)  # all of them finish before any failure is reported
+        for future in futures:
+            future.result()  # the first OSError, if any
+
+    def _release(self, jobs: list[_Job]) -> None:
+        """Give back the quota reserved for jobs that did not create their object."""
+        for job in jobs:
+            self.usage.bytes -= job.size
+            self.usage.objects -= 1
+
+    def _admit(self, batch: list[_Job]) -> list[_Job]:
+        """Decide in arrival order which jobs create an object (quota reserved for them); the
+        rest are duplicates, 507 (temp dropped) or already failed."""
+        new: list[_Job] = []
+        claimed: set[str] = set()
+        s = self.settings
+        for job in batch:
+            if job.error is not None or job.exists or job.obj_id in claimed:
+                continue
+            if self.usage.bytes + job.size > s.max_bytes or self.usage.objects + 1 > s.max_objects:
+                job.fail(
+                    oap.OapError(
+                        "insufficient_storage",
+                        f"store full: {self.usage.bytes}/{s.max_bytes} bytes, "
+                        f"{self.usage.objects}/{s.max_objects} objects",
+                    )
+                )
+                objstore.remove_temp(self.root, job.tmp)
+                continue
+            claimed.add(job.obj_id)
+            self.usage.bytes += job.size
+            self.usage.objects += 1
+            new.append(job)
+        return new
+
+    def _install_all(self, batch: list[_Job], new: list[_Job]) -> None:
+        """Renames, in arrival order.
+
+        Only durable temps (``new``) are ever renamed; a duplicate's temp (never synced) is
+        dropped, and acknowledged only if the object it duplicates is in place."""
+        fresh = {id(job) for job in new}
+        for job in batch:
+            if job.error is not None:
+                continue
+            try:
+                if id(job) in fresh:
+                    job.created = objstore.install(self.root, job.tmp, job.obj_id)
+                else:
+                    objstore.remove_temp(self.root, job.tmp)
+                    if not objstore.object_path(self.root, job.obj_id).exists():
+                        job.fail(oap.OapError("internal", "a concurrent commit failed; retry"))
+                        continue
+                    job.created = False
+            except FileNotFoundError:
+                job.fail(oap.OapError("not_found", f"temp file {job.tmp} vanished"))
+                continue
+            except OSError as exc:
+                job.fail(_os_error(exc, "rename"))
