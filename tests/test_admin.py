@@ -1,4 +1,4 @@
-"""kernel.admin: the real app under hypercorn on 127.0.0.1:0, spoken to over real sockets."""
+"""kernel.admin: the real app on the node's HTTP server on 127.0.0.1:0, over real sockets."""
 
 from __future__ import annotations
 
@@ -399,8 +399,8 @@ async def test_slow_events_client_never_blocks_the_node(control: FakeControl) ->
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
-        if message["type"] == "http.response.body":
-            await trio.sleep_forever()  # the socket never drains
+        if message["type"] == "http.response.body" and message.get("body"):
+            await trio.sleep_forever()  # the socket never drains (the head went out)
 
     scope = {"type": "http", "method": "GET", "path": "/events", "query_string": b""}
     total = 50

@@ -1,4 +1,5 @@
-"""The admin HTTP plane: a plain ASGI app over NodeControl, served by hypercorn's trio worker.
+"""The admin HTTP plane: a plain ASGI app over NodeControl, served by the node's HTTP server
+(``kernel.http.server``, the one the gateway runs on too).
 
 Routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``, ``GET /metrics``
 (Prometheus text), ``GET /events?topic=kernel`` (live JSON lines), ``POST /control/stop``,
@@ -14,9 +15,6 @@ import logging
 import socket
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import repr_socket_addr, wrap_app
 
 from kernel.admin.control import NodeControl
 from kernel.admin.http import (
@@ -32,6 +30,7 @@ from kernel.admin.http import (
 )
 from kernel.admin.routes import AdminRoutes
 from kernel.http.asgi import ASGIApp, answer_lifespan
+from kernel.http.server import ServerLimits, serve_h11
 
 __all__ = ["AdminApp", "AdminBindError", "NodeControl", "build_admin_app", "serve_admin"]
 
@@ -40,6 +39,7 @@ log = logging.getLogger("kernel.admin")
 
 _METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"  # route label for paths no template matches
+ADMIN_MAX_CONNECTIONS = 64  # probes, scrapes, ronctl and event streams; one more: 429 busy
 
 
 class AdminBindError(Exception):
@@ -163,22 +163,8 @@ async def _listen(bind: str, backlog: int) -> socket.socket:
     return sock
 
 
-def _hypercorn_config(backlog: int) -> Config:
-    config = Config()
-    config.accesslog = None  # counted in http_requests_total instead
-    config.errorlog = logging.getLogger("kernel.admin.http")  # the node's log format applies
-    config.include_server_header = False
-    config.keep_alive_timeout = 5
-    config.graceful_timeout = 2
-    config.startup_timeout = 5
-    config.shutdown_timeout = 5
-    config.backlog = backlog
-    config.h11_max_incomplete_size = 16 * 1024
-    return config
-
-
-class _ReportWhenServing:
-    """Forwards hypercorn's "started" (sent once it accepts) as our bound "host:port"."""
+class _ReportAddress:
+    """Forwards the server's "started" (sent once it accepts) as our bound "host:port"."""
 
     def __init__(self, outer: trio.TaskStatus[str], address: str) -> None:
         self._outer = outer
@@ -206,16 +192,15 @@ async def serve_admin(
     """
     backlog = 64
     sock = await _listen(bind, backlog)
-    address = repr_socket_addr(sock.family, sock.getsockname())
+    host, port = sock.getsockname()[:2]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        # worker_serve (what hypercorn.trio.serve calls) takes ready sockets: we keep ownership
-        # and close ours however serving ends, even if cancelled before hypercorn adopted it.
-        await worker_serve(
-            wrap_app(app, 0, "asgi"),
-            _hypercorn_config(backlog),
-            sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
-            shutdown_trigger=shutdown.wait if shutdown is not None else trio.sleep_forever,
-            task_status=_ReportWhenServing(task_status, address),  # type: ignore[arg-type]
+        await serve_h11(
+            app,
+            sock,
+            ServerLimits(timeout=5.0, max_connections=ADMIN_MAX_CONNECTIONS, graceful=2.0),
+            shutdown=shutdown,
+            task_status=_ReportAddress(task_status, address),
         )
     finally:
         sock.close()

@@ -184,6 +184,9 @@ class AdminRoutes:
                     ],
                 }
             )
+            # An empty piece sends the head now: the client learns at once that it is subscribed
+            # (the server otherwise sends the head together with the first piece of body).
+            await req.send({"type": "http.response.body", "body": b"", "more_body": True})
             to_client, from_pump = trio.open_memory_channel[dict](self._events_buffer)
 
             async def pump() -> None:

@@ -1,8 +1,12 @@
-"""A small trio HTTP/1.1 server on h11 that serves an ASGI app on a socket someone else bound.
+"""The node's HTTP/1.1 server: trio + h11, serving an ASGI app on a socket someone else bound.
 
-Why: hypercorn's trio worker costs ~290 µs of server CPU per request and sets the gateway's
-ceiling (notes/dataplane.md); a direct trio + h11 loop costs about a third of that. h11 does all
-the parsing and framing; this module only moves bytes and events between the socket and the app.
+Both HTTP planes run on it: the admin plane (``kernel.admin``) and the gateway
+(``services.gateway``). Why our own loop: hypercorn's trio worker costs ~290 µs of server CPU per
+request and sets the gateway's ceiling (``../shared/notes/dataplane.md``); this loop costs about
+a third of that (``bench/gateway.py`` prints both). h11 does all the parsing and framing; this
+module only moves bytes and events between the socket and the app. It knows no plane: the
+answers the server gives itself (busy, bad request, timeout, a failed app) are rendered by the
+``render_error`` its caller passes.
 
 Guarantees:
 
@@ -17,9 +21,12 @@ Guarantees:
 - the next request head must arrive whole within ``timeout`` of the previous response (or of
   accepting the connection); each body read and each write waits at most ``timeout``;
 - at most ``max_connections`` connections are served; one more gets ``429 busy`` and is closed;
-- a request h11 refuses gets ``400 bad_request`` (JSON, like every gateway error) and the
-  connection is closed; an app that fails before answering yields ``500 internal``; nothing of
-  either reaches the client as a traceback (it is logged);
+- a request h11 refuses gets ``400 bad_request`` and the connection is closed; an app that
+  fails before answering yields ``500 internal``; nothing of either reaches the client as a
+  traceback (it is logged);
+- ``receive()`` after the whole body returns ``http.disconnect`` as soon as the client closes
+  its side (a long response, such as an event stream, learns that its client left) and
+  otherwise waits until the exchange is over;
 - ``send()`` on a connection that broke raises ``ClientDisconnected`` (an ``OSError``, as ASGI
   2.4 asks), so the app stops producing; the server treats it as the end of that request;
 - shutdown: stop accepting, close idle connections, let requests in progress finish (their
@@ -32,8 +39,10 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,11 +52,48 @@ import trio
 
 from kernel import logs
 from kernel.http.asgi import ASGIApp
-from services.gateway.errors import GatewayError, error_body, error_headers
 
-__all__ = ["ClientDisconnected", "ServerLimits", "serve_h11"]
+__all__ = [
+    "ClientDisconnected",
+    "RenderError",
+    "ServerError",
+    "ServerLimits",
+    "json_error",
+    "serve_h11",
+]
 
 Message = dict[str, Any]
+Headers = list[tuple[bytes, bytes]]
+
+
+@attrs.frozen
+class ServerError:
+    """An answer the server gives itself: ``status``, a stable ``reason``, a human ``detail``
+    and, for pressure, ``retry_after`` seconds."""
+
+    status: int
+    reason: str
+    detail: str = ""
+    retry_after: int | None = None
+
+
+RenderError = Callable[[ServerError], tuple[Headers, bytes]]
+"""``(headers, body)`` of a server answer: headers include content-type and content-length."""
+
+
+def json_error(err: ServerError) -> tuple[Headers, bytes]:
+    """The default rendering, the error shape of both planes (DESIGN.md §8):
+    ``{"error": reason, "detail": ...}``, never cached, ``Retry-After`` when given."""
+    body = json.dumps({"error": err.reason, "detail": err.detail}, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(err.retry_after).encode()))
+    return headers, body
+
 
 _ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -95,9 +141,10 @@ class _DateCache:
 
 
 class _Server:
-    def __init__(self, app: ASGIApp, limits: ServerLimits) -> None:
+    def __init__(self, app: ASGIApp, limits: ServerLimits, render_error: RenderError) -> None:
         self.app = app
         self.limits = limits
+        self.render_error = render_error
         self.conns: set[_Connection] = set()
         self.closing = False
         self.refusing = 0
@@ -128,11 +175,11 @@ class _Server:
     async def _refuse(self, stream: trio.SocketStream) -> None:
         try:
             conn = h11.Connection(h11.SERVER)
-            err = GatewayError(
-                "busy", f"{self.limits.max_connections} connections open", retry_after=1
+            err = ServerError(
+                429, "busy", f"{self.limits.max_connections} connections open", retry_after=1
             )
-            data = error_body(err)
-            headers = [*error_headers(err, len(data)), (b"connection", b"close")]
+            headers, data = self.render_error(err)
+            headers = [*headers, (b"connection", b"close")]
             out = conn.send(h11.Response(status_code=err.status, headers=headers))
             out += conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage())
             with trio.move_on_after(1.0):
@@ -226,12 +273,14 @@ class _Connection:
             try:
                 request = await self._next_request()
             except h11.RemoteProtocolError as exc:
-                await self._answer_error(GatewayError("bad_request", _one_line(exc)))
+                await self._answer_error(ServerError(400, "bad_request", _one_line(exc)))
                 return
             except _Timeout:
                 if self.h11.their_state is h11.IDLE and len(self.h11.trailing_data[0]) > 0:
                     await self._answer_error(
-                        GatewayError("request_timeout", "the request head did not arrive in time")
+                        ServerError(
+                            408, "request_timeout", "the request head did not arrive in time"
+                        )
                     )
                 return
             if request is None:
@@ -332,12 +381,12 @@ class _Connection:
             self.broken = True
             raise ClientDisconnected("the client connection is gone") from None
 
-    async def _answer_error(self, err: GatewayError) -> None:
+    async def _answer_error(self, err: ServerError) -> None:
         """An answer of the server itself (the app never saw the request); then close."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        data = error_body(err)
-        headers = [*error_headers(err, len(data)), (b"connection", b"close")]
+        headers, data = self.server.render_error(err)
+        headers = [*headers, (b"connection", b"close")]
         try:
             parts = [
                 self.h11.send(h11.Response(status_code=err.status, headers=headers)),
@@ -407,20 +456,16 @@ class _Cycle:
         if not self.complete and not self.conn.broken:
             if not self.head_sent:
                 self.started = False
-                await self._send_error(GatewayError("internal", "the request handler failed"))
+                await self._send_error(ServerError(500, "internal", "the request handler failed"))
             else:
                 self.conn.broken = True  # a truncated answer: only closing can signal it
 
-    async def _send_error(self, err: GatewayError) -> None:
-        data = error_body(err)
+    async def _send_error(self, err: ServerError) -> None:
+        headers, data = self.conn.server.render_error(err)
         with trio.CancelScope(shield=True):
             try:
                 await self.send(
-                    {
-                        "type": "http.response.start",
-                        "status": err.status,
-                        "headers": error_headers(err, len(data)),
-                    }
+                    {"type": "http.response.start", "status": err.status, "headers": headers}
                 )
                 await self.send({"type": "http.response.body", "body": data})
             except (ClientDisconnected, h11.LocalProtocolError):
@@ -450,7 +495,7 @@ class _Cycle:
         if self.disconnected:
             return {"type": "http.disconnect"}
         if self.body_done:
-            await self.finished.wait()  # ASGI: nothing more until the exchange is over
+            await self._wait_for_end_or_hangup()
             return {"type": "http.disconnect"}
         conn = self.conn
         if conn.h11.they_are_waiting_for_100_continue:
@@ -469,6 +514,30 @@ class _Cycle:
             self.body_done = True
             return {"type": "http.request", "body": b"", "more_body": False}
         return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+
+    async def _wait_for_end_or_hangup(self) -> None:
+        """Until the exchange is over or the client closed its side. Bytes the client sends
+        meanwhile (a pipelined request) go to h11's buffer for the next cycle, up to the head
+        limit; past it we stop reading and just wait for the end."""
+        conn = self.conn
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                while len(conn.h11.trailing_data[0]) <= conn.limits.max_header_bytes:
+                    try:
+                        data = await conn.stream.receive_some(conn.limits.read_size)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    if not data:
+                        conn.must_close = True  # the client is gone: no next request
+                        nursery.cancel_scope.cancel()
+                        return
+                    conn.h11.receive_data(data)
+                await trio.sleep_forever()
+
+            nursery.start_soon(watch)
+            await self.finished.wait()
+            nursery.cancel_scope.cancel()
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -518,14 +587,16 @@ async def serve_h11(
     sock: socket.socket,
     limits: ServerLimits,
     *,
+    render_error: RenderError = json_error,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the listening ``sock`` until cancelled or until ``shutdown`` is set (then
-    gracefully, see the module doc). ``task_status.started()`` once it accepts connections."""
+    gracefully, see the module doc). ``task_status.started()`` once it accepts connections.
+    ``render_error`` renders the answers the server gives itself (see ``ServerError``)."""
     sock.setblocking(False)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    server = _Server(app, limits)
+    server = _Server(app, limits, render_error)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
             acceptor.start_soon(server.accept_loop, listener, connections)

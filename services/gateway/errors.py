@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ipc import oap
+from kernel.http.server import ServerError
 
 __all__ = [
     "JSON_TYPE",
@@ -23,6 +24,7 @@ __all__ = [
     "error_body",
     "error_headers",
     "from_oap",
+    "render_server_error",
 ]
 
 JSON_TYPE = b"application/json"
@@ -105,3 +107,13 @@ def error_headers(err: GatewayError, length: int) -> list[tuple[bytes, bytes]]:
         headers.append((b"retry-after", str(err.retry_after).encode()))
     headers.extend(err.headers)
     return headers
+
+
+def render_server_error(err: ServerError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The gateway's rendering of the answers the HTTP server gives itself (busy, bad request,
+    timeout, a failed handler): the same JSON and headers as every other gateway error."""
+    as_gateway = GatewayError(
+        err.reason, err.detail, status=err.status, retry_after=err.retry_after
+    )
+    data = error_body(as_gateway)
+    return error_headers(as_gateway, len(data)), data

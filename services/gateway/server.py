@@ -1,8 +1,9 @@
-"""Serve an ASGI app on a socket someone else bound: our h11 loop or hypercorn's trio worker.
+"""Serve the gateway's ASGI app on a socket someone else bound: the node's HTTP server
+(``kernel.http.server``) or hypercorn's trio worker, kept as the measured reference.
 
 ``serve`` picks the server named by the gateway's ``server`` setting. The default is ``h11``
-(``server_h11``): on GET 64 KiB it serves ~2-3x the requests of hypercorn's trio worker per CPU
-second (bench/gateway.py prints both); ``hypercorn`` stays available as the reference.
+(``kernel.http.server``): on GET 64 KiB it serves ~2-3x the requests of hypercorn's trio worker
+per CPU second (bench/gateway.py prints both); ``hypercorn`` stays available as the reference.
 
 The node binds the gateway's address and hands the listening socket to the service (socket
 activation): the port never closes while the gateway restarts, connections queue in the kernel's
@@ -23,6 +24,7 @@ from hypercorn.utils import wrap_app
 
 from kernel.http.asgi import ASGIApp
 from kernel.http.server import ServerLimits, serve_h11
+from services.gateway.errors import render_server_error
 from services.gateway.limits import GatewaySettings
 
 __all__ = ["hypercorn_config", "serve", "serve_on_socket"]
@@ -78,4 +80,11 @@ async def serve(
         )
         return
     limits = ServerLimits(timeout=settings.timeout, max_connections=settings.max_connections)
-    await serve_h11(app, sock, limits, shutdown=shutdown, task_status=task_status)
+    await serve_h11(
+        app,
+        sock,
+        limits,
+        render_error=render_server_error,
+        shutdown=shutdown,
+        task_status=task_status,
+    )
