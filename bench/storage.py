@@ -31,8 +31,9 @@ import trio  # noqa: E402
 
 from bench._fsync_baseline import write_durably  # noqa: E402
 from ipc.commands import CommandClient  # noqa: E402
+from ipc.proto import storage  # noqa: E402
+from ipc.proto.codec import call  # noqa: E402
 from services.lib import objstore  # noqa: E402
-from services.lib.protocol import STORAGE_PROTO, parse_ok, request_frame  # noqa: E402
 from tests.node_harness import FAST_CONFIG, start_node  # noqa: E402
 
 SIZES = (4096, 65536)
@@ -73,8 +74,8 @@ async def through_storage(
         nonlocal done
         while trio.current_time() < deadline:
             obj_id, n, tmp = await trio.to_thread.run_sync(write, payload(size))
-            frame = request_frame(STORAGE_PROTO, "commit", tmp=tmp, id=obj_id, size=n)
-            parse_ok(await client.request(frame, timeout=30))
+            commit = storage.Commit(tmp=tmp, id=obj_id, size=n)
+            await call(client, storage.PROTOCOL, commit, timeout=30)
             done += 1
 
     start = time.perf_counter()

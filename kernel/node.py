@@ -32,7 +32,14 @@ from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
 from kernel import faults, logs
 from kernel.admin import AdminBindError, build_admin_app, serve_admin
-from kernel.config import Config, ConfigError, ConfigStore, ServiceSpec, load_config
+from kernel.config import (
+    Config,
+    ConfigError,
+    ConfigStore,
+    ServiceSpec,
+    check_services,
+    load_config,
+)
 from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
 from kernel.launch._zygote_start import StartedZygote
@@ -222,7 +229,8 @@ def run_node(
     """
 
     def load() -> Config:
-        return load_config(profile, config_file=config_file, overrides=overrides)
+        # structure and rules, then what needs the services' code (modules, settings)
+        return check_services(load_config(profile, config_file=config_file, overrides=overrides))
 
     try:
         cfg = load()

@@ -25,10 +25,10 @@ def run_node(
     """``kernel.node.run_node``, with the zygote started before the node is imported."""
     zygote = None
     with contextlib.suppress(Exception):  # run_node reports config and start errors itself
-        from kernel.config import load_config
+        from kernel.config import check_services, load_config
         from kernel.launch._zygote_start import start_zygote
 
-        cfg = load_config(profile, config_file=config_file, overrides=overrides)
+        cfg = check_services(load_config(profile, config_file=config_file, overrides=overrides))
         if cfg.supervisor.spawn == "forkserver":
             zygote = start_zygote([spec.module for spec in cfg.services])
     try:

@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
 from kernel import logs, procname
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
+from kernel.config.services import SettingsError, structure_settings
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
 from kernel.launch.launcher import listen_fds
@@ -41,6 +42,8 @@ RUNTIME_DIR_ENV = "RON_RUNTIME_DIR"
 CONFIG_ENV = "RON_CONFIG"
 DATA_DIR_ENV = "RON_DATA_DIR"
 SERVICE_ENV = "RON_SERVICE"
+
+T = TypeVar("T")
 
 
 def service_env(
@@ -72,7 +75,18 @@ class ServiceContext:
 
     @property
     def settings(self) -> dict[str, Any]:
+        """This service's ``[services.settings]`` table as plain data."""
         return dict(self.spec.settings)
+
+    def settings_as(self, cls: type[T]) -> T:
+        """This service's settings structured by its settings class (the one its package
+        declares). The node checked them with the same rules before it started us, so a
+        failure here means a node that skipped the check: logged as ``bad_settings``, exit 2."""
+        try:
+            return structure_settings(self.name, cls, self.spec.settings)
+        except SettingsError as exc:
+            logs.log("bad_settings", level="error", reason=str(exc))
+            raise SystemExit(2) from None
 
     def listen_socket(self) -> socket.socket:
         """The listening socket the node bound for this service (spec ``listen``)."""

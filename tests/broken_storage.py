@@ -18,6 +18,7 @@ from kernel.service import run_service
 from services.lib import objstore
 from services.storage import __main__ as storage_main
 from services.storage import store as storage
+from services.storage.settings import StorageSettings as Settings  # noqa: F401  (checked at load)
 
 LATE_COMMIT = 2.0
 

@@ -553,3 +553,63 @@ def test_config_reload(admin, capsys):
     code, out, err = run(capsys, "config", "reload", "--admin", admin.url)
     assert code == 1 and out == ""
     assert err == "ronctl: config rejected, the running config stays: bus.capacity must be > 0\n"
+
+
+def _profile_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """The shipped micronode profile with one line changed (what an operator edits)."""
+    text = (REPO / "profiles" / "micronode.toml").read_text()
+    assert old in text
+    path = tmp_path / "my-micronode.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "max_objects = 1000000",
+            "max_byts = 10",
+            "svc-storage settings: unknown key 'max_byts'",
+        ),
+        (
+            "max_bytes = 1073741824        # 1 GiB",
+            'max_bytes = "lots"',
+            "svc-storage settings: max_bytes: expected int, got str 'lots'",
+        ),
+        (
+            'module = "services.index"',
+            'module = "services.nope"',
+            "svc-index: module 'services.nope' cannot be imported",
+        ),
+        ("max_inflight = 512", "max_inflight = 0", "svc-gateway settings: max_inflight must be > 0"),
+    ],
+)
+def test_config_check_checks_modules_and_service_settings(
+    tmp_path: Path, capsys, old: str, new: str, expected: str
+) -> None:
+    path = _profile_copy(tmp_path, old, new)
+    code, out, err = run(capsys, "config", "check", str(path))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"ronctl: {path}: ") and expected in err and err.count("\n") == 1
+
+
+def test_run_with_bad_service_settings_exits_1_before_any_service_starts(tmp_path: Path) -> None:
+    path = _profile_copy(tmp_path, "max_objects = 1000000", "max_byts = 10")
+    runtime_dir = Path(tempfile.mkdtemp(prefix="ron-bad-", dir="/dev/shm"))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kernel.cli", "run", str(path), "--runtime-dir", str(runtime_dir)]
+            + ["--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert proc.returncode == 1 and proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "svc-storage settings: unknown key 'max_byts'" in lines[0]
+        assert "service_spawned" not in proc.stderr and "Traceback" not in proc.stderr
+        assert list(runtime_dir.iterdir()) == []  # no sockets: nothing was started
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)

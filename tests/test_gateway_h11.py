@@ -26,7 +26,7 @@ import trio
 import tests.test_gateway_http as http_tests
 from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.errors import REASONS
-from services.gateway.limits import GatewaySettings, parse_settings
+from services.gateway.settings import GatewaySettings, parse_settings
 from tests.node_harness import poll_until
 
 # (1) the HTTP tests of the app, re-run on this server (see the autouse fixture below)

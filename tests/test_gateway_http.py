@@ -21,11 +21,12 @@ import pytest
 import trio
 
 from services.gateway.app import CACHE_IMMUTABLE, GatewayApp
-from services.gateway.backend import Stored
+from services.gateway.backend import NameRecord, Stored
 from services.gateway.errors import REASONS, GatewayError
-from services.gateway.limits import GatewaySettings, TokenBucket, parse_settings
+from services.gateway.limits import TokenBucket
 from services.gateway.ranges import parse_range
 from services.gateway.server import serve_on_socket
+from services.gateway.settings import GatewaySettings, parse_settings
 from tests.node_harness import Response, http_request
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -118,20 +119,20 @@ class FakeBackend:
             raise GatewayError("unavailable", "svc-storage is not running", retry_after=1)
         self.quarantined.append(obj_id)
 
-    async def get_name(self, name: str) -> dict[str, Any]:
+    async def get_name(self, name: str) -> NameRecord:
         if name not in self.names:
             raise GatewayError("not_found", name)
         obj_id, version = self.names[name]
-        return {"name": name, "id": obj_id, "version": version}
+        return NameRecord(name, obj_id, version)
 
-    async def put_name(self, name: str, obj_id: str, expect: int | None) -> dict[str, Any]:
+    async def put_name(self, name: str, obj_id: str, expect: int | None) -> NameRecord:
         if self.writes_down:
             raise GatewayError("unavailable", "svc-index is not running", retry_after=1)
         current = self.names.get(name, ("", 0))[1]
         if expect is not None and expect != current:
             raise GatewayError("version_conflict", f"version is {current}")
         self.names[name] = (obj_id, current + 1)
-        return {"name": name, "id": obj_id, "version": current + 1}
+        return NameRecord(name, obj_id, current + 1)
 
 
 class _Child:

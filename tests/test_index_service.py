@@ -12,7 +12,8 @@ import trio
 
 from ipc import ids, oap
 from ipc.commands import CommandClient
-from services.lib.protocol import INDEX_PROTO, NAME_MAX, check_name, parse_ok, request_frame
+from ipc.proto.index import INDEX_PROTO, NAME_MAX, PROTOCOL, check_name
+from tests.support.protocols import call_op, raw_request
 from tests.test_storage_service import INDEX, storage_node
 
 pytestmark = pytest.mark.slow
@@ -21,12 +22,13 @@ B = ids.id_of(b"b")
 
 
 async def call(client: CommandClient, op: str, **fields: Any) -> dict[str, Any]:
-    return parse_ok(await client.request(request_frame(INDEX_PROTO, op, **fields)))
+    return await call_op(client, PROTOCOL, op, **fields)
 
 
 async def reason_of(client: CommandClient, op: str, **fields: Any) -> tuple[int, str]:
+    """What svc-index answers to these fields, whatever they are (it is the judge)."""
     with pytest.raises(oap.OapError) as info:
-        await call(client, op, **fields)
+        await client.request(raw_request(INDEX_PROTO, op, **fields))
     return info.value.code, info.value.reason
 
 

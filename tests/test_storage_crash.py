@@ -16,8 +16,9 @@ import trio
 
 from ipc import ids, oap
 from ipc.commands import CommandClient
+from ipc.proto import index
+from ipc.proto.codec import call
 from services.lib import objstore
-from services.lib.protocol import INDEX_PROTO, parse_ok, request_frame
 from tests.node_harness import RunningNode, poll_until
 from tests.test_storage_service import INDEX, STORAGE, read_back, storage_node, upload
 
@@ -99,8 +100,8 @@ async def test_kill9_of_storage_during_8_writers_loses_no_acked_commit(
 
 
 async def index_put(client: CommandClient, name: str, obj_id: str) -> int:
-    reply = await client.request(request_frame(INDEX_PROTO, "put", name=name, id=obj_id))
-    return parse_ok(reply)["version"]
+    reply = await call(client, index.PROTOCOL, index.PutName(name=name, id=obj_id))
+    return reply.version
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -140,10 +141,10 @@ async def test_kill9_of_index_during_concurrent_updates_loses_no_acked_name(
                 await kill_mid_request(node, INDEX, client)
                 stop.set()
             for name, (version, obj_id) in acked.items():
-                got = parse_ok(await client.request(request_frame(INDEX_PROTO, "get", name=name)))
-                if got["version"] == version:
-                    assert got["id"] == obj_id, name
+                got = await call(client, index.PROTOCOL, index.GetName(name=name))
+                if got.version == version:
+                    assert got.id == obj_id, name
                 else:  # only the one update in doubt may have landed on top
-                    assert (got["version"], got["id"]) == (version + 1, in_doubt[name]), name
+                    assert (got.version, got.id) == (version + 1, in_doubt[name]), name
             assert in_doubt, "the kill should catch updates in flight"
             assert await index_put(client, "after/restart", ids.id_of(b"x")) == 1

@@ -122,7 +122,10 @@ def first_error(exc: BaseException, path: tuple[str | int, ...] = ()) -> tuple[s
         return where, f"missing key {where!r}"
     if isinstance(exc, WrongType):
         return where, f"{where}: {exc}"
-    return where, f"{where}: invalid value ({' '.join(str(exc).split())})"
+    text = " ".join(str(exc).split())
+    if not path:  # a class validator: its message names the field itself
+        return where, text
+    return where, f"{where}: invalid value ({text})"
 
 
 _CONVERTER = strict_converter()

@@ -1,5 +1,6 @@
 """The node's configuration (DESIGN.md §3): values (model), layering and loading (load),
-fail-closed rules (rules), env and override layers (layers). Import names from here."""
+fail-closed rules (rules), env and override layers (layers), and the checks that need the
+services' code (services: modules import, settings fit). Import names from here."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from kernel.config.model import (
     SupervisorConfig,
     config_digest,
 )
+from kernel.config.services import check_services
 
 __all__ = [
     "AddrConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "ServiceSpec",
     "SupervisorConfig",
     "check_config_file",
+    "check_services",
     "config_diff",
     "config_digest",
     "config_from_dict",

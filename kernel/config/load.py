@@ -30,6 +30,7 @@ from ipc.proto import convert
 from kernel.config import layers as _config_env
 from kernel.config import rules as _config_rules
 from kernel.config.model import Config, ConfigError, ServiceSpec
+from kernel.config.services import check_services
 from profiles import ProfileNotFound, profile_path
 
 __all__ = [
@@ -208,8 +209,13 @@ def config_from_dict(data: Mapping[str, Any], *, origin: str = "config") -> Conf
 
 
 def check_config_file(path: str | Path) -> Config:
-    """Validate one standalone TOML file layered over the defaults (``ronctl config check``)."""
-    return _build([(_read_toml(Path(path)), str(path), {})])
+    """Validate one standalone TOML file layered over the defaults (``ronctl config check``),
+    its services included: every module imports and its settings fit (``check_services``)."""
+    cfg = _build([(_read_toml(Path(path)), str(path), {})])
+    try:
+        return check_services(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def config_diff(old: Config, new: Config) -> tuple[str, ...]:

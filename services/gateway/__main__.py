@@ -7,17 +7,13 @@ import trio
 from kernel import logs
 from kernel.service import ServiceContext, run_service
 from services.gateway.app import GatewayApp
-from services.gateway.limits import parse_settings
 from services.gateway.server import serve
+from services.gateway.settings import GatewaySettings
 from services.gateway.store_backend import StoreBackend
 
 
 async def main(ctx: ServiceContext) -> None:
-    try:
-        settings = parse_settings(ctx.settings)
-    except ValueError as exc:
-        logs.log("bad_settings", level="error", reason=str(exc))
-        raise SystemExit(2) from None
+    settings = ctx.settings_as(GatewaySettings)
     sock = ctx.listen_socket()
     async with StoreBackend.open(
         ctx.runtime_dir,

@@ -29,13 +29,14 @@ from typing import Any
 import trio
 
 from ipc import ids, oap
+from ipc.proto import index as index_proto
 from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
-from services.gateway.backend import Backend, Stored, StoredObject
+from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
-from services.gateway.limits import BodyCounter, GatewaySettings, InflightLimiter, TokenBucket
+from services.gateway.limits import BodyCounter, InflightLimiter, TokenBucket
 from services.gateway.ranges import etag_matches, parse_range
-from services.lib import protocol
+from services.gateway.settings import GatewaySettings
 
 __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 
@@ -65,9 +66,9 @@ def parse_object_id(text: object) -> str:
 
 
 def check_name(name: str) -> str:
-    """``name`` if svc-index would accept it (``protocol.check_name``), else ``bad_name``."""
+    """``name`` if svc-index would accept it (``index_proto.check_name``), else ``bad_name``."""
     try:
-        return protocol.check_name(name)
+        return index_proto.check_name(name)
     except oap.OapError as exc:
         raise GatewayError("bad_name", exc.detail) from None
 
@@ -463,5 +464,5 @@ def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
     return parse_object_id(obj_id), expect
 
 
-def _name_doc(reply: Mapping[str, Any]) -> dict[str, Any]:
-    return {"name": reply["name"], "id": reply["id"], "version": reply["version"]}
+def _name_doc(record: NameRecord) -> dict[str, Any]:
+    return {"name": record.name, "id": record.id, "version": record.version}

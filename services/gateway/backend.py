@@ -7,20 +7,12 @@ stable reason.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-import attrs
+from ipc.proto.index import NameRecord
+from ipc.proto.storage import Stored
 
-__all__ = ["Backend", "Stored", "StoredObject", "Upload"]
-
-
-@attrs.frozen
-class Stored:
-    """A durable object: ``created`` is False when the store already held these bytes."""
-
-    id: str
-    size: int
-    created: bool
+__all__ = ["Backend", "NameRecord", "Stored", "StoredObject", "Upload"]
 
 
 class StoredObject(Protocol):
@@ -57,8 +49,6 @@ class Backend(Protocol):
 
     async def quarantine(self, obj_id: str) -> None: ...
 
-    async def get_name(self, name: str) -> dict[str, Any]: ...
+    async def get_name(self, name: str) -> NameRecord: ...
 
-    async def put_name(
-        self, name: str, obj_id: str, expect_version: int | None
-    ) -> dict[str, Any]: ...
+    async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord: ...

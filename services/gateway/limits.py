@@ -1,4 +1,4 @@
-"""Admission control for the gateway: settings, the in-flight cap, the token bucket, body caps.
+"""Admission control for the gateway: the in-flight cap, the token bucket, body caps.
 
 Everything here answers at once: a request over a limit is refused with a typed error before any
 work is done for it, never queued. All state is per gateway process (one trio thread): no locks.
@@ -8,80 +8,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from typing import Any
-
-import attrs
-import cattrs
 
 from services.gateway.errors import GatewayError
 
-__all__ = ["BodyCounter", "GatewaySettings", "InflightLimiter", "TokenBucket", "parse_settings"]
-
-
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attr.name} must be > 0, got {value}")
-
-
-def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attr.name} must be >= 0, got {value}")
-
-
-@attrs.frozen
-class GatewaySettings:
-    """svc-gateway's ``[[services]] settings`` table (specs/config.md); defaults are hardening.
-
-    ``timeout``: seconds for a request's work and each wait on the client (keep-alive, a body
-    chunk); ``max_inflight``: requests served at once (more: 429 at once); ``rate``/``burst``: a
-    token bucket over all requests, ``rate = 0`` turns it off; ``body_cap``: the largest
-    single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload;
-    ``server``: the HTTP/1.1 server loop, ``h11`` (ours, ~3x cheaper per request) or
-    ``hypercorn``; ``max_connections``: client connections served at once (h11 server; one more
-    is answered 429 and closed).
-    """
-
-    timeout: float = attrs.field(default=5.0, validator=_positive)
-    max_inflight: int = attrs.field(default=512, validator=_positive)
-    rate: float = attrs.field(default=0.0, validator=_non_negative)
-    burst: int = attrs.field(default=0, validator=_non_negative)
-    body_cap: int = attrs.field(default=1_048_576, validator=_positive)
-    max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
-    chunk: int = attrs.field(default=65_536, validator=_positive)  # read/stream piece size
-    server: str = attrs.field(default="h11", validator=attrs.validators.in_(("h11", "hypercorn")))
-    max_connections: int = attrs.field(default=1024, validator=_positive)
-
-
-_converter = cattrs.Converter(forbid_extra_keys=True)
-
-
-def _strict_number(value: Any, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    if kind is int and not float(value).is_integer():
-        raise TypeError(f"expected an integer, got {value!r}")
-    return kind(value)
-
-
-_converter.register_structure_hook(int, _strict_number)
-_converter.register_structure_hook(float, _strict_number)
-
-
-def parse_settings(raw: Mapping[str, Any]) -> GatewaySettings:
-    """Structure the settings table; unknown keys and bad values raise ``ValueError`` (one line)."""
-    try:
-        return _converter.structure(dict(raw), GatewaySettings)
-    except Exception as exc:  # cattrs groups the reasons; flatten to one line for the operator
-        leaves = []
-        stack: list[BaseException] = [exc]
-        while stack:
-            e = stack.pop()
-            if isinstance(e, BaseExceptionGroup):
-                stack.extend(e.exceptions)
-            else:
-                leaves.append(str(e))
-        raise ValueError(f"svc-gateway settings: {'; '.join(sorted(leaves))}") from None
+__all__ = ["BodyCounter", "InflightLimiter", "TokenBucket"]
 
 
 class InflightLimiter:

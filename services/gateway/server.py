@@ -25,7 +25,7 @@ from hypercorn.utils import wrap_app
 from kernel.http.asgi import ASGIApp
 from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.errors import render_server_error
-from services.gateway.limits import GatewaySettings
+from services.gateway.settings import GatewaySettings
 
 __all__ = ["hypercorn_config", "serve", "serve_on_socket"]
 

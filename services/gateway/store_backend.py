@@ -15,15 +15,17 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
-from services.gateway.backend import Stored, StoredObject, Upload
+from ipc.proto import index, storage
+from ipc.proto.codec import Request, call
+from services.gateway.backend import NameRecord, Stored, StoredObject, Upload
 from services.gateway.errors import GatewayError, from_oap
-from services.lib import objstore, protocol
+from services.lib import objstore
 
 __all__ = ["INDEX", "STORAGE", "StoreBackend"]
 
@@ -31,6 +33,7 @@ STORAGE = "svc-storage"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
 INDEX = "svc-index"
 _SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
+R = TypeVar("R")
 
 
 def _store_error(exc: Exception, obj_id: str = "") -> GatewayError:
@@ -82,8 +85,7 @@ class _TempUpload:
         except objstore.StoreError as exc:
             raise _store_error(exc) from None
         self._open = False  # from here svc-storage owns the temp file (commit moves it)
-        reply = await self._backend.storage_call("commit", tmp=tmp_name, id=obj_id, size=size)
-        return Stored(reply["id"], int(reply["size"]), bool(reply["created"]))
+        return await self._backend.storage_call(storage.Commit(tmp=tmp_name, id=obj_id, size=size))
 
     async def abort(self) -> None:
         if self._open:
@@ -117,15 +119,18 @@ class StoreBackend:
         ):
             yield cls(root, storage, index)
 
-    async def _call(self, client: CommandClient, proto: int, op: str, **fields: Any) -> Any:
+    async def storage_call(self, request: Request[R]) -> R:
+        """``request`` to svc-storage; its failure as the ``GatewayError`` to answer with."""
         try:
-            reply = await client.request(protocol.request_frame(proto, op, **fields))
-            return protocol.parse_ok(reply)
+            return await call(self._storage, storage.PROTOCOL, request)
         except oap.OapError as exc:
             raise from_oap(exc) from None
 
-    async def storage_call(self, op: str, **fields: Any) -> dict[str, Any]:
-        return dict(await self._call(self._storage, protocol.STORAGE_PROTO, op, **fields))
+    async def index_call(self, request: Request[R]) -> R:
+        try:
+            return await call(self._index, index.PROTOCOL, request)
+        except oap.OapError as exc:
+            raise from_oap(exc) from None
 
     async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
         def open_and_read() -> tuple[Any, bytes]:
@@ -164,8 +169,7 @@ class StoreBackend:
     async def put_small(self, data: bytes) -> Stored:
         """One command carries the bytes: svc-storage writes, syncs and renames them in its
         commit round (one thread, no file creation racing a sync: see ``Store.put``)."""
-        reply = await self.storage_call("put", data=data)
-        return Stored(reply["id"], int(reply["size"]), bool(reply["created"]))
+        return await self.storage_call(storage.Put(data=data))
 
     async def begin_upload(self, max_size: int) -> Upload:
         temp = await trio.to_thread.run_sync(
@@ -174,13 +178,12 @@ class StoreBackend:
         return _TempUpload(self, temp)
 
     async def quarantine(self, obj_id: str) -> None:
-        await self.storage_call("quarantine", id=obj_id)
+        await self.storage_call(storage.Quarantine(id=obj_id))
 
-    async def get_name(self, name: str) -> dict[str, Any]:
-        return dict(await self._call(self._index, protocol.INDEX_PROTO, "get", name=name))
+    async def get_name(self, name: str) -> NameRecord:
+        return await self.index_call(index.GetName(name=name))
 
-    async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"name": name, "id": obj_id}
-        if expect_version is not None:
-            fields["expect_version"] = expect_version
-        return dict(await self._call(self._index, protocol.INDEX_PROTO, "put", **fields))
+    async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord:
+        return await self.index_call(
+            index.PutName(name=name, id=obj_id, expect_version=expect_version)
+        )

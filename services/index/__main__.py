@@ -1,17 +1,19 @@
-"""svc-index's process (``python -m services.index``): the command handler over ``NameIndex``."""
+"""svc-index's process (``python -m services.index``): its protocol over ``NameIndex``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
-from ipc import ids, oap
+from ipc import oap
+from ipc.proto import index as proto
+from ipc.proto.codec import Request
 from kernel import logs
+from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.index.names import NameIndex
-from services.lib.protocol import INDEX_PROTO, check_name, ok_frame, op_handler
+from services.index.settings import IndexSettings
 
 FEATURES = ("index",)
 INDEX_DIR = "index"
@@ -20,27 +22,25 @@ INDEX_DIR = "index"
 def make_handler(
     ctx: ServiceContext, index: NameIndex
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    hello = ctx.hello(FEATURES)
-    metrics = ctx.metrics
+    async def dispatch(req: Request[object]) -> proto.NameRecord:
+        match req:
+            case proto.GetName(name=name):
+                found = await index.get(proto.check_name(name))
+                if found is None:
+                    raise oap.OapError("not_found", f"no name {name!r}")
+                return proto.NameRecord(name, found[0], found[1])
+            case proto.PutName(name=name, id=obj_id, expect_version=expect):
+                version = await index.put(proto.check_name(name), obj_id, expect)
+                return proto.NameRecord(name, obj_id, version)
+        raise oap.OapError("schema_invalid", f"svc-index has no op {req.OP!r}")
 
-    async def dispatch(req: oap.Frame, op: str, f: dict[str, Any]) -> oap.Frame:
-        name = check_name(f["name"])
-        if op == "get":
-            found = await index.get(name)
-            if found is None:
-                raise oap.OapError("not_found", f"no name {name!r}")
-            return ok_frame(req, name=name, id=found[0], version=found[1])
-        if not ids.is_id(f["id"]):
-            raise oap.OapError("schema_invalid", f"{f['id']!r:.80} is not a content id")
-        version = await index.put(name, f["id"], f.get("expect_version"))
-        return ok_frame(req, name=name, id=f["id"], version=version)
-
-    return op_handler(
-        proto=INDEX_PROTO, service="svc-index", hello=hello, dispatch=dispatch, metrics=metrics
+    return protocol_handler(
+        proto.PROTOCOL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
     )
 
 
 async def main(ctx: ServiceContext) -> None:
+    ctx.settings_as(IndexSettings)  # none today; the node refused any key before we started
     index = NameIndex(ctx.data_dir / INDEX_DIR)
     try:
         count = await index.open()

@@ -1,41 +1,39 @@
-"""svc-storage's process (``python -m services.storage``): the command handler over ``Store``."""
+"""svc-storage's process (``python -m services.storage``): its protocol over ``Store``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
 from ipc import oap
-from kernel import logs
+from ipc.proto import storage as proto
+from ipc.proto.codec import Request
+from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib import objstore
-from services.lib.protocol import STORAGE_PROTO, ok_frame, op_handler
-from services.storage.settings import load_settings
+from services.storage.settings import StorageSettings
 from services.storage.store import Store
 
 FEATURES = ("storage",)
 
 
 def make_handler(ctx: ServiceContext, store: Store) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    hello = ctx.hello(FEATURES)
-    metrics = ctx.metrics
-
-    async def dispatch(req: oap.Frame, op: str, f: dict[str, Any]) -> oap.Frame:
-        if op == "commit":
-            created = await store.commit(f["tmp"], f["id"], f["size"])
-            return ok_frame(req, id=f["id"], size=f["size"], created=created)
-        if op == "put":
-            obj_id, created = await store.put(f["data"])
-            return ok_frame(req, id=obj_id, size=len(f["data"]), created=created)
-        if op == "stat":
-            return ok_frame(req, id=f["id"], size=await store.stat(f["id"]))
-        if op == "quarantine":
-            return ok_frame(req, quarantined=await store.quarantine(f["id"]))
+    async def dispatch(
+        req: Request[object],
+    ) -> proto.Stored | proto.StatReply | proto.Quarantined | proto.UsageReply:
+        match req:
+            case proto.Commit(tmp=tmp, id=obj_id, size=size):
+                return proto.Stored(obj_id, size, await store.commit(tmp, obj_id, size))
+            case proto.Put(data=data):
+                obj_id, created = await store.put(data)
+                return proto.Stored(obj_id, len(data), created)
+            case proto.Stat(id=obj_id):
+                return proto.StatReply(obj_id, await store.stat(obj_id))
+            case proto.Quarantine(id=obj_id):
+                return proto.Quarantined(await store.quarantine(obj_id))
         s = store.settings
-        return ok_frame(
-            req,
+        return proto.UsageReply(
             bytes=store.usage.bytes,
             objects=store.usage.objects,
             max_bytes=s.max_bytes,
@@ -43,18 +41,13 @@ def make_handler(ctx: ServiceContext, store: Store) -> Callable[[oap.Frame], Awa
             max_object_size=s.max_object_size,
         )
 
-    return op_handler(
-        proto=STORAGE_PROTO, service="svc-storage", hello=hello, dispatch=dispatch, metrics=metrics
+    return protocol_handler(
+        proto.PROTOCOL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
     )
 
 
 async def main(ctx: ServiceContext) -> None:
-    try:
-        settings = load_settings(ctx.settings)
-    except ValueError as exc:
-        logs.log("bad_settings", level="error", reason=str(exc))
-        ctx.set_health(False)
-        await trio.sleep_forever()
+    settings = ctx.settings_as(StorageSettings)
     store = Store(objstore.store_root(ctx.data_dir), settings, ctx.metrics)
     await store.open()
     server = ctx.command_server(make_handler(ctx, store))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from ipc.proto import convert
+from kernel.config.services import structure_settings
 
 __all__ = ["StorageSettings", "load_settings"]
 
@@ -27,9 +28,6 @@ class StorageSettings:
     group_sync: bool = True
 
 
-def load_settings(raw: dict[str, Any]) -> StorageSettings:
+def load_settings(raw: Mapping[str, Any]) -> StorageSettings:
     """Strictly structured settings; ``ValueError`` with one line naming the problem."""
-    try:
-        return convert.structure(raw, StorageSettings)
-    except convert.SchemaError as exc:
-        raise ValueError(f"svc-storage settings: {exc.message}") from None
+    return structure_settings("svc-storage", StorageSettings, raw)

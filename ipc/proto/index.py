@@ -1,0 +1,81 @@
+"""svc-index's protocol (``app_proto_id`` 0x0102) and the name rule: ``specs/storage-protocol.md``.
+
+A bad name is not a schema error: svc-index answers it with 422 ``bad_name`` (``check_name``), so
+a name field is a plain string here and the rule runs where the name is used.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Final
+
+import attrs
+
+from ipc import oap
+from ipc.proto.codec import Request, ServiceProtocol
+from ipc.proto.fields import content_id, unsigned
+
+__all__ = [
+    "INDEX_PROTO",
+    "NAME_MAX",
+    "PROTOCOL",
+    "GetName",
+    "NameRecord",
+    "PutName",
+    "check_name",
+]
+
+INDEX_PROTO: Final = 0x0102
+NAME_MAX: Final = 255
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*")
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid index name, else raise ``OapError("bad_name")``.
+
+    A name is 1..255 characters: segments of ``[A-Za-z0-9._~-]`` joined by single ``/``; no
+    leading, trailing or doubled ``/``, and no segment ``.`` or ``..`` (names go into URL paths).
+    """
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= NAME_MAX
+        or _NAME_RE.fullmatch(name) is None
+        or any(seg in (".", "..") for seg in name.split("/"))
+    ):
+        raise oap.OapError("bad_name", f"{name!r:.80} is not a valid name")
+    return name
+
+
+@attrs.frozen
+class NameRecord:
+    """A name's current binding; ``version`` counts its updates (the first put is 1)."""
+
+    name: str
+    id: str = attrs.field(validator=content_id)
+    version: int = attrs.field(validator=unsigned)
+
+
+@attrs.frozen
+class GetName(Request[NameRecord]):
+    OP: ClassVar[str] = "get"
+    REPLY: ClassVar[type] = NameRecord
+    name: str
+
+
+@attrs.frozen
+class PutName(Request[NameRecord]):
+    """Bind ``name`` to ``id``; with ``expect_version`` only if the name is at that version
+    (0: it must not exist yet), else 409 ``version_conflict``."""
+
+    OP: ClassVar[str] = "put"
+    REPLY: ClassVar[type] = NameRecord
+    name: str
+    id: str = attrs.field(validator=content_id)
+    expect_version: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(unsigned)
+    )
+
+
+PROTOCOL: Final = ServiceProtocol(
+    service="svc-index", app_proto_id=INDEX_PROTO, requests=(GetName, PutName)
+)

@@ -1,0 +1,51 @@
+"""svc-gateway's settings (``[services.settings]``), checked when the node's config loads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from kernel.config.services import structure_settings
+
+__all__ = ["GatewaySettings", "parse_settings"]
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attr.name} must be > 0, got {value}")
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attr.name} must be >= 0, got {value}")
+
+
+@attrs.frozen
+class GatewaySettings:
+    """svc-gateway's ``[[services]] settings`` table (specs/config.md); defaults are hardening.
+
+    ``timeout``: seconds for a request's work and each wait on the client (keep-alive, a body
+    chunk); ``max_inflight``: requests served at once (more: 429 at once); ``rate``/``burst``: a
+    token bucket over all requests, ``rate = 0`` turns it off; ``body_cap``: the largest
+    single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload;
+    ``server``: the HTTP/1.1 server loop, ``h11`` (ours, ~3x cheaper per request) or
+    ``hypercorn``; ``max_connections``: client connections served at once (h11 server; one more
+    is answered 429 and closed).
+    """
+
+    timeout: float = attrs.field(default=5.0, validator=_positive)
+    max_inflight: int = attrs.field(default=512, validator=_positive)
+    rate: float = attrs.field(default=0.0, validator=_non_negative)
+    burst: int = attrs.field(default=0, validator=_non_negative)
+    body_cap: int = attrs.field(default=1_048_576, validator=_positive)
+    max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
+    chunk: int = attrs.field(default=65_536, validator=_positive)  # read/stream piece size
+    server: str = attrs.field(default="h11", validator=attrs.validators.in_(("h11", "hypercorn")))
+    max_connections: int = attrs.field(default=1024, validator=_positive)
+
+
+def parse_settings(raw: Mapping[str, Any]) -> GatewaySettings:
+    """Structure the settings table; unknown keys and bad values raise ``ValueError`` (one line)."""
+    return structure_settings("svc-gateway", GatewaySettings, raw)
