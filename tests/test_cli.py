@@ -582,7 +582,11 @@ def _profile_copy(tmp_path: Path, old: str, new: str) -> Path:
             'module = "services.nope"',
             "svc-index: module 'services.nope' cannot be imported",
         ),
-        ("max_inflight = 512", "max_inflight = 0", "svc-gateway settings: max_inflight must be > 0"),
+        (
+            "max_inflight = 512",
+            "max_inflight = 0",
+            "svc-gateway settings: max_inflight must be > 0",
+        ),
     ],
 )
 def test_config_check_checks_modules_and_service_settings(
@@ -598,9 +602,9 @@ def test_run_with_bad_service_settings_exits_1_before_any_service_starts(tmp_pat
     path = _profile_copy(tmp_path, "max_objects = 1000000", "max_byts = 10")
     runtime_dir = Path(tempfile.mkdtemp(prefix="ron-bad-", dir="/dev/shm"))
     try:
+        argv = ["run", str(path), "--runtime-dir", str(runtime_dir), "--admin-addr", "127.0.0.1:0"]
         proc = subprocess.run(
-            [sys.executable, "-m", "kernel.cli", "run", str(path), "--runtime-dir", str(runtime_dir)]
-            + ["--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"],
+            [sys.executable, "-m", "kernel.cli", *argv],
             capture_output=True,
             text=True,
             timeout=60,
