@@ -30,7 +30,7 @@ from ipc import endpoints, events, oap
 from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
-from kernel import faults, logs
+from kernel import childenv, faults, logs
 from kernel.admin import AdminBindError, build_admin_app, serve_admin
 from kernel.config import (
     Config,
@@ -43,7 +43,6 @@ from kernel.config import (
 from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
 from kernel.launch._zygote_start import StartedZygote
-from kernel.launch.launcher import LISTEN_FDS_ENV
 from kernel.metrics import Metrics
 from kernel.runtime import (
     RuntimeDir,
@@ -52,7 +51,6 @@ from kernel.runtime import (
     default_runtime_dir,
     is_tmpfs,
 )
-from kernel.service import service_env
 from kernel.supervisor import Supervisor
 
 VERSION = "0.1.0"
@@ -329,9 +327,9 @@ async def _run(
     listeners = _bind_listeners(cfg)
 
     def env_for(spec: ServiceSpec) -> dict[str, str]:
-        env = service_env(spec, store.current, rt, data_dir)
+        env = childenv.service_env(spec.name, store.current.to_dict(), rt, data_dir)
         if spec.listen:
-            env[LISTEN_FDS_ENV] = str(listeners[spec.listen].fileno())
+            env[childenv.LISTEN_FDS] = childenv.encode_fds([listeners[spec.listen].fileno()])
         return env
 
     with contextlib.ExitStack() as closing:

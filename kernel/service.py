@@ -15,7 +15,6 @@ every service must do the same way, so no service can forget it:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -30,32 +29,14 @@ import trio
 from ipc import events, oap
 from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
-from kernel import logs, procname
+from kernel import childenv, logs, procname
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
 from kernel.config.services import SettingsError, structure_settings
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
-from kernel.launch.launcher import listen_fds
 from kernel.metrics import Metrics
 
-RUNTIME_DIR_ENV = "RON_RUNTIME_DIR"
-CONFIG_ENV = "RON_CONFIG"
-DATA_DIR_ENV = "RON_DATA_DIR"
-SERVICE_ENV = "RON_SERVICE"
-
 T = TypeVar("T")
-
-
-def service_env(
-    spec: ServiceSpec, config: Config, runtime_dir: Path, data_dir: Path
-) -> dict[str, str]:
-    """What the supervisor puts in a service's environment (``run_service`` reads it back)."""
-    return {
-        SERVICE_ENV: spec.name,
-        RUNTIME_DIR_ENV: str(runtime_dir),
-        DATA_DIR_ENV: str(data_dir),
-        CONFIG_ENV: json.dumps(config.to_dict(), separators=(",", ":")),
-    }
 
 
 @attrs.define
@@ -90,7 +71,7 @@ class ServiceContext:
 
     def listen_socket(self) -> socket.socket:
         """The listening socket the node bound for this service (spec ``listen``)."""
-        fds = listen_fds(os.environ)
+        fds = childenv.decode_fds(os.environ)
         if not fds:
             raise RuntimeError(f"{self.name} has no listening socket: set listen in its spec")
         return socket.socket(fileno=fds[0])
@@ -154,10 +135,9 @@ def run_service(main: Main) -> None:
     """Run ``main`` as a supervised service process. Exits 0 on a clean stop, 2 on bad setup."""
     pdeathsig.arm_from_env()
     try:
-        name = os.environ[SERVICE_ENV]
-        runtime_dir = Path(os.environ[RUNTIME_DIR_ENV])
-        data_dir = Path(os.environ[DATA_DIR_ENV])
-        config = config_from_dict(json.loads(os.environ[CONFIG_ENV]), origin=CONFIG_ENV)
+        env = childenv.read_service_env(os.environ)
+        name, runtime_dir, data_dir = env.name, env.runtime_dir, env.data_dir
+        config = config_from_dict(env.config, origin=childenv.CONFIG)
         spec = _spec_for(config, name)
     except (KeyError, ValueError, ConfigError) as exc:
         print(

@@ -20,9 +20,9 @@ import pytest
 import trio
 
 import tests.test_supervisor as sup_tests
+from kernel.childenv import LISTEN_FDS as LISTEN_FDS_ENV
 from kernel.cli.chaos.procs import service_of
 from kernel.launch import ForkServerLauncher, launcher_for
-from kernel.launch.launcher import LISTEN_FDS_ENV
 from kernel.launch.zygote import FORK_MODE_ENV
 from tests.helpers_children import MODE_ENV, REPO_ROOT, FakeLog, FakeOutput
 from tests.node_harness import FAST_CONFIG, start_node

@@ -192,8 +192,13 @@ async def test_the_zygote_and_its_spare_name_themselves(launcher: ForkServerLaun
     assert zygote is not None
     assert comm_of(zygote.pid) == procname.ZYGOTE
     if sibling_fork_available():
-        (spare,) = await poll_until(lambda: spares_of(launcher), 10, "a spare")
-        assert comm_of(spare) == procname.SPARE
+        # a spare renames itself right after its fork: wait for that, not just for its pid
+        spares = await poll_until(
+            lambda: [p for p in spares_of(launcher) if comm_of(p) == procname.SPARE],
+            10,
+            "a spare named " + procname.SPARE,
+        )
+        (spare,) = spares
         assert service_of(spare) is None and service_of(zygote.pid) is None
 
 

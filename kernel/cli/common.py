@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kernel import runtime
+from kernel import childenv, runtime
 from kernel.cli.client import AdminClient
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
     "resolve_admin_url",
 ]
 
-ADMIN_ENV = "RON_ADMIN"
+ADMIN_ENV = childenv.ADMIN
 
 
 class CliError(Exception):

@@ -35,13 +35,13 @@ from typing import IO, Any
 
 import blake3
 
-from kernel import runtime
+from kernel import childenv, runtime
 from kernel.cli.client import AdminClient
 from kernel.cli.common import ADMIN_ENV, CliError, resolve_admin_url
 
 Verb = Callable[..., argparse.ArgumentParser]
 
-GATEWAY_ENV = "RON_GATEWAY"
+GATEWAY_ENV = childenv.GATEWAY
 SINGLE_SHOT = 1 << 20  # the gateway's default body_cap
 PIECE = 1 << 18  # bytes per read from disk / per HTTP chunk
 PROGRESS_MIN = 8 << 20

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kernel import runtime
+from kernel import childenv, runtime
 from kernel.cli import data, node
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
@@ -22,7 +22,7 @@ from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
 
 __all__ = ["ADMIN_ENV", "CliError", "build_parser", "main"]
 
-DEBUG_ENV = "RON_DEBUG"
+DEBUG_ENV = childenv.DEBUG
 
 
 def build_parser() -> argparse.ArgumentParser:

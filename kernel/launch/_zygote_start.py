@@ -21,8 +21,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from kernel.launch import _zygote_wire as wire
-from kernel.launch.pdeathsig import PARENT_PID_ENV
+from kernel import childenv
 
 __all__ = ["ZYGOTE_MODULE", "StartedZygote", "start_zygote"]
 
@@ -82,9 +81,9 @@ def start_zygote(preload: Iterable[str] = (), *, python: str = sys.executable) -
         {
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [_IMPORT_ROOT, env.get("PYTHONPATH")])),
-            PARENT_PID_ENV: str(os.getpid()),
-            wire.CTL_FD_ENV: str(theirs.fileno()),
-            wire.PRELOAD_ENV: ",".join(modules),
+            childenv.PARENT_PID: str(os.getpid()),
+            childenv.ZYGOTE_FD: str(theirs.fileno()),
+            childenv.ZYGOTE_PRELOAD: childenv.encode_list(modules),
         }
     )
     out_r, out_w = os.pipe()

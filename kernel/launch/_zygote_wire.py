@@ -26,10 +26,8 @@ import attrs
 import cattrs
 
 __all__ = [
-    "CTL_FD_ENV",
     "MAX_MESSAGE",
     "MAX_PASSED_FDS",
-    "PRELOAD_ENV",
     "Go",
     "Message",
     "ProtocolError",
@@ -44,8 +42,6 @@ __all__ = [
 ]
 
 # the zygote's environment: its end of the control socket, and the service modules to preload
-CTL_FD_ENV = "RON_ZYGOTE_FD"
-PRELOAD_ENV = "RON_ZYGOTE_PRELOAD"  # comma-separated
 # A Spawn carries the service's environment (the node config as JSON is the big part).
 MAX_MESSAGE = 256 * 1024
 # stdout, stderr and a few listening sockets

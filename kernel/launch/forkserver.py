@@ -40,11 +40,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
+from kernel import childenv
 from kernel._libc import prctl
 from kernel.launch import _zygote_wire as wire
 from kernel.launch._zygote_start import StartedZygote, start_zygote
@@ -54,8 +56,8 @@ from kernel.launch.launcher import (
     PopenChild,
     ServiceSpecLike,
     describe_returncode,
-    listen_fds,
 )
+from kernel.launch.output import pump_lines
 
 __all__ = ["ForkServerLauncher", "ForkedChild", "ZygoteInfo"]
 
@@ -113,27 +115,9 @@ class ForkedChild(PidfdChild):
     def returncode(self) -> int | None:
         return self._returncode
 
-    async def wait(self) -> int:
-        """Wait for exit and reap. Cancel-safe; returns at once if already reaped."""
-        if self._returncode is not None:
-            return self._returncode
-        if self._watching:
-            await self._exited.wait()
-            assert self._returncode is not None
-            return self._returncode
-        self._watching = True
-        try:
-            assert self._pidfd is not None
-            await trio.lowlevel.wait_readable(self._pidfd)
-        finally:
-            self._watching = False
-        return self._reap()
-
     def _reap(self) -> int:
         _, status = os.waitpid(self.pid, 0)  # a zombie by now: this only reaps
         self._returncode = os.waitstatus_to_exitcode(status)
-        self._close_pidfd()
-        self._exited.set()
         return self._returncode
 
     def send_signal(self, sig: int) -> None:
@@ -338,19 +322,7 @@ class ForkServerLauncher:
         zygote.proc.kill()
 
     async def _pump(self, stream: trio.abc.ReceiveStream) -> None:
-        buf = bytearray()
-        try:
-            while data := await stream.receive_some(65536):
-                buf += data
-                while (i := buf.find(b"\n")) >= 0:
-                    self._output(ZYGOTE_NAME, bytes(buf[:i]))
-                    del buf[: i + 1]
-                if len(buf) > 65536:
-                    self._output(ZYGOTE_NAME, bytes(buf))
-                    buf.clear()
-        finally:
-            if buf:
-                self._output(ZYGOTE_NAME, bytes(buf))
+        await pump_lines(stream, partial(self._output, ZYGOTE_NAME))
 
     # ---- one fork ---------------------------------------------------------------------------
 
@@ -371,7 +343,7 @@ class ForkServerLauncher:
     async def _fork_locked(
         self, zygote: _Zygote, spec: ServiceSpecLike, env: Mapping[str, str]
     ) -> ForkedChild:
-        listen = listen_fds(env)
+        listen = childenv.decode_fds(env)
         request = wire.Spawn(
             name=spec.name,
             module=spec.module,

@@ -30,11 +30,9 @@ from typing import Protocol
 
 import trio
 
-from kernel.launch.pdeathsig import PARENT_PID_ENV
+from kernel import childenv
 
 __all__ = [
-    "LISTEN_FDS_ENV",
-    "SERVICE_ENV",
     "ChildProcess",
     "ExecLauncher",
     "Launcher",
@@ -43,16 +41,6 @@ __all__ = [
     "ServiceSpecLike",
     "describe_returncode",
 ]
-
-SERVICE_ENV = "RON_SERVICE"
-# Descriptors named here (comma-separated) are inherited by the child: listening sockets the node
-# bound for it (socket activation). Everything else is closed.
-LISTEN_FDS_ENV = "RON_LISTEN_FDS"
-
-
-def listen_fds(env: Mapping[str, str]) -> tuple[int, ...]:
-    raw = env.get(LISTEN_FDS_ENV, "")
-    return tuple(int(fd) for fd in raw.split(",") if fd)
 
 
 class ServiceSpecLike(Protocol):
@@ -88,8 +76,8 @@ class Launcher(Protocol):
 class PidfdChild:
     """What every launched child shares: output pipes as trio streams, a pidfd to watch it.
 
-    Subclasses set ``pid``, ``stdout``, ``stderr``, ``_pidfd``, ``_watching`` and implement
-    ``send_signal``/``wait``.
+    Subclasses set ``pid``, ``stdout``, ``stderr``, ``_pidfd``, ``_watching``, ``_exited`` and
+    implement ``returncode``, ``_reap`` and ``send_signal``.
     """
 
     pid: int
@@ -97,9 +85,44 @@ class PidfdChild:
     stderr: trio.abc.ReceiveStream | None
     _pidfd: int | None
     _watching: bool
+    _exited: trio.Event
+
+    @property
+    def returncode(self) -> int | None:
+        raise NotImplementedError
 
     def send_signal(self, sig: int) -> None:
         raise NotImplementedError
+
+    def _reap(self) -> int:
+        """Reap the exited child (a zombie by now) and return its exit code."""
+        raise NotImplementedError
+
+    async def _wait_exit(self) -> None:
+        """Until the child has exited (not reaped): the pidfd turns readable."""
+        assert self._pidfd is not None
+        await trio.lowlevel.wait_readable(self._pidfd)
+
+    async def wait(self) -> int:
+        """Wait for exit and reap. Cancel-safe; several tasks may wait at once; returns at once
+        if already reaped."""
+        rc = self.returncode
+        if rc is not None:
+            return rc
+        if self._watching:
+            await self._exited.wait()
+            rc = self.returncode
+            assert rc is not None
+            return rc
+        self._watching = True
+        try:
+            await self._wait_exit()
+        finally:
+            self._watching = False
+        rc = self._reap()
+        self._close_pidfd()
+        self._exited.set()
+        return rc
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -148,26 +171,14 @@ class PopenChild(PidfdChild):
     def returncode(self) -> int | None:
         return self._popen.returncode
 
-    async def wait(self) -> int:
-        """Wait for exit and reap. Cancel-safe; returns at once if already reaped."""
-        if self._popen.returncode is not None:
-            return self._popen.returncode
-        if self._watching:
-            await self._exited.wait()
-            assert self._popen.returncode is not None
-            return self._popen.returncode
-        self._watching = True
-        try:
-            if self._pidfd is not None:
-                await trio.lowlevel.wait_readable(self._pidfd)
-            else:
-                await trio.to_thread.run_sync(self._popen.wait, abandon_on_cancel=True)
-        finally:
-            self._watching = False
-        rc = self._popen.wait()  # the child is a zombie by now: this only reaps
-        self._close_pidfd()
-        self._exited.set()
-        return rc
+    async def _wait_exit(self) -> None:
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        else:  # very old kernel: a waiter thread
+            await trio.to_thread.run_sync(self._popen.wait, abandon_on_cancel=True)
+
+    def _reap(self) -> int:
+        return self._popen.wait()  # the child is a zombie by now: this only reaps
 
     def send_signal(self, sig: int) -> None:
         self._popen.send_signal(sig)
@@ -195,8 +206,8 @@ class ExecLauncher:
         full: dict[str, str] = dict(os.environ) if self._inherit_env else {}
         full["PYTHONUNBUFFERED"] = "1"  # children's log lines must reach us as they are written
         full.update(env)
-        full[SERVICE_ENV] = spec.name
-        full[PARENT_PID_ENV] = str(os.getpid())
+        full[childenv.SERVICE] = spec.name
+        full[childenv.PARENT_PID] = str(os.getpid())
         return full
 
     async def spawn(self, spec: ServiceSpecLike, env: Mapping[str, str]) -> PopenChild:
@@ -212,7 +223,7 @@ class ExecLauncher:
                 stdout=out_w,
                 stderr=err_w,
                 close_fds=True,
-                pass_fds=listen_fds(env),
+                pass_fds=childenv.decode_fds(env),  # listening sockets (socket activation)
                 env=self.environment(spec, env),
                 cwd=self._cwd,
                 start_new_session=True,

@@ -19,11 +19,11 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+from kernel import childenv
 from kernel._libc import prctl
 
-__all__ = ["PARENT_PID_ENV", "arm", "arm_from_env"]
+__all__ = ["arm", "arm_from_env"]
 
-PARENT_PID_ENV = "RON_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 # exit code when the supervisor is already gone: nobody will read it, but make it non-zero
 _ORPHAN_EXIT = 70
@@ -56,7 +56,7 @@ def arm_from_env(environ: Mapping[str, str] | None = None) -> bool:
     hand rather than by a supervisor.
     """
     env = os.environ if environ is None else environ
-    raw = env.get(PARENT_PID_ENV)
+    raw = env.get(childenv.PARENT_PID)
     if raw is None:
         return False
     arm(int(raw))

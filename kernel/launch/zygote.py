@@ -61,17 +61,15 @@ import time
 import types
 from collections.abc import Iterable
 
-from kernel import procname
+from kernel import childenv, procname
 from kernel.launch import _sibling_fork
 from kernel.launch import _zygote_wire as wire
 from kernel.launch._zygote_spare import Spare
 
-__all__ = ["CTL_FD_ENV", "FORK_MODE_ENV", "ORPHAN_EXIT", "PRELOAD_ENV", "STACK", "main"]
+__all__ = ["FORK_MODE_ENV", "ORPHAN_EXIT", "STACK", "main"]
 
-CTL_FD_ENV = wire.CTL_FD_ENV
-PRELOAD_ENV = wire.PRELOAD_ENV
 # "double" forces the double fork (tests); anything else: sibling fork where available
-FORK_MODE_ENV = "RON_ZYGOTE_FORK"
+FORK_MODE_ENV = childenv.ZYGOTE_FORK
 # What every service imports anyway; preloaded even when the profile names no module.
 STACK = (
     "trio",
@@ -119,9 +117,7 @@ class _Job:
         for fd in self.listen:
             os.set_inheritable(fd, True)
         if self.listen:
-            from kernel.launch.launcher import LISTEN_FDS_ENV
-
-            self.env[LISTEN_FDS_ENV] = ",".join(str(fd) for fd in self.listen)
+            self.env[childenv.LISTEN_FDS] = childenv.encode_fds(self.listen)
         _replace_environ(self.env)
         _extend_sys_path(self.env.get("PYTHONPATH", ""))
         _reset_signals()
@@ -140,7 +136,7 @@ class _Job:
         """Run the service as ``python -m`` would. Raises what it raises."""
         from kernel.launch import pdeathsig
 
-        pdeathsig.arm(int(self.env[pdeathsig.PARENT_PID_ENV]))
+        pdeathsig.arm(int(self.env[childenv.PARENT_PID]))
         _run_as_main(self.req.module)
 
 
@@ -400,8 +396,8 @@ def main() -> int:
     pdeathsig.arm_from_env()
     procname.set_name(procname.ZYGOTE)
     try:
-        ctl = int(os.environ.pop(CTL_FD_ENV))
-        modules = [m for m in os.environ.pop(PRELOAD_ENV, "").split(",") if m]
+        ctl = int(os.environ.pop(childenv.ZYGOTE_FD))
+        modules = childenv.decode_list(os.environ.pop(childenv.ZYGOTE_PRELOAD, ""))
     except (KeyError, ValueError):
         print("the zygote is started by the supervisor (spawn = forkserver)", file=sys.stderr)
         return 2

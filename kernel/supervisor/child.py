@@ -21,6 +21,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -29,6 +30,7 @@ import trio
 from ipc.events import ServiceCrashed
 from kernel.health import HealthState, ServiceState
 from kernel.launch.launcher import ChildProcess, Launcher, ServiceSpecLike, describe_returncode
+from kernel.launch.output import MAX_LINE, pump_lines
 from kernel.supervisor.policy import CrashHistory, Quarantine
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "ServiceSpec",
 ]
 
-MAX_LINE = 64 * 1024
 # after a child is reaped, how long its pipes may take to deliver what is left (a grandchild
 # holding the pipe open must not stall the restart)
 OUTPUT_DRAIN = 1.0
@@ -308,20 +309,7 @@ class Child:
         return await _terminate(proc, self.timing.term_grace)
 
     async def _pump(self, stream: trio.abc.ReceiveStream) -> None:
-        emit = self._deps.output
-        buf = bytearray()
-        try:
-            while data := await stream.receive_some(MAX_LINE):
-                buf += data
-                while (i := buf.find(b"\n")) >= 0:
-                    emit(self.name, bytes(buf[:i]))
-                    del buf[: i + 1]
-                while len(buf) >= MAX_LINE:
-                    emit(self.name, bytes(buf[:MAX_LINE]))
-                    del buf[:MAX_LINE]
-        finally:
-            if buf:
-                emit(self.name, bytes(buf))
+        await pump_lines(stream, partial(self._deps.output, self.name))
 
     # ---- after an exit ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import os
 
 import attrs
 
-from kernel import procname
+from kernel import childenv, procname
 
 __all__ = [
     "ProcId",
@@ -78,7 +78,7 @@ def descendants_of(pid: int) -> dict[int, str]:
     return found
 
 
-def service_of(pid: int, env_key: str = "RON_SERVICE") -> str | None:
+def service_of(pid: int, env_key: str = childenv.SERVICE) -> str | None:
     """The service name a node process runs as, if any: from the environment it was exec'd with,
     else from its process name (a service forked by the zygote keeps the zygote's environment in
     ``/proc``, but names itself; see ``kernel.procname``; the name may be cut to 15 bytes)."""
