@@ -34,7 +34,7 @@ from ipc.commands import CommandClient  # noqa: E402
 from ipc.proto import storage  # noqa: E402
 from ipc.proto.codec import call  # noqa: E402
 from services.lib import objstore  # noqa: E402
-from tests.node_harness import FAST_CONFIG, start_node  # noqa: E402
+from tests.support.node_harness import FAST_CONFIG, start_node  # noqa: E402
 
 SIZES = (4096, 65536)
 WRITERS = (1, 8)

@@ -34,6 +34,7 @@ import trio
 import zmq
 
 from ipc import endpoints, events
+from ipc._types import MetricsLike
 from ipc.events import KernelEvent
 from ipc.ztrio import Message, TrioSocket
 
@@ -87,7 +88,7 @@ class BusStats:
 class _Metrics:
     """Mirrors counts into the node's prometheus metrics, or nowhere."""
 
-    def __init__(self, metrics: object | None) -> None:
+    def __init__(self, metrics: MetricsLike | None) -> None:
         self._m = metrics
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -104,7 +105,7 @@ class Bus:
         sub: TrioSocket | None,
         *,
         capacity: int,
-        metrics: object | None,
+        metrics: MetricsLike | None,
     ) -> None:
         if capacity <= 0:
             raise ValueError("bus capacity must be > 0")
@@ -131,14 +132,14 @@ class Bus:
         *,
         topics: Iterable[str] = ("kernel",),
         capacity: int = DEFAULT_CAPACITY,
-        metrics: object | None = None,
-        ctx: zmq.Context | None = None,
+        metrics: MetricsLike | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
         sync_timeout: float = 10.0,
     ) -> AsyncIterator[Bus]:
         """Join the bus whose proxy serves ``runtime_dir``; subscribe to topic prefixes ``topics``
         (empty: publish only). Raises TimeoutError if the proxy does not answer in time."""
         ctx = ctx or zmq.Context.instance()
-        topics = [t.encode() for t in topics]
+        prefixes = [t.encode() for t in topics]
         pub_raw = ctx.socket(zmq.XPUB)
         pub_raw.set(zmq.SNDHWM, capacity)
         pub_raw.set(zmq.XPUB_NODROP, 1)
@@ -147,14 +148,14 @@ class Bus:
         sub: TrioSocket | None = None
         try:
             pub_raw.connect(endpoints.bus_in(runtime_dir))
-            if topics:
+            if prefixes:
                 sub_raw = ctx.socket(zmq.SUB)
                 sub_raw.set(zmq.RCVHWM, capacity)
                 sub_raw.set(zmq.LINGER, 0)
                 sub = TrioSocket(sub_raw)
                 sub_raw.connect(endpoints.bus_out(runtime_dir))
-                for topic in topics:
-                    sub_raw.subscribe(topic)
+                for prefix in prefixes:
+                    sub_raw.subscribe(prefix)
             bus = cls(pub, sub, capacity=capacity, metrics=metrics)
             with trio.fail_after(sync_timeout):
                 await bus._sync()

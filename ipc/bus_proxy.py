@@ -15,6 +15,7 @@ import trio
 import zmq
 
 from ipc import endpoints
+from ipc._types import MetricsLike
 from ipc.bus import DEFAULT_CAPACITY, Envelope
 from ipc.ztrio import TrioSocket
 
@@ -27,8 +28,8 @@ class BusProxy:
         runtime_dir: Path,
         *,
         capacity: int = DEFAULT_CAPACITY,
-        metrics: object | None = None,
-        ctx: zmq.Context | None = None,
+        metrics: MetricsLike | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self._runtime_dir = Path(runtime_dir)
         self._capacity = capacity

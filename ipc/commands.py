@@ -26,6 +26,7 @@ import trio
 import zmq
 
 from ipc import endpoints, oap
+from ipc._types import MetricsLike
 from ipc.ztrio import TrioSocket
 
 DEFAULT_MAX_INFLIGHT = 128
@@ -86,7 +87,7 @@ class CommandClient:
         *,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         timeout: float = DEFAULT_TIMEOUT,
-        ctx: zmq.Context | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> AsyncIterator[CommandClient]:
         """Connect to ``service`` (it need not be running yet)."""
         if max_inflight < 1:
@@ -177,9 +178,9 @@ class CommandServer:
         *,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         reply_timeout: float = DEFAULT_TIMEOUT,
-        metrics: object | None = None,
+        metrics: MetricsLike | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-        ctx: zmq.Context | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self._endpoint = endpoints.command(runtime_dir, service)
         self.service = service

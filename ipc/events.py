@@ -50,14 +50,14 @@ _U64_MAX = 2**64 - 1
 def _exact(kind: type) -> Any:
     """attrs validator: exact type match (``type(v) is kind``), so True is rejected as an int."""
 
-    def check(_inst: object, attr: attrs.Attribute, value: object) -> None:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if type(value) is not kind:
             raise TypeError(f"{attr.name}: expected {kind.__name__}, got {type(value).__name__}")
 
     return check
 
 
-def _u64(_inst: object, attr: attrs.Attribute, value: int) -> None:
+def _u64(_inst: object, attr: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= _U64_MAX:
         raise ValueError(f"{attr.name}: {value} is outside 0..2**64-1")
 
@@ -116,7 +116,7 @@ class EventDecodeError(ValueError):
 # variant name -> (class, ((field, exact type), ...)) in wire order. Derived from the attrs
 # classes so a field added to a class cannot be forgotten by the codec.
 _FIELD_TYPES: dict[str, type] = {"service": str, "ok": bool, "version": int, "reason": str}
-_SCHEMA: dict[str, tuple[type, tuple[tuple[str, type], ...]]] = {
+_SCHEMA: dict[str, tuple[type[KernelEvent], tuple[tuple[str, type], ...]]] = {
     cls.__name__: (cls, tuple((a.name, _FIELD_TYPES[a.name]) for a in attrs.fields(cls)))
     for cls in EVENT_TYPES
 }
@@ -159,7 +159,7 @@ def from_wire(obj: object) -> KernelEvent:
     cls, fields = entry
     if len(obj) != len(fields) + 1:
         _raise_shape(tag, obj, fields)
-    values = []
+    values: list[Any] = []  # each checked against its field's exact type below
     for name, kind in fields:
         try:
             value = obj[name]
@@ -178,7 +178,7 @@ def from_wire(obj: object) -> KernelEvent:
     return cls(*values)
 
 
-def _raise_shape(tag: str, obj: dict, fields: tuple[tuple[str, type], ...]) -> NoReturn:
+def _raise_shape(tag: str, obj: dict[Any, Any], fields: tuple[tuple[str, type], ...]) -> NoReturn:
     expected = {name for name, _ in fields}
     missing = sorted(expected - obj.keys())
     if missing:
@@ -189,7 +189,8 @@ def _raise_shape(tag: str, obj: dict, fields: tuple[tuple[str, type], ...]) -> N
 
 def encode(ev: KernelEvent) -> bytes:
     """msgpack bytes of ``to_wire(ev)`` (deterministic)."""
-    return msgpack.packb(to_wire(ev), use_bin_type=True)
+    packed: bytes = msgpack.packb(to_wire(ev), use_bin_type=True)
+    return packed
 
 
 def decode(data: bytes) -> KernelEvent:

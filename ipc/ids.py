@@ -30,7 +30,7 @@ def parse_id(text: object) -> str:
     if not is_id(text):
         shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
         raise BadId(f"{shown} is not a content id (b3: followed by 64 lowercase hex digits)")
-    return text[len(PREFIX) :]  # type: ignore[index]
+    return str(text)[len(PREFIX) :]
 
 
 def format_id(digest: bytes) -> str:

@@ -29,23 +29,26 @@ import zmq
 
 Message = list[bytes]
 
-_POLLIN = zmq.POLLIN
-_POLLOUT = zmq.POLLOUT
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 
 
 class TrioSocket:
     """A pyzmq socket with cancel-safe async send/recv for trio tasks."""
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self._sock = sock
-        self._fd = sock.get(zmq.FD)
-        self._lots = {_POLLIN: trio.lowlevel.ParkingLot(), _POLLOUT: trio.lowlevel.ParkingLot()}
+        self._fd: int = int(sock.get(zmq.FD))
+        self._lots: dict[int, trio.lowlevel.ParkingLot] = {
+            _POLLIN: trio.lowlevel.ParkingLot(),
+            _POLLOUT: trio.lowlevel.ParkingLot(),
+        }
         self._watch_scope: trio.CancelScope | None = None
         self._watch_flag = 0
         self._closed = False
 
     @property
-    def raw(self) -> zmq.Socket:
+    def raw(self) -> zmq.Socket[bytes]:
         """The underlying pyzmq socket (for options; never block on it)."""
         return self._sock
 
@@ -58,7 +61,7 @@ class TrioSocket:
     def poll_events(self) -> int:
         """Read ZMQ_EVENTS and wake exactly the waiters whose condition now holds (rule 3).
         The only correct way to read EVENTS on a socket that tasks may be waiting on."""
-        events = self._sock.get(zmq.EVENTS)
+        events = int(self._sock.get(zmq.EVENTS))
         for flag, lot in self._lots.items():
             if events & flag and lot:
                 lot.unpark_all()

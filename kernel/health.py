@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import Any
 
 import attrs
 
@@ -59,7 +60,7 @@ class HealthState:
     def register(self, name: str, *, required: bool) -> None:
         self._services[name] = ServiceStatus(name=name, required=required)
 
-    def update(self, name: str, **changes: object) -> ServiceStatus:
+    def update(self, name: str, **changes: Any) -> ServiceStatus:
         status = attrs.evolve(self._services[name], **changes)
         self._services[name] = status
         return status

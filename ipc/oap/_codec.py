@@ -48,7 +48,7 @@ def frame_total(buf: Buffer, off: int, max_frame: int) -> int:
     Raises 413 ``frame_too_large`` or 400 ``bad_length`` from these 4 bytes alone, so a peer that
     announces a huge frame is refused before we buffer any of it.
     """
-    (length,) = LEN_FIELD.unpack_from(buf, off)
+    length: int = LEN_FIELD.unpack_from(buf, off)[0]
     if length + 4 > max_frame:
         raise OapError(
             "frame_too_large", f"frame of {length + 4} bytes exceeds max_frame {max_frame}"

@@ -152,7 +152,8 @@ def pack_payload(obj: object) -> bytes:
     """Serialize a typed payload to its msgpack map."""
     if type(obj) not in PAYLOAD_TYPES:
         raise TypeError(f"not an OAP/1 payload type: {type(obj).__name__}")
-    return msgpack.packb(_CONVERTER.unstructure(obj), use_bin_type=True)
+    packed: bytes = msgpack.packb(_CONVERTER.unstructure(obj), use_bin_type=True)
+    return packed
 
 
 def unpack_payload(cls: type[T], data: bytes) -> T:

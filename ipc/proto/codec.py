@@ -53,7 +53,8 @@ class Requester(Protocol):
 
 def _pack(value: Any, first: Mapping[str, Any] | None = None) -> bytes:
     fields = {k: v for k, v in attrs.asdict(value, recurse=False).items() if v is not None}
-    return msgpack.packb({**(first or {}), **fields}, use_bin_type=True)
+    packed: bytes = msgpack.packb({**(first or {}), **fields}, use_bin_type=True)
+    return packed
 
 
 def _unpack_map(payload: bytes, what: str) -> dict[str, Any]:
@@ -116,7 +117,7 @@ class ServiceProtocol:
         cls = self._by_op.get(op) if isinstance(op, str) else None
         if cls is None:
             raise oap.OapError("schema_invalid", f"unknown op {op!r:.40}")
-        return _structure(fields, cls, op)  # type: ignore[arg-type]  # op is a str here
+        return _structure(fields, cls, str(op))
 
     def reply_frame(self, req: oap.Frame, reply: Any) -> oap.Frame:
         """The success reply (RESP 200) to ``req`` carrying ``reply``."""

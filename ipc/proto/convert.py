@@ -55,7 +55,8 @@ def describe(value: object) -> str:
     text = repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
-    kind = {dict: "table", list: "array"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "table", list: "array"}
+    kind = names.get(type(value), type(value).__name__)
     return f"{kind} {text}" if kind not in ("table", "array") else kind
 
 
@@ -85,7 +86,9 @@ def strict_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
 
     def attrs_factory(cls: type) -> Callable[[object, type], object]:
-        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+        inner: Callable[[Any, type], object] = make_dict_structure_fn(
+            cls, conv, _cattrs_forbid_extra_keys=True
+        )
 
         def hook(value: object, _t: type) -> object:
             if not isinstance(value, Mapping):
@@ -110,7 +113,7 @@ def first_error(exc: BaseException, path: tuple[str | int, ...] = ()) -> tuple[s
     if isinstance(exc, ClassValidationError | IterableValidationError):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
-            step = note.name if hasattr(note, "name") else note.index  # type: ignore[union-attr]
+            step = note.name if hasattr(note, "name") else note.index
             return first_error(sub, (*path, step))
         if without:
             return first_error(without[0], path)

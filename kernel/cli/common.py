@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from kernel import childenv, runtime
 from kernel.cli.client import AdminClient
 
 __all__ = [
     "ADMIN_ENV",
+    "AdminArg",
     "CliError",
     "add_admin_arg",
     "admin_client",
@@ -19,6 +21,9 @@ __all__ = [
 ]
 
 ADMIN_ENV = childenv.ADMIN
+
+AdminArg = Callable[[argparse._ActionsContainer], None]
+"""``add_admin_arg``'s shape, as verb modules receive it (a parser or an argument group)."""
 
 
 class CliError(Exception):
@@ -52,7 +57,7 @@ def first_line(e: BaseException, fallback: str) -> str:
     return lines[0] if lines else fallback
 
 
-def add_admin_arg(p: argparse.ArgumentParser) -> None:
+def add_admin_arg(p: argparse._ActionsContainer) -> None:
     p.add_argument(
         "--admin",
         metavar="URL",

@@ -37,7 +37,7 @@ import blake3
 
 from kernel import childenv, runtime
 from kernel.cli.client import AdminClient
-from kernel.cli.common import ADMIN_ENV, CliError, resolve_admin_url
+from kernel.cli.common import ADMIN_ENV, AdminArg, CliError, resolve_admin_url
 
 Verb = Callable[..., argparse.ArgumentParser]
 
@@ -49,7 +49,7 @@ _ID = re.compile(r"b3:[0-9a-f]{64}")
 _RETRY_STATUS = (429, 503)
 
 
-def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(verb: Verb, admin_arg: AdminArg) -> None:
     p = verb(
         "put",
         "store a file through the gateway, print its id",
@@ -70,9 +70,7 @@ def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -
     _common(p, admin_arg)
 
 
-def _common(
-    p: argparse.ArgumentParser, admin_arg: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def _common(p: argparse.ArgumentParser, admin_arg: AdminArg) -> None:
     p.add_argument("--gateway", metavar="URL", help=f"gateway URL (default: ${GATEWAY_ENV}, ...)")
     admin_arg(p)
     p.add_argument(

@@ -15,7 +15,7 @@ from typing import Any
 
 from kernel import runtime
 from kernel.cli.client import AdminUnreachable
-from kernel.cli.common import CliError, admin_client, first_line
+from kernel.cli.common import AdminArg, CliError, admin_client, first_line
 
 __all__ = ["register"]
 
@@ -194,7 +194,7 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
     raise CliError(f"reload failed ({resp.error_text()})")
 
 
-def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(verb: Verb, admin_arg: AdminArg) -> None:
     """Add the node verbs to ``ronctl``'s parser."""
     p = verb(
         "run",

@@ -88,8 +88,8 @@ def _make_converter() -> cattrs.Converter:
 attrs.resolve_types(Config)
 attrs.resolve_types(ServiceSpec)
 for _field in attrs.fields(Config):
-    if attrs.has(_field.type):  # type: ignore[arg-type]
-        attrs.resolve_types(_field.type)  # type: ignore[arg-type]
+    if attrs.has(_field.type):  # type: ignore[arg-type]  # a field type may be a string: resolved here
+        attrs.resolve_types(_field.type)
 
 _converter = _make_converter()  # built once, never mutated afterwards
 # cattrs generates the (un)structuring code on first use, ~8 ms: pay it at import, so that the
@@ -98,9 +98,9 @@ _converter.structure(Config().to_dict(), Config)
 
 # {section: {key: type}} for the scalar sections: what env vars and dotted overrides may address.
 _SCHEMA: dict[str, dict[str, type]] = {
-    a.name: {f.name: f.type for f in attrs.fields(a.type)}  # type: ignore[arg-type, misc]
+    a.name: {f.name: f.type for f in attrs.fields(a.type)}
     for a in attrs.fields(Config)
-    if attrs.has(a.type)  # type: ignore[arg-type]
+    if attrs.has(a.type)  # type: ignore[arg-type]  # resolved above, mypy cannot know
 }
 
 

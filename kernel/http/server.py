@@ -42,7 +42,7 @@ import errno
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -367,7 +367,7 @@ class _Connection:
             self.must_close = True  # ConnectionClosed: no more body
             return None
 
-    async def write(self, parts: list[bytes | bytearray | memoryview]) -> None:
+    async def write(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         if self.broken:
             raise ClientDisconnected("the client connection is gone")
         if len(parts) > 1 and sum(len(p) for p in parts) <= _JOIN_LIMIT:
@@ -567,7 +567,7 @@ class _Cycle:
             self.head_sent = True
         body = message.get("body", b"")
         if body and not self.no_body:
-            parts.extend(conn.h11.send_with_data_passthrough(h11.Data(data=body)))
+            parts.extend(conn.h11.send_with_data_passthrough(h11.Data(data=body)) or ())
         if not message.get("more_body", False):
             parts.append(conn.h11.send(h11.EndOfMessage()))
             self.complete = True

@@ -201,7 +201,7 @@ class ForkServerLauncher:
                 self._log("zygote_unusable", level="warning", service=spec.name, reason=str(exc))
                 self._kill_zygote(zygote)
         child = await self._exec.spawn(spec, env)
-        child.launch = "exec"  # type: ignore[attr-defined]
+        child.launch = "exec"  # type: ignore[attr-defined]  # PopenChild: tagged for the log line
         self._tracked[child.pid] = child
         return child
 

@@ -46,8 +46,10 @@ __all__ = [
 class ServiceSpecLike(Protocol):
     """What a launcher needs from a service spec."""
 
-    name: str
-    module: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def module(self) -> str: ...
 
 
 class ChildProcess(Protocol):

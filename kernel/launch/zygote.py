@@ -155,7 +155,7 @@ def _main_code(module: str) -> tuple[importlib.machinery.ModuleSpec, types.CodeT
         spec = importlib.util.find_spec(f"{module}.__main__")  # -m package
     if spec is None or spec.loader is None or spec.origin is None:
         return None
-    code = spec.loader.get_code(spec.name)  # type: ignore[attr-defined]
+    code = spec.loader.get_code(spec.name)  # type: ignore[attr-defined]  # a source loader has it
     if code is None:
         return None
     return spec, code
@@ -179,7 +179,7 @@ def _run_as_main(module: str) -> None:
         __builtins__=builtins,
     )
     sys.modules["__main__"] = main
-    sys.argv[:] = [spec.origin]
+    sys.argv[:] = [spec.origin or spec.name]
     exec(code, main.__dict__)
 
 
@@ -225,7 +225,7 @@ def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     changed = _CHANGED_SIGNALS if _CHANGED_SIGNALS is not None else _changed_signals()
     for sig, handler in changed:
-        signal.signal(sig, handler)  # type: ignore[arg-type]
+        signal.signal(sig, handler)  # type: ignore[arg-type]  # a handler signal.getsignal gave us
     signal.pthread_sigmask(signal.SIG_SETMASK, _BASELINE_MASK)
 
 

@@ -22,7 +22,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -54,10 +54,14 @@ HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
 class ServiceSpec(ServiceSpecLike, Protocol):
     """The attributes of a profile's service entry that the loop reads (duck-typed)."""
 
-    required: bool
-    restart: Literal["permanent", "transient", "temporary"]
-    shutdown_deadline: float
-    heartbeat_timeout: float  # 0 = the supervisor's
+    @property
+    def required(self) -> bool: ...
+    @property
+    def restart(self) -> str: ...  # "permanent" | "transient" | "temporary" (config rules)
+    @property
+    def shutdown_deadline(self) -> float: ...
+    @property
+    def heartbeat_timeout(self) -> float: ...  # 0 = the supervisor's
 
 
 class Log(Protocol):

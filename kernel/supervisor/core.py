@@ -40,12 +40,15 @@ DEFAULT_TERM_GRACE = 2.0
 
 
 class SupervisorSettings(PolicySettings, Protocol):
-    heartbeat_timeout: float
+    @property
+    def heartbeat_timeout(self) -> float: ...
 
 
 class ConfigLike(Protocol):
-    supervisor: SupervisorSettings
-    services: Iterable[ServiceSpec]
+    @property
+    def supervisor(self) -> SupervisorSettings: ...
+    @property
+    def services(self) -> Iterable[ServiceSpec]: ...
 
 
 def _no_env(_spec: Any) -> Mapping[str, str]:

@@ -39,11 +39,16 @@ _MAX_EXPONENT = 62
 class PolicySettings(Protocol):
     """The part of ``cfg.supervisor`` the policy reads (durations in seconds)."""
 
-    stable_after: float
-    min_backoff: float
-    max_backoff: float
-    restart_cap: int
-    restart_window: float
+    @property
+    def stable_after(self) -> float: ...
+    @property
+    def min_backoff(self) -> float: ...
+    @property
+    def max_backoff(self) -> float: ...
+    @property
+    def restart_cap(self) -> int: ...
+    @property
+    def restart_window(self) -> float: ...
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:

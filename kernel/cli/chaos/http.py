@@ -66,7 +66,8 @@ async def _exchange(
             await stream.send_all(conn.send(h11.Request(method=method, target=path, headers=hdrs)))
             view = memoryview(body)
             for off in range(0, len(body), SEND_CHUNK):
-                await stream.send_all(conn.send(h11.Data(data=view[off : off + SEND_CHUNK])))
+                piece = view[off : off + SEND_CHUNK]  # h11 frames any buffer; no copy
+                await stream.send_all(conn.send(h11.Data(data=piece)))  # type: ignore[arg-type]
             await stream.send_all(conn.send(h11.EndOfMessage()))
             while True:
                 event = conn.next_event()

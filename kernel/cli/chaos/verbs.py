@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from kernel.cli.common import CliError
+from kernel.cli.common import AdminArg, CliError
 
 Verb = Callable[..., argparse.ArgumentParser]
 
@@ -67,7 +67,7 @@ def _size(text: str) -> int:
     return value
 
 
-def register(verb: Verb, admin_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(verb: Verb, admin_arg: AdminArg) -> None:
     p = verb(
         "chaos",
         "chaos drills: restart-storm, inject, bus-flood",

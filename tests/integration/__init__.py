@@ -1,0 +1,1 @@
+"""Tests with real processes: nodes, supervised children, drills (bounded in time)."""

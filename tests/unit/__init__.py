@@ -1,0 +1,1 @@
+"""Tests of one module or seam each, in this process (fakes or real loopback sockets)."""

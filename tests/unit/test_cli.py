@@ -1,0 +1,619 @@
+"""ronctl: the argparse surface, every verb against a fake admin plane, and the error paths (one
+line on stderr, a non-zero exit, never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import types
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from kernel import runtime
+from kernel.cli import entry as cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+VERSION = {
+    "version": "0.1.0",
+    "profile": "micronode",
+    "amnesia": True,
+    "pq": "off",
+    "config_version": 3,
+    "config_sha": "ab12",
+    "services": [
+        {
+            "name": "svc-index",
+            "pid": None,
+            "state": "quarantined",
+            "restarts": 5,
+            "uptime": 0.0,
+            "required": True,
+        },
+        {
+            "name": "svc-storage",
+            "pid": 4242,
+            "state": "ready",
+            "restarts": 0,
+            "uptime": 3725.2,
+            "required": True,
+        },
+        {
+            "name": "svc-dht",
+            "pid": 4243,
+            "state": "starting",
+            "restarts": 1,
+            "uptime": 2.5,
+            "required": False,
+        },
+    ],
+}
+DEGRADED = {"degraded": True, "missing": ["svc-index"], "retry_after": 1}
+
+Reply = tuple[int, object]
+
+
+class FakeAdmin:
+    """A tiny admin plane on 127.0.0.1:0 in a thread; routes map (METHOD, path) to a reply."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], Reply | Callable[[BaseHTTPRequestHandler], None]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.release_streams = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self, method: str) -> None:
+                fake.requests.append((method, self.path))
+                route = fake.routes.get((method, self.path.split("?")[0]))
+                if route is None:
+                    route = (404, {"error": "not_found"})
+                if callable(route):
+                    route(self)
+                    return
+                status, body = route
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.release_streams.set()
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def admin():
+    fake = FakeAdmin()
+    fake.routes[("GET", "/healthz")] = (200, {"ok": True})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_node(monkeypatch):
+    """Tests never find a real node: no $RON_ADMIN, and an empty default runtime dir."""
+    monkeypatch.delenv(cli.ADMIN_ENV, raising=False)
+    base = Path(tempfile.mkdtemp(prefix="cli"))
+    monkeypatch.setattr(runtime, "default_runtime_dir", lambda: base / "ron")
+    yield base / "ron"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+# --- argparse surface -------------------------------------------------------------------------
+
+VERBS = [
+    ["run"],
+    ["status"],
+    ["tail"],
+    ["stop"],
+    ["release"],
+    ["config"],
+    ["config", "check"],
+    ["config", "reload"],
+    ["put"],
+    ["get"],
+]
+
+
+@pytest.mark.parametrize("verb", [[], *VERBS], ids=lambda v: " ".join(v) or "top")
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*verb, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: ronctl {' '.join(verb)}".rstrip())
+
+
+def test_top_level_help_lists_every_verb_with_a_line(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("run", "status", "tail", "stop", "release", "config", "put", "get"):
+        assert any(
+            line.split()[:1] == [name] and len(line.split()) > 1 for line in out.splitlines()
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["run"],
+        ["run", "micronode", "--admin-addr", "nohost"],
+        ["run", "micronode", "--gateway-addr", "h:70000"],
+        ["release"],
+        ["config"],
+        ["get"],
+        ["stop", "--timeout", "soon"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_node(monkeypatch):
+    class ConfigError(Exception):
+        pass
+
+    calls: list[tuple] = []
+    node = types.ModuleType("kernel.node_boot")
+    config = types.ModuleType("kernel.config")
+    config.ConfigError = ConfigError
+
+    def run_node(profile, config_file, overrides):
+        calls.append((profile, config_file, overrides))
+        if profile == "broken":
+            raise ConfigError("gateway.addr: not HOST:PORT (from --gateway-addr)\nmore detail")
+        return 0
+
+    node.run_node = run_node
+    monkeypatch.setitem(sys.modules, "kernel.node_boot", node)
+    monkeypatch.setitem(sys.modules, "kernel.config", config)
+    return calls
+
+
+def test_run_passes_flags_as_dotted_overrides(fake_node, capsys):
+    code, _, _ = run(
+        capsys,
+        "run",
+        "macronode",
+        "--config",
+        "node.toml",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--gateway-addr",
+        "[::1]:8080",
+        "--overlay-addr",
+        "0.0.0.0:9410",
+        "--data-dir",
+        "data",
+        "--runtime-dir",
+        "rt",
+    )
+    assert code == 0
+    assert fake_node == [
+        (
+            "macronode",
+            "node.toml",
+            {
+                "observability.admin_addr": "127.0.0.1:0",
+                "gateway.addr": "[::1]:8080",
+                "overlay.addr": "0.0.0.0:9410",
+                "paths.data_dir": "data",
+                "paths.runtime_dir": "rt",
+            },
+        )
+    ]
+
+
+def test_run_without_flags_has_no_overrides(fake_node, capsys):
+    assert run(capsys, "run", "micronode")[0] == 0
+    assert fake_node == [("micronode", None, {})]
+
+
+def test_run_config_error_is_one_line(fake_node, capsys):
+    code, _, err = run(capsys, "run", "broken")
+    assert code == 1
+    assert err == "ronctl: gateway.addr: not HOST:PORT (from --gateway-addr)\n"
+
+
+def test_run_rejects_a_runtime_dir_too_long_for_sockets(fake_node, capsys):
+    code, _, err = run(capsys, "run", "micronode", "--runtime-dir", "/" + "d" * 100)
+    assert code == 1 and "too long" in err and err.count("\n") == 1
+    assert fake_node == []
+
+
+# --- admin URL resolution -------------------------------------------------------------------
+
+
+def test_no_node_found(capsys, _no_ambient_node):
+    code, out, err = run(capsys, "status")
+    assert code == 1 and out == ""
+    assert err == (
+        f"ronctl: no running node found (looked in {_no_ambient_node}); start one with "
+        "`ronctl run micronode` or pass --admin URL\n"
+    )
+
+
+def test_admin_url_from_env_and_flag_precedence(admin, monkeypatch, capsys):
+    admin.routes[("GET", "/version")] = (200, VERSION)
+    admin.routes[("GET", "/readyz")] = (200, {"ready": True})
+    monkeypatch.setenv(cli.ADMIN_ENV, admin.url)
+    assert run(capsys, "status")[0] == 0
+    # --admin beats the environment.
+    code, _, err = run(capsys, "status", "--admin", closed_port_url())
+    assert code == 1 and "cannot reach" in err
+
+
+def test_admin_url_from_runtime_dir(admin, capsys, _no_ambient_node):
+    admin.routes[("GET", "/version")] = (200, VERSION)
+    admin.routes[("GET", "/readyz")] = (200, {"ready": True})
+    rd = runtime.RuntimeDir.create(_no_ambient_node)
+    try:
+        rd.write_node_info({"admin": admin.url, "profile": "micronode"})
+        assert run(capsys, "status")[0] == 0
+        assert ("GET", "/version") in admin.requests
+    finally:
+        rd.remove()
+
+
+def test_refused_is_one_line(capsys):
+    url = closed_port_url()
+    code, _, err = run(capsys, "status", "--admin", url)
+    assert code == 1
+    assert err.startswith(f"ronctl: cannot reach the node's admin plane at {url}: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("url", ["localhost:9909", "https://127.0.0.1:1", "http://h:port"])
+def test_bad_admin_url(url, capsys):
+    code, _, err = run(capsys, "status", "--admin", url)
+    assert code == 1 and "invalid admin URL" in err and err.count("\n") == 1
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def test_status_table_and_summary(admin, capsys):
+    admin.routes[("GET", "/version")] = (200, VERSION)
+    admin.routes[("GET", "/readyz")] = (503, DEGRADED)
+    code, out, _ = run(capsys, "status", "--admin", admin.url)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0] == ["SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED"]
+    assert rows[1] == ["svc-index", "quarantined", "-", "5", "-", "yes"]
+    assert rows[2] == ["svc-storage", "ready", "4242", "0", "1h02m", "yes"]
+    assert rows[3] == ["svc-dht", "starting", "4243", "1", "2s", "no"]
+    summary = out.splitlines()[4]
+    for part in ("micronode", "amnesia on", "pq off", "config v3", "degraded", "svc-index"):
+        assert part in summary
+
+
+def test_status_json(admin, capsys):
+    admin.routes[("GET", "/version")] = (200, VERSION)
+    admin.routes[("GET", "/readyz")] = (200, {"ready": True})
+    code, out, _ = run(capsys, "status", "--admin", admin.url, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc == {"version": VERSION, "readyz": {"ready": True}, "ready": True}
+    admin.routes[("GET", "/readyz")] = (503, DEGRADED)
+    code, out, _ = run(capsys, "status", "--admin", admin.url, "--json")
+    assert code == 0
+    assert json.loads(out) == {"version": VERSION, "readyz": DEGRADED, "ready": False}
+
+
+def test_status_non_json_answer_is_one_line(admin, capsys):
+    def garbage(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "5")
+        h.end_headers()
+        h.wfile.write(b"oops!")
+
+    admin.routes[("GET", "/version")] = garbage
+    code, _, err = run(capsys, "status", "--admin", admin.url)
+    assert code == 1 and "unexpected answer" in err and err.count("\n") == 1
+
+
+# --- tail ---------------------------------------------------------------------------------------
+
+EVENTS = [
+    {"type": "Health", "service": "svc-index", "ok": True},
+    {"type": "ServiceCrashed", "service": "svc-index", "reason": "exit 1"},
+]
+
+
+def stream_events(fake: FakeAdmin, *, hold_open: bool) -> Callable[[BaseHTTPRequestHandler], None]:
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/x-ndjson")
+        h.end_headers()
+        for ev in EVENTS:
+            h.wfile.write(json.dumps(ev).encode() + b"\n")
+            h.wfile.flush()
+        if hold_open:
+            fake.release_streams.wait(timeout=30)
+
+    return handler
+
+
+def test_tail_prints_each_line_until_the_stream_ends(admin, capsys):
+    admin.routes[("GET", "/events")] = stream_events(admin, hold_open=False)
+    code, out, _ = run(capsys, "tail", "--admin", admin.url, "--topic", "kernel.service")
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == EVENTS
+    assert admin.requests[-1] == ("GET", "/events?topic=kernel.service")
+
+
+def test_tail_default_topic_and_refusal(admin, capsys):
+    admin.routes[("GET", "/events")] = (400, {"error": "bad_topic", "detail": "too long"})
+    code, _, err = run(capsys, "tail", "--admin", admin.url)
+    assert (
+        err
+        == "ronctl: the admin plane refused /events?topic=kernel: HTTP 400 bad_topic: too long\n"
+    )
+    assert code == 1
+    assert admin.requests[-1] == ("GET", "/events?topic=kernel")
+
+
+def test_tail_exits_0_on_ctrl_c_without_traceback(admin):
+    admin.routes[("GET", "/events")] = stream_events(admin, hold_open=True)
+    env = {k: v for k, v in os.environ.items() if k != cli.ADMIN_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel.cli", "tail", "--admin", admin.url],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    watchdog = threading.Timer(30, proc.kill)  # bounds the blocking reads below
+    watchdog.start()
+    try:
+        # Each event is printed (and flushed) as it arrives, while the stream stays open.
+        got = [json.loads(proc.stdout.readline()) for _ in EVENTS]
+        assert got == EVENTS
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert out == b""
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+
+
+# --- stop ---------------------------------------------------------------------------------------
+
+
+def test_stop_waits_until_the_admin_plane_is_gone(admin, capsys):
+    def stop(h: BaseHTTPRequestHandler) -> None:
+        data = b'{"stopping":true}'
+        h.send_response(202)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+        h.wfile.flush()
+        threading.Thread(target=admin.close, daemon=True).start()
+
+    admin.routes[("POST", "/control/stop")] = stop
+    code, out, _ = run(capsys, "stop", "--admin", admin.url)
+    assert code == 0 and out == "stopped\n"
+    assert admin.closed
+
+
+def test_stop_times_out_if_the_node_keeps_answering(admin, capsys):
+    admin.routes[("POST", "/control/stop")] = (202, {"stopping": True})
+    code, _, err = run(capsys, "stop", "--admin", admin.url, "--timeout", "0.3")
+    assert code == 1 and "still answering after 0.3 s" in err and err.count("\n") == 1
+    assert ("GET", "/healthz") in admin.requests
+
+
+def test_stop_unreachable(capsys):
+    code, _, err = run(capsys, "stop", "--admin", closed_port_url())
+    assert code == 1 and "cannot reach" in err
+
+
+# --- release ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "message"),
+    [
+        (200, {"released": "svc-index"}, 0, None),
+        (404, {"error": "unknown_service"}, 1, "ronctl: unknown service: svc-index"),
+        (409, {"error": "not_quarantined"}, 1, "ronctl: svc-index is not quarantined"),
+        (500, {"error": "boom"}, 1, "ronctl: release failed (HTTP 500 boom)"),
+    ],
+)
+def test_release(admin, capsys, status, body, code, message):
+    admin.routes[("POST", "/control/release/svc-index")] = (status, body)
+    got, out, err = run(capsys, "release", "svc-index", "--admin", admin.url)
+    assert got == code
+    if message is None:
+        assert out == "released svc-index\n" and err == ""
+    else:
+        assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_release_quotes_the_service_name(admin, capsys):
+    run(capsys, "release", "a/b c", "--admin", admin.url)
+    assert admin.requests[-1] == ("POST", "/control/release/a%2Fb%20c")
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_config(monkeypatch):
+    class ConfigError(Exception):
+        pass
+
+    def check_config_file(path):
+        text = Path(path).read_text()
+        if "bad" in text:
+            raise ConfigError(f"{path}: bus.capacity must be > 0, got 0")
+
+    config = types.ModuleType("kernel.config")
+    config.ConfigError = ConfigError
+    config.check_config_file = check_config_file
+    monkeypatch.setitem(sys.modules, "kernel.config", config)
+
+
+def test_config_check_ok_and_invalid(fake_config, tmp_path, capsys):
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("ok")
+    bad.write_text("bad")
+    assert run(capsys, "config", "check", str(good)) == (0, f"OK: {good}\n", "")
+    assert run(capsys, "config", "check", str(bad)) == (
+        1,
+        "",
+        f"ronctl: {bad}: bus.capacity must be > 0, got 0\n",
+    )
+    code, _, err = run(capsys, "config", "check", str(tmp_path / "missing.toml"))
+    assert code == 1 and "cannot read" in err and err.count("\n") == 1
+
+
+def test_config_check_with_the_real_loader(tmp_path, capsys):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[bus\ncapacity = ")
+    code, out, err = run(capsys, "config", "check", str(bad))
+    assert code == 1 and out == ""
+    assert err.startswith("ronctl: ") and err.count("\n") == 1
+
+
+def test_config_reload(admin, capsys):
+    admin.routes[("POST", "/control/reload")] = (200, {"config_version": 4})
+    assert run(capsys, "config", "reload", "--admin", admin.url) == (
+        0,
+        "config reloaded: version 4\n",
+        "",
+    )
+    admin.routes[("POST", "/control/reload")] = (
+        422,
+        {"error": "config_invalid", "detail": "bus.capacity must be > 0"},
+    )
+    code, out, err = run(capsys, "config", "reload", "--admin", admin.url)
+    assert code == 1 and out == ""
+    assert err == "ronctl: config rejected, the running config stays: bus.capacity must be > 0\n"
+
+
+def _profile_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """The shipped micronode profile with one line changed (what an operator edits)."""
+    text = (REPO / "profiles" / "micronode.toml").read_text()
+    assert old in text
+    path = tmp_path / "my-micronode.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "max_objects = 1000000",
+            "max_byts = 10",
+            "svc-storage settings: unknown key 'max_byts'",
+        ),
+        (
+            "max_bytes = 1073741824        # 1 GiB",
+            'max_bytes = "lots"',
+            "svc-storage settings: max_bytes: expected int, got str 'lots'",
+        ),
+        (
+            'module = "services.index"',
+            'module = "services.nope"',
+            "svc-index: module 'services.nope' cannot be imported",
+        ),
+        (
+            "max_inflight = 512",
+            "max_inflight = 0",
+            "svc-gateway settings: max_inflight must be > 0",
+        ),
+    ],
+)
+def test_config_check_checks_modules_and_service_settings(
+    tmp_path: Path, capsys, old: str, new: str, expected: str
+) -> None:
+    path = _profile_copy(tmp_path, old, new)
+    code, out, err = run(capsys, "config", "check", str(path))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"ronctl: {path}: ") and expected in err and err.count("\n") == 1
+
+
+def test_run_with_bad_service_settings_exits_1_before_any_service_starts(tmp_path: Path) -> None:
+    path = _profile_copy(tmp_path, "max_objects = 1000000", "max_byts = 10")
+    runtime_dir = Path(tempfile.mkdtemp(prefix="ron-bad-", dir="/dev/shm"))
+    try:
+        argv = ["run", str(path), "--runtime-dir", str(runtime_dir), "--admin-addr", "127.0.0.1:0"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "kernel.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert proc.returncode == 1 and proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "svc-storage settings: unknown key 'max_byts'" in lines[0]
+        assert "service_spawned" not in proc.stderr and "Traceback" not in proc.stderr
+        assert list(runtime_dir.iterdir()) == []  # no sockets: nothing was started
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
