@@ -25,12 +25,15 @@ async def pump_lines(
     try:
         while data := await stream.receive_some(max_line):
             buf += data
-            while (i := buf.find(b"\n")) >= 0:
-                emit(bytes(buf[:i]))
-                del buf[: i + 1]
-            while len(buf) >= max_line:
-                emit(bytes(buf[:max_line]))
-                del buf[:max_line]
+            while True:
+                if (i := buf.find(b"\n", 0, max_line + 1)) >= 0:  # a line that fits
+                    emit(bytes(buf[:i]))
+                    del buf[: i + 1]
+                elif len(buf) >= max_line:  # a longer one: its next piece
+                    emit(bytes(buf[:max_line]))
+                    del buf[:max_line]
+                else:
+                    break
     finally:
         if buf:
             emit(bytes(buf))

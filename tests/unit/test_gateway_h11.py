@@ -24,8 +24,8 @@ import pytest
 import trio
 
 import tests.unit.test_gateway_http as http_tests
-from kernel.http.server import ServerLimits, serve_h11
-from services.gateway.errors import REASONS
+from kernel.http.server import RenderError, ServerError, ServerLimits, json_error, serve_h11
+from services.gateway.errors import REASONS, render_server_error
 from services.gateway.settings import GatewaySettings, parse_settings
 from tests.support.node_harness import poll_until
 
@@ -71,7 +71,9 @@ def test_h11_is_the_default_server_and_the_setting_is_strict() -> None:
 
 
 @asynccontextmanager
-async def served(app: ASGI, **limits: Any) -> AsyncIterator[tuple[int, trio.Event]]:
+async def served(
+    app: ASGI, render_error: RenderError = json_error, **limits: Any
+) -> AsyncIterator[tuple[int, trio.Event]]:
     """``app`` on our server on 127.0.0.1; yields (port, shutdown event)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -81,7 +83,14 @@ async def served(app: ASGI, **limits: Any) -> AsyncIterator[tuple[int, trio.Even
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve_h11, app, sock, ServerLimits(**limits), shutdown=shutdown)
+                partial(
+                    serve_h11,
+                    app,
+                    sock,
+                    ServerLimits(**limits),
+                    render_error=render_error,
+                    shutdown=shutdown,
+                )
             )
             yield port, shutdown
             nursery.cancel_scope.cancel()
@@ -479,3 +488,33 @@ async def test_graceful_shutdown_finishes_requests_in_progress() -> None:
                 # serve_h11 returns by itself once its connections are done
         finally:
             sock.close()
+
+
+async def test_the_server_answers_for_itself_through_the_renderer_it_was_given() -> None:
+    seen: list[ServerError] = []
+
+    def plain(err: ServerError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        seen.append(err)
+        body = f"{err.status} {err.reason}".encode()
+        return [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+        ], body
+
+    with trio.fail_after(10):
+        async with (
+            served(echo_app, render_error=plain) as (port, _),
+            Client.connect(port) as client,
+        ):
+            await client.stream.send_all(b"NOT HTTP\r\n\r\n")
+            answer = await client.answer()
+    assert (answer.status, answer.body) == (400, b"400 bad_request")
+    assert answer.headers[b"content-type"] == b"text/plain"
+    assert [(e.status, e.reason) for e in seen] == [(400, "bad_request")]
+
+
+def test_the_gateway_renders_server_answers_like_its_own_errors() -> None:
+    headers, body = render_server_error(ServerError(429, "busy", "1024 open", retry_after=1))
+    assert json.loads(body) == {"error": "busy", "detail": "1024 open"}
+    assert (b"retry-after", b"1") in headers and (b"cache-control", b"no-store") in headers
+    assert (b"content-length", str(len(body)).encode()) in headers

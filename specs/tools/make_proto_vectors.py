@@ -1,0 +1,107 @@
+"""Write ``specs/proto_vectors.json``: the storage and index protocols pinned byte for byte.
+
+Each valid vector is a request or reply as plain fields and the exact msgpack payload it travels
+as (hex); each invalid one is a payload a service must refuse, with the reason. The payloads are
+written here by hand with msgpack, not by our codec, so the codec is checked against them:
+
+    python specs/tools/make_proto_vectors.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgpack
+
+ID_A = "b3:" + "ab" * 32
+ID_B = "b3:" + "0f" * 32
+TMP = "1f2e-" + "0" * 32
+
+
+def pack(fields: dict[str, object]) -> str:
+    return msgpack.packb(fields, use_bin_type=True).hex()
+
+
+def request(service: str, op: str, fields: dict[str, object]) -> dict[str, object]:
+    wire = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
+    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
+    return {"service": service, "op": op, "fields": shown, "payload": pack(wire)}
+
+
+def reply(service: str, op: str, fields: dict[str, object]) -> dict[str, object]:
+    return {"service": service, "op": op, "fields": fields, "payload": pack(fields)}
+
+
+def invalid(service: str, why: str, fields: object, reason: str = "schema_invalid") -> dict:
+    raw = fields if isinstance(fields, bytes) else msgpack.packb(fields, use_bin_type=True)
+    return {"service": service, "why": why, "payload": raw.hex(), "reason": reason}
+
+
+VECTORS = {
+    "about": "specs/storage-protocol.md pinned: requests and replies as msgpack payloads (hex). "
+    "Bytes fields are shown as hex in 'fields'. Regenerate: specs/tools/make_proto_vectors.py",
+    "app_proto_id": {"svc-storage": 0x0101, "svc-index": 0x0102},
+    "requests": [
+        request("svc-storage", "commit", {"tmp": TMP, "id": ID_A, "size": 70000}),
+        request("svc-storage", "put", {"data": b"hello"}),
+        request("svc-storage", "stat", {"id": ID_A}),
+        request("svc-storage", "quarantine", {"id": ID_B}),
+        request("svc-storage", "usage", {}),
+        request("svc-index", "get", {"name": "site/index.html"}),
+        request("svc-index", "put", {"name": "a", "id": ID_A, "expect_version": None}),
+        request("svc-index", "put", {"name": "a", "id": ID_B, "expect_version": 0}),
+    ],
+    "replies": [
+        reply("svc-storage", "commit", {"id": ID_A, "size": 70000, "created": True}),
+        reply("svc-storage", "put", {"id": ID_A, "size": 5, "created": False}),
+        reply("svc-storage", "stat", {"id": ID_A, "size": 0}),
+        reply("svc-storage", "quarantine", {"quarantined": False}),
+        reply(
+            "svc-storage",
+            "usage",
+            {"bytes": 1, "objects": 1, "max_bytes": 2, "max_objects": 3, "max_object_size": 4},
+        ),
+        reply("svc-index", "get", {"name": "a", "id": ID_A, "version": 1}),
+        reply("svc-index", "put", {"name": "a", "id": ID_B, "version": 7}),
+    ],
+    "invalid_requests": [
+        invalid("svc-storage", "not msgpack", b"\xc1"),
+        invalid("svc-storage", "not a map", [1, 2]),
+        invalid("svc-storage", "no op", {"id": ID_A}),
+        invalid("svc-storage", "unknown op", {"op": "zap"}),
+        invalid("svc-storage", "unknown field", {"op": "stat", "id": ID_A, "x": 1}),
+        invalid("svc-storage", "missing field", {"op": "commit", "tmp": TMP, "id": ID_A}),
+        invalid(
+            "svc-storage", "bool for int", {"op": "commit", "tmp": TMP, "id": ID_A, "size": True}
+        ),
+        invalid(
+            "svc-storage", "negative size", {"op": "commit", "tmp": TMP, "id": ID_A, "size": -1}
+        ),
+        invalid("svc-storage", "str for bin", {"op": "put", "data": "hello"}),
+        invalid("svc-storage", "bad id", {"op": "stat", "id": "b3:XYZ"}),
+        invalid("svc-storage", "int for str", {"op": "stat", "id": 3}),
+        invalid("svc-index", "bad id", {"op": "put", "name": "a", "id": "b3:nope"}),
+        invalid(
+            "svc-index",
+            "negative version",
+            {"op": "put", "name": "a", "id": ID_A, "expect_version": -1},
+        ),
+        invalid(
+            "svc-index",
+            "float version",
+            {"op": "put", "name": "a", "id": ID_A, "expect_version": 1.0},
+        ),
+        invalid("svc-index", "storage op", {"op": "usage"}),
+    ],
+}
+
+
+def main() -> None:
+    path = Path(__file__).resolve().parents[1] / "proto_vectors.json"
+    path.write_text(json.dumps(VECTORS, indent=2) + "\n", "utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
