@@ -2,7 +2,8 @@
 
 pyzmq has no trio integration, and the obvious adapter ("on EAGAIN, wait_readable(sock.FD)")
 hangs: ZMQ_FD is an edge-style signal that *any* operation on the socket may consume, trio allows
-one waiter per fd, and POLLOUT can lie. This module follows the rules measured in notes/trio-zmq.md:
+one waiter per fd, and POLLOUT can lie. This module follows the rules measured in
+``../shared/notes/trio-zmq.md`` (the project's design notes):
 
 1. try every operation with NOBLOCK first; wait only on EAGAIN;
 2. exactly one task (the *watcher*) sits in ``wait_readable``; other waiters park;

@@ -47,7 +47,7 @@ class AdminBindError(Exception):
 
 
 class AdminApp:
-    """The ASGI callable. Answers ``lifespan`` itself (hypercorn logs an error otherwise)."""
+    """The ASGI callable. Answers ``lifespan`` itself, for ASGI servers that send it."""
 
     def __init__(self, control: NodeControl, routes: tuple[Route, ...]) -> None:
         self._control = control

@@ -1,7 +1,7 @@
 """The few ASGI pieces the admin plane needs: a request view, JSON responses, a route matcher.
 
 No framework on purpose: seven routes do not justify one, and owning the ASGI loop lets the events
-stream watch ``http.disconnect`` itself. HTTP parsing stays in hypercorn/h11.
+stream watch ``http.disconnect`` itself. HTTP parsing stays in h11 (``kernel.http.server``).
 """
 
 from __future__ import annotations

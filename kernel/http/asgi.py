@@ -1,7 +1,8 @@
 """The ASGI shapes our HTTP apps share (admin plane, gateway), and the lifespan answer.
 
-Both apps are plain ASGI callables served by hypercorn or our h11 loop; neither needs startup or
-shutdown work, so both answer the lifespan protocol the same way, here.
+Both apps are plain ASGI callables served by the node's server (``kernel.http.server``; the
+gateway can also run on hypercorn, the reference); neither needs startup or shutdown work, so
+both answer the lifespan protocol the same way, here.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Routes: ``PUT /o``, ``GET|HEAD /o/{id}``, ``GET|PUT /names/{name}``. Guarantees:
 - ``http_requests_total{route,method,status}`` is counted with the route template and
   ``request_latency_seconds{op}`` observes every request.
 
-The app is a plain ASGI callable: hypercorn's trio worker serves it in the node; any ASGI server
-(or a test calling it directly) can.
+The app is a plain ASGI callable: the node's HTTP server (``kernel.http.server``) serves it in
+the node, hypercorn's trio worker when ``server = "hypercorn"``; a test may call it directly.
 """
 
 from __future__ import annotations
