@@ -8,7 +8,6 @@ list). Any violation is ``OapError`` 422 ``schema_invalid``; a DATA chunk over 6
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 import attrs
@@ -16,10 +15,10 @@ import cattrs
 import msgpack
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from ipc import ids
+
 from ._constants import CHUNK, HEADER_LEN, U64_MAX
 from ._errors import OapError
-
-_OBJ_ID = re.compile(r"b3:[0-9a-f]{64}")
 
 
 def _bad(what: str) -> OapError:
@@ -27,7 +26,7 @@ def _bad(what: str) -> OapError:
 
 
 def _obj_id(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not str or _OBJ_ID.fullmatch(value) is None:
+    if type(value) is not str or not ids.is_id(value):
         raise _bad(f"{attr.name} must be 'b3:' + 64 lowercase hex, not {value!r:.80}")
 
 

@@ -23,7 +23,6 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import IO, Any
 
 import blake3
 
+from ipc import ids
 from kernel import childenv, runtime
 from kernel.cli.client import AdminClient
 from kernel.cli.common import ADMIN_ENV, AdminArg, CliError, resolve_admin_url
@@ -45,7 +45,6 @@ GATEWAY_ENV = childenv.GATEWAY
 SINGLE_SHOT = 1 << 20  # the gateway's default body_cap
 PIECE = 1 << 18  # bytes per read from disk / per HTTP chunk
 PROGRESS_MIN = 8 << 20
-_ID = re.compile(r"b3:[0-9a-f]{64}")
 _RETRY_STATUS = (429, 503)
 
 
@@ -269,7 +268,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    if not _ID.fullmatch(args.id):
+    if not ids.is_id(args.id):
         raise CliError(f"{args.id!r} is not an object id (b3: followed by 64 lowercase hex digits)")
     url = resolve_gateway_url(args)
     out_path = Path(args.output) if args.output else None
