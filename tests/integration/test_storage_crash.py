@@ -40,13 +40,21 @@ def verify_every_object(root: Path) -> int:
     return count
 
 
+def _issued_after(client: CommandClient, mark: int) -> int:
+    """How many unanswered requests of ``client`` were issued after request id ``mark``."""
+    return sum(1 for rid in client._pending if int.from_bytes(rid, "big") > mark)
+
+
 async def kill_mid_request(node: RunningNode, service: str, client: CommandClient) -> None:
     """kill -9 ``service`` while requests are in flight, then wait for its restart. The service's
     own `slow` fault hook holds requests in its handler first, so some are surely caught."""
     pid = (await node.service(service))["pid"]
     slow = await node.post(f"/control/fault/{service}?fault=slow&delay_ms=300&duration_s=30")
     assert slow.status == 200, slow.body
-    await poll_until(lambda: client.inflight >= 2, 10, "requests in flight")
+    # Only requests issued from now on are surely held: one issued earlier may already have its
+    # answer on the way (a busy machine makes that likely), and would then survive the kill.
+    mark = next(client._ids)  # request ids count up; this one is never used
+    await poll_until(lambda: _issued_after(client, mark) >= 2, 10, "held requests in flight")
     os.kill(pid, signal.SIGKILL)  # no checkpoint since the check: they are still in flight
     await node.wait_service(service, state="ready", not_pid=pid)
 
