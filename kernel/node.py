@@ -40,6 +40,7 @@ from kernel.config import (
     check_services,
     load_config,
 )
+from kernel.datadir import DataDir, DataDirError
 from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
 from kernel.launch._zygote_start import StartedZygote
@@ -247,14 +248,18 @@ def run_node(
     except RuntimeDirError as exc:
         return _fail(str(exc))
     error: str | None = None
+    data: DataDir | None = None
     try:
-        data_dir = _make_data_dir(cfg, runtime)
-        trio.run(_run, cfg, load, runtime, data_dir, zygote)
-    except* OSError as group:  # the data dir could not be created
-        error = f"cannot create the data dir: {_first_leaf(group)}"
-    except* (AdminBindError, RuntimeDirError, ListenError) as group:
+        data = _claim_data_dir(cfg, runtime)
+        trio.run(_run, cfg, load, runtime, data.path, zygote)
+    except* (AdminBindError, RuntimeDirError, DataDirError, ListenError) as group:
         error = str(_first_leaf(group))
+    except* OSError as group:  # the disk or the system refused something the node needs
+        leaf = _first_leaf(group)
+        error = f"cannot run the node: {getattr(leaf, 'strerror', None) or leaf}"
     finally:
+        if data is not None:
+            data.close()
         if amnesia:
             runtime.remove()
         else:
@@ -262,14 +267,14 @@ def run_node(
     return _fail(error) if error else 0
 
 
-def _make_data_dir(cfg: Config, runtime: RuntimeDir) -> Path:
-    """Amnesia: data lives in the runtime dir (tmpfs, removed on stop). Otherwise on disk."""
+def _claim_data_dir(cfg: Config, runtime: RuntimeDir) -> DataDir:
+    """Amnesia: data lives in the runtime dir (tmpfs, locked with it, removed on stop).
+    Otherwise on disk: ours, not writable by others, and locked for this node alone."""
     if cfg.amnesia.enabled:
         path = runtime.path / "data"
     else:
         path = Path(cfg.paths.data_dir) if cfg.paths.data_dir else default_data_dir()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return DataDir.claim(path)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
