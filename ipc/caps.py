@@ -13,9 +13,9 @@ without the root key, and every caveat must hold, so appending never widens what
 
 Guarantees:
 
-- encoding is canonical: ``decode`` accepts only the exact bytes ``encode`` produces (base64url
-  without padding over msgpack in its shortest form), so no two spellings of one token exist and
-  any single changed byte or character fails (``CapInvalid``);
+- the chain MACs the exact bytes a token carries (its header and each caveat), and the text
+  must be the one base64url spelling of its body: any single changed byte or character fails
+  (``CapInvalid``); tokens made here are always encoded in msgpack's shortest form;
 - ``decode`` and ``verify`` raise only ``CapError`` subclasses for anything a client sent, and
   bound their work: at most ``MAX_TOKEN_CHARS`` characters and ``MAX_CAVEATS`` caveats;
 - ``verify`` checks the chain in constant time against the root key named by ``kid`` (several
@@ -303,24 +303,29 @@ class Token:
     caveats: tuple[Caveat, ...]
     signature: bytes
     version: int = VERSION
-    # each caveat as the chain MACs it, encoded once (decoding, verifying and the body share it)
-    caveat_bytes: tuple[bytes, ...] = attrs.field(init=False, eq=False, repr=False)
+    # The bytes the chain MACs, as the token carries them: decoding takes them from the body,
+    # so verifying re-encodes nothing; built here for a token made in code. (attenuate passes
+    # them: attrs.evolve would otherwise copy stale ones.)
+    header: bytes = attrs.field(kw_only=True, eq=False, repr=False)
+    caveat_bytes: tuple[bytes, ...] = attrs.field(kw_only=True, eq=False, repr=False)
+
+    @header.default
+    def _encode_header(self) -> bytes:
+        return _pack([self.version, self.kid, self.id])
 
     @caveat_bytes.default
     def _encode_caveats(self) -> tuple[bytes, ...]:
         return tuple(caveat_bytes(c) for c in self.caveats)
 
     def header_bytes(self) -> bytes:
-        return _pack([self.version, self.kid, self.id])
+        return self.header
 
     def body(self) -> bytes:
         """The msgpack body: an array of 5 whose caveats are the encoded ``caveat_bytes``."""
         return b"".join(
             (
-                b"\x95",  # fixarray of 5
-                _pack(self.version),
-                _pack(self.kid),
-                _pack(self.id),
+                b"\x95",  # fixarray of 5; the header's own fixarray-of-3 byte is not repeated
+                self.header[1:],
                 _array_header(len(self.caveats)),
                 *self.caveat_bytes,
                 _pack(self.signature),
@@ -346,7 +351,7 @@ class Token:
 
     @classmethod
     def decode(cls, text: object) -> Token:
-        """The token ``text`` spells, or ``CapInvalid``; accepts only the canonical form."""
+        """The token ``text`` spells, or ``CapInvalid`` (see the module doc)."""
         if not isinstance(text, str) or not text.startswith(PREFIX):
             raise CapInvalid(f"not a token (expected {PREFIX}...)")
         if len(text) > MAX_TOKEN_CHARS:
@@ -356,21 +361,39 @@ class Token:
             body = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
         except (binascii.Error, ValueError):
             raise CapInvalid("token is not base64url") from None
-        try:
-            fields = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            raise CapInvalid("token is not msgpack") from None
-        token = cls._from_fields(fields)
-        # one spelling per token: any other is a tampered one
-        if token.body() != body or base64.urlsafe_b64encode(body).rstrip(b"=") != b64.encode():
+        token = cls._from_body(body)
+        if base64.urlsafe_b64encode(body).rstrip(b"=") != b64.encode():  # one base64 spelling
             raise CapInvalid("token is not in canonical form")
         return token
 
     @classmethod
-    def _from_fields(cls, fields: Any) -> Token:
-        if type(fields) is not list or len(fields) != 5:
+    def _from_body(cls, body: bytes) -> Token:
+        """Parse the body in one pass, keeping the exact bytes of the header and of each caveat
+        (what the chain MACs: a changed byte anywhere changes a MAC input or breaks the parse)."""
+        if body[:1] != b"\x95":  # the header's bytes below assume this one-byte array header
             raise CapInvalid("token must be [version, kid, id, caveats, signature]")
-        version, kid, token_id, raw_caveats, signature = fields
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(body))
+        unpacker.feed(body)
+        try:
+            unpacker.read_array_header()
+            version, kid, token_id = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+            header = b"\x93" + body[1 : unpacker.tell()]
+            n = unpacker.read_array_header()
+            if n > MAX_CAVEATS:
+                raise CapInvalid(f"caveats must be an array of at most {MAX_CAVEATS}")
+            raw_caveats, slices = [], []
+            for _ in range(n):
+                start = unpacker.tell()
+                raw_caveats.append(unpacker.unpack())
+                slices.append(body[start : unpacker.tell()])
+            signature = unpacker.unpack()
+            complete = unpacker.tell() == len(body)
+        except CapInvalid:
+            raise
+        except Exception:  # msgpack's OutOfData, FormatError, ValueError, UnicodeDecodeError, ...
+            raise CapInvalid("token is not msgpack of the right shape") from None
+        if not complete:
+            raise CapInvalid("trailing bytes after the token")
         if version != VERSION or type(version) is not int:
             raise CapInvalid(f"unsupported token version {version!r:.20}")
         if type(kid) is not str or not kid:
@@ -379,8 +402,6 @@ class Token:
             raise CapInvalid(f"token id must be {ID_LEN} bytes")
         if type(signature) is not bytes or len(signature) != KEY_LEN:
             raise CapInvalid(f"signature must be {KEY_LEN} bytes")
-        if type(raw_caveats) is not list or len(raw_caveats) > MAX_CAVEATS:
-            raise CapInvalid(f"caveats must be an array of at most {MAX_CAVEATS}")
         caveats: list[Caveat] = []
         for raw in raw_caveats:
             if type(raw) is not list or len(raw) != 2 or type(raw[0]) is not str:
@@ -392,7 +413,14 @@ class Token:
                 caveats.append(make(raw[1]))
             except (ValueError, TypeError) as exc:
                 raise CapInvalid(f"caveat {raw[0]}: {exc}") from None
-        return cls(kid=kid, id=token_id, caveats=tuple(caveats), signature=signature)
+        return cls(
+            kid=kid,
+            id=token_id,
+            caveats=tuple(caveats),
+            signature=signature,
+            header=header,
+            caveat_bytes=tuple(slices),
+        )
 
 
 def mint(
@@ -407,7 +435,7 @@ def mint(
     if len(root_key) != KEY_LEN:
         raise ValueError(f"a root key is {KEY_LEN} bytes")
     unsigned = Token(kid=kid, id=token_id or secrets.token_bytes(ID_LEN), caveats=(), signature=b"")
-    sig = mac(root_key, unsigned.header_bytes())
+    sig = mac(root_key, unsigned.header)
     return attenuate(attrs.evolve(unsigned, signature=sig), *caveats, mac=mac)
 
 
@@ -416,9 +444,15 @@ def attenuate(token: Token, *caveats: Caveat, mac: Mac = keyed_blake3) -> Token:
     if len(token.caveats) + len(caveats) > MAX_CAVEATS:
         raise ValueError(f"a token carries at most {MAX_CAVEATS} caveats")
     sig = token.signature
-    for caveat in caveats:
-        sig = mac(sig, caveat_bytes(caveat))
-    return attrs.evolve(token, caveats=token.caveats + tuple(caveats), signature=sig)
+    encoded = tuple(caveat_bytes(c) for c in caveats)
+    for data in encoded:
+        sig = mac(sig, data)
+    return attrs.evolve(
+        token,
+        caveats=token.caveats + tuple(caveats),
+        signature=sig,
+        caveat_bytes=token.caveat_bytes + encoded,
+    )
 
 
 def check_chain(token: Token | str, keys: Mapping[str, bytes], *, mac: Mac = keyed_blake3) -> Token:
