@@ -14,11 +14,10 @@ inherit it. Every refusal is a ``DataDirError`` whose ``str()`` is one line sayi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import stat
 from pathlib import Path
+
+from kernel._owned_dir import LockHeld, check_owned, take_lock
 
 __all__ = ["LOCK_NAME", "DataDir", "DataDirError"]
 
@@ -27,29 +26,6 @@ LOCK_NAME = "node.lock"
 
 class DataDirError(Exception):
     """The data dir cannot be used by this node; ``str()`` is one line for the operator."""
-
-
-def _check_owned_not_writable_by_others(path: Path) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise DataDirError(f"data dir {path} is not a directory (or is a symlink)")
-    if st.st_uid != os.geteuid():
-        raise DataDirError(
-            f"data dir {path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()});"
-            " pass --data-dir with a dir of your own"
-        )
-    if st.st_mode & 0o022:
-        raise DataDirError(
-            f"data dir {path} is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod go-w {path}`"
-        )
-
-
-def _holder(lock_fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(os.pread(lock_fd, 32, 0).decode().strip() or "x")
-        return f"pid {pid}"
-    return "pid unknown"
 
 
 class DataDir:
@@ -67,24 +43,27 @@ class DataDir:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(f"cannot create data dir {path}: {exc.strerror or exc}") from None
-        _check_owned_not_writable_by_others(path)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        check_owned(
+            path,
+            what="data dir",
+            too_open=0o022,
+            error=DataDirError,
+            not_dir_fix="",
+            owner_fix=f"not by this user (uid {os.geteuid()}); "
+            "pass --data-dir with a dir of your own",
+            mode_problem="writable by group or others",
+            mode_fix=f"run `chmod go-w {path}`",
+        )
         try:
-            lock_fd = os.open(path / LOCK_NAME, flags, 0o600)
-        except OSError as exc:
-            raise DataDirError(f"cannot lock data dir {path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(lock_fd)
-            os.close(lock_fd)
+            lock_fd = take_lock(path / LOCK_NAME)
+        except LockHeld as held:
+            holder = f"pid {held.note}" if held.note.isdigit() else "pid unknown"
             raise DataDirError(
                 f"data dir {path} is in use by another node ({holder}); stop it first "
                 "or pass another --data-dir"
             ) from None
-        except BaseException:
-            os.close(lock_fd)
-            raise
+        except OSError as exc:
+            raise DataDirError(f"cannot lock data dir {path}: {exc.strerror or exc}") from None
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
         return cls(path, lock_fd)

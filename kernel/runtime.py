@@ -10,15 +10,15 @@ on ``kill -9``), and refuses a dir whose ``node.json`` names a live process. ``n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from kernel._owned_dir import LockHeld, check_owned, take_lock
 
 __all__ = [
     "MAX_SOCKET_PATH",
@@ -149,18 +149,16 @@ def _live_pid(info: dict[str, Any] | None) -> int | None:
 
 
 def _check_owned_private(path: Path) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise RuntimeDirError(f"runtime dir {path} is not a directory (or is a symlink); remove it")
-    if st.st_uid != os.geteuid():
-        raise RuntimeDirError(
-            f"runtime dir {path} is owned by uid {st.st_uid}, not you; pass --runtime-dir"
-        )
-    if st.st_mode & 0o077:
-        raise RuntimeDirError(
-            f"runtime dir {path} is accessible to group/others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 700 {path}` or remove it"
-        )
+    check_owned(
+        path,
+        what="runtime dir",
+        too_open=0o077,
+        error=RuntimeDirError,
+        not_dir_fix="; remove it",
+        owner_fix="not you; pass --runtime-dir",
+        mode_problem="accessible to group/others",
+        mode_fix=f"run `chmod 700 {path}` or remove it",
+    )
 
 
 class RuntimeDir:
@@ -190,17 +188,13 @@ class RuntimeDir:
             raise RuntimeDirError(f"cannot create runtime dir {path}: {e.strerror or e}") from e
 
         info = _read_json(path / NODE_INFO)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            lock_fd = os.open(path / _LOCK, flags, 0o600)
+            lock_fd = take_lock(path / _LOCK)
+        except LockHeld:
+            raise RuntimeDirError(_running_message(path, _live_pid(info))) from None
         except OSError as e:
             raise RuntimeDirError(f"cannot lock runtime dir {path}: {e.strerror or e}") from e
         try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = _live_pid(info)
-                raise RuntimeDirError(_running_message(path, pid)) from None
             pid = _live_pid(info)
             if pid is not None:
                 raise RuntimeDirError(_running_message(path, pid))
