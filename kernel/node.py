@@ -31,7 +31,14 @@ from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
 from kernel import childenv, faults, logs
-from kernel.admin import AdminBindError, build_admin_app, serve_admin
+from kernel.admin import (
+    AdminBindError,
+    ControlBindError,
+    build_admin_app,
+    build_control_app,
+    serve_admin,
+    serve_control,
+)
 from kernel.config import (
     Config,
     ConfigError,
@@ -252,7 +259,7 @@ def run_node(
     try:
         data = _claim_data_dir(cfg, runtime)
         trio.run(_run, cfg, load, runtime, data.path, zygote)
-    except* (AdminBindError, RuntimeDirError, DataDirError, ListenError) as group:
+    except* (AdminBindError, ControlBindError, RuntimeDirError, DataDirError, ListenError) as group:
         error = str(_first_leaf(group))
     except* OSError as group:  # the disk or the system refused something the node needs
         leaf = _first_leaf(group)
@@ -385,16 +392,19 @@ async def _serve_node(
                 nursery.start_soon(node.handle_signals)
                 nursery.start_soon(node.pump_bus)
                 nursery.start_soon(_fold_metrics, metrics)
+                ctl = await nursery.start(serve_control, build_control_app(node), rt)
                 admin = await nursery.start(
                     serve_admin, build_admin_app(node), cfg.observability.admin_addr
                 )
                 admin_url = f"http://{admin}"
+                if cfg.observability.admin_public:
+                    logs.log("admin_public", level="warning", admin=admin_url, read_only=True)
                 await nursery.start(supervisor.run)
                 urls = {"admin": admin_url}
                 urls.update({name: _url(name, sock) for name, sock in sorted(listeners.items())})
                 node.urls = urls
                 runtime.write_node_info({**urls, "profile": cfg.node.name})
-                logs.log("node_started", runtime_dir=str(rt), **urls)
+                logs.log("node_started", runtime_dir=str(rt), control=str(ctl), **urls)
                 nursery.start_soon(_announce_when_ready, node, cfg, urls)
                 await node.stop_requested.wait()
                 logs.log("node_stopping")

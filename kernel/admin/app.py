@@ -1,18 +1,19 @@
-"""The admin HTTP plane: a plain ASGI app over NodeControl, served by the node's HTTP server
-(``kernel.http.server``, the one the gateway runs on too).
+"""The admin HTTP plane (read-only, on TCP) and the app both planes share, served by the node's
+HTTP server (``kernel.http.server``, the one the gateway runs on too).
 
-Routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``, ``GET /metrics``
-(Prometheus text), ``GET /events?topic=kernel`` (live JSON lines), ``POST /control/stop``,
-``POST /control/release/{service}``, ``POST /control/reload``,
-``POST /control/fault/{service}?fault=kill|panic|hang|slow[&delay_ms=N&duration_s=S]`` (chaos).
-Every request is counted in ``http_requests_total{route,method,status}`` with the route
-*template*, so a scanner probing random paths cannot grow the label set.
+Admin routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``,
+``GET /metrics`` (Prometheus text), ``GET /events?topic=kernel`` (live JSON lines). Nothing on TCP
+changes the node: any other path is 404, any other method 405 (DESIGN.md §6, §8); the acts are on
+the control socket (``kernel.admin.ctl``). Every request is counted in
+``http_requests_total{route,method,status}`` with the route *template*, so a scanner probing
+random paths cannot grow the label set.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -28,11 +29,18 @@ from kernel.admin.http import (
     send_error,
     send_json,
 )
-from kernel.admin.routes import AdminRoutes
+from kernel.admin.routes import ReadRoutes
 from kernel.http.asgi import ASGIApp, answer_lifespan
 from kernel.http.server import ServerLimits, serve_h11
 
-__all__ = ["AdminApp", "AdminBindError", "NodeControl", "build_admin_app", "serve_admin"]
+__all__ = [
+    "AdminBindError",
+    "Admit",
+    "NodeControl",
+    "PlaneApp",
+    "build_admin_app",
+    "serve_admin",
+]
 
 log = logging.getLogger("kernel.admin")
 
@@ -46,12 +54,25 @@ class AdminBindError(Exception):
     """The admin plane could not listen on the requested address; ``str()`` is one line."""
 
 
-class AdminApp:
-    """The ASGI callable. Answers ``lifespan`` itself, for ASGI servers that send it."""
+Admit = Callable[[Scope, Send], Awaitable[bool]]
+"""Decides, before routing, whether a caller may use the plane at all; answers a refusal itself."""
 
-    def __init__(self, control: NodeControl, routes: tuple[Route, ...]) -> None:
+
+class PlaneApp:
+    """The ASGI callable of one plane: route table, optional ``admit`` gate, request counting.
+    Answers ``lifespan`` itself, for ASGI servers that send it."""
+
+    def __init__(
+        self,
+        control: NodeControl,
+        routes: tuple[Route, ...],
+        admit: Admit | None = None,
+        alias: str = "",
+    ) -> None:
         self._control = control
         self._routes = routes
+        self._admit = admit
+        self._alias = alias + "/" if alias else ""  # a path prefix that means the same route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -71,13 +92,18 @@ class AdminApp:
 
         method = str(scope["method"]).upper()
         template, route, params = UNMATCHED_ROUTE, None, None
+        path = scope["path"]
+        if self._alias and path.startswith(self._alias):
+            path = path[len(self._alias) - 1 :]
         for candidate in self._routes:
-            params = candidate.match(scope["path"])
+            params = candidate.match(path)
             if params is not None:
                 template, route = candidate.template, candidate
                 break
         try:
-            if route is None:
+            if self._admit is not None and not await self._admit(scope, counted_send):
+                template = "refused"
+            elif route is None:
                 await send_error(counted_send, 404, "not_found")
             elif method not in route.methods:
                 allow = ", ".join(sorted(route.methods)).encode()
@@ -87,7 +113,7 @@ class AdminApp:
             else:
                 request = Request(
                     method=method,
-                    path=scope["path"],
+                    path=path,
                     params=params or {},
                     query=parse_query(scope.get("query_string", b"")),
                     receive=receive,
@@ -95,7 +121,7 @@ class AdminApp:
                 )
                 await route.methods[method](request)
         except Exception:
-            log.exception("admin handler failed: %s %s", method, template)
+            log.exception("handler failed: %s %s", method, template)
             if status == 0:
                 await send_error(counted_send, 500, "internal")
         finally:
@@ -113,8 +139,8 @@ def build_admin_app(
     retry_after: int = 5,
     events_buffer: int = 256,
     max_event_streams: int = 16,
-) -> AdminApp:
-    """The admin ASGI app for one node.
+) -> PlaneApp:
+    """The read-only admin ASGI app for one node.
 
     ``retry_after`` is what /readyz advertises while degraded (seconds). Each /events client gets
     its own buffer of ``events_buffer`` events (overflow is dropped and counted in
@@ -122,13 +148,13 @@ def build_admin_app(
     """
     if retry_after < 1 or events_buffer < 1 or max_event_streams < 1:
         raise ValueError("retry_after, events_buffer and max_event_streams must be >= 1")
-    routes = AdminRoutes(
+    routes = ReadRoutes(
         control,
         retry_after=retry_after,
         events_buffer=events_buffer,
         max_streams=max_event_streams,
     )
-    return AdminApp(control, routes.table())
+    return PlaneApp(control, routes.table())
 
 
 def _split_bind(bind: str) -> tuple[str, int]:

@@ -1,4 +1,7 @@
-"""The admin plane's handlers: one coroutine per route, reading the node through NodeControl."""
+"""The read-only handlers (both planes serve them): health, readiness, version, metrics, events.
+
+Nothing here changes the node; the acts live in ``kernel.admin.acts``, served only on the
+control socket (DESIGN.md §6)."""
 
 from __future__ import annotations
 
@@ -9,21 +12,13 @@ import trio
 
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Request, Route, send_error, send_json
-from kernel.faults import FAULTS, MAX_DELAY_MS, MAX_DURATION_S
 
 EVENTS_QUEUE = "admin_events"  # queue label of queue_dropped_total for slow /events clients
 MAX_TOPIC_LEN = 128
-DEFAULT_SLOW_MS = 200  # a `slow` fault's delay per command unless the request says otherwise
-DEFAULT_SLOW_S = 2.0  # ... and how long it lasts
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-class AdminRoutes:
-    """Handlers bound to one node. Stateless apart from the count of open event streams."""
+class ReadRoutes:
+    """Read-only handlers bound to one node; stateless apart from the open event streams."""
 
     def __init__(
         self, control: NodeControl, *, retry_after: int, events_buffer: int, max_streams: int
@@ -41,10 +36,6 @@ class AdminRoutes:
             Route("/version", {"GET": self.version}),
             Route("/metrics", {"GET": self.metrics}),
             Route("/events", {"GET": self.events}),
-            Route("/control/stop", {"POST": self.stop}),
-            Route("/control/release/{service}", {"POST": self.release}),
-            Route("/control/reload", {"POST": self.reload}),
-            Route("/control/fault/{service}", {"POST": self.fault}),
         )
 
     async def healthz(self, req: Request) -> None:
@@ -96,54 +87,6 @@ class AdminRoutes:
             }
         )
         await req.send({"type": "http.response.body", "body": body})
-
-    async def stop(self, req: Request) -> None:
-        # Answer first: stopping may tear down this very server.
-        await send_json(req.send, 202, {"stopping": True})
-        await self._control.stop()
-
-    async def release(self, req: Request) -> None:
-        name = req.params["service"]
-        try:
-            await self._control.release(name)
-        except KeyError:
-            await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
-        except ValueError as exc:
-            await send_error(req.send, 409, "not_quarantined", _one_line(exc), service=name)
-        else:
-            await send_json(req.send, 200, {"released": name})
-
-    async def reload(self, req: Request) -> None:
-        try:
-            version = await self._control.reload()
-        except Exception as exc:  # the contract: any invalid config raises, with a one-line str
-            await send_error(req.send, 422, "config_invalid", _one_line(exc))
-        else:
-            await send_json(req.send, 200, {"config_version": version})
-
-    async def fault(self, req: Request) -> None:
-        name = req.params["service"]
-        try:
-            fault = req.query_one("fault", "")
-            delay_ms = int(req.query_one("delay_ms", str(DEFAULT_SLOW_MS)))
-            duration_s = float(req.query_one("duration_s", str(DEFAULT_SLOW_S)))
-            if fault not in FAULTS:
-                raise ValueError(f"fault must be one of {', '.join(FAULTS)}")
-            if not (0 <= delay_ms <= MAX_DELAY_MS and 0 <= duration_s <= MAX_DURATION_S):
-                raise ValueError(f"delay_ms must be 0..{MAX_DELAY_MS}, duration_s 0..600")
-        except ValueError as exc:
-            await send_error(req.send, 400, "bad_fault", _one_line(exc))
-            return
-        try:
-            pid = await self._control.fault(name, fault, delay_ms=delay_ms, duration_s=duration_s)
-        except KeyError:
-            await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
-        except ValueError as exc:
-            await send_error(req.send, 400, "bad_fault", _one_line(exc))
-        except Exception as exc:  # the target is down or did not answer: one line, never a 500
-            await send_error(req.send, 409, "fault_refused", _one_line(exc), service=name)
-        else:
-            await send_json(req.send, 200, {"service": name, "fault": fault, "pid": pid})
 
     async def events(self, req: Request) -> None:
         topic = req.query_one("topic", "kernel")

@@ -1,14 +1,16 @@
-"""What every ``ronctl`` verb module shares: the user-facing error, finding the node's admin
-plane, and the ``--admin`` argument. Verb modules import this, never ``kernel.cli.entry``."""
+"""What every ``ronctl`` verb module shares: the user-facing error, finding the node (its control
+socket for acts, its admin plane for reading) and the arguments that say where it is. Verb modules
+import this, never ``kernel.cli.entry``."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from kernel import childenv, runtime
-from kernel.cli.client import AdminClient
+from kernel.cli.client import AdminClient, ControlClient
 
 __all__ = [
     "ADMIN_ENV",
@@ -16,11 +18,15 @@ __all__ = [
     "CliError",
     "add_admin_arg",
     "admin_client",
+    "control_client",
     "first_line",
     "resolve_admin_url",
+    "runtime_dir_of",
 ]
 
 ADMIN_ENV = childenv.ADMIN
+RUNTIME_ENV = childenv.RUNTIME_DIR
+CTL_SOCKET = "ctl.sock"  # kernel.admin.ctl.CTL_SOCKET (not imported: keeps --help fast)
 
 AdminArg = Callable[[argparse._ActionsContainer], None]
 """``add_admin_arg``'s shape, as verb modules receive it (a parser or an argument group)."""
@@ -34,14 +40,21 @@ class CliError(Exception):
         self.code = code
 
 
-def resolve_admin_url(explicit: str | None) -> str:
-    """``--admin URL`` > ``$RON_ADMIN`` > the live node in the default runtime dir."""
+def runtime_dir_of(args: argparse.Namespace) -> Path:
+    """``--runtime-dir DIR`` > ``$RON_RUNTIME_DIR`` > the default runtime dir."""
+    explicit = getattr(args, "runtime_dir", None) or os.environ.get(RUNTIME_ENV)
+    return Path(explicit) if explicit else runtime.default_runtime_dir()
+
+
+def resolve_admin_url(explicit: str | None, runtime_dir: Path | None = None) -> str:
+    """``--admin URL`` > ``$RON_ADMIN`` > the live node in ``runtime_dir`` (default: the default
+    runtime dir)."""
     if explicit:
         return explicit
     env = os.environ.get(ADMIN_ENV)
     if env:
         return env
-    info = runtime.read_node_info(runtime.default_runtime_dir())
+    info = runtime.read_node_info(runtime_dir or runtime.default_runtime_dir())
     admin = info.get("admin")
     if not isinstance(admin, str) or not admin:
         raise CliError("the running node did not record its admin URL; pass --admin URL")
@@ -49,7 +62,13 @@ def resolve_admin_url(explicit: str | None) -> str:
 
 
 def admin_client(args: argparse.Namespace, timeout: float = 5.0) -> AdminClient:
-    return AdminClient(resolve_admin_url(args.admin), timeout=timeout)
+    """The read-only admin plane of the node ``args`` names."""
+    return AdminClient(resolve_admin_url(args.admin, runtime_dir_of(args)), timeout=timeout)
+
+
+def control_client(args: argparse.Namespace, timeout: float = 5.0) -> ControlClient:
+    """The control socket of the node in ``args``' runtime dir: the only way to act on a node."""
+    return ControlClient(runtime_dir_of(args) / CTL_SOCKET, timeout=timeout)
 
 
 def first_line(e: BaseException, fallback: str) -> str:
@@ -58,8 +77,15 @@ def first_line(e: BaseException, fallback: str) -> str:
 
 
 def add_admin_arg(p: argparse._ActionsContainer) -> None:
+    """``--runtime-dir`` (where the node's control socket and node.json are) and ``--admin``."""
+    p.add_argument(
+        "--runtime-dir",
+        metavar="DIR",
+        help=f"the node's runtime dir (default: ${RUNTIME_ENV}, else the default runtime dir); "
+        "acts go through its ctl.sock",
+    )
     p.add_argument(
         "--admin",
         metavar="URL",
-        help=f"admin plane URL (default: ${ADMIN_ENV}, else the node in the default runtime dir)",
+        help=f"read-only admin plane URL (default: ${ADMIN_ENV}, else the node in the runtime dir)",
     )

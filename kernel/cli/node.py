@@ -15,7 +15,7 @@ from typing import Any
 
 from kernel import runtime
 from kernel.cli.client import AdminUnreachable
-from kernel.cli.common import AdminArg, CliError, admin_client, first_line
+from kernel.cli.common import AdminArg, CliError, admin_client, control_client, first_line
 
 __all__ = ["register"]
 
@@ -134,8 +134,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    client = admin_client(args, timeout=min(5.0, max(0.5, args.timeout)))
-    resp = client.post("/control/stop")
+    client = control_client(args, timeout=min(5.0, max(0.5, args.timeout)))
+    resp = client.post("/stop")
     if resp.status not in (200, 202):
         raise CliError(f"the node refused to stop ({resp.error_text()})")
     deadline = time.monotonic() + args.timeout
@@ -146,7 +146,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             break
         if time.monotonic() >= deadline:
             raise CliError(
-                f"the node at {client.base_url} is still answering after {args.timeout:g} s; "
+                f"the node at {client.socket_path} is still answering after {args.timeout:g} s; "
                 "check `ronctl status` (a longer --timeout may help)"
             )
         time.sleep(0.1)  # polling a remote process with a deadline: there is no event to wait on
@@ -155,8 +155,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    client = admin_client(args)
-    resp = client.post(f"/control/release/{urllib.parse.quote(args.service, safe='')}")
+    client = control_client(args)
+    resp = client.post(f"/release/{urllib.parse.quote(args.service, safe='')}")
     if resp.status == 200:
         print(f"released {args.service}")
         return 0
@@ -180,8 +180,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_reload(args: argparse.Namespace) -> int:
-    client = admin_client(args)
-    resp = client.post("/control/reload")
+    client = control_client(args)
+    resp = client.post("/reload")
     if resp.status == 200:
         body = resp.json()
         version = body.get("config_version") if isinstance(body, dict) else None
@@ -239,7 +239,8 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "stop",
         "stop the node gracefully and wait until it is gone",
         cmd_stop,
-        description="Ask the node to shut down, then wait until its admin plane stops answering.",
+        description="Ask the node (through its control socket) to shut down, then wait until it "
+        "stops answering.",
     )
     admin_arg(p)
     p.add_argument(

@@ -70,6 +70,7 @@ class PqConfig:
 @attrs.frozen
 class ObservabilityConfig:
     admin_addr: str = "127.0.0.1:9909"
+    admin_public: bool = False  # an explicit yes to a non-loopback admin_addr (read-only plane)
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ the dotted keys involved, so ``kernel.config`` can name the file/env var that se
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,18 @@ def check_addr(key: str, value: str) -> None:
         raise _fail(key, f"{key} must be HOST:PORT with port 0-65535, got {value!r}")
 
 
+def is_loopback(bind: str) -> bool:
+    """Whether "HOST:PORT" listens on loopback only (``localhost``, 127/8, ``::1``); a name
+    other than ``localhost`` counts as not loopback (it may resolve anywhere)."""
+    host = bind.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def validate(cfg: Config) -> None:
     """Raise RuleViolation for the first broken rule (in a fixed order), else return None."""
     if not _NODE_NAME.fullmatch(cfg.node.name):
@@ -80,6 +93,12 @@ def validate(cfg: Config) -> None:
     if cfg.pq.mode == "required" and not PQ_SUPPORTED:
         raise _fail("pq.mode", "pq.mode=required but this build has no PQ support")
     check_addr("observability.admin_addr", cfg.observability.admin_addr)
+    if not cfg.observability.admin_public and not is_loopback(cfg.observability.admin_addr):
+        raise _fail(
+            "observability.admin_addr",
+            f"observability.admin_addr {cfg.observability.admin_addr} is not loopback; the "
+            "read-only admin plane leaves loopback only with observability.admin_public = true",
+        )
     check_addr("gateway.addr", cfg.gateway.addr)
     check_addr("overlay.addr", cfg.overlay.addr)
     _one_of("log.level", cfg.log.level, LOG_LEVELS)

@@ -29,6 +29,8 @@ Guarantees:
   otherwise waits until the exchange is over;
 - ``send()`` on a connection that broke raises ``ClientDisconnected`` (an ``OSError``, as ASGI
   2.4 asks), so the app stops producing; the server treats it as the end of that request;
+- on a Unix socket the scope's ``extensions["peer_cred"]`` is the caller's ``PeerCred``
+  (``SO_PEERCRED``), so an app can decide who may act (the control plane does);
 - shutdown: stop accepting, close idle connections, let requests in progress finish (their
   answers carry ``Connection: close``) for up to ``graceful`` seconds, then cancel them.
 
@@ -41,6 +43,7 @@ import email.utils
 import errno
 import json
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,6 +58,7 @@ from kernel.http.asgi import ASGIApp
 
 __all__ = [
     "ClientDisconnected",
+    "PeerCred",
     "RenderError",
     "ServerError",
     "ServerLimits",
@@ -232,11 +236,7 @@ class _Connection:
         self.idle_scope: trio.CancelScope | None = None
         self.broken = False  # the socket failed: nothing more can be written
         self.must_close = False  # the request body stalled or broke: answer, then close
-        try:
-            self.client = stream.socket.getpeername()[:2]
-            self.local = stream.socket.getsockname()[:2]
-        except OSError:
-            self.client = self.local = None
+        self.client, self.local, self.peer_cred = _addresses(stream.socket)
 
     def close_when_idle(self) -> None:
         if self.idle_scope is not None:
@@ -436,6 +436,7 @@ class _Cycle:
             "client": self.conn.client,
             "server": self.conn.local,
             "state": {},
+            "extensions": {"peer_cred": self.conn.peer_cred} if self.conn.peer_cred else {},
         }
 
     async def run(self) -> None:
@@ -576,6 +577,30 @@ class _Cycle:
         finally:
             if self.complete:
                 self.finished.set()
+
+
+@attrs.frozen
+class PeerCred:
+    """Who is at the other end of a Unix socket, as the kernel vouches (``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+_UCRED = struct.Struct("3i")
+
+
+def _addresses(sock: Any) -> tuple[Any, Any, PeerCred | None]:
+    """(client, server, peer) for the ASGI scope: TCP gives (host, port) pairs; a Unix socket
+    has no addresses but the kernel tells us the caller's pid/uid/gid."""
+    try:
+        if sock.family == socket.AF_UNIX:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            return None, None, PeerCred(*_UCRED.unpack(raw))
+        return sock.getpeername()[:2], sock.getsockname()[:2], None
+    except OSError:
+        return None, None, None
 
 
 def _one_line(exc: BaseException) -> str:

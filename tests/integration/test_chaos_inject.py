@@ -81,11 +81,11 @@ async def test_user_mistakes_get_one_line_and_no_fault(tmp_path: Path) -> None:
             assert b"unknown service: nope" in unknown.stderr
             usage = await node.ronctl("chaos", "inject", "--service", ECHO, "--fault", "melt")
             assert usage.returncode == 2
-            bad = await node.post(f"/control/fault/{ECHO}?fault=melt")
+            bad = await node.post(f"/fault/{ECHO}?fault=melt")
             assert bad.status == 400 and bad.json()["error"] == "bad_fault"
-            bad = await node.post(f"/control/fault/{ECHO}?fault=slow&delay_ms=-1")
+            bad = await node.post(f"/fault/{ECHO}?fault=slow&delay_ms=-1")
             assert bad.status == 400
-            missing = await node.post("/control/fault/nope?fault=kill")
+            missing = await node.post("/fault/nope?fault=kill")
             assert missing.status == 404 and missing.json()["error"] == "unknown_service"
             after = await node.service(ECHO)
             assert (after["pid"], after["restarts"]) == (before["pid"], 0)

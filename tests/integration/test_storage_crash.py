@@ -49,7 +49,7 @@ async def kill_mid_request(node: RunningNode, service: str, client: CommandClien
     """kill -9 ``service`` while requests are in flight, then wait for its restart. The service's
     own `slow` fault hook holds requests in its handler first, so some are surely caught."""
     pid = (await node.service(service))["pid"]
-    slow = await node.post(f"/control/fault/{service}?fault=slow&delay_ms=300&duration_s=30")
+    slow = await node.post(f"/fault/{service}?fault=slow&delay_ms=300&duration_s=30")
     assert slow.status == 200, slow.body
     # Only requests issued from now on are surely held: one issued earlier may already have its
     # answer on the way (a busy machine makes that likely), and would then survive the kill.

@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from kernel.cli.chaos.target import read_ready_line
+from kernel.cli.client import ControlClient
 from services.gateway.errors import REASONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,6 +147,12 @@ def http_request(
         conn.close()
 
 
+def control_post(runtime_dir: Path, path: str, doc: Any = None) -> Response:
+    """POST ``path`` (optional JSON ``doc``) on ``runtime_dir/ctl.sock``, the control plane."""
+    answer = ControlClient(runtime_dir / "ctl.sock", timeout=10).post(path, doc)
+    return Response(answer.status, {}, answer.body)
+
+
 def _lower(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
@@ -171,7 +178,8 @@ class RunningNode:
         return await trio.to_thread.run_sync(_http, "GET", self.admin + path)
 
     async def post(self, path: str) -> Response:
-        return await trio.to_thread.run_sync(_http, "POST", self.admin + path)
+        """An act on the node's control socket (``/fault/...``, ``/reload``, ``/stop``)."""
+        return await trio.to_thread.run_sync(control_post, self.runtime_dir, path)
 
     async def service(self, name: str) -> dict[str, Any]:
         version = (await self.get("/version")).json()
@@ -199,7 +207,7 @@ class RunningNode:
 
     async def ronctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return await trio.run_process(
-            ronctl_cmd(*args, "--admin", self.admin),
+            ronctl_cmd(*args, "--admin", self.admin, "--runtime-dir", str(self.runtime_dir)),
             capture_stdout=True,
             capture_stderr=True,
             check=False,

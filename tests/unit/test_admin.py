@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,13 @@ import trio
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
-from kernel.admin import AdminBindError, build_admin_app, serve_admin
+from kernel.admin import (
+    AdminBindError,
+    build_admin_app,
+    build_control_app,
+    serve_admin,
+    serve_control,
+)
 from kernel.health import HealthState, ServiceState
 from kernel.metrics import MULTIPROC_ENV, Metrics
 
@@ -87,14 +95,22 @@ class Reply:
         return json.loads(self.body)
 
 
-async def http(addr: str, method: str, target: str) -> Reply:
-    """One request over a fresh TCP connection, parsed by h11."""
-    host, _, port = addr.rpartition(":")
+async def http(
+    addr: str, method: str, target: str, extra: list[tuple[str, str]] | None = None
+) -> Reply:
+    """One request over a fresh connection, parsed by h11: TCP to "host:port", or the Unix
+    socket when ``addr`` is a path (the control plane)."""
     conn = h11.Connection(h11.CLIENT)
-    headers = [("host", addr), ("connection", "close")]
+    headers = [("host", "localhost" if addr.startswith("/") else addr), ("connection", "close")]
     if method == "POST":
         headers.append(("content-length", "0"))
-    async with await trio.open_tcp_stream(host, int(port)) as stream:
+    headers += extra or []
+    if addr.startswith("/"):
+        opened = await trio.open_unix_socket(addr)
+    else:
+        host, _, port = addr.rpartition(":")
+        opened = await trio.open_tcp_stream(host, int(port))
+    async with opened as stream:
         await stream.send_all(
             conn.send(h11.Request(method=method, target=target, headers=headers))
             + conn.send(h11.EndOfMessage())
@@ -185,6 +201,15 @@ async def addr(control: FakeControl, nursery: trio.Nursery) -> str:
         return await nursery.start(serve_admin, app, "127.0.0.1:0")
 
 
+@pytest.fixture
+async def ctl(control: FakeControl, nursery: trio.Nursery, tmp_path: Path) -> str:
+    """The control plane of the same node, on ``ctl.sock`` in a private dir."""
+    runtime_dir = tmp_path / "rt"
+    runtime_dir.mkdir(mode=0o700)
+    with trio.fail_after(DEADLINE):
+        return str(await nursery.start(serve_control, build_control_app(control), runtime_dir))
+
+
 def scrape_value(control: FakeControl, name: str, **labels: str) -> float:
     body, _ = control.metrics.render()
     for family in text_string_to_metric_families(body.decode()):
@@ -249,12 +274,14 @@ async def test_version_is_node_info_plus_services(addr: str, control: FakeContro
     assert index["uptime"] >= 0
 
 
-async def test_metrics_scrape_counts_requests_by_template(addr: str, control: FakeControl) -> None:
+async def test_metrics_scrape_counts_requests_by_template(
+    addr: str, ctl: str, control: FakeControl
+) -> None:
     control.health.register("svc-a", required=True)
     with trio.fail_after(DEADLINE):
         await http(addr, "GET", "/healthz")
-        await http(addr, "POST", "/control/release/svc-a")  # 409
-        await http(addr, "POST", "/control/release/svc-b")  # 404
+        await http(ctl, "POST", "/release/svc-a")  # 409
+        await http(ctl, "POST", "/release/svc-b")  # 404
         await http(addr, "GET", "/no/such/thing")
         await http(addr, "BREW", "/healthz")
         reply = await http(addr, "GET", "/metrics")
@@ -269,8 +296,8 @@ async def test_metrics_scrape_counts_requests_by_template(addr: str, control: Fa
     }
     assert counts == {
         ("/healthz", "GET", "200"): 1.0,
-        ("/control/release/{service}", "POST", "409"): 1.0,
-        ("/control/release/{service}", "POST", "404"): 1.0,
+        ("/release/{service}", "POST", "409"): 1.0,
+        ("/release/{service}", "POST", "404"): 1.0,
         ("unmatched", "GET", "404"): 1.0,
         ("/healthz", "OTHER", "405"): 1.0,
     }
@@ -294,34 +321,34 @@ async def test_promtool_accepts_the_served_scrape(addr: str) -> None:
     assert b'amnesia="on"' in reply.body
 
 
-async def test_stop_answers_202_then_stops(addr: str, control: FakeControl) -> None:
+async def test_stop_answers_202_then_stops(ctl: str, control: FakeControl) -> None:
     with trio.fail_after(DEADLINE):
-        reply = await http(addr, "POST", "/control/stop")
+        reply = await http(ctl, "POST", "/stop")
         assert (reply.status, reply.json()) == (202, {"stopping": True})
         await control.stopped.wait()
 
 
-async def test_release_200_404_409(addr: str, control: FakeControl) -> None:
+async def test_release_200_404_409(ctl: str, control: FakeControl) -> None:
     control.health.register("svc-a", required=True)
     with trio.fail_after(DEADLINE):
-        reply = await http(addr, "POST", "/control/release/svc-a")
+        reply = await http(ctl, "POST", "/release/svc-a")
         assert reply.status == 409
         assert reply.json()["error"] == "not_quarantined"
         control.health.update("svc-a", state=ServiceState.QUARANTINED)
-        reply = await http(addr, "POST", "/control/release/svc-a")
+        reply = await http(ctl, "POST", "/control/release/svc-a")  # the /control alias
         assert (reply.status, reply.json()) == (200, {"released": "svc-a"})
         assert control.health.get("svc-a").state is ServiceState.STARTING
-        reply = await http(addr, "POST", "/control/release/svc-nope")
+        reply = await http(ctl, "POST", "/release/svc-nope")
         assert reply.status == 404
         assert reply.json()["error"] == "unknown_service"
 
 
-async def test_reload_200_and_422_one_line(addr: str, control: FakeControl) -> None:
+async def test_reload_200_and_422_one_line(ctl: str, control: FakeControl) -> None:
     with trio.fail_after(DEADLINE):
-        reply = await http(addr, "POST", "/control/reload")
+        reply = await http(ctl, "POST", "/reload")
         assert (reply.status, reply.json()) == (200, {"config_version": 2})
         control.reload_outcome = ValueError("bus.capacity must be > 0, got 0\n  (in node.toml)")
-        reply = await http(addr, "POST", "/control/reload")
+        reply = await http(ctl, "POST", "/reload")
     assert reply.status == 422
     assert reply.json() == {"error": "config_invalid", "detail": "bus.capacity must be > 0, got 0"}
 
@@ -330,13 +357,64 @@ async def test_unknown_path_404_and_wrong_method_405(addr: str) -> None:
     with trio.fail_after(DEADLINE):
         missing = await http(addr, "GET", "/nope")
         trailing = await http(addr, "GET", "/healthz/")
-        wrong = await http(addr, "GET", "/control/stop")
         post_health = await http(addr, "POST", "/healthz")
     assert (missing.status, missing.json()) == (404, {"error": "not_found"})
     assert trailing.status == 404
-    assert (wrong.status, wrong.json()) == (405, {"error": "method_not_allowed"})
-    assert wrong.headers["allow"] == "POST"
     assert (post_health.status, post_health.headers["allow"]) == (405, "GET")
+
+
+ACT_PATHS = (
+    "/control/stop",
+    "/control/reload",
+    "/control/release/svc-a",
+    "/stop",
+    "/reload",
+    "/control/fault/svc-a?fault=kill",
+    "/fault/svc-a?fault=kill",
+    "/release/svc-a",
+)
+HOSTILE = [("origin", "http://evil.example"), ("content-type", "application/x-www-form-urlencoded")]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_no_tcp_request_can_act(addr: str, control: FakeControl, method: str) -> None:
+    """DESIGN.md §6: the TCP plane is read-only, whatever the method, Origin or content type."""
+    control.health.register("svc-a", required=True)
+    control.health.update("svc-a", state=ServiceState.QUARANTINED)
+    with trio.fail_after(DEADLINE):
+        for path in ACT_PATHS:
+            reply = await http(addr, method, path, HOSTILE)
+            assert reply.status == 404, (method, path, reply.status)
+        for path in ("/healthz", "/readyz", "/version", "/metrics"):
+            if method != "GET":
+                assert (await http(addr, method, path, HOSTILE)).status == 405
+    assert not control.stopped.is_set()
+    assert control.health.get("svc-a").state is ServiceState.QUARANTINED
+
+
+async def test_control_socket_is_0600(ctl: str) -> None:
+    assert stat.S_IMODE(os.stat(ctl).st_mode) == 0o600
+    assert stat.S_ISSOCK(os.stat(ctl).st_mode)
+
+
+async def test_control_refuses_a_foreign_uid_logged_and_counted(
+    control: FakeControl, nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """SO_PEERCRED decides, not the socket's mode: even a loosened socket refuses other uids."""
+    runtime_dir = tmp_path / "rt"
+    runtime_dir.mkdir(mode=0o700)
+    stranger_only = build_control_app(control, allowed_uids={os.getuid() + 4242})
+    with trio.fail_after(DEADLINE):
+        ctl = str(await nursery.start(serve_control, stranger_only, runtime_dir))
+        reply = await http(ctl, "POST", "/stop")
+        health = await http(ctl, "GET", "/healthz")
+    assert (reply.status, reply.json()["error"]) == (403, "not_permitted")
+    assert health.status == 403
+    assert not control.stopped.is_set()
+    assert scrape_value(control, "rejected_total", reason="peer_uid") == 2
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    refusals = [r for r in logged if r.get("event") == "control_refused"]
+    assert len(refusals) == 2 and refusals[0]["uid"] == os.getuid()
 
 
 async def test_events_stream_live_until_client_leaves(addr: str, control: FakeControl) -> None:
@@ -480,7 +558,7 @@ async def test_a_failing_handler_is_a_json_500(
         reply = await http(addr, "GET", "/version")
         assert (reply.status, reply.json()) == (500, {"error": "internal"})
         assert (await http(addr, "GET", "/healthz")).status == 200, "the server must survive"
-    assert "admin handler failed" in caplog.text
+    assert "handler failed: GET /version" in caplog.text
     assert scrape_value(
         control, "http_requests_total", route="/version", method="GET", status="500"
     )

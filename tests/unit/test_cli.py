@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socketserver
 import signal
 import socket
 import subprocess
@@ -63,10 +64,14 @@ DEGRADED = {"degraded": True, "missing": ["svc-index"], "retry_after": 1}
 Reply = tuple[int, object]
 
 
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
 class FakeAdmin:
     """A tiny admin plane on 127.0.0.1:0 in a thread; routes map (METHOD, path) to a reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, unix: Path | None = None) -> None:
         self.routes: dict[tuple[str, str], Reply | Callable[[BaseHTTPRequestHandler], None]] = {}
         self.requests: list[tuple[str, str]] = []
         self.release_streams = threading.Event()
@@ -98,8 +103,12 @@ class FakeAdmin:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if unix is not None:  # the control plane: HTTP over a Unix socket
+            self.server = _UnixHTTPServer(str(unix), Handler)
+            self.url = f"unix:{unix}"
+        else:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -123,10 +132,23 @@ def admin():
     fake.close()
 
 
+@pytest.fixture
+def ctl(tmp_path):
+    """A fake control socket in a runtime dir; pass ``--runtime-dir ctl.runtime_dir``."""
+    runtime_dir = tmp_path / "rt"
+    runtime_dir.mkdir(mode=0o700)
+    fake = FakeAdmin(unix=runtime_dir / "ctl.sock")
+    fake.runtime_dir = str(runtime_dir)
+    fake.routes[("GET", "/healthz")] = (200, {"ok": True})
+    yield fake
+    fake.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_node(monkeypatch):
     """Tests never find a real node: no $RON_ADMIN, and an empty default runtime dir."""
     monkeypatch.delenv(cli.ADMIN_ENV, raising=False)
+    monkeypatch.delenv("RON_RUNTIME_DIR", raising=False)
     base = Path(tempfile.mkdtemp(prefix="cli"))
     monkeypatch.setattr(runtime, "default_runtime_dir", lambda: base / "ron")
     yield base / "ron"
@@ -443,7 +465,7 @@ def test_tail_exits_0_on_ctrl_c_without_traceback(admin):
 # --- stop ---------------------------------------------------------------------------------------
 
 
-def test_stop_waits_until_the_admin_plane_is_gone(admin, capsys):
+def test_stop_waits_until_the_control_socket_is_gone(ctl, capsys):
     def stop(h: BaseHTTPRequestHandler) -> None:
         data = b'{"stopping":true}'
         h.send_response(202)
@@ -451,24 +473,34 @@ def test_stop_waits_until_the_admin_plane_is_gone(admin, capsys):
         h.end_headers()
         h.wfile.write(data)
         h.wfile.flush()
-        threading.Thread(target=admin.close, daemon=True).start()
+        threading.Thread(target=ctl.close, daemon=True).start()
 
-    admin.routes[("POST", "/control/stop")] = stop
-    code, out, _ = run(capsys, "stop", "--admin", admin.url)
+    ctl.routes[("POST", "/stop")] = stop
+    code, out, _ = run(capsys, "stop", "--runtime-dir", ctl.runtime_dir)
     assert code == 0 and out == "stopped\n"
-    assert admin.closed
+    assert ctl.closed
 
 
-def test_stop_times_out_if_the_node_keeps_answering(admin, capsys):
-    admin.routes[("POST", "/control/stop")] = (202, {"stopping": True})
-    code, _, err = run(capsys, "stop", "--admin", admin.url, "--timeout", "0.3")
+def test_stop_times_out_if_the_node_keeps_answering(ctl, capsys):
+    ctl.routes[("POST", "/stop")] = (202, {"stopping": True})
+    code, _, err = run(capsys, "stop", "--runtime-dir", ctl.runtime_dir, "--timeout", "0.3")
     assert code == 1 and "still answering after 0.3 s" in err and err.count("\n") == 1
-    assert ("GET", "/healthz") in admin.requests
+    assert ("GET", "/healthz") in ctl.requests
 
 
-def test_stop_unreachable(capsys):
-    code, _, err = run(capsys, "stop", "--admin", closed_port_url())
-    assert code == 1 and "cannot reach" in err
+def test_stop_without_a_node_is_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "stop", "--runtime-dir", str(tmp_path))
+    assert code == 1 and "no running node found" in err and err.count("\n") == 1
+
+
+def test_acts_never_use_the_admin_url(admin, capsys):
+    """``--admin`` only says where to read; an act goes to the control socket or nowhere."""
+    admin.routes[("POST", "/stop")] = (202, {"stopping": True})
+    admin.routes[("POST", "/control/stop")] = (202, {"stopping": True})
+    for argv in (["stop"], ["release", "svc-a"], ["config", "reload"]):
+        code, _, err = run(capsys, *argv, "--admin", admin.url)
+        assert code == 1 and "no running node found" in err
+    assert [r for r in admin.requests if r[0] == "POST"] == []
 
 
 # --- release ------------------------------------------------------------------------------------
@@ -483,9 +515,9 @@ def test_stop_unreachable(capsys):
         (500, {"error": "boom"}, 1, "ronctl: release failed (HTTP 500 boom)"),
     ],
 )
-def test_release(admin, capsys, status, body, code, message):
-    admin.routes[("POST", "/control/release/svc-index")] = (status, body)
-    got, out, err = run(capsys, "release", "svc-index", "--admin", admin.url)
+def test_release(ctl, capsys, status, body, code, message):
+    ctl.routes[("POST", "/release/svc-index")] = (status, body)
+    got, out, err = run(capsys, "release", "svc-index", "--runtime-dir", ctl.runtime_dir)
     assert got == code
     if message is None:
         assert out == "released svc-index\n" and err == ""
@@ -493,9 +525,9 @@ def test_release(admin, capsys, status, body, code, message):
         assert err.startswith(message) and err.count("\n") == 1
 
 
-def test_release_quotes_the_service_name(admin, capsys):
-    run(capsys, "release", "a/b c", "--admin", admin.url)
-    assert admin.requests[-1] == ("POST", "/control/release/a%2Fb%20c")
+def test_release_quotes_the_service_name(ctl, capsys):
+    run(capsys, "release", "a/b c", "--runtime-dir", ctl.runtime_dir)
+    assert ctl.requests[-1] == ("POST", "/release/a%2Fb%20c")
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -539,18 +571,18 @@ def test_config_check_with_the_real_loader(tmp_path, capsys):
     assert err.startswith("ronctl: ") and err.count("\n") == 1
 
 
-def test_config_reload(admin, capsys):
-    admin.routes[("POST", "/control/reload")] = (200, {"config_version": 4})
-    assert run(capsys, "config", "reload", "--admin", admin.url) == (
+def test_config_reload(ctl, capsys):
+    ctl.routes[("POST", "/reload")] = (200, {"config_version": 4})
+    assert run(capsys, "config", "reload", "--runtime-dir", ctl.runtime_dir) == (
         0,
         "config reloaded: version 4\n",
         "",
     )
-    admin.routes[("POST", "/control/reload")] = (
+    ctl.routes[("POST", "/reload")] = (
         422,
         {"error": "config_invalid", "detail": "bus.capacity must be > 0"},
     )
-    code, out, err = run(capsys, "config", "reload", "--admin", admin.url)
+    code, out, err = run(capsys, "config", "reload", "--runtime-dir", ctl.runtime_dir)
     assert code == 1 and out == ""
     assert err == "ronctl: config rejected, the running config stays: bus.capacity must be > 0\n"
 

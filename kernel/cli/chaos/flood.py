@@ -7,7 +7,8 @@ What it shows, against a running node (same host: it joins the node's bus in its
 2. the stalled subscriber loses events at the proxy without slowing anyone, and counts what it
    lost when it reads again (``bus_lagged_total``, ``bus_receiver_lag_total``): every flood event
    it did not get is accounted for as lag (a marker published after the flood closes the tail);
-3. afterwards the supervisor's own events still get through: ``POST /control/reload`` makes the
+3. afterwards the supervisor's own events still get through: ``POST /reload`` (control socket)
+   makes the
    supervisor publish ``ConfigUpdated{version}``, which both the (drained) stalled subscriber and
    a fresh one must receive; no service crashed or lost readiness because of the flood.
 
@@ -27,6 +28,7 @@ import trio
 from ipc import events
 from ipc.bus import Bus
 from kernel.cli.chaos.target import AdminView
+from kernel.cli.common import CTL_SOCKET
 from kernel.metrics import Metrics
 
 __all__ = ["FloodOptions", "FloodResult", "run_flood"]
@@ -94,7 +96,7 @@ async def _wait_config(bus: Bus, version: int, result: FloodResult) -> bool:
 
 async def run_flood(runtime_dir: Path, admin_url: str, options: FloodOptions) -> FloodResult:
     """Run the drill against the node whose runtime dir is ``runtime_dir``."""
-    admin = AdminView(admin_url)
+    admin = AdminView(admin_url, runtime_dir / CTL_SOCKET)
     result = FloodResult()
     before = parse_scrape_metrics(await admin.metrics())
     metrics = Metrics(runtime_dir / "metrics", amnesia=False)
@@ -139,7 +141,7 @@ async def run_flood(runtime_dir: Path, admin_url: str, options: FloodOptions) ->
         await pub.flushed()
         result.published += 1
         async with Bus.connect(runtime_dir, topics=("kernel.config",), metrics=metrics) as fresh:
-            status, body = await admin.post("/control/reload")
+            status, body = await admin.post("/reload")
             if status == 200:
                 result.config_version = int(body.get("config_version", 0))
                 result.stalled_saw_config = await _wait_config(

@@ -45,18 +45,29 @@ def _split(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port, path
 
 
-@asynccontextmanager
-async def _exchange(
-    method: str, url: str, body: bytes, headers: Iterable[tuple[str, str]]
-) -> AsyncIterator[tuple[h11.Connection, trio.SocketStream, h11.Response]]:
+async def _connect(url: str, unix: str | None) -> tuple[trio.SocketStream, str, str]:
+    """(stream, Host header, request target): TCP to the URL's host, or the Unix socket
+    ``unix`` (then the URL is only a path, ``/stop``)."""
+    if unix is not None:
+        try:
+            return await trio.open_unix_socket(unix), "localhost", url
+        except OSError as exc:
+            raise HttpError(f"cannot connect to {unix}: {exc.strerror or exc}") from None
     host, port, path = _split(url)
     try:
-        stream = await trio.open_tcp_stream(host, port)
+        return await trio.open_tcp_stream(host, port), f"{host}:{port}", path
     except OSError as exc:
         raise HttpError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
+@asynccontextmanager
+async def _exchange(
+    method: str, url: str, body: bytes, headers: Iterable[tuple[str, str]], unix: str | None
+) -> AsyncIterator[tuple[h11.Connection, trio.SocketStream, h11.Response]]:
+    stream, host, path = await _connect(url, unix)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
-        hdrs = [("host", f"{host}:{port}"), ("connection", "close"), *headers]
+        hdrs = [("host", host), ("connection", "close"), *headers]
         chunked = len(body) > CHUNKED_ABOVE
         if chunked:
             hdrs.append(("transfer-encoding", "chunked"))
@@ -105,11 +116,13 @@ async def request(
     body: bytes = b"",
     headers: Iterable[tuple[str, str]] = (),
     timeout: float = 10.0,
+    unix: str | None = None,
 ) -> HttpResponse:
-    """Send one request and read the whole answer within ``timeout`` seconds."""
+    """Send one request and read the whole answer within ``timeout`` seconds. With ``unix``
+    (a socket path) ``url`` is just the path and the request goes over that socket."""
     try:
         with trio.fail_after(timeout):
-            async with _exchange(method, url, body, headers) as (conn, stream, resp):
+            async with _exchange(method, url, body, headers, unix) as (conn, stream, resp):
                 chunks: list[bytes] = []
                 size = 0
                 while True:
@@ -143,7 +156,7 @@ async def follow_lines(
     plane's /events: the subscription is live). Only the connection has a deadline."""
     try:
         with trio.fail_after(connect_timeout):
-            cm = _exchange("GET", url, b"", ())
+            cm = _exchange("GET", url, b"", (), None)
             conn, stream, resp = await cm.__aenter__()
     except trio.TooSlowError:
         raise HttpError(f"GET {url}: no answer within {connect_timeout:g} s") from None

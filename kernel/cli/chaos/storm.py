@@ -2,7 +2,8 @@
 
 While the storm lasts (``duration``), concurrently and under one nursery:
 - the workload runs through the gateway (if the node has one and ``workload`` is on);
-- the injector follows the seeded schedule through ``POST /control/fault/{service}``; a planned
+- the injector follows the seeded schedule through ``POST /fault/{service}`` (control socket); a
+  planned
   fault whose target is not ready or still has a fault in flight is skipped (and reported);
 - an /events subscription records every ``ServiceCrashed`` and matches it to the fault that caused
   it (a crash nobody injected is an invariant break);
@@ -112,7 +113,7 @@ class StormState:
 class _Storm:
     def __init__(self, state: StormState, out: IO[str]) -> None:
         self.s = state
-        self.admin = AdminView(state.node.admin)
+        self.admin = AdminView(state.node.admin, state.node.control)
         self.out = out
         self._t0 = time.monotonic()
         self._t0_trio = trio.current_time()
@@ -187,7 +188,7 @@ class _Storm:
             self.s.readiness.append((self.now(), ready))
 
     async def release(self, name: str) -> None:
-        status, _ = await self.admin.post(f"/control/release/{name}")
+        status, _ = await self.admin.post(f"/release/{name}")
         if status in (200, 409):  # 409: it is not quarantined (any more)
             self._quarantined.discard(name)
             self.s.model.release(name)
@@ -228,7 +229,7 @@ class _Storm:
         if fault in CRASH_FAULTS:
             self._pending[service].append(rec)
         try:
-            status, body = await self.admin.post(f"/control/fault/{service}?{query}")
+            status, body = await self.admin.post(f"/fault/{service}?{query}")
             why = "" if status == 200 else body.get("detail") or body.get("error") or str(status)
         except HttpError as exc:
             why = str(exc)
@@ -323,7 +324,7 @@ async def run_storm(
     node: NodeHandle, options: StormOptions, out: IO[str] = sys.stderr
 ) -> StormState:
     """Run one storm against ``node`` and return what was observed (not yet judged)."""
-    admin = AdminView(node.admin)
+    admin = AdminView(node.admin, node.control)
     version = await admin.version()
     names = tuple(s["name"] for s in version.get("services", []))
     targets = options.services or names

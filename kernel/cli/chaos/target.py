@@ -24,6 +24,7 @@ import trio
 
 import kernel
 from kernel.cli.chaos.http import HttpError, request
+from kernel.cli.common import CTL_SOCKET
 
 __all__ = ["AdminView", "NodeHandle", "StartError", "start_node"]
 
@@ -45,6 +46,7 @@ class NodeHandle:
     proc: trio.Process | None = None  # set when the drill started the node
     log_path: Path | None = None
     returncode: int | None = None
+    control: Path | None = None  # the node's ctl.sock: acts (faults, releases) go there
 
     @property
     def gateway(self) -> str | None:
@@ -52,10 +54,12 @@ class NodeHandle:
 
 
 class AdminView:
-    """The admin plane calls the drills make (async; every call bounded)."""
+    """The calls the drills make (async; every call bounded): reads on the admin plane, acts
+    (``post``) on the control socket."""
 
-    def __init__(self, admin: str) -> None:
+    def __init__(self, admin: str, control: Path | None = None) -> None:
         self.base = admin.rstrip("/")
+        self.control = control
 
     async def get(self, path: str, timeout: float = ADMIN_TIMEOUT) -> Any:
         resp = await request("GET", self.base + path, timeout=timeout)
@@ -76,7 +80,10 @@ class AdminView:
         return parse_scrape(resp.body.decode())
 
     async def post(self, path: str) -> tuple[int, dict[str, Any]]:
-        resp = await request("POST", self.base + path, timeout=ADMIN_TIMEOUT)
+        """An act on the control socket (``/fault/...``, ``/release/...``, ``/reload``)."""
+        if self.control is None:
+            raise HttpError("acting on the node needs its control socket: pass --runtime-dir DIR")
+        resp = await request("POST", path, timeout=ADMIN_TIMEOUT, unix=str(self.control))
         try:
             body = json.loads(resp.body)
         except ValueError:
@@ -124,8 +131,9 @@ async def read_ready_line(stdout: trio.abc.ReceiveStream, timeout: float) -> byt
     return line
 
 
-async def attach(admin: str) -> NodeHandle:
-    """A handle on a running node from its admin plane's /version."""
+async def attach(admin: str, runtime_dir: Path | None = None) -> NodeHandle:
+    """A handle on a running node from its admin plane's /version; its acts go to
+    ``runtime_dir/ctl.sock``."""
     try:
         info = await AdminView(admin).version()
     except (HttpError, ValueError) as exc:
@@ -133,7 +141,11 @@ async def attach(admin: str) -> NodeHandle:
     urls = dict(info.get("urls") or {})
     urls.setdefault("admin", admin)
     return NodeHandle(
-        admin=admin, pid=int(info.get("pid") or 0), profile=info["profile"], urls=urls
+        admin=admin,
+        pid=int(info.get("pid") or 0),
+        profile=info["profile"],
+        urls=urls,
+        control=runtime_dir / CTL_SOCKET if runtime_dir else None,
     )
 
 
@@ -205,6 +217,7 @@ async def start_node(
             urls=urls,
             proc=proc,
             log_path=log_path,
+            control=runtime_dir / CTL_SOCKET,
         )
         yield handle
     finally:

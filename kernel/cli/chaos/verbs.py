@@ -138,7 +138,6 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "subscriber is stalled, then check: no publish blocked, drops and lag counted, the "
         "supervisor's ConfigUpdated (from a config reload) still gets through.",
     )
-    f.add_argument("--runtime-dir", metavar="DIR", type=Path, help="the node's runtime dir")
     f.add_argument("--events", type=_positive(int), default=50_000, help="(50000)")
     f.add_argument("--report", metavar="FILE", type=Path, help="write the JSON result here")
     admin_arg(f)
@@ -146,14 +145,14 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from kernel.cli.common import admin_client
+    from kernel.cli.common import control_client
 
-    client = admin_client(args)
+    client = control_client(args)
     query = urllib.parse.urlencode(
         {"fault": args.fault, "delay_ms": args.delay_ms, "duration_s": args.duration}
     )
     service = urllib.parse.quote(args.service, safe="")
-    resp = client.post(f"/control/fault/{service}?{query}")
+    resp = client.post(f"/fault/{service}?{query}")
     if resp.status == 200:
         body = resp.json()
         print(f"injected {args.fault} into {args.service} (pid {body.get('pid')})")
@@ -169,14 +168,14 @@ def cmd_restart_storm(args: argparse.Namespace) -> int:
     from kernel.cli.chaos.http import HttpError
     from kernel.cli.chaos.plot import PlotUnavailable, require_matplotlib
     from kernel.cli.chaos.target import StartError
-    from kernel.cli.common import resolve_admin_url
+    from kernel.cli.common import resolve_admin_url, runtime_dir_of
 
     if args.plot is not None:
         try:
             require_matplotlib()
         except PlotUnavailable as exc:
             raise ChaosError(str(exc)) from None
-    admin = None if args.profile else resolve_admin_url(args.admin)
+    admin = None if args.profile else resolve_admin_url(args.admin, runtime_dir_of(args))
     try:
         report = trio.run(_storm, args, admin)
     except (StartError, HttpError, ValueError) as exc:
@@ -215,7 +214,9 @@ async def _storm(args: argparse.Namespace, admin: str | None) -> dict:
         release_quarantined=not args.keep_quarantined,
     )
     if admin is not None:
-        node = await target.attach(admin)
+        from kernel.cli.common import runtime_dir_of
+
+        node = await target.attach(admin, runtime_dir_of(args))
         state = await run_storm(node, options)
         readback = await read_back(state.workload) if state.workload else None
         checks = judge(state, readback)
@@ -238,8 +239,9 @@ def cmd_bus_flood(args: argparse.Namespace) -> int:
     from kernel import runtime
     from kernel.cli.chaos.flood import FloodOptions, run_flood
     from kernel.cli.chaos.http import HttpError
+    from kernel.cli.common import runtime_dir_of
 
-    runtime_dir = args.runtime_dir or runtime.default_runtime_dir()
+    runtime_dir = runtime_dir_of(args)
     admin = args.admin
     if admin is None:
         try:
