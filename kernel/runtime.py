@@ -237,8 +237,10 @@ class RuntimeDir:
             self._lock_fd = None
 
     def remove(self) -> None:
-        """Release the dir and delete the whole tree (micronode stop: nothing left behind)."""
+        """Release the dir and delete the whole tree (micronode stop: nothing left behind);
+        key files are overwritten with zeros first (``wipe_secrets``)."""
         self.close()
+        wipe_secrets(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         if self.path.exists():
             raise RuntimeDirError(f"could not remove runtime dir {self.path}")
@@ -252,8 +254,32 @@ def _running_message(path: Path, pid: int | None) -> str:
     return f"a node is already running in {path} ({who}); stop it or pass --runtime-dir"
 
 
+# Where an amnesia node's keys live: the data dir in the runtime dir + services.lib.keys.KEYS_DIR.
+SECRET_DIRS = ("data/keys",)
+
+
+def wipe_secrets(path: Path) -> None:
+    """Overwrite every file under the runtime dir's secret dirs with zeros (fsynced), then unlink
+    it: a tmpfs page freed with a key in it could otherwise be read back by the next owner."""
+    for rel in SECRET_DIRS:
+        secret_dir = path / rel
+        if not secret_dir.is_dir() or secret_dir.is_symlink():
+            continue
+        for entry in secret_dir.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    size = entry.stat().st_size
+                    with open(entry, "r+b") as f:
+                        f.write(b"\0" * size)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    entry.unlink()
+
+
 def _clean(path: Path) -> None:
-    """Remove a dead node's leftovers (sockets, metrics files, node.json); keep the lock file."""
+    """Remove a dead node's leftovers (sockets, metrics files, node.json, keys: wiped first);
+    keep the lock file."""
+    wipe_secrets(path)
     for entry in path.iterdir():
         if entry.name == _LOCK:
             continue

@@ -15,6 +15,7 @@ from kernel.config.load import (
 from kernel.config.model import (
     AddrConfig,
     AmnesiaConfig,
+    AuthConfig,
     BusConfig,
     Config,
     ConfigError,
@@ -33,6 +34,7 @@ from kernel.config.services import check_services
 __all__ = [
     "AddrConfig",
     "AmnesiaConfig",
+    "AuthConfig",
     "BusConfig",
     "Config",
     "ConfigError",

@@ -15,6 +15,7 @@ import attrs
 __all__ = [
     "AddrConfig",
     "AmnesiaConfig",
+    "AuthConfig",
     "BusConfig",
     "Config",
     "ConfigError",
@@ -74,6 +75,17 @@ class ObservabilityConfig:
 
 
 @attrs.frozen
+class AuthConfig:
+    """Capability tokens (DESIGN.md §5): who may write, and how root keys rotate."""
+
+    writes: str = "token"  # "token": writes need a capability token; "open": a dev setting
+    rotate_after: float = 2_592_000.0  # s (30 d): the active root key's lifetime
+    rotate_overlap: float = 86_400.0  # s (1 d): the previous key still verifies this long
+    max_ttl: float = 2_592_000.0  # s: no token is minted to live longer (revocations last this)
+    cli_ttl: float = 300.0  # s: the tokens ronctl mints for itself
+
+
+@attrs.frozen
 class LogConfig:
     level: str = "info"
 
@@ -121,6 +133,7 @@ class Config:
     pq: PqConfig = PqConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     log: LogConfig = LogConfig()
+    auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     paths: PathsConfig = PathsConfig()
     gateway: AddrConfig = AddrConfig("127.0.0.1:8080")

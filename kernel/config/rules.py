@@ -102,9 +102,33 @@ def validate(cfg: Config) -> None:
     check_addr("gateway.addr", cfg.gateway.addr)
     check_addr("overlay.addr", cfg.overlay.addr)
     _one_of("log.level", cfg.log.level, LOG_LEVELS)
+    _auth(cfg)
     _limits(cfg)
     _paths(cfg)
     _services(cfg)
+
+
+AUTH_WRITES = ("token", "open")
+MAX_ROTATE_AFTER = 30 * 86_400.0  # the seeds: root keys rotate at least every 30 days
+
+
+def _auth(cfg: Config) -> None:
+    auth = cfg.auth
+    _one_of("auth.writes", auth.writes, AUTH_WRITES)
+    for name in ("rotate_after", "max_ttl", "cli_ttl"):
+        _positive(f"auth.{name}", getattr(auth, name))
+    if auth.rotate_after > MAX_ROTATE_AFTER:
+        raise _fail(
+            "auth.rotate_after",
+            f"auth.rotate_after must be <= {MAX_ROTATE_AFTER:g} s (30 days), "
+            f"got {auth.rotate_after}",
+        )
+    if not 0 <= auth.rotate_overlap < auth.rotate_after:
+        raise _fail(
+            ("auth.rotate_overlap", "auth.rotate_after"),
+            f"auth.rotate_overlap ({auth.rotate_overlap}) must be >= 0 and < "
+            f"auth.rotate_after ({auth.rotate_after})",
+        )
 
 
 def _supervisor(cfg: Config) -> None:
