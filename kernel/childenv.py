@@ -18,7 +18,8 @@ What the node puts in a service's environment (``service_env`` + the launcher's 
 
 The zygote's own: ``RON_ZYGOTE_FD`` (its control socket), ``RON_ZYGOTE_PRELOAD`` (modules,
 comma-separated), ``RON_ZYGOTE_FORK`` (``double`` forces the double-fork fallback). ``ronctl``'s:
-``RON_ADMIN`` (admin URL), ``RON_GATEWAY`` (gateway URL), ``RON_DEBUG`` (tracebacks on).
+``RON_ADMIN`` (admin URL), ``RON_GATEWAY`` (gateway URL), ``RON_TOKEN`` (the capability token
+write verbs send), ``RON_DEBUG`` (tracebacks on).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "PARENT_PID",
     "RUNTIME_DIR",
     "SERVICE",
+    "TOKEN",
     "ZYGOTE_FD",
     "ZYGOTE_FORK",
     "ZYGOTE_PRELOAD",
@@ -60,6 +62,7 @@ ZYGOTE_FD: Final = "RON_ZYGOTE_FD"
 ZYGOTE_PRELOAD: Final = "RON_ZYGOTE_PRELOAD"
 ZYGOTE_FORK: Final = "RON_ZYGOTE_FORK"
 ADMIN: Final = "RON_ADMIN"
+TOKEN: Final = "RON_TOKEN"
 GATEWAY: Final = "RON_GATEWAY"
 DEBUG: Final = "RON_DEBUG"
 

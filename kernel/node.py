@@ -52,6 +52,7 @@ from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
 from kernel.launch._zygote_start import StartedZygote
 from kernel.metrics import Metrics
+from kernel.passport_link import PASSPORT, PassportLink, PassportUnavailable
 from kernel.runtime import (
     RuntimeDir,
     RuntimeDirError,
@@ -66,6 +67,7 @@ EVENTS_BUFFER = 256
 METRICS_FOLD_INTERVAL = 30.0
 
 
+AUDIT_DRAIN_S = 2.0  # at stop: how long queued audit records may take to reach svc-passport
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
 
 
@@ -97,6 +99,7 @@ class Node:
         self.supervisor = supervisor
         self.stop_requested = trio.Event()
         self.ready = trio.Event()
+        self.passport_link: PassportLink | None = None
         self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
 
     def node_info(self) -> dict[str, Any]:
@@ -108,6 +111,7 @@ class Node:
             "pq": cfg.pq.mode,
             "config_version": version,
             "config_sha": cfg.sha256,
+            "node_id": self.passport_link.node_id if self.passport_link else None,
             "pid": os.getpid(),
             "urls": dict(self.urls),
             "supervisor": {  # what a chaos drill needs to predict restarts and quarantines
@@ -156,6 +160,21 @@ class Node:
 
     async def stop(self) -> None:
         self.stop_requested.set()
+
+    def audit(self, act: str, **detail: object) -> None:
+        if self.passport_link is not None:
+            self.passport_link.record(act, **detail)
+
+    async def passport(self, request: Any) -> Any:
+        if self.passport_link is None:
+            raise PassportUnavailable("this node runs no svc-passport")
+        return await self.passport_link.call(request)
+
+    def supervisor_log(self, event: str, **fields: Any) -> None:
+        """The supervisor's log, which also audits quarantines (a privileged act of its own)."""
+        logs.log(event, **fields)
+        if event == "service_quarantined":
+            self.audit("quarantine", service=fields.get("service"), reason=fields.get("reason"))
 
     async def release(self, service: str) -> None:
         self.supervisor.release(service)
@@ -210,7 +229,8 @@ class Node:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     with contextlib.suppress(ConfigError):  # logged; the running config stays
-                        await self.reload()
+                        version = await self.reload()
+                        self.audit("reload", config_version=version, caller="SIGHUP")
                 else:
                     logs.log("signal_received", signal=signal.Signals(signum).name)
                     self.stop_requested.set()
@@ -371,6 +391,7 @@ async def _serve_node(
         await outer.start(serve_launcher, launcher)  # a zygote lives until the node stops
         async with Bus.connect(rt, capacity=cfg.bus.capacity, metrics=metrics) as bus:
             health.bus_up = True
+            node: Node  # made below; the supervisor's log reaches it only once running
             supervisor = Supervisor(
                 cfg,
                 health=health,
@@ -378,6 +399,7 @@ async def _serve_node(
                 launcher=launcher,
                 metrics=metrics,
                 env_for=env_for,
+                log=lambda event, **fields: node.supervisor_log(event, **fields),
             )
             node = Node(
                 store=store,
@@ -388,7 +410,14 @@ async def _serve_node(
                 supervisor=supervisor,
                 runtime_dir=rt,
             )
-            async with trio.open_nursery() as nursery:
+            async with (
+                _passport_link(cfg, rt, metrics) as link,
+                trio.open_nursery() as nursery,
+            ):
+                node.passport_link = link
+                if link is not None:
+                    nursery.start_soon(link.run_outbox)
+                    nursery.start_soon(link.learn_identity)
                 nursery.start_soon(node.handle_signals)
                 nursery.start_soon(node.pump_bus)
                 nursery.start_soon(_fold_metrics, metrics)
@@ -408,9 +437,23 @@ async def _serve_node(
                 nursery.start_soon(_announce_when_ready, node, cfg, urls)
                 await node.stop_requested.wait()
                 logs.log("node_stopping")
+                if link is not None and not await link.drained(AUDIT_DRAIN_S):
+                    logs.log("audit_undelivered", level="warning", reason="svc-passport down")
                 await supervisor.shutdown()
                 nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _passport_link(
+    cfg: Config, runtime_dir: Path, metrics: Metrics
+) -> AsyncIterator[PassportLink | None]:
+    """The link to svc-passport when the node runs one (identity, tokens, audit)."""
+    if not any(spec.name == PASSPORT for spec in cfg.services):
+        yield None
+        return
+    async with PassportLink.open(runtime_dir, metrics) as link:
+        yield link
 
 
 async def _fold_metrics(metrics: Metrics) -> None:
@@ -424,6 +467,8 @@ async def _fold_metrics(metrics: Metrics) -> None:
 async def _announce_when_ready(node: Node, cfg: Config, urls: dict[str, str]) -> None:
     """Print the single ``node_ready`` line on stdout once /readyz would say 200."""
     await node.ready.wait()
+    if node.passport_link is not None:
+        await node.passport_link.identity_known.wait()  # so /version shows node_id at once
     line = {"event": "node_ready", "profile": cfg.node.name, "pid": os.getpid(), **urls}
     print(json.dumps(line, separators=(",", ":")), flush=True)
     logs.log("node_ready", **urls)

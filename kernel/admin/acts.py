@@ -1,11 +1,21 @@
-"""The acts: handlers that change the node (stop, release, reload, faults), served only on the
-control socket (``kernel.admin.ctl``), never on TCP (DESIGN.md §6)."""
+"""The acts: handlers that change the node (stop, release, reload, faults, tokens), served only
+on the control socket (``kernel.admin.ctl``), never on TCP (DESIGN.md §6).
+
+Every privileged act is audited (``NodeControl.audit``) with the caller's uid and pid. Token
+routes answer the token only to the caller that asked; nothing here logs one.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from ipc import oap
+from ipc.caps import OPS
+from ipc.proto import passport as proto
 from kernel.admin.control import NodeControl
-from kernel.admin.http import Request, Route, one_line, send_error, send_json
+from kernel.admin.http import BadBody, Request, Route, one_line, read_json, send_error, send_json
 from kernel.faults import FAULTS, MAX_DELAY_MS, MAX_DURATION_S
+from kernel.passport_link import PassportUnavailable
 
 DEFAULT_SLOW_MS = 200  # a `slow` fault's delay per command unless the request says otherwise
 DEFAULT_SLOW_S = 2.0  # ... and how long it lasts
@@ -23,9 +33,84 @@ class ActRoutes:
             Route("/release/{service}", {"POST": self.release}),
             Route("/reload", {"POST": self.reload}),
             Route("/fault/{service}", {"POST": self.fault}),
+            Route("/token/mint", {"POST": self.token_mint}),
+            Route("/token/revoke", {"POST": self.token_revoke}),
+            Route("/token/rotate", {"POST": self.token_rotate}),
+            Route("/audit/verify", {"GET": self.audit_verify}),
         )
 
+    async def _passport(self, req: Request, request: Any) -> Any:
+        """svc-passport's reply, or None after answering the error (400 refused, 503 down)."""
+        try:
+            return await self._control.passport(request)
+        except oap.OapError as exc:
+            status = 507 if exc.reason == "insufficient_storage" else 400
+            await send_error(req.send, status, exc.reason, exc.detail or exc.reason)
+        except PassportUnavailable as exc:
+            await send_json(
+                req.send,
+                503,
+                {"error": "unavailable", "detail": one_line(exc)},
+                headers=[(b"retry-after", b"1")],
+            )
+        return None
+
+    async def token_mint(self, req: Request) -> None:
+        try:
+            doc = await read_json(req)
+            request = _mint_request(doc, req.caller)
+        except (BadBody, ValueError, TypeError) as exc:
+            await send_error(req.send, 400, "bad_request", one_line(exc))
+            return
+        minted = await self._passport(req, request)
+        if minted is not None:
+            body = {"token": minted.token, "id": minted.id, "kid": minted.kid}
+            await send_json(req.send, 200, {**body, "expires": minted.expires})
+
+    async def token_revoke(self, req: Request) -> None:
+        try:
+            doc = await read_json(req)
+            token_id = doc.get("id")
+            if not isinstance(token_id, str):
+                raise BadBody('expected {"id": "<32 hex digits>"}')
+        except BadBody as exc:
+            await send_error(req.send, 400, "bad_request", one_line(exc))
+            return
+        revoked = await self._passport(req, proto.Revoke(id=token_id, caller=req.caller))
+        if revoked is not None:
+            await send_json(
+                req.send, 200, {"id": revoked.id, "revoked": True, "already": revoked.already}
+            )
+
+    async def token_rotate(self, req: Request) -> None:
+        rotated = await self._passport(req, proto.Rotate(caller=req.caller))
+        if rotated is not None:
+            await send_json(
+                req.send,
+                200,
+                {
+                    "kid": rotated.kid,
+                    "previous": rotated.previous,
+                    "previous_until": rotated.previous_until,
+                },
+            )
+
+    async def audit_verify(self, req: Request) -> None:
+        report = await self._passport(req, proto.AuditCheck())
+        if report is not None:
+            await send_json(
+                req.send,
+                200,
+                {
+                    "ok": report.ok,
+                    "records": report.records,
+                    "first_bad": report.first_bad,
+                    "reason": report.reason,
+                },
+            )
+
     async def stop(self, req: Request) -> None:
+        self._control.audit("stop", caller=req.caller)
         # Answer first: stopping may tear down this very server.
         await send_json(req.send, 202, {"stopping": True})
         await self._control.stop()
@@ -39,6 +124,7 @@ class ActRoutes:
         except ValueError as exc:
             await send_error(req.send, 409, "not_quarantined", one_line(exc), service=name)
         else:
+            self._control.audit("release", service=name, caller=req.caller)
             await send_json(req.send, 200, {"released": name})
 
     async def reload(self, req: Request) -> None:
@@ -47,6 +133,7 @@ class ActRoutes:
         except Exception as exc:  # the contract: any invalid config raises, with a one-line str
             await send_error(req.send, 422, "config_invalid", one_line(exc))
         else:
+            self._control.audit("reload", config_version=version, caller=req.caller)
             await send_json(req.send, 200, {"config_version": version})
 
     async def fault(self, req: Request) -> None:
@@ -72,3 +159,35 @@ class ActRoutes:
             await send_error(req.send, 409, "fault_refused", one_line(exc), service=name)
         else:
             await send_json(req.send, 200, {"service": name, "fault": fault, "pid": pid})
+
+
+MINT_KEYS = frozenset({"ops", "ttl", "prefix", "max_size", "tenant"})
+
+
+def _mint_request(doc: dict[str, Any], caller: str) -> proto.Mint:
+    """``{"ops": [...] | "put,name", "ttl": s, "prefix"?, "max_size"?, "tenant"?}`` checked."""
+    unknown = sorted(set(doc) - MINT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; expected {', '.join(sorted(MINT_KEYS))}")
+    ops = doc.get("ops", list(OPS))
+    if isinstance(ops, str):
+        ops = [op for op in ops.split(",") if op]
+    if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
+        raise ValueError("ops must be a list of operations")
+    ttl = doc.get("ttl", 3600)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 1e10:
+        raise ValueError("ttl must be a number of seconds > 0")
+    prefix, max_size, tenant = doc.get("prefix"), doc.get("max_size"), doc.get("tenant")
+    if prefix is not None and not (isinstance(prefix, str) and 0 < len(prefix) <= 255):
+        raise ValueError("prefix must be a string of 1-255 characters")
+    for key, value in (("max_size", max_size), ("tenant", tenant)):
+        if value is not None and (type(value) is not int or value < 0 or value >= 1 << 64):
+            raise ValueError(f"{key} must be an integer >= 0")
+    return proto.Mint(
+        ops=tuple(ops),
+        ttl=float(ttl),
+        prefix=prefix,
+        max_size=max_size,
+        tenant=tenant,
+        caller=caller,
+    )

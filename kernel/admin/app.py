@@ -31,7 +31,7 @@ from kernel.admin.http import (
 )
 from kernel.admin.routes import ReadRoutes
 from kernel.http.asgi import ASGIApp, answer_lifespan
-from kernel.http.server import ServerLimits, serve_h11
+from kernel.http.server import PeerCred, ServerLimits, serve_h11
 
 __all__ = [
     "AdminBindError",
@@ -118,6 +118,7 @@ class PlaneApp:
                     query=parse_query(scope.get("query_string", b"")),
                     receive=receive,
                     send=counted_send,
+                    caller=_caller(scope),
                 )
                 await route.methods[method](request)
         except Exception:
@@ -131,6 +132,11 @@ class PlaneApp:
                     method=method if method in _METHOD_LABELS else "OTHER",
                     status=str(status),
                 ).inc()
+
+
+def _caller(scope: Scope) -> str:
+    cred = scope.get("extensions", {}).get("peer_cred")
+    return f"uid {cred.uid} pid {cred.pid}" if isinstance(cred, PeerCred) else ""
 
 
 def build_admin_app(

@@ -40,6 +40,15 @@ class NodeControl(Protocol):
         arguments; any other exception (one-line str): the fault could not be injected."""
         ...
 
+    def audit(self, act: str, **detail: object) -> None:
+        """Record a privileged act in the node's audit log (never blocks; see PassportLink)."""
+        ...
+
+    async def passport(self, request: Any) -> Any:
+        """A typed svc-passport request's reply (token mint/revoke/rotate, audit check).
+        ``PassportUnavailable``: no answer; ``oap.OapError``: refused (a bad argument)."""
+        ...
+
     def open_events(
         self, topic_prefix: str
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:

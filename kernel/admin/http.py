@@ -28,12 +28,43 @@ class Request:
     query: Mapping[str, list[str]]
     receive: Receive
     send: Send
+    caller: str = ""  # on the control socket: "uid N pid M" (SO_PEERCRED), for the audit log
 
     def query_one(self, key: str, default: str) -> str:
         return self.query.get(key, [default])[-1]
 
 
 Handler = Callable[[Request], Awaitable[None]]
+
+MAX_JSON_BODY = 16 * 1024  # the control plane's request bodies are a few small fields
+
+
+class BadBody(ValueError):
+    """A request body that is not the small JSON object a route takes; ``str()`` is one line."""
+
+
+async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request body as a JSON object (``{}`` when empty); ``BadBody`` if it is over
+    ``limit`` bytes, not JSON, or not an object."""
+    body = b""
+    while True:
+        message = await req.receive()
+        if message["type"] != "http.request":
+            raise BadBody("the client went away before sending its body")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BadBody(f"request body over {limit} bytes")
+        if not message.get("more_body", False):
+            break
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadBody("request body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise BadBody("request body must be a JSON object")
+    return doc
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,7 +13,9 @@ Blocking stdlib HTTP (``http.client``), like the rest of ``ronctl``. Guarantees:
 - A progress bar goes to stderr for transfers over ``PROGRESS_MIN`` when stderr is a terminal.
 
 The gateway URL: ``--gateway URL`` > ``$RON_GATEWAY`` > the admin plane's ``/version`` when
-``--admin``/``$RON_ADMIN`` is given > ``node.json`` of the node in the default runtime dir.
+``--admin``/``$RON_ADMIN`` is given > ``node.json`` of the node in the runtime dir. ``put`` sends
+``--token`` / ``$RON_TOKEN``, else a short-lived token it mints through the control socket (when
+run as the node's user); the token never reaches stderr or a log.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import blake3
 
 from ipc import ids
 from kernel import childenv, runtime
+from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.client import AdminClient
-from kernel.cli.common import ADMIN_ENV, AdminArg, CliError, resolve_admin_url
+from kernel.cli.common import ADMIN_ENV, AdminArg, CliError, resolve_admin_url, runtime_dir_of
 
 Verb = Callable[..., argparse.ArgumentParser]
 
@@ -57,6 +60,12 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "(b3:<hex>) once the node holds it durably.",
     )
     p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--token",
+        metavar="T",
+        help=f"capability token (default: ${TOKEN_ENV}, else one minted through the node's "
+        "control socket when run as the node's user)",
+    )
     _common(p, admin_arg)
     p = verb(
         "get",
@@ -92,13 +101,13 @@ def resolve_gateway_url(args: argparse.Namespace) -> str:
     if env:
         return env
     if args.admin or os.environ.get(ADMIN_ENV):
-        version = AdminClient(resolve_admin_url(args.admin)).get("/version")
+        version = AdminClient(resolve_admin_url(args.admin, runtime_dir_of(args))).get("/version")
         urls = version.json().get("urls") if version.status == 200 else None
         url = urls.get("gateway") if isinstance(urls, dict) else None
         if not isinstance(url, str):
             raise CliError("the node does not run a gateway (no gateway URL); pass --gateway URL")
         return url
-    info = runtime.read_node_info(runtime.default_runtime_dir())
+    info = runtime.read_node_info(runtime_dir_of(args))
     url = info.get("gateway")
     if not isinstance(url, str) or not url:
         raise CliError("the running node has no gateway; pass --gateway URL")
@@ -218,6 +227,8 @@ def _pieces(f: IO[bytes], progress: _Progress) -> Iterator[bytes]:
 
 def cmd_put(args: argparse.Namespace) -> int:
     url = resolve_gateway_url(args)
+    token = write_token(args, "put")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -237,12 +248,14 @@ def cmd_put(args: argparse.Namespace) -> int:
                     "PUT",
                     "/o",
                     body=source.read(),
-                    headers={"Content-Type": "application/octet-stream"},
+                    headers={"Content-Type": "application/octet-stream", **auth},
                 )
             else:
                 conn.putrequest("PUT", "/o")
                 conn.putheader("Transfer-Encoding", "chunked")
                 conn.putheader("Content-Type", "application/octet-stream")
+                for key, value in auth.items():
+                    conn.putheader(key, value)
                 conn.endheaders()
                 try:
                     for piece in _pieces(source, progress):
@@ -257,6 +270,11 @@ def cmd_put(args: argparse.Namespace) -> int:
                 return dict(json.loads(body))
             if resp.status in _RETRY_STATUS:
                 raise _Retry(_error_line(resp.status, body), _retry_after(resp))
+            if resp.status == 401 and not token:
+                raise CliError(
+                    f"{_error_line(resp.status, body)}: pass --token (or ${TOKEN_ENV}), or run "
+                    "as the node's user so ronctl can mint one"
+                )
             raise CliError(_error_line(resp.status, body))
 
         stored = _with_retries(url, args.retry_for, attempt)

@@ -44,6 +44,9 @@ class FakeControl:
         self.unsubscribed = trio.Event()
         self.topics: list[str] = []
         self.publish: trio.MemorySendChannel[dict] | None = None
+        self.audited: list[tuple[str, dict[str, str]]] = []
+        self.passport_requests: list[Any] = []
+        self.passport_reply: Any = None
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,15 @@ class FakeControl:
 
     async def stop(self) -> None:
         self.stopped.set()
+
+    def audit(self, act: str, **detail: object) -> None:
+        self.audited.append((act, {k: str(v) for k, v in detail.items()}))
+
+    async def passport(self, request: Any) -> Any:
+        self.passport_requests.append(request)
+        if isinstance(self.passport_reply, Exception):
+            raise self.passport_reply
+        return self.passport_reply
 
     async def release(self, service: str) -> None:
         status = self.health.get(service)

@@ -1,0 +1,239 @@
+"""``ronctl`` verbs for identity, tokens and the audit log (DESIGN.md §8): ``id``,
+``token mint|attenuate|inspect|revoke|rotate``, ``audit verify``; and ``write_token``, how the
+write verbs get their token.
+
+Minting, revoking and rotating go through the control socket (the node's user only);
+``attenuate`` and ``inspect`` are offline: anyone holding a token may narrow or read it, no key
+needed. A token is printed on stdout only by ``mint`` and ``attenuate`` (that is their job) and
+never appears on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+
+from ipc import caps
+from kernel import childenv
+from kernel.cli.client import AdminError
+from kernel.cli.common import AdminArg, CliError, admin_client, control_client
+
+__all__ = ["TOKEN_ENV", "parse_duration", "register", "write_token"]
+
+Verb = Callable[..., argparse.ArgumentParser]
+TOKEN_ENV = childenv.TOKEN
+CLI_TTL = 300.0  # the tokens the write verbs mint for themselves: short-lived (auth.cli_ttl)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1h``, ``7d`` as seconds (> 0)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90s, 10m, 1h or 7d, got {text!r}"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _ops(text: str) -> tuple[str, ...]:
+    ops = tuple(op for op in text.split(",") if op)
+    unknown = [op for op in ops if op not in caps.OPS]
+    if unknown or not ops:
+        raise argparse.ArgumentTypeError(f"--ops takes a comma list of {','.join(caps.OPS)}")
+    return ops
+
+
+def _size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
+    return int(text)
+
+
+def _decode(text: str) -> caps.Token:
+    try:
+        return caps.Token.decode(text.strip())
+    except caps.CapError as exc:
+        raise CliError(f"not a valid token: {exc}") from None
+
+
+def _answer(resp: object, what: str) -> dict:
+    from kernel.cli.client import Response
+
+    assert isinstance(resp, Response)
+    if resp.status != 200:
+        raise CliError(f"{what} failed ({resp.error_text()})")
+    body = resp.json()
+    if not isinstance(body, dict):
+        raise CliError(f"{what}: unexpected answer from the node")
+    return body
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    resp = admin_client(args).get("/version")
+    info = _answer(resp, "reading /version")
+    node_id = info.get("node_id")
+    if not isinstance(node_id, str):
+        raise CliError("the node has no identity (it runs no svc-passport)")
+    overlay = (info.get("urls") or {}).get("overlay")
+    addr = f"{node_id}@{overlay.split('://', 1)[-1]}" if isinstance(overlay, str) else None
+    if args.json:
+        print(json.dumps({"node_id": node_id, "addr": addr}))
+    else:
+        print(node_id)
+        if addr:
+            print(addr)
+    return 0
+
+
+def cmd_mint(args: argparse.Namespace) -> int:
+    doc: dict[str, object] = {"ops": list(args.ops or caps.OPS), "ttl": args.ttl}
+    if args.prefix is not None:
+        doc["prefix"] = args.prefix
+    if args.max_size is not None:
+        doc["max_size"] = args.max_size
+    minted = _answer(control_client(args).post("/token/mint", doc), "token mint")
+    print(minted["token"])
+    return 0
+
+
+def cmd_attenuate(args: argparse.Namespace) -> int:
+    token = _decode(args.token)
+    narrower: list[caps.Caveat] = []
+    if args.ttl is not None:
+        narrower.append(caps.Expires(int(time.time() + args.ttl)))
+    if args.ops is not None:
+        narrower.append(caps.Ops(args.ops))
+    if args.prefix is not None:
+        narrower.append(caps.Prefix(args.prefix))
+    if args.max_size is not None:
+        narrower.append(caps.MaxSize(args.max_size))
+    if not narrower:
+        raise CliError("say how to narrow it: --ttl, --ops, --prefix or --max-size", code=2)
+    try:
+        print(caps.attenuate(token, *narrower).encode())
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    print(json.dumps(_decode(args.token).inspect(), sort_keys=True))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    token_id = args.id
+    if token_id.startswith(caps.PREFIX):
+        token_id = _decode(token_id).id.hex()  # a whole token: revoke its id
+    body = _answer(control_client(args).post("/token/revoke", {"id": token_id}), "revoke")
+    print(f"revoked {body['id']}" + (" (already revoked)" if body.get("already") else ""))
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    body = _answer(control_client(args).post("/token/rotate"), "rotate")
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(body["previous_until"]))
+    print(f"active key {body['kid']}; {body['previous']} still verifies until {until}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    body = _answer(control_client(args).get("/audit/verify"), "audit verify")
+    if body.get("ok"):
+        print(f"audit log intact: {body.get('records')} records")
+        return 0
+    raise CliError(f"audit log broken at record {body.get('first_bad')}: {body.get('reason')}")
+
+
+def write_token(args: argparse.Namespace, op: str) -> str | None:
+    """The token a write verb sends: ``--token`` > ``$RON_TOKEN`` > one minted for ``op``
+    through the control socket (when this user may use it) > None (the node may be open)."""
+    given = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    if given:
+        return str(given).strip()
+    try:
+        resp = control_client(args).post("/token/mint", {"ops": [op], "ttl": CLI_TTL})
+    except AdminError:
+        return None  # not the node's user, or no local node: the gateway will say what it needs
+    if resp.status != 200:
+        return None
+    body = resp.json()
+    return body.get("token") if isinstance(body, dict) else None
+
+
+def register(verb: Verb, admin_arg: AdminArg) -> None:
+    """Add ``id``, ``token ...`` and ``audit ...`` to ``ronctl``'s parser."""
+    p = verb(
+        "id",
+        "print the node's id (and its peer address)",
+        cmd_id,
+        description="Print the node id (node:<hex>), then its peer ADDR (<node id>@host:port) "
+        "when it runs an overlay.",
+    )
+    p.add_argument("--json", action="store_true", help='print {"node_id", "addr"}')
+    admin_arg(p)
+
+    p = verb("token", "mint, narrow, inspect or revoke capability tokens", None)
+    sub = p.add_subparsers(dest="token_verb", metavar="ACTION", required=True)
+    m = sub.add_parser(
+        "mint",
+        help="mint a token (node's user only)",
+        description="Mint a capability token through the control socket and print it. "
+        "Default --ops: every write op.",
+    )
+    m.add_argument("--ops", type=_ops, help=f"comma list of {','.join(caps.OPS)} (all)")
+    m.add_argument("--prefix", help="only names under this prefix")
+    m.add_argument("--ttl", type=parse_duration, default=3600.0, help="lifetime, e.g. 10m, 1h (1h)")
+    m.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
+    admin_arg(m)
+    m.set_defaults(func=cmd_mint)
+    a = sub.add_parser(
+        "attenuate",
+        help="narrow a token offline",
+        description="Append caveats to TOKEN (no key needed) and print the narrower token.",
+    )
+    a.add_argument("token", metavar="TOKEN")
+    a.add_argument("--ttl", type=parse_duration, help="expire this soon (or sooner)")
+    a.add_argument("--ops", type=_ops, help="only these ops")
+    a.add_argument("--prefix", help="only names under this prefix")
+    a.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
+    a.set_defaults(func=cmd_attenuate)
+    i = sub.add_parser(
+        "inspect",
+        help="show a token's id, kid and caveats",
+        description='Print {"id","kid","caveats"} as JSON (never the signature).',
+    )
+    i.add_argument("token", metavar="TOKEN")
+    i.set_defaults(func=cmd_inspect)
+    r = sub.add_parser(
+        "revoke",
+        help="revoke a token by id (node's user only)",
+        description="Revoke the token whose id `token inspect` shows (or pass the token).",
+    )
+    r.add_argument("id", metavar="TOKEN_ID")
+    admin_arg(r)
+    r.set_defaults(func=cmd_revoke)
+    o = sub.add_parser(
+        "rotate",
+        help="rotate the root key now (node's user only)",
+        description="Make a new root key active now; tokens of the previous one keep verifying "
+        "for auth.rotate_overlap.",
+    )
+    admin_arg(o)
+    o.set_defaults(func=cmd_rotate)
+
+    p = verb("audit", "check the node's audit log", None)
+    sub = p.add_subparsers(dest="audit_verb", metavar="ACTION", required=True)
+    v = sub.add_parser(
+        "verify",
+        help="exit 0 iff the audit chain is intact",
+        description="Check every record of the signed hash chain; exit 1 naming the first bad one.",
+    )
+    admin_arg(v)
+    v.set_defaults(func=cmd_audit_verify)
