@@ -9,7 +9,8 @@ Guarantees of ``DataDir.claim``: on return the dir exists, is a real directory (
 owned by this user, not writable by group or others, and this process holds its lock; the lock
 is released by ``close`` or by the kernel when the process dies, ``kill -9`` included, so a
 crashed node never blocks the next one. The lock's descriptor is close-on-exec: services never
-inherit it. Every refusal is a ``DataDirError`` whose ``str()`` is one line saying what to do.
+inherit it. Its ``keys/`` dir, if any, is private to this user (``check_keys_private``).
+Every refusal is a ``DataDirError`` whose ``str()`` is one line saying what to do.
 """
 
 from __future__ import annotations
@@ -22,10 +23,33 @@ from kernel._owned_dir import LockHeld, check_owned, take_lock
 __all__ = ["LOCK_NAME", "DataDir", "DataDirError"]
 
 LOCK_NAME = "node.lock"
+KEYS_DIR = "keys"  # services.lib.keys.KEYS_DIR: the kernel checks it, svc-passport owns it
 
 
 class DataDirError(Exception):
     """The data dir cannot be used by this node; ``str()`` is one line for the operator."""
+
+
+def check_keys_private(keys: Path) -> None:
+    """Refuse a key dir (``services.lib.keys``' ``keys/``) or key file another user owns or that
+    group/others may read or write: the node's identity and token keys are secrets, and a key
+    someone else could have read or replaced is no identity. svc-passport checks again."""
+    if not keys.exists():
+        return
+    for entry in (keys, *sorted(keys.iterdir())):
+        st = entry.lstat()
+        kind = "key dir" if entry == keys else "key file"
+        if st.st_uid != os.geteuid():
+            raise DataDirError(
+                f"{kind} {entry} is owned by uid {st.st_uid}, not this user (uid {os.geteuid()}); "
+                "refusing to start with keys someone else controls"
+            )
+        if st.st_mode & 0o077:
+            want = "700" if entry == keys else "600"
+            raise DataDirError(
+                f"{kind} {entry} has mode {st.st_mode & 0o777:o}: readable or writable by others; "
+                f"run `chmod {want} {entry}` (and rotate: `ronctl token rotate`)"
+            )
 
 
 class DataDir:
@@ -66,6 +90,11 @@ class DataDir:
             raise DataDirError(f"cannot lock data dir {path}: {exc.strerror or exc}") from None
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
+        try:
+            check_keys_private(path / KEYS_DIR)
+        except DataDirError:
+            os.close(lock_fd)
+            raise
         return cls(path, lock_fd)
 
     def close(self) -> None:

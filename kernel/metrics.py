@@ -173,6 +173,12 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=None,
         )
+        self.auth_failures = Counter(
+            "auth_failures",
+            "Writes refused for their capability token, by verifying service and reason.",
+            ["service", "reason"],
+            registry=None,
+        )
         self.integrity_fail = Counter(
             "integrity_fail", "Objects whose digest did not match (never served).", registry=None
         )
@@ -193,6 +199,7 @@ class Metrics:
                 self.http_requests,
                 self.service_quarantined,
                 self.integrity_fail,
+                self.auth_failures,
             )
             for family in wrapper.describe()
         ]

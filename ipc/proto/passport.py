@@ -122,7 +122,6 @@ class KeySet:
     node_id: str = ""
     keys: dict[str, bytes] = attrs.field(factory=dict)
     revoked: tuple[bytes, ...] = ()
-    writes: str = "token"  # auth.writes as the node runs it
 
 
 @attrs.frozen

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import trio
 
+from ipc.commands import CommandClient
 from kernel import logs
 from kernel.service import ServiceContext, run_service
 from services.gateway.app import GatewayApp
+from services.gateway.auth import Guard, KeyFeed
 from services.gateway.server import serve
 from services.gateway.settings import GatewaySettings
 from services.gateway.store_backend import StoreBackend
@@ -15,19 +17,35 @@ from services.gateway.store_backend import StoreBackend
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings_as(GatewaySettings)
     sock = ctx.listen_socket()
-    async with StoreBackend.open(
-        ctx.runtime_dir,
-        ctx.data_dir,
-        max_inflight=settings.max_inflight,
-        timeout=settings.timeout,
-    ) as backend:
+    open_writes = ctx.config.auth.writes == "open"
+    if open_writes:
+        logs.log("writes_open", level="warning", reason="auth.writes = open: anyone may write")
+    async with (
+        StoreBackend.open(
+            ctx.runtime_dir,
+            ctx.data_dir,
+            max_inflight=settings.max_inflight,
+            timeout=settings.timeout,
+        ) as backend,
+        CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
+    ):
+        guard = None if open_writes else Guard(ctx.metrics)
         app = GatewayApp(
-            backend, settings, metrics=ctx.metrics, fault_delay=getattr(ctx, "fault_delay", None)
+            backend,
+            settings,
+            metrics=ctx.metrics,
+            fault_delay=getattr(ctx, "fault_delay", None),
+            guard=guard,
         )
         async with trio.open_nursery() as nursery:
+            if guard is not None:
+                await nursery.start(KeyFeed(passport, guard).run)
             await nursery.start(serve, app, sock, settings)
             logs.log("gateway_serving", addr=str(sock.getsockname()), server=settings.server)
             ctx.ready()
+
+
+PASSPORT = "svc-passport"  # where the key set comes from (the kernel's PassportLink says so too)
 
 
 if __name__ == "__main__":

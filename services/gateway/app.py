@@ -28,10 +28,11 @@ from typing import Any
 
 import trio
 
-from ipc import ids, oap
+from ipc import caps, ids, oap
 from ipc.proto import index as index_proto
 from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
+from services.gateway.auth import Guard
 from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
 from services.gateway.limits import BodyCounter, InflightLimiter, TokenBucket
@@ -44,6 +45,8 @@ __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 CACHE_IMMUTABLE = b"public, max-age=29030400, immutable"
 OCTETS = b"application/octet-stream"
 NAME_BODY_CAP = 4096  # a names PUT body is one small JSON map
+# every capability refusal is one rejection reason: "unauth" (auth_failures_total splits them)
+_REJECTED_AS = {"cap_required": "unauth", "cap_invalid": "unauth", "cap_denied": "unauth"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 # (template, method) -> latency op label
@@ -142,8 +145,10 @@ class GatewayApp:
         *,
         metrics: Any | None = None,
         fault_delay: Callable[[], Awaitable[None]] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.backend = backend
+        self.guard = guard  # None: writes are open (auth.writes = "open"; unit tests)
         self.settings = settings
         self.metrics = metrics
         self.fault_delay = fault_delay  # chaos drills' "slow" hook (kernel.faults), if any
@@ -207,7 +212,7 @@ class GatewayApp:
                         "unavailable", "the data plane did not answer in time", retry_after=1
                     )
             except GatewayError as err:
-                reason = err.reason
+                reason = _REJECTED_AS.get(err.reason, err.reason)
                 if ex.status == 0:
                     await ex.error(err)
         finally:
@@ -239,13 +244,22 @@ class GatewayApp:
             if self.fault_delay is not None:
                 await self.fault_delay()
             if template == "/o":
-                await self._put_object(scope, receive, ex, cs)
+                token = self._authorize(scope, "put", None)
+                await self._put_object(scope, receive, ex, cs, token)
             elif template == "/o/{id}":
                 await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
             elif method == "GET":
                 await self._get_name(ex, check_name(param or ""))
             else:
-                await self._put_name(scope, receive, ex, check_name(param or ""), cs)
+                name = check_name(param or "")
+                self._authorize(scope, "name", name)
+                await self._put_name(scope, receive, ex, name, cs)
+
+    def _authorize(self, scope: Scope, op: str, name: str | None) -> caps.Token | None:
+        """The token that allows this write (None when writes are open); before any body."""
+        if self.guard is None:
+            return None
+        return self.guard.check(scope, op, name, _content_length(scope))
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -323,7 +337,12 @@ class GatewayApp:
             await ex.body(b"")
 
     async def _put_object(
-        self, scope: Scope, receive: Receive, ex: _Exchange, cs: trio.CancelScope
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: _Exchange,
+        cs: trio.CancelScope,
+        token: caps.Token | None = None,
     ) -> None:
         length = _content_length(scope)
         chunked = (_header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
@@ -338,6 +357,10 @@ class GatewayApp:
             if chunked
             else BodyCounter(self.settings.body_cap, "body_too_large")
         )
+        cap_limit = token.max_size() if token is not None else None
+        if cap_limit is not None and cap_limit < counter.cap:
+            # a body of unknown size: the token's max_size caveat is enforced as it arrives
+            counter = BodyCounter(cap_limit, "cap_denied", "max_size: body")
         body = _BodyReader(receive, ex, counter, cs, self.settings.timeout)
         small = self.settings.chunk
         pieces: list[bytes] = []  # joined only if there are several (a small body: usually one)

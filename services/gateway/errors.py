@@ -49,6 +49,9 @@ REASONS: Final = MappingProxyType(
         "unavailable": 503,  # OAP canon: storage or index unreachable (writes); Retry-After
         "insufficient_storage": 507,  # OAP canon: quota of the store
         "bad_request": 400,  # not valid HTTP/1.1 (h11 refused the request head or framing)
+        "cap_required": 401,  # a write without a token (+ WWW-Authenticate: Bearer)
+        "cap_invalid": 401,  # a token whose signature, key, expiry or revocation fails
+        "cap_denied": 403,  # a valid token that does not allow this write (names the caveat)
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

@@ -69,12 +69,13 @@ class BodyCounter:
     """Counts a request body as it arrives; raises 413 the moment it would pass ``cap``, so the
     excess is never buffered. ``reason`` says which cap (single-shot or streamed)."""
 
-    def __init__(self, cap: int, reason: str) -> None:
+    def __init__(self, cap: int, reason: str, what: str = "body") -> None:
         self.cap = cap
         self.reason = reason
+        self.what = what  # how the detail starts: "body larger than N bytes"
         self.seen = 0
 
     def add(self, n: int) -> None:
         self.seen += n
         if self.seen > self.cap:
-            raise GatewayError(self.reason, f"body larger than {self.cap} bytes")
+            raise GatewayError(self.reason, f"{self.what} larger than {self.cap} bytes")

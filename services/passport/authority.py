@@ -106,7 +106,6 @@ class Authority:
             node_id=self.keys.node_id,
             keys=self.keys.live_keys(now),
             revoked=self.revocations.ids(),
-            writes=self.auth.writes,
         )
 
     def audit(self, req: proto.Audit, now: float) -> proto.Audited:
