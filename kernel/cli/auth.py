@@ -203,6 +203,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     a.add_argument("--ops", type=_ops, help="only these ops")
     a.add_argument("--prefix", help="only names under this prefix")
     a.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
+    admin_arg(a)  # accepted like on every verb; offline, it needs no node
     a.set_defaults(func=cmd_attenuate)
     i = sub.add_parser(
         "inspect",
@@ -210,6 +211,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description='Print {"id","kid","caveats"} as JSON (never the signature).',
     )
     i.add_argument("token", metavar="TOKEN")
+    admin_arg(i)
     i.set_defaults(func=cmd_inspect)
     r = sub.add_parser(
         "revoke",

@@ -227,12 +227,12 @@ def _pieces(f: IO[bytes], progress: _Progress) -> Iterator[bytes]:
 
 def cmd_put(args: argparse.Namespace) -> int:
     url = resolve_gateway_url(args)
-    token = write_token(args, "put")
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    token = write_token(args, "put")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     with source:
         seekable = source.seekable()
         size = os.fstat(source.fileno()).st_size if seekable else None

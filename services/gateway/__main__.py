@@ -29,7 +29,7 @@ async def main(ctx: ServiceContext) -> None:
         ) as backend,
         CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
     ):
-        guard = None if open_writes else Guard(ctx.metrics)
+        guard = None if open_writes else Guard()
         app = GatewayApp(
             backend,
             settings,

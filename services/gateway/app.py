@@ -45,8 +45,24 @@ __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 CACHE_IMMUTABLE = b"public, max-age=29030400, immutable"
 OCTETS = b"application/octet-stream"
 NAME_BODY_CAP = 4096  # a names PUT body is one small JSON map
+SERVICE = "svc-gateway"
 # every capability refusal is one rejection reason: "unauth" (auth_failures_total splits them)
 _REJECTED_AS = {"cap_required": "unauth", "cap_invalid": "unauth", "cap_denied": "unauth"}
+
+
+class _Both:
+    """Two counters that move together (``rejected_total`` and ``auth_failures_total``)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+    def inc(self) -> None:
+        self.a.inc()
+        self.b.inc()
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 # (template, method) -> latency op label
@@ -174,9 +190,14 @@ class GatewayApp:
                 self._counted[key] = child
         child.inc()
         if reason:
+            label = _REJECTED_AS.get(reason, reason)
             rejected = self._rejected.get(reason)
             if rejected is None:
-                rejected = self._rejected[reason] = metrics.rejected.labels(reason=reason)
+                rejected = self._rejected[reason] = metrics.rejected.labels(reason=label)
+                if label != reason:  # a capability refusal: also by its own reason
+                    auth = metrics.auth_failures.labels(service=SERVICE, reason=reason)
+                    self._rejected[reason] = _Both(rejected, auth)
+                    rejected = self._rejected[reason]
             rejected.inc()
 
     def _observe(self, op: str, elapsed: float) -> None:
@@ -212,7 +233,7 @@ class GatewayApp:
                         "unavailable", "the data plane did not answer in time", retry_after=1
                     )
             except GatewayError as err:
-                reason = _REJECTED_AS.get(err.reason, err.reason)
+                reason = err.reason
                 if ex.status == 0:
                     await ex.error(err)
         finally:

@@ -3,9 +3,9 @@
 ``Guard.check`` runs before a write reads its body: no ``Authorization: Bearer`` → 401
 ``cap_required`` (with ``WWW-Authenticate: Bearer``); a token that fails its signature, key,
 expiry or revocation → 401 ``cap_invalid``; a valid token whose caveat does not allow this write →
-403 ``cap_denied`` naming the caveat. Each refusal is counted in
-``auth_failures_total{service="svc-gateway",reason}`` (the request itself in
-``rejected_total{reason="unauth"}``); the token is never logged, only its id may be.
+403 ``cap_denied`` naming the caveat. The app counts each refusal in
+``auth_failures_total{service="svc-gateway",reason}`` and ``rejected_total{reason="unauth"}``;
+the token is never logged, only its id may be.
 
 The keys come from svc-passport (``KeyFeed``): polled every ``POLL_S`` with the version last
 seen, so a rotation, a revocation or the end of an overlap takes effect here within about that
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import trio
 
@@ -32,7 +31,6 @@ from services.gateway.errors import GatewayError
 __all__ = ["POLL_S", "Guard", "KeyFeed"]
 
 POLL_S = 0.5
-SERVICE = "svc-gateway"
 _CHALLENGE = ((b"www-authenticate", b'Bearer realm="ron"'),)
 _INVALID = ((b"www-authenticate", b'Bearer realm="ron", error="invalid_token"'),)
 
@@ -48,13 +46,11 @@ def _bearer(scope: Scope) -> str | None:
 class Guard:
     """The write check; ``set_keys`` is fed by ``KeyFeed``. Not thread-safe (the trio thread)."""
 
-    def __init__(self, metrics: Any | None = None) -> None:
+    def __init__(self) -> None:
         self._verifier = caps.Verifier({})
         self._revoked: frozenset[bytes] = frozenset()
         self.node_id: str | None = None  # None until the first key set: writes are refused
         self.version = 0
-        self._failures: dict[str, Any] = {}
-        self._metrics = metrics
 
     def set_keys(self, keyset: proto.KeySet) -> None:
         self._verifier.set_keys(keyset.keys)
@@ -63,13 +59,6 @@ class Guard:
         self.version = keyset.version
 
     def _fail(self, reason: str, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-        if self._metrics is not None:
-            child = self._failures.get(reason)
-            if child is None:
-                child = self._failures[reason] = self._metrics.auth_failures.labels(
-                    service=SERVICE, reason=reason
-                )
-            child.inc()
         raise GatewayError(reason, detail, headers=headers)
 
     def check(self, scope: Scope, op: str, name: str | None, size: int | None) -> caps.Token:

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import blake3
@@ -40,11 +40,10 @@ GENESIS = "0" * 64
 MAX_LINE = 64 * 1024  # a record is small; a longer line is damage, not a record
 
 
-class Signer:
+class Signer(Protocol):
     """What the log needs of the key store: sign bytes (Ed25519)."""
 
-    def sign(self, data: bytes) -> bytes:  # pragma: no cover - a protocol
-        raise NotImplementedError
+    def sign(self, data: bytes) -> bytes: ...
 
 
 def _digest(seq: int, ts: float, act: str, detail: Mapping[str, Any], prev: str) -> str:
@@ -67,7 +66,7 @@ class AuditReport:
 class AuditLog:
     """Appends to ``directory/audit.log``. Not thread-safe; one writer (svc-passport)."""
 
-    def __init__(self, directory: Path, signer: Any) -> None:
+    def __init__(self, directory: Path, signer: Signer) -> None:
         self.directory = directory
         self.path = directory / LOG_FILE
         self.head_path = directory / HEAD_FILE
@@ -139,10 +138,9 @@ def verify(directory: Path, public_key: bytes) -> AuditReport:
     if not head_ok:
         return AuditReport(False, n, n + 1, "the audit head's signature does not verify")
     if head_seq != n or head_hash != prev:
-        missing = head_seq if head_seq > n else n
-        return AuditReport(
-            False, n, missing, f"the head says {head_seq} records, the log holds {n}"
-        )
+        # cut short: the first missing record; extended past the head: the first extra one
+        first = n + 1 if head_seq > n else head_seq + 1 if head_seq < n else n
+        return AuditReport(False, n, first, f"the head says {head_seq} records, the log holds {n}")
     return AuditReport(True, n)
 
 

@@ -24,13 +24,15 @@ TICK_MAX = 60.0  # seconds between schedule checks at most
 
 
 def make_handler(
-    ctx: ServiceContext, authority: Authority, lock: trio.Lock
+    ctx: ServiceContext, authority: Authority, lock: trio.Lock, schedule: Schedule
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
     """``lock``: one act at a time (the files have one writer), shared with the schedule."""
 
     async def act(fn: Callable[[], Any]) -> Any:
         async with lock:
-            return await trio.to_thread.run_sync(fn)
+            result = await trio.to_thread.run_sync(fn)
+        schedule.changed()
+        return result
 
     async def dispatch(req: Request[object]) -> object:
         now = time.time()
@@ -67,12 +69,27 @@ def make_handler(
     )
 
 
-async def keep_schedule(authority: Authority, lock: trio.Lock) -> None:
-    """Rotate and expire on time: sleep until the next change (at most a minute), then tick."""
-    while True:
-        await trio.sleep(max(0.05, min(TICK_MAX, authority.next_change() - time.time())))
-        async with lock:
-            await trio.to_thread.run_sync(lambda: authority.tick(time.time()))
+class Schedule:
+    """Rotates and expires on time: sleeps until the next change (at most a minute), then
+    ticks; an act that moves the next change (a rotation) wakes it through ``changed``."""
+
+    def __init__(self, authority: Authority, lock: trio.Lock) -> None:
+        self._authority = authority
+        self._lock = lock
+        self._wake = trio.Event()
+
+    def changed(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            delay = max(0.05, min(TICK_MAX, self._authority.next_change() - time.time()))
+            with trio.move_on_after(delay) as slept:
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if slept.cancelled_caught:
+                async with self._lock:
+                    await trio.to_thread.run_sync(lambda: self._authority.tick(time.time()))
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -86,9 +103,10 @@ async def main(ctx: ServiceContext) -> None:
         raise SystemExit(2) from None
     logs.log("passport_ready", node_id=authority.node_id, kid=authority.keys.active.kid)
     lock = trio.Lock()
-    server = ctx.command_server(make_handler(ctx, authority, lock))
+    schedule = Schedule(authority, lock)
+    server = ctx.command_server(make_handler(ctx, authority, lock, schedule))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(keep_schedule, authority, lock)
+        nursery.start_soon(schedule.run)
         await nursery.start(server.run)
         ctx.ready()
 

@@ -62,11 +62,11 @@ async def test_put_then_get_50mb_byte_identical_with_flat_gateway_memory(tmp_pat
     expected = _write_random(src, BIG)
     with trio.fail_after(120):
         async with start_node(tmp_path, extra_args=["--gateway-addr", "127.0.0.1:0"]) as node:
-            gateway = node.ready_line["gateway"]
+            gateway, rt = node.ready_line["gateway"], str(node.runtime_dir)
             pid = (await node.wait_service("svc-gateway", state="ready"))["pid"]
             _reset_peak_rss(pid)
             before = _rss_kib(pid, "VmRSS")
-            put = await ronctl("put", str(src), "--gateway", gateway)
+            put = await ronctl("put", str(src), "--gateway", gateway, "--runtime-dir", rt)
             assert put.returncode == 0, put.stderr
             assert put.stdout.decode().strip() == expected  # BLAKE3 computed independently
             out = tmp_path / "back.bin"

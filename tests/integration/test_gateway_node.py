@@ -24,6 +24,7 @@ import blake3
 import pytest
 import trio
 
+from ipc import caps
 from tests.support.node_harness import (
     Response,
     RunningNode,
@@ -63,11 +64,16 @@ def profile_with(tmp_path: Path, profile: str, **gateway: Any) -> Path:
 
 
 class Gateway:
-    def __init__(self, url: str) -> None:
+    """The gateway as a client that holds a write token (sent with every PUT)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         self.host, self.port = host, int(port)
+        self.token = token
 
     def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Response:
+        if method == "PUT" and self.token and "authorization" not in headers:
+            headers = {**headers, "authorization": f"Bearer {self.token}"}
         return http_request(self.host, self.port, method, path, body, headers, timeout=30)
 
     async def req(self, method: str, path: str, body: Any = None, **headers: str) -> Response:
@@ -100,7 +106,8 @@ async def gateway_node(
         args += ["--data-dir", str(tmp_path / "data")]
     path = profile_with(tmp_path, profile, **settings)
     async with start_node(tmp_path, str(path), extra_args=args) as node:
-        yield node, Gateway(node.ready_line["gateway"])
+        token = await node.mint(ops=["put", "name"], ttl=3600)
+        yield node, Gateway(node.ready_line["gateway"], token)
 
 
 async def test_every_route_and_error_through_a_macronode(tmp_path: Path) -> None:
@@ -299,7 +306,11 @@ async def test_micronode_session_writes_nothing_outside_its_runtime_dir(tmp_path
         async with start_node(
             tmp_path, env=env, cwd=watched.cwd, extra_args=["--gateway-addr", "127.0.0.1:0"]
         ) as node:
-            gw = Gateway(node.ready_line["gateway"])
+            # keys, a revocation, a rotation and audit records: all of it in the tmpfs dir too
+            gw = Gateway(node.ready_line["gateway"], await node.mint(ttl=600))
+            spare = caps.Token.decode(await node.mint(ttl=60)).id.hex()
+            assert (await node.post_json("/token/revoke", {"id": spare})).status == 200
+            assert (await node.post("/token/rotate")).status == 200
             oid = (await gw.req("PUT", "/o", iter([data]))).json()["id"]
             assert (await gw.req("PUT", "/o", b"small")).status == 201
             assert (await gw.req("GET", f"/o/{oid}")).body == data
@@ -307,6 +318,8 @@ async def test_micronode_session_writes_nothing_outside_its_runtime_dir(tmp_path
             assert name.status == 200
             assert (await gw.req("GET", "/names/n")).json()["id"] == oid
             assert (node.runtime_dir / "data" / "objects").is_dir()  # the store is in there
+            assert (node.runtime_dir / "data" / "keys" / "identity.key").is_file()  # keys too
+            assert (node.runtime_dir / "data" / "audit" / "audit.log").is_file()
             node.proc.send_signal(signal.SIGTERM)
             assert await node.proc.wait() == 0
     assert watched.leftovers() == {}

@@ -181,6 +181,16 @@ class RunningNode:
         """An act on the node's control socket (``/fault/...``, ``/reload``, ``/stop``)."""
         return await trio.to_thread.run_sync(control_post, self.runtime_dir, path)
 
+    async def post_json(self, path: str, doc: Any) -> Response:
+        """An act with a JSON body on the control socket (``/token/revoke``)."""
+        return await trio.to_thread.run_sync(control_post, self.runtime_dir, path, doc)
+
+    async def mint(self, **doc: Any) -> str:
+        """A capability token from the node's control socket (``ops``, ``ttl``, ``prefix``...)."""
+        resp = await trio.to_thread.run_sync(control_post, self.runtime_dir, "/token/mint", doc)
+        assert resp.status == 200, resp.body
+        return str(resp.json()["token"])
+
     async def service(self, name: str) -> dict[str, Any]:
         version = (await self.get("/version")).json()
         return next(s for s in version["services"] if s["name"] == name)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socketserver
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile

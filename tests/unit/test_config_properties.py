@@ -36,6 +36,12 @@ KEYS: dict[str, st.SearchStrategy] = {
     "amnesia.enabled": st.booleans(),
     "pq.mode": st.sampled_from(["off", "hybrid"]),
     "observability.admin_addr": _port_addr,
+    "observability.admin_public": st.booleans(),
+    "auth.writes": st.sampled_from(["token", "open"]),
+    "auth.rotate_after": st.floats(86_401.0, 2_592_000.0),  # > every overlap (default 1 d)
+    "auth.rotate_overlap": st.floats(0.0, 999.0),
+    "auth.max_ttl": _secs,
+    "auth.cli_ttl": _secs,
     "log.level": st.sampled_from(["debug", "info", "warning", "error"]),
     "limits.max_frame": st.integers(4096, 16 * 1024 * 1024),
     "limits.cmd_inflight": st.integers(1, 10_000),

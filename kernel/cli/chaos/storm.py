@@ -49,6 +49,9 @@ HEALTHZ_TIMEOUT = 2.0
 PROGRESS_EVERY = 0.5
 
 
+WRITE_TOKEN_SLACK = 600.0  # the workload's token outlives the storm by this much (read-back)
+
+
 @attrs.frozen
 class StormOptions:
     duration: float = 20.0
@@ -356,6 +359,9 @@ async def run_storm(
             concurrency=options.concurrency,
             max_size=options.max_size,
         )
-        state.workload = Workload(node.gateway, wl_opts, clock=storm.now)
+        token = await AdminView(node.admin, node.control).mint_token(
+            ttl=options.duration + WRITE_TOKEN_SLACK, ops=("put", "name")
+        )
+        state.workload = Workload(node.gateway, wl_opts, clock=storm.now, token=token)
     await storm.run()
     return state

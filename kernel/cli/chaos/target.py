@@ -90,6 +90,20 @@ class AdminView:
             body = {}
         return resp.status, body if isinstance(body, dict) else {}
 
+    async def mint_token(self, *, ttl: float, ops: tuple[str, ...]) -> str | None:
+        """A write token from the node's control socket; None when the node needs none (it
+        runs no svc-passport, or writes are open) or there is no control socket to ask."""
+        if self.control is None:
+            return None
+        body = json.dumps({"ops": list(ops), "ttl": ttl}).encode()
+        resp = await request(
+            "POST", "/token/mint", body=body, timeout=ADMIN_TIMEOUT, unix=str(self.control)
+        )
+        if resp.status != 200:
+            return None
+        token = json.loads(resp.body).get("token")
+        return token if isinstance(token, str) else None
+
 
 def parse_scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}

@@ -114,9 +114,15 @@ class Workload:
     """Runs the seeded operations against ``gateway`` at ``options.rate`` until cancelled."""
 
     def __init__(
-        self, gateway: str, options: WorkloadOptions, *, clock: Callable[[], float]
+        self,
+        gateway: str,
+        options: WorkloadOptions,
+        *,
+        clock: Callable[[], float],
+        token: str | None = None,
     ) -> None:
         self.gateway = gateway.rstrip("/")
+        self._auth = [("authorization", f"Bearer {token}")] if token else []
         self.options = options
         self.ledger = Ledger()
         self.counts = Counts()
@@ -137,6 +143,8 @@ class Workload:
         """One request to the gateway. None if no answer came (a dropped or refused connection,
         a timeout): then the failure is already counted, noted and sampled under ``op``."""
         headers = [("content-type", content_type)] if content_type else []
+        if method == "PUT":
+            headers += self._auth
         try:
             return await request(
                 method, self.gateway + path, body=body, headers=headers, timeout=REQUEST_TIMEOUT

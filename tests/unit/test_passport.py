@@ -1,0 +1,120 @@
+"""svc-passport's rules (services.passport.authority), on a real data dir with a fake clock:
+what a minted token carries, revocation, rotation and its overlap, the key set's versions, and
+an audit record for every act."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ipc import caps
+from ipc.proto import passport as proto
+from kernel.config import AuthConfig
+from services.passport.authority import AUDIT_DIR, Authority
+from services.passport.revocations import Revocations
+
+T0 = 1_800_000_000.0
+AUTH = AuthConfig(rotate_after=1000.0, rotate_overlap=100.0, max_ttl=500.0)
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return Authority(tmp_path, AUTH, now=T0)
+
+
+def need(authority: Authority, op: str = "put", *, name: str | None = None, now: float = T0):
+    return caps.Need(op=op, audience=authority.node_id, now=now, name=name)
+
+
+def verify(authority: Authority, token: str, n: caps.Need) -> caps.Token:
+    keys = authority.keyset(0, n.now)
+    return caps.verify(token, keys.keys, n, revoked=set(keys.revoked))
+
+
+def test_a_minted_token_is_bounded_audienced_and_audited(authority: Authority) -> None:
+    minted = authority.mint(
+        proto.Mint(ops=("name",), ttl=10_000.0, prefix="alice/", caller="uid 7"), T0
+    )
+    token = caps.Token.decode(minted.token)
+    assert minted.expires == T0 + AUTH.max_ttl  # the ttl is capped
+    assert {type(c).__name__ for c in token.caveats} >= {"Expires", "Ops", "Audience", "Prefix"}
+    verify(authority, minted.token, need(authority, "name", name="alice/x"))
+    with pytest.raises(caps.CapDenied) as denied:
+        verify(authority, minted.token, need(authority, "name", name="bob/x"))
+    assert denied.value.caveat == "prefix"
+    with pytest.raises(caps.CapDenied):
+        verify(authority, minted.token, need(authority, "put"))
+    with pytest.raises(caps.CapInvalid, match="expired"):
+        verify(authority, minted.token, need(authority, "name", name="alice/x", now=T0 + 500))
+    log = (authority.log.path).read_text().splitlines()
+    record = json.loads(log[-1])
+    assert record["act"] == "token_mint" and record["detail"]["id"] == minted.id
+    assert minted.token not in "".join(log)  # the audit holds the id, never the token
+
+
+def test_revocation_is_durable_and_bumps_the_version(authority: Authority, tmp_path: Path) -> None:
+    minted = authority.mint(proto.Mint(ops=("put",), ttl=60.0), T0)
+    before = authority.keyset(0, T0)
+    assert authority.keyset(before.version, T0) == proto.KeySet(version=before.version)
+    assert authority.revoke(proto.Revoke(id=minted.id), T0).already is False
+    assert authority.revoke(proto.Revoke(id=minted.id), T0).already is True
+    after = authority.keyset(before.version, T0)
+    assert after.version > before.version
+    with pytest.raises(caps.CapInvalid, match="revoked"):
+        verify(authority, minted.token, need(authority))
+    reopened = Authority(tmp_path, AUTH, now=T0 + 1)
+    assert bytes.fromhex(minted.id) in reopened.keyset(0, T0 + 1).revoked
+    with pytest.raises(ValueError, match="32 hex digits"):
+        authority.revoke(proto.Revoke(id="nothex"), T0)
+
+
+def test_revocations_are_forgotten_after_max_ttl(tmp_path: Path) -> None:
+    revs = Revocations(tmp_path / "r.log", keep_for=10.0)
+    revs.load(T0)
+    assert revs.revoke(b"a" * 16, T0)
+    assert b"a" * 16 in revs
+    assert revs.prune(T0 + 10) and b"a" * 16 not in revs
+    fresh = Revocations(tmp_path / "r.log", keep_for=10.0)
+    assert fresh.load(T0 + 10) == 0
+
+
+def test_rotation_overlap_then_expiry(authority: Authority) -> None:
+    old = authority.mint(proto.Mint(ops=("put",), ttl=400.0), T0)
+    rotated = authority.rotate(T0 + 1, caller="uid 0")
+    assert rotated.previous == caps.Token.decode(old.token).kid
+    assert rotated.previous_until == T0 + 1 + AUTH.rotate_overlap
+    new = authority.mint(proto.Mint(ops=("put",), ttl=400.0), T0 + 2)
+    assert caps.Token.decode(new.token).kid == rotated.kid
+    verify(authority, old.token, need(authority, now=T0 + 50))  # inside the overlap
+    version = authority.version
+    authority.tick(T0 + 1 + AUTH.rotate_overlap)
+    assert authority.version > version  # the expired key left the key set
+    with pytest.raises(caps.CapInvalid, match="unknown key id"):
+        verify(authority, old.token, need(authority, now=T0 + 102))
+    verify(authority, new.token, need(authority, now=T0 + 102))
+
+
+def test_the_schedule_rotates_after_rotate_after(authority: Authority) -> None:
+    first = authority.keys.active.kid
+    assert authority.next_change() == T0 + AUTH.rotate_after
+    authority.tick(T0 + AUTH.rotate_after - 1)
+    assert authority.keys.active.kid == first
+    authority.tick(T0 + AUTH.rotate_after)
+    assert authority.keys.active.kid != first
+    acts = [json.loads(line)["act"] for line in authority.log.path.read_text().splitlines()]
+    assert acts == ["node_identity", "key_rotate"]
+
+
+def test_every_act_is_in_a_chain_that_verifies(authority: Authority, tmp_path: Path) -> None:
+    minted = authority.mint(proto.Mint(ops=("put",), ttl=60.0), T0)
+    authority.revoke(proto.Revoke(id=minted.id), T0)
+    authority.rotate(T0, caller="uid 0")
+    authority.audit(proto.Audit(act="reload", detail={"config_version": "2"}), T0)
+    report = authority.audit_check()
+    assert (report.ok, report.records) == (True, 5)
+    path = tmp_path / AUDIT_DIR / "audit.log"
+    path.write_text(path.read_text().replace('"reload"', '"reloaD"'))
+    report = authority.audit_check()
+    assert (report.ok, report.first_bad) == (False, 5)
