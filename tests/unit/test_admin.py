@@ -593,3 +593,70 @@ def test_promtool_rejects_garbage_so_the_check_means_something() -> None:
         check=False,
     )
     assert done.returncode != 0
+
+
+# --- tokens and audit on the control socket ----------------------------------------------------
+
+
+async def post_json(ctl: str, path: str, doc: Any) -> Reply:
+    body = json.dumps(doc).encode()
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", "localhost"), ("connection", "close"), ("content-length", str(len(body)))]
+    async with await trio.open_unix_socket(ctl) as stream:
+        await stream.send_all(
+            conn.send(h11.Request(method="POST", target=path, headers=headers))
+            + conn.send(h11.Data(data=body))
+            + conn.send(h11.EndOfMessage())
+        )
+        response, data = None, b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                data += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                hdrs = {k.decode(): v.decode() for k, v in response.headers}
+                return Reply(response.status_code, hdrs, data)
+
+
+async def test_mint_checks_its_body_and_passes_the_caller(ctl: str, control: FakeControl) -> None:
+    from ipc.proto import passport as proto
+
+    control.passport_reply = proto.Minted("ron1.secret", "ab" * 16, "k1", 1.0)
+    with trio.fail_after(DEADLINE):
+        good = await post_json(ctl, "/token/mint", {"ops": "put,name", "ttl": 60, "prefix": "a/"})
+        bad = [
+            await post_json(ctl, "/token/mint", doc)
+            for doc in ({"ops": ["steal"]}, {"ttl": -1}, {"ttl": True}, {"wat": 1}, [1])
+        ]
+    assert good.status == 200 and good.json()["token"] == "ron1.secret"
+    request = control.passport_requests[0]
+    assert (request.ops, request.ttl, request.prefix) == (("put", "name"), 60.0, "a/")
+    assert request.caller == f"uid {os.getuid()} pid {os.getpid()}"
+    assert [(r.status, r.json()["error"]) for r in bad] == [(400, "bad_request")] * 5
+    assert len(control.passport_requests) == 1  # nothing invalid reached svc-passport
+
+
+async def test_passport_down_is_503_and_acts_are_audited(ctl: str, control: FakeControl) -> None:
+    from kernel.passport_link import PassportUnavailable
+
+    control.passport_reply = PassportUnavailable("svc-passport did not answer: timeout")
+    control.health.register("svc-a", required=True)
+    control.health.update("svc-a", state=ServiceState.QUARANTINED)
+    with trio.fail_after(DEADLINE):
+        down = await http(ctl, "POST", "/token/rotate")
+        await http(ctl, "POST", "/release/svc-a")
+        await http(ctl, "POST", "/reload")
+        await http(ctl, "POST", "/stop")
+    assert (down.status, down.json()["error"], down.headers["retry-after"]) == (
+        503,
+        "unavailable",
+        "1",
+    )
+    acts = [(act, detail.get("service")) for act, detail in control.audited]
+    assert acts == [("release", "svc-a"), ("reload", None), ("stop", None)]
+    assert all(d["caller"].startswith("uid ") for _, d in control.audited)

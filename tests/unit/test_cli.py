@@ -183,6 +183,15 @@ VERBS = [
     ["config", "reload"],
     ["put"],
     ["get"],
+    ["id"],
+    ["token"],
+    ["token", "mint"],
+    ["token", "attenuate"],
+    ["token", "inspect"],
+    ["token", "revoke"],
+    ["token", "rotate"],
+    ["audit"],
+    ["audit", "verify"],
 ]
 
 
@@ -649,3 +658,87 @@ def test_run_with_bad_service_settings_exits_1_before_any_service_starts(tmp_pat
         assert list(runtime_dir.iterdir()) == []  # no sockets: nothing was started
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+# --- tokens and audit ---------------------------------------------------------------------------
+
+
+def _token(**kw):
+    from ipc import caps
+
+    return caps.mint(b"k" * 32, "k1", [caps.Ops(("put", "name"))], **kw)
+
+
+def test_attenuate_and_inspect_are_offline_and_never_show_the_signature(capsys):
+    from ipc import caps
+
+    text = _token().encode()
+    code, out, err = run(capsys, "token", "attenuate", text, "--prefix", "alice/", "--ttl", "10m")
+    assert code == 0 and err == ""
+    narrower = caps.Token.decode(out.strip())
+    caps.check_chain(narrower, {"k1": b"k" * 32})  # still signed by the same root key
+    code, out, _ = run(capsys, "token", "inspect", narrower.encode())
+    shown = json.loads(out)
+    assert set(shown) == {"id", "kid", "caveats"} and shown["kid"] == "k1"
+    assert {"prefix": "alice/"} in shown["caveats"]
+    assert narrower.signature.hex() not in out
+    code, _, err = run(capsys, "token", "attenuate", text)
+    assert code == 2 and "--ttl, --ops, --prefix or --max-size" in err
+    code, _, err = run(capsys, "token", "inspect", "ron1.garbage")
+    assert code == 1 and err.startswith("ronctl: not a valid token") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1h", 3600), ("2d", 172800)]
+)
+def test_durations(text, seconds):
+    from kernel.cli.auth import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0.0s", "1w", "h"])
+def test_bad_durations_are_usage_errors(text, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["token", "attenuate", _token().encode(), "--ttl", text])
+    assert info.value.code == 2 and "duration" in capsys.readouterr().err
+
+
+def test_mint_revoke_rotate_and_audit_go_to_the_control_socket(ctl, capsys):
+    rt = ["--runtime-dir", ctl.runtime_dir]
+    ctl.routes[("POST", "/token/mint")] = (
+        200,
+        {"token": "ron1.abc", "id": "ab" * 16, "kid": "k1", "expires": 1},
+    )
+    ctl.routes[("POST", "/token/revoke")] = (
+        200,
+        {"id": "ab" * 16, "revoked": True, "already": False},
+    )
+    ctl.routes[("POST", "/token/rotate")] = (
+        200,
+        {"kid": "k2", "previous": "k1", "previous_until": 0},
+    )
+    assert run(capsys, "token", "mint", "--ops", "put", *rt) == (0, "ron1.abc\n", "")
+    assert run(capsys, "token", "revoke", "ab" * 16, *rt)[1] == f"revoked {'ab' * 16}\n"
+    assert run(capsys, "token", "rotate", *rt)[1].startswith("active key k2; k1 still verifies")
+    ctl.routes[("GET", "/audit/verify")] = (200, {"ok": True, "records": 4})
+    assert run(capsys, "audit", "verify", *rt) == (0, "audit log intact: 4 records\n", "")
+    ctl.routes[("GET", "/audit/verify")] = (
+        200,
+        {"ok": False, "records": 2, "first_bad": 3, "reason": "record 3 was changed"},
+    )
+    code, out, err = run(capsys, "audit", "verify", *rt)
+    assert (code, out) == (
+        1,
+        "",
+    ) and err == "ronctl: audit log broken at record 3: record 3 was changed\n"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["token", "mint", "--ops", "steal", *rt])
+    assert info.value.code == 2 and "--ops takes" in capsys.readouterr().err
+
+
+def test_id_prints_the_node_id_from_the_admin_plane(admin, capsys):
+    admin.routes[("GET", "/version")] = (200, {"node_id": "node:" + "ab" * 32, "urls": {}})
+    assert run(capsys, "id", "--admin", admin.url) == (0, "node:" + "ab" * 32 + "\n", "")
+    _, out, _ = run(capsys, "id", "--json", "--admin", admin.url)
+    assert json.loads(out) == {"node_id": "node:" + "ab" * 32, "addr": None}
