@@ -7,9 +7,11 @@ body (so each one is a real durable write, not an idempotent hit) and prints p50
 - GET 4 KiB / 64 KiB: the gateway (verify-before-serve from the store on disk) vs a bare
   ASGI app serving the same bytes from memory on hypercorn's trio worker ("bare", the 0.8x
   target) and on our h11 loop ("bare(h11)": server vs server).
-- PUT 4 KiB / 64 KiB: the gateway (answered after svc-storage made the object durable) vs the
-  bare apps (hash only, nothing stored), and vs a single-threaded
-  temp -> write -> fsync -> rename -> fsync(dir) loop on the same disk (the "1x" target).
+- PUT 4 KiB / 64 KiB: the gateway (answered after svc-storage made the object durable; every
+  PUT carries a capability token the gateway verifies) vs the bare apps (hash only, nothing
+  stored), vs a single-threaded temp -> write -> fsync -> rename -> fsync(dir) loop on the
+  same disk (the "1x" target), and vs a second node with ``auth.writes = "open"``
+  ("gateway(open)": the cost of the token check, target >= 0.9x).
 
 Every cell runs in ``--rounds`` slices interleaved with the others (a busy machine or disk slows
 both sides of a ratio alike); rates are totals, percentiles the median slice. Each line also
@@ -58,6 +60,7 @@ end
 function init(args)
   method = args[1] or "GET"
   size = tonumber(args[2] or "0")
+  token = args[3] or ""
   pad = string.rep("x", size)
 end
 function request()
@@ -65,7 +68,11 @@ function request()
     counter = counter + 1
     local tag = string.format("%d-%d-%d-", tid, counter, os.time())
     local body = tag .. string.sub(pad, #tag + 1)
-    return wrk.format("PUT", nil, {["Content-Type"] = "application/octet-stream"}, body)
+    local headers = {["Content-Type"] = "application/octet-stream"}
+    if token ~= "" then
+      headers["Authorization"] = "Bearer " .. token
+    end
+    return wrk.format("PUT", nil, headers, body)
   end
   return wrk.format("GET")
 end
@@ -132,7 +139,13 @@ def bare_server(port_file: str, kind: str) -> None:
 
 
 def wrk(
-    url: str, method: str, size: int, seconds: int, args: argparse.Namespace, script: Path
+    url: str,
+    method: str,
+    size: int,
+    seconds: int,
+    args: argparse.Namespace,
+    script: Path,
+    token: str = "",
 ) -> dict:
     cmd = [
         "wrk",
@@ -147,6 +160,7 @@ def wrk(
         "--",
         method,
         str(size),
+        token,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("JSON"))
@@ -168,10 +182,23 @@ def combine(parts: list[dict]) -> dict:
     return out
 
 
-def http(method: str, url: str, body: bytes | None = None) -> bytes:
-    req = urllib.request.Request(url, data=body, method=method)
+def http(method: str, url: str, body: bytes | None = None, token: str = "") -> bytes:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.read()
+
+
+def mint_token(runtime_dir: str) -> str:
+    """A write token for the benchmark, from the node's control socket (we are its user)."""
+    from kernel.cli.client import ControlClient
+
+    resp = ControlClient(Path(runtime_dir) / "ctl.sock").post(
+        "/token/mint", {"ops": ["put"], "ttl": 3600}
+    )
+    if resp.status != 200:
+        raise SystemExit(f"could not mint a token: {resp.error_text()}")
+    return str(resp.json()["token"])
 
 
 def fsync_loop(directory: Path, size: int, seconds: float) -> tuple[int, float]:
@@ -196,7 +223,9 @@ def node_profile(workdir: Path, server: str) -> Path:
     return path
 
 
-def start_node(workdir: Path, data_dir: Path, server: str) -> tuple[subprocess.Popen[bytes], dict]:
+def start_node(
+    workdir: Path, data_dir: Path, server: str, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict]:
     runtime_dir = Path(
         tempfile.mkdtemp(prefix="ronb-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     )
@@ -215,13 +244,13 @@ def start_node(workdir: Path, data_dir: Path, server: str) -> tuple[subprocess.P
         "--runtime-dir",
         str(runtime_dir),
     ]
-    log = open(workdir / "node.log", "wb")  # noqa: SIM115 - lives as long as the node
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    log = open(workdir / f"node-{data_dir.name}.log", "wb")  # noqa: SIM115 - lives with the node
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
-        raise SystemExit(f"the node did not start; see {workdir / 'node.log'}")
+        raise SystemExit(f"the node did not start; see {workdir / f'node-{data_dir.name}.log'}")
     # the caller removes runtime_dir once the node has stopped
     return proc, {**json.loads(line), "runtime_dir": str(runtime_dir)}
 
@@ -325,6 +354,11 @@ def main() -> int:
     script.write_text(LUA)
     results: dict[str, dict] = {}
     node, ready = start_node(workdir, disk / "node-data", args.server)
+    # The same node with auth.writes = "open": the cost of verifying a token on every PUT.
+    open_node, open_ready = start_node(
+        workdir, disk / "node-open-data", args.server, {"RONK_AUTH_WRITES": "open"}
+    )
+    token = mint_token(ready["runtime_dir"])
     bares: dict[str, subprocess.Popen[bytes]] = {}
     profiles: list[tuple[str, Path]] = []
     try:
@@ -338,16 +372,24 @@ def main() -> int:
         st_pid = service_pid(ready["admin"], "svc-storage")
         ids = {}
         for label, size in SIZES.items():
-            stored = json.loads(http("PUT", gw + "/o", os.urandom(size)))
+            stored = json.loads(http("PUT", gw + "/o", os.urandom(size), token))
             ids[label] = stored["id"]
 
         slice_s = max(1, round(args.seconds / args.rounds))
         runs: dict[str, list[dict]] = {}
 
-        def measure(key: str, url: str, method: str, size: int, label: str) -> None:
+        open_gw = open_ready["gateway"]
+        open_pid = service_pid(open_ready["admin"], "svc-gateway")
+
+        def measure(key: str, url: str, method: str, size: int, label: str, auth: str = "") -> None:
             """One slice of ``key``; CPU per request of the server process(es) alongside."""
             profilers = []
-            watched = {"": gw_pid if key.startswith("gateway") else bares[key.split()[0]].pid}
+            if key.startswith("gateway(open)"):
+                watched = {"": open_pid}
+            elif key.startswith("gateway"):
+                watched = {"": gw_pid}
+            else:
+                watched = {"": bares[key.split()[0]].pid}
             if key == f"gateway PUT {label}":
                 watched["storage"] = st_pid  # the commit path runs there
             if args.profile_gateway and key.startswith("gateway") and key not in runs:
@@ -357,7 +399,7 @@ def main() -> int:
                     if proc is not None:
                         profilers.append((f"{key}{' (' + name + ')' if name else ''}", raw, proc))
             cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
-            result = wrk(url, method, size, slice_s, args, script)
+            result = wrk(url, method, size, slice_s, args, script, auth)
             for name, pid in watched.items():
                 result[f"{name or 'server'}_cpu"] = cpu_seconds(pid) - cpu[name]
             runs.setdefault(key, []).append(result)
@@ -384,17 +426,20 @@ def main() -> int:
                     break
                 measure(f"bare PUT {label}", f"{urls['hypercorn']}/o", "PUT", size, label)
                 measure(f"bare(h11) PUT {label}", f"{urls['h11']}/o", "PUT", size, label)
-                measure(f"gateway PUT {label}", f"{gw}/o", "PUT", size, label)
+                measure(f"gateway PUT {label}", f"{gw}/o", "PUT", size, label, token)
+                measure(f"gateway(open) PUT {label}", f"{open_gw}/o", "PUT", size, label)
                 fsync_slice(label, size)
         results.update({key: combine(parts) for key, parts in runs.items()})
     finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(timeout=30)
+        for each in (node, open_node):
+            each.send_signal(signal.SIGTERM)
+            each.wait(timeout=30)
         for proc in bares.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
         # a macronode keeps its runtime dir for the next start; this one was ours alone
         shutil.rmtree(ready["runtime_dir"], ignore_errors=True)
+        shutil.rmtree(open_ready["runtime_dir"], ignore_errors=True)
 
     print(
         f"# {args.connections} connections, {args.threads} wrk thread(s), {args.seconds} s per "
@@ -424,6 +469,11 @@ def main() -> int:
                 f"gateway/bare {put / results[f'bare PUT {label}']['rps']:.2f}; "
                 f"gateway/bare(h11) {put / results[f'bare(h11) PUT {label}']['rps']:.2f}"
             )
+            open_put = results[f"gateway(open) PUT {label}"]["rps"]
+            print(
+                f"PUT {label}: authenticated (token verified per request)/open "
+                f"{put / open_put:.2f} (target >= 0.9)"
+            )
     if "gateway GET 64KiB" in results:
         p95 = results["gateway GET 64KiB"]["p95"]
         print(f"GET 64KiB p95 through the gateway: {p95:.1f} ms (target < 50 ms)")
@@ -431,7 +481,7 @@ def main() -> int:
         print(f"# py-spy: {key} (self / total share of samples; {raw})")
         for row in top_functions(raw):
             print("  " + row)
-    for leftover in ("node-data", "fsync-4KiB", "fsync-64KiB"):
+    for leftover in ("node-data", "node-open-data", "fsync-4KiB", "fsync-64KiB"):
         shutil.rmtree(disk / leftover, ignore_errors=True)
     return 0
 
