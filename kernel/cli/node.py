@@ -264,6 +264,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="Validate a config TOML without a running node: prints OK: FILE or one error.",
     )
     c.add_argument("file", metavar="FILE")
+    admin_arg(c)  # accepted like on every verb; the check itself needs no node
     c.set_defaults(func=cmd_config_check)
     c = config_sub.add_parser(
         "reload",
