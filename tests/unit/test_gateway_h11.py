@@ -23,7 +23,7 @@ import h11
 import pytest
 import trio
 
-import tests.unit.test_gateway_http as http_tests
+import tests.support.gateway_fakes as gateway_fakes
 from kernel.http.server import RenderError, ServerError, ServerLimits, json_error, serve_h11
 from services.gateway.errors import REASONS, render_server_error
 from services.gateway.settings import GatewaySettings, parse_settings
@@ -54,8 +54,8 @@ async def _serve_on_h11(app: Any, sock: socket.socket, timeout: float, **kw: Any
 
 @pytest.fixture(autouse=True)
 def _h11_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The re-run tests serve through ``test_gateway_http.serve_on_socket``: make it ours."""
-    monkeypatch.setattr(http_tests, "serve_on_socket", _serve_on_h11)
+    """The re-run tests serve through ``gateway_fakes.serve_on_socket``: make it ours."""
+    monkeypatch.setattr(gateway_fakes, "serve_on_socket", _serve_on_h11)
 
 
 def test_h11_is_the_default_server_and_the_setting_is_strict() -> None:
