@@ -18,6 +18,7 @@ from ipc.proto.fields import content_id, unsigned
 __all__ = [
     "INDEX_PROTO",
     "NAME_MAX",
+    "NAME_RULE",
     "PROTOCOL",
     "GetName",
     "NameRecord",
@@ -27,6 +28,10 @@ __all__ = [
 
 INDEX_PROTO: Final = 0x0102
 NAME_MAX: Final = 255
+NAME_RULE: Final = (
+    "a name is 1-255 characters of A-Z a-z 0-9 . _ ~ - in segments joined by single '/' "
+    "(no leading, trailing or doubled '/', no '.' or '..' segment)"
+)
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*")
 
 
@@ -42,7 +47,7 @@ def check_name(name: object) -> str:
         or _NAME_RE.fullmatch(name) is None
         or any(seg in (".", "..") for seg in name.split("/"))
     ):
-        raise oap.OapError("bad_name", f"{name!r:.80} is not a valid name")
+        raise oap.OapError("bad_name", f"{name!r:.80} is not a valid name: {NAME_RULE}")
     return name
 
 

@@ -21,7 +21,9 @@ Guarantees:
 - the next request head must arrive whole within ``timeout`` of the previous response (or of
   accepting the connection); each body read and each write waits at most ``timeout``;
 - at most ``max_connections`` connections are served; one more gets ``429 busy`` and is closed;
-- a request h11 refuses gets ``400 bad_request`` and the connection is closed; an app that
+- a request h11 refuses, a body whose chunk framing breaks, or a head with both
+  ``Content-Length`` and ``Transfer-Encoding`` gets ``400 bad_request`` and the connection is
+  closed; another HTTP version than 1.0/1.1 gets ``505``; an app that
   fails before answering yields ``500 internal``; nothing of either reaches the client as a
   traceback (it is logged);
 - ``receive()`` after the whole body returns ``http.disconnect`` as soon as the client closes
@@ -236,6 +238,7 @@ class _Connection:
         self.idle_scope: trio.CancelScope | None = None
         self.broken = False  # the socket failed: nothing more can be written
         self.must_close = False  # the request body stalled or broke: answer, then close
+        self.framing_error = ""  # why h11 refused the body's framing (answered 400 at once)
         self.client, self.local, self.peer_cred = _addresses(stream.socket)
 
     def close_when_idle(self) -> None:
@@ -284,6 +287,10 @@ class _Connection:
                     )
                 return
             if request is None:
+                return
+            refusal = _refuse_head(request)
+            if refusal is not None:
+                await self._answer_error(refusal)
                 return
             cycle = _Cycle(self, request)
             await cycle.run()
@@ -348,8 +355,9 @@ class _Connection:
         while True:
             try:
                 event = self.h11.next_event()
-            except h11.RemoteProtocolError:
+            except h11.RemoteProtocolError as exc:
                 self.must_close = True  # bad chunk framing, EOF mid-body
+                self.framing_error = _one_line(exc)
                 return None
             if event is h11.NEED_DATA:
                 with trio.move_on_after(self.limits.timeout):
@@ -510,6 +518,11 @@ class _Cycle:
         event = await conn.next_body_event()
         if event is None:
             self.disconnected = True
+            if conn.framing_error and not self.started:
+                # The client broke the framing (it did not leave): the server answers 400 and
+                # closes; the app, told "disconnect", can no longer send.
+                await conn._answer_error(ServerError(400, "bad_request", conn.framing_error))
+                conn.broken = True
             return {"type": "http.disconnect"}
         if isinstance(event, h11.EndOfMessage):
             self.body_done = True
@@ -601,6 +614,24 @@ def _addresses(sock: Any) -> tuple[Any, Any, PeerCred | None]:
         return sock.getpeername()[:2], sock.getsockname()[:2], None
     except OSError:
         return None, None, None
+
+
+_VERSIONS = frozenset({b"1.0", b"1.1"})
+
+
+def _refuse_head(request: h11.Request) -> ServerError | None:
+    """What h11 lets through but we must not serve: another HTTP version (505), or a body
+    framed both ways, ``Content-Length`` with ``Transfer-Encoding`` (RFC 9112 §6.3: the request
+    smuggling shape; refused and the connection closed)."""
+    if request.http_version not in _VERSIONS:
+        version = request.http_version.decode("ascii", "replace")
+        return ServerError(505, "http_version_not_supported", f"HTTP/{version}: this is HTTP/1.1")
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return ServerError(
+            400, "bad_request", "Content-Length together with Transfer-Encoding is refused"
+        )
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

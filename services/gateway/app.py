@@ -84,8 +84,14 @@ def parse_object_id(text: object) -> str:
     return str(text)
 
 
-def check_name(name: str) -> str:
-    """``name`` if svc-index would accept it (``index_proto.check_name``), else ``bad_name``."""
+def check_name(name: str, scope: Scope | None = None) -> str:
+    """``name`` if svc-index would accept it (``index_proto.check_name``), else ``bad_name``.
+
+    A ``/`` in a name separates its segments and must be written as ``/``: a percent-encoded
+    one (``%2F``) is refused rather than silently decoded into a separator, so the name a client
+    sends is the name it gets back (``specs/gateway-openapi.yaml``)."""
+    if scope is not None and b"%2f" in bytes(scope.get("raw_path", b"")).lower():
+        raise GatewayError("bad_name", "write '/' in a name as '/', not %2F")
     try:
         return index_proto.check_name(name)
     except oap.OapError as exc:
@@ -236,6 +242,20 @@ class GatewayApp:
                 reason = err.reason
                 if ex.status == 0:
                     await ex.error(err)
+            except Exception as exc:  # a bug of ours: logged, answered and counted as one
+                if isinstance(exc, OSError) and ex.status:
+                    raise  # the client went away mid-answer: nothing to answer
+                reason = "internal"
+                logs.log(
+                    "gateway_internal",
+                    level="error",
+                    reason=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
+                if ex.status == 0:
+                    await ex.error(GatewayError("internal", "the gateway failed on this request"))
+                else:
+                    raise
         finally:
             op = _OPS.get((template, method))
             if self.metrics is not None and op is not None and ex.status:
@@ -270,9 +290,9 @@ class GatewayApp:
             elif template == "/o/{id}":
                 await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
             elif method == "GET":
-                await self._get_name(ex, check_name(param or ""))
+                await self._get_name(ex, check_name(param or "", scope))
             else:
-                name = check_name(param or "")
+                name = check_name(param or "", scope)
                 self._authorize(scope, "name", name)
                 await self._put_name(scope, receive, ex, name, cs)
 
@@ -293,7 +313,9 @@ class GatewayApp:
             (b"cache-control", CACHE_IMMUTABLE),
             (b"accept-ranges", b"bytes"),
         ]
-        if etag_matches(_header(scope, b"if-none-match"), etag):
+        if etag_matches(_header(scope, b"if-none-match"), etag) and await self.backend.exists(
+            obj_id
+        ):
             # Content-addressed: the client's copy under this id is by definition current.
             await ex.start(304, common)
             await ex.body(b"")
@@ -390,6 +412,8 @@ class GatewayApp:
             piece = await body.next()
             if piece is None:
                 data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if not data:
+                    raise GatewayError("empty_body", "PUT /o needs the object as its body")
                 stored = await self.backend.put_small(data)
                 await self._stored(ex, stored)
                 return
@@ -488,10 +512,18 @@ def _content_length(scope: Scope) -> int | None:
         raise GatewayError("bad_json", "Content-Length is not a number") from None
 
 
+MAX_VERSION = (1 << 63) - 1  # svc-index stores versions as SQLite INTEGERs
+_TOO_BIG = object()  # a JSON integer of more digits than any version has
+
+
+def _small_int(text: str) -> object:
+    return int(text) if len(text.lstrip("-")) <= 19 else _TOO_BIG
+
+
 def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = json.loads(raw, parse_int=_small_int)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         raise GatewayError(
             "bad_json", 'expected JSON {"id": "b3:...", "expect_version"?: N}'
         ) from None
@@ -500,11 +532,14 @@ def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
     obj_id = doc["id"]
     if not isinstance(obj_id, str):
         raise GatewayError("schema_invalid", "id must be a string")
-    expect = doc.get("expect_version")
-    if expect is not None and (
-        isinstance(expect, bool) or not isinstance(expect, int) or expect < 0
-    ):
-        raise GatewayError("schema_invalid", "expect_version must be an integer >= 0")
+    if "expect_version" not in doc:
+        return parse_object_id(obj_id), None
+    expect = doc["expect_version"]
+    if type(expect) is not int or not 0 <= expect <= MAX_VERSION:
+        raise GatewayError(
+            "schema_invalid",
+            f"expect_version must be an integer 0..{MAX_VERSION} (omit it for none)",
+        )
     return parse_object_id(obj_id), expect
 
 

@@ -42,6 +42,9 @@ class Backend(Protocol):
     async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
         """Raises ``not_found``, or ``integrity_failure`` (never serve it: quarantine it)."""
 
+    async def exists(self, obj_id: str) -> bool:
+        """Whether the store holds ``obj_id`` (no verification: for a conditional GET)."""
+
     async def put_small(self, data: bytes) -> Stored:
         """Store a body that fits in one command; durable when it returns."""
 

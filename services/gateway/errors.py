@@ -52,6 +52,8 @@ REASONS: Final = MappingProxyType(
         "cap_required": 401,  # a write without a token (+ WWW-Authenticate: Bearer)
         "cap_invalid": 401,  # a token whose signature, key, expiry or revocation fails
         "cap_denied": 403,  # a valid token that does not allow this write (names the caveat)
+        "empty_body": 400,  # PUT /o without a body (an object has at least one byte)
+        "http_version_not_supported": 505,  # a request line of another HTTP than 1.0/1.1
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

@@ -14,6 +14,13 @@ from services.gateway.errors import GatewayError
 __all__ = ["etag_matches", "parse_range"]
 
 _SPEC = re.compile(r"bytes=(\d*)-(\d*)")
+_MAX_DIGITS = 18  # below 2**63; a longer number is past any object's end (and past int() limits)
+
+
+def _number(digits: str) -> int | None:
+    """The value of a position, or None for "past any end" (too many digits to matter)."""
+    digits = digits.lstrip("0") or "0"
+    return None if len(digits) > _MAX_DIGITS else int(digits)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -27,18 +34,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if m is None or (not m.group(1) and not m.group(2)):
         return None  # unsupported or malformed: ignore it
     first, last = m.group(1), m.group(2)
-    if not first:  # suffix: the last N bytes
-        n = int(last)
+    if not first:  # suffix: the last N bytes (N past any end: all of them)
+        n = _number(last)
         if n == 0 or size == 0:
             raise _unsatisfiable(size)
-        return max(0, size - n), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if last and int(last) < start:
-        return None  # invalid: ignore
-    if start >= size:
+        return (0 if n is None else max(0, size - n)), size
+    start = _number(first)
+    if start is None or start >= size:
         raise _unsatisfiable(size)
-    return start, end
+    end_pos = _number(last) if last else None
+    if end_pos is not None and end_pos < start:
+        return None  # invalid: ignore
+    return start, size if end_pos is None else min(end_pos + 1, size)
 
 
 def _unsatisfiable(size: int) -> GatewayError:

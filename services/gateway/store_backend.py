@@ -166,6 +166,10 @@ class StoreBackend:
             self._sizes[obj_id] = size
         return size <= INLINE_READ
 
+    async def exists(self, obj_id: str) -> bool:
+        path = objstore.object_path(self._root, obj_id)
+        return await trio.to_thread.run_sync(path.is_file)
+
     async def put_small(self, data: bytes) -> Stored:
         """One command carries the bytes: svc-storage writes, syncs and renames them in its
         commit round (one thread, no file creation racing a sync: see ``Store.put``)."""

@@ -5,15 +5,17 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
 import blake3
 import trio
 
+from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.app import GatewayApp
 from services.gateway.backend import NameRecord, Stored
-from services.gateway.errors import GatewayError
+from services.gateway.errors import GatewayError, render_server_error
 from services.gateway.server import serve_on_socket
 from services.gateway.settings import GatewaySettings
 from tests.support.node_harness import Response, http_request
@@ -94,6 +96,9 @@ class FakeBackend:
             raise GatewayError("not_found", obj_id)
         data = self.objects[obj_id]
         return FakeObject(data, data[:prefetch], self.reads)
+
+    async def exists(self, obj_id: str) -> bool:
+        return obj_id in self.objects
 
     async def put_small(self, data: bytes) -> Stored:
         return self.store(data)
@@ -188,8 +193,10 @@ class Served:
 
 
 @asynccontextmanager
-async def serve(guard: Any = None, **settings: Any) -> AsyncIterator[Served]:
-    """The gateway app over a ``FakeBackend`` on 127.0.0.1:0; ``guard``: writes need tokens."""
+async def serve(guard: Any = None, h11: bool = False, **settings: Any) -> AsyncIterator[Served]:
+    """The gateway app over a ``FakeBackend`` on 127.0.0.1:0; ``guard``: writes need tokens;
+    ``h11``: on the node's own server (``kernel.http.server``, the gateway's default) instead of
+    hypercorn (the reference)."""
     backend = FakeBackend()
     metrics = FakeMetrics()
     app = GatewayApp(backend, GatewaySettings(**settings), metrics=metrics, guard=guard)  # type: ignore[arg-type]
@@ -198,7 +205,13 @@ async def serve(guard: Any = None, **settings: Any) -> AsyncIterator[Served]:
     sock.listen(64)
     port = sock.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_on_socket, app, sock, settings.get("timeout", 5.0))
+        if h11:
+            limits = ServerLimits(timeout=settings.get("timeout", 5.0))
+            await nursery.start(
+                partial(serve_h11, app, sock, limits, render_error=render_server_error)
+            )
+        else:
+            await nursery.start(serve_on_socket, app, sock, settings.get("timeout", 5.0))
         try:
             yield Served(port, backend, metrics, app)
         finally:

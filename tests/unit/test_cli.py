@@ -742,3 +742,18 @@ def test_id_prints_the_node_id_from_the_admin_plane(admin, capsys):
     assert run(capsys, "id", "--admin", admin.url) == (0, "node:" + "ab" * 32 + "\n", "")
     _, out, _ = run(capsys, "id", "--json", "--admin", admin.url)
     assert json.loads(out) == {"node_id": "node:" + "ab" * 32, "addr": None}
+
+
+def test_another_users_act_is_one_permission_line(ctl, capsys, monkeypatch):
+    """What ``ronctl stop`` says when the control socket refuses this user (EACCES)."""
+    from kernel.cli import client
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(client._UnixConnection, "connect", refused)
+    for argv in (["stop"], ["release", "svc-a"], ["config", "reload"], ["token", "mint"]):
+        code, _, err = run(capsys, *argv, "--runtime-dir", ctl.runtime_dir)
+        assert code == 1 and err.count("\n") == 1, err
+        assert err.startswith("ronctl: permission denied on ") and "node's user" in err
+    assert [r for r in ctl.requests if r[0] == "POST"] == []
