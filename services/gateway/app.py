@@ -239,7 +239,7 @@ class GatewayApp:
                         "unavailable", "the data plane did not answer in time", retry_after=1
                     )
             except GatewayError as err:
-                reason = err.reason
+                reason = "" if err.relayed else err.reason  # one rejection, one count
                 if ex.status == 0:
                     await ex.error(err)
             except Exception as exc:  # a bug of ours: logged, answered and counted as one

@@ -80,6 +80,9 @@ class GatewayError(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.headers = tuple(headers)
+        # True when a service already refused (and counted in rejected_total) this request: the
+        # gateway relays it without counting the same rejection a second time
+        self.relayed = False
 
 
 def from_oap(exc: oap.OapError) -> GatewayError:
@@ -94,7 +97,9 @@ def from_oap(exc: oap.OapError) -> GatewayError:
     if not 400 <= status <= 599:
         status = 500
     retry = exc.retry_after if exc.retry_after is not None else (1 if status == 429 else None)
-    return GatewayError(exc.reason, exc.detail, status=status, retry_after=retry)
+    err = GatewayError(exc.reason, exc.detail, status=status, retry_after=retry)
+    err.relayed = True  # the service's protocol handler counted it (kernel.protocol_handler)
+    return err
 
 
 def error_body(err: GatewayError) -> bytes:

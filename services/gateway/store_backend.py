@@ -76,13 +76,13 @@ class _TempUpload:
     async def write(self, data: bytes) -> None:
         try:
             await trio.to_thread.run_sync(self._temp.write, data)
-        except objstore.StoreError as exc:
+        except (objstore.StoreError, OSError) as exc:  # OSError: a full disk (ENOSPC) above all
             raise _store_error(exc) from None
 
     async def commit(self) -> Stored:
         try:
             obj_id, size, tmp_name = await trio.to_thread.run_sync(self._temp.finish)
-        except objstore.StoreError as exc:
+        except (objstore.StoreError, OSError) as exc:
             raise _store_error(exc) from None
         self._open = False  # from here svc-storage owns the temp file (commit moves it)
         return await self._backend.storage_call(storage.Commit(tmp=tmp_name, id=obj_id, size=size))
@@ -176,9 +176,12 @@ class StoreBackend:
         return await self.storage_call(storage.Put(data=data))
 
     async def begin_upload(self, max_size: int) -> Upload:
-        temp = await trio.to_thread.run_sync(
-            lambda: objstore.TempObject(self._root, max_size=max_size)
-        )
+        try:
+            temp = await trio.to_thread.run_sync(
+                lambda: objstore.TempObject(self._root, max_size=max_size)
+            )
+        except (objstore.StoreError, OSError) as exc:
+            raise _store_error(exc) from None
         return _TempUpload(self, temp)
 
     async def quarantine(self, obj_id: str) -> None:
