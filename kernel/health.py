@@ -32,6 +32,7 @@ class ServiceStatus:
     restarts: int = 0
     started_at: float | None = None  # time.monotonic() of the current process's spawn
     last_health: float | None = None  # time.monotonic() of the last Health event
+    last_crash: str | None = None  # why its last process ended abnormally ("exit code 2", ...)
 
     def uptime(self, now: float | None = None) -> float:
         if self.started_at is None or self.state in (

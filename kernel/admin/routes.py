@@ -67,6 +67,7 @@ class ReadRoutes:
                 "restarts": status.restarts,
                 "uptime": round(status.uptime(), 3),
                 "required": status.required,
+                "last_crash": status.last_crash,
             }
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
         ]

@@ -8,8 +8,11 @@ Blocking stdlib HTTP (``http.client``), like the rest of ``ronctl``. Guarantees:
 - ``get -o FILE`` writes to a temp file beside FILE, checks BLAKE3 of what arrived against the id,
   and only then renames it into place: FILE is never left half-written or wrong. To stdout, the
   bytes stream as they arrive and a mismatch is reported (exit 1) at the end.
-- 503/429 (with ``Retry-After``) and a refused or reset connection (the gateway restarting) are
-  retried for up to ``--retry-for`` seconds; everything else fails at once with one line.
+- 503/429 (with ``Retry-After``) and a reset connection (the gateway restarting) are retried for
+  up to ``--retry-for`` seconds, announced once on stderr; a refused connection (no node holds
+  that port) and everything else fail at once with one line.
+- ``get -o FILE`` checks FILE's directory before downloading anything; ``get`` into a closed
+  pipe (``| head``) exits quietly, like ``cat``.
 - A progress bar goes to stderr for transfers over ``PROGRESS_MIN`` when stderr is a terminal.
 
 The gateway URL: ``--gateway URL`` > ``$RON_GATEWAY`` > the admin plane's ``/version`` when
@@ -32,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import blake3
 
@@ -158,12 +161,19 @@ def _with_retries(
     """Run ``attempt`` on a fresh connection until it succeeds or ``retry_for`` runs out."""
     host, port = _split(url)
     deadline = time.monotonic() + retry_for
+    said = False  # a retry is announced once on stderr (the final failure is its own line)
     while True:
         conn = http.client.HTTPConnection(host, port, timeout=30)
         try:
             return attempt(conn)
         except _Retry as again:
             why, wait = str(again), again.after
+        except ConnectionRefusedError:
+            # The node holds its gateway's port for its whole life (socket activation), so a
+            # refusal means no node listens there: no retry can help.
+            raise CliError(
+                f"cannot reach the gateway at {url}: connection refused (is the node running?)"
+            ) from None
         except (ConnectionError, http.client.RemoteDisconnected) as exc:
             why, wait = f"cannot reach the gateway at {url}: {exc.strerror or exc}", 0.2
         except (OSError, http.client.HTTPException) as exc:
@@ -173,6 +183,9 @@ def _with_retries(
             conn.close()
         if time.monotonic() + wait > deadline:
             raise CliError(why)
+        if not said:
+            print(f"ronctl: {why}; retrying for up to {retry_for:g} s", file=sys.stderr)
+            said = True
         time.sleep(wait)  # a remote process is restarting: there is no event to wait on
 
 
@@ -289,7 +302,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if not ids.is_id(args.id):
         raise CliError(f"{args.id!r} is not an object id (b3: followed by 64 lowercase hex digits)")
     url = resolve_gateway_url(args)
-    out_path = Path(args.output) if args.output else None
+    out_path = _output_target(args.output) if args.output else None
 
     def attempt(conn: http.client.HTTPConnection) -> None:
         conn.request("GET", f"/o/{args.id}")
@@ -303,13 +316,13 @@ def cmd_get(args: argparse.Namespace) -> int:
         progress = _Progress(int(length) if length else None, _show_progress(args), "get")
         if out_path is None:
             try:
-                _receive(resp, sys.stdout.buffer, progress, args.id)
+                _receive(resp, _StdoutWriter(), progress, args.id)
+            except _ReaderGone:
+                raise
             except (OSError, http.client.HTTPException) as exc:  # bytes already out: no retry
                 raise CliError(f"the download of {args.id} broke off: {exc}") from None
             return
-        fd, tmp = tempfile.mkstemp(
-            dir=out_path.parent or ".", prefix=f".{out_path.name}.", suffix=".part"
-        )
+        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 _receive(resp, f, progress, args.id)
@@ -321,13 +334,53 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     try:
         _with_retries(url, args.retry_for, attempt)
+    except _ReaderGone:
+        raise BrokenPipeError from None  # `ronctl get ID | head`: quiet, like cat (main)
     except OSError as exc:  # the output file, not the network (those are handled inside)
         raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     return 0
 
 
+class _ReaderGone(Exception):
+    """Whoever reads our stdout closed it (not an OSError: never retried as a network error)."""
+
+
+class _StdoutWriter:
+    def write(self, data: bytes) -> None:
+        try:
+            sys.stdout.buffer.write(data)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+
+def _output_target(text: str) -> Path:
+    """``-o FILE`` checked before any byte is fetched: the file goes into an existing, writable
+    dir (its temp file beside it, nothing written anywhere else); ``CliError`` says why not."""
+    path = Path(text)
+    if path.is_dir():
+        raise CliError(f"-o {text}: {text} is a directory; give a file path, e.g. {path / 'obj'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CliError(f"-o {text}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"-o {text}: cannot write in {parent} (permission denied)")
+    return path
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 def _receive(
-    resp: http.client.HTTPResponse, out: IO[bytes], progress: _Progress, obj_id: str
+    resp: http.client.HTTPResponse, out: _Sink, progress: _Progress, obj_id: str
 ) -> None:
     hasher = blake3.blake3()
     while piece := resp.read(PIECE):

@@ -20,6 +20,7 @@ from kernel.cli.common import AdminArg, CliError, admin_client, control_client, 
 __all__ = ["register"]
 
 Verb = Callable[..., argparse.ArgumentParser]
+NOT_READY = 3  # `ronctl status` of a degraded node, like `systemctl is-active` of an inactive unit
 
 
 def host_port(text: str) -> str:
@@ -89,13 +90,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     ready = ready_resp.json() if ready_resp.status in (200, 503) else {}
     if not isinstance(version, dict) or not isinstance(ready, dict):
         raise CliError("unexpected answer from the admin plane: /version or /readyz is not a map")
+    code = 0 if ready_resp.status == 200 else NOT_READY
     if args.json:
         doc = {"version": version, "readyz": ready, "ready": ready_resp.status == 200}
         print(json.dumps(doc, sort_keys=True))
-        return 0
+        return code
     ready.setdefault("ready", ready_resp.status == 200)
     services = version.get("services") or []
-    rows = [("SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED")]
+    rows = [("SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED", "LAST CRASH")]
     for svc in services:
         if not isinstance(svc, dict):
             continue
@@ -108,6 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 str(svc.get("restarts", 0)),
                 _fmt_uptime(svc.get("uptime")),
                 "yes" if svc.get("required", True) else "no",
+                " ".join(str(svc.get("last_crash") or "-").split())[:60],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -118,7 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"pq {_onoff(version.get('pq'))}  config v{version.get('config_version', '?')}  "
         f"{_readiness_text(ready)}"
     )
-    return 0
+    return code
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -216,8 +219,9 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "status",
         "show the node's services and readiness",
         cmd_status,
-        description="Show each service (state, pid, restarts, uptime, required) and the node's "
-        "profile, amnesia, pq mode, config version and readiness.",
+        description="Show each service (state, pid, restarts, uptime, required, last crash "
+        "reason) and the node's profile, amnesia, pq mode, config version and readiness. Exit "
+        f"0 when the node is ready, {NOT_READY} when it is degraded, 1 when it cannot be read.",
     )
     admin_arg(p)
     p.add_argument(

@@ -332,6 +332,7 @@ class Child:
         mode = self.spec.restart
         deps = self._deps
         if abnormal or mode == "permanent":
+            deps.health.update(self.name, last_crash=reason)
             deps.bus.publish(ServiceCrashed(service=self.name, reason=reason))
             deps.log(
                 "service_crashed",

@@ -44,6 +44,10 @@ def _reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
 
 
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
 def _write_random(path: Path, size: int) -> str:
     hasher = blake3.blake3()
     with path.open("wb") as f:
@@ -131,3 +135,60 @@ async def test_get_never_leaves_a_wrong_or_partial_file(tmp_path: Path) -> None:
     assert wrong.returncode == 1 and b"hash to" in wrong.stderr
     assert missing.returncode == 1 and b"HTTP 404 not_found: no object" in missing.stderr
     assert os.listdir(tmp_path) == []  # no out.bin, no temp file
+
+
+async def test_get_output_mistakes_are_one_line_before_any_download(tmp_path: Path) -> None:
+    """``-o`` an existing dir, or in a dir that does not exist: one line, nothing downloaded and
+    nothing written anywhere (issue 12 defect 9)."""
+    src = tmp_path / "obj.bin"
+    expected = _write_random(src, 3_000_000)
+    target_dir = tmp_path / "out"
+    target_dir.mkdir()
+    async with start_node(tmp_path, extra_args=["--gateway-addr", "127.0.0.1:0"]) as node:
+        rt = ["--runtime-dir", str(node.runtime_dir)]
+        assert (await ronctl("put", str(src), *rt)).returncode == 0
+        before = await node.metric(
+            "http_requests_total", route="/o/{id}", method="GET", status="200"
+        )
+        for output, fragment in (
+            (target_dir, "is a directory"),
+            (tmp_path / "missing" / "dir" / "x", "does not exist"),
+        ):
+            done = await ronctl("get", expected, "-o", str(output), *rt)
+            lines = done.stderr.decode().strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert fragment in lines[0] and ".part" not in lines[0]
+        after = await node.metric(
+            "http_requests_total", route="/o/{id}", method="GET", status="200"
+        )
+    assert after == before  # refused before any download
+    assert names(target_dir) == []
+    assert names(tmp_path) == sorted(["obj.bin", "out", "node.log", "node.toml"])
+
+
+async def test_get_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    src = tmp_path / "obj.bin"
+    expected = _write_random(src, 8_000_000)
+    async with start_node(tmp_path, extra_args=["--gateway-addr", "127.0.0.1:0"]) as node:
+        rt = f"--runtime-dir {node.runtime_dir}"
+        assert (await ronctl("put", str(src), *rt.split())).returncode == 0
+        cmd = f"{sys.executable} -m kernel get {expected} {rt} | head -c 10 > /dev/null"
+        done = await trio.run_process(
+            ["bash", "-o", "pipefail", "-c", cmd], capture_stderr=True, check=False, env=child_env()
+        )
+    assert done.stderr == b"", done.stderr
+    assert done.returncode in (0, 141)  # like cat: quiet (SIGPIPE's 141 or 0)
+
+
+async def test_put_to_a_gateway_that_refuses_fails_fast_with_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"hello")
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{free.getsockname()[1]}"
+    free.close()
+    with trio.fail_after(10):  # the default --retry-for is 30 s: refused must not wait for it
+        done = await ronctl("put", str(src), "--gateway", dead, "--token", "ron1.x")
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "cannot reach the gateway" in lines[0] and "refused" in lines[0].lower()

@@ -40,6 +40,7 @@ VERSION = {
             "restarts": 5,
             "uptime": 0.0,
             "required": True,
+            "last_crash": "exit code 2",
         },
         {
             "name": "svc-storage",
@@ -366,12 +367,12 @@ def test_status_table_and_summary(admin, capsys):
     admin.routes[("GET", "/version")] = (200, VERSION)
     admin.routes[("GET", "/readyz")] = (503, DEGRADED)
     code, out, _ = run(capsys, "status", "--admin", admin.url)
-    assert code == 0
+    assert code == 3  # degraded: non-zero, like `systemctl is-active`
     rows = [line.split() for line in out.splitlines()]
-    assert rows[0] == ["SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED"]
-    assert rows[1] == ["svc-index", "quarantined", "-", "5", "-", "yes"]
-    assert rows[2] == ["svc-storage", "ready", "4242", "0", "1h02m", "yes"]
-    assert rows[3] == ["svc-dht", "starting", "4243", "1", "2s", "no"]
+    assert rows[0] == ["SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUIRED", "LAST", "CRASH"]
+    assert rows[1] == ["svc-index", "quarantined", "-", "5", "-", "yes", "exit", "code", "2"]
+    assert rows[2] == ["svc-storage", "ready", "4242", "0", "1h02m", "yes", "-"]
+    assert rows[3] == ["svc-dht", "starting", "4243", "1", "2s", "no", "-"]
     summary = out.splitlines()[4]
     for part in ("micronode", "amnesia on", "pq off", "config v3", "degraded", "svc-index"):
         assert part in summary
@@ -386,7 +387,7 @@ def test_status_json(admin, capsys):
     assert doc == {"version": VERSION, "readyz": {"ready": True}, "ready": True}
     admin.routes[("GET", "/readyz")] = (503, DEGRADED)
     code, out, _ = run(capsys, "status", "--admin", admin.url, "--json")
-    assert code == 0
+    assert code == 3
     assert json.loads(out) == {"version": VERSION, "readyz": DEGRADED, "ready": False}
 
 
