@@ -61,6 +61,10 @@ class HealthState:
     def register(self, name: str, *, required: bool) -> None:
         self._services[name] = ServiceStatus(name=name, required=required)
 
+    def unregister(self, name: str) -> None:
+        """Forget a service the config no longer has (a reload removed it)."""
+        self._services.pop(name, None)
+
     def update(self, name: str, **changes: Any) -> ServiceStatus:
         status = attrs.evolve(self._services[name], **changes)
         self._services[name] = status

@@ -47,6 +47,7 @@ from kernel.config import (
     check_services,
     load_config,
 )
+from kernel.config.reload import check_reloadable
 from kernel.datadir import DataDir, DataDirError
 from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
@@ -100,6 +101,9 @@ class Node:
         self.stop_requested = trio.Event()
         self.ready = trio.Event()
         self.passport_link: PassportLink | None = None
+        self.listening: frozenset[str] = frozenset()  # sections whose sockets were bound at start
+        self.last_reload: dict[str, list[str]] = {}
+        self._reload_lock = trio.Lock()
         self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
 
     def node_info(self) -> dict[str, Any]:
@@ -180,16 +184,31 @@ class Node:
         self.supervisor.release(service)
 
     async def reload(self) -> int:
-        """Validate and swap the config; on any error the running config stays (rollback)."""
-        try:
-            version = self.store.reload(self._reload_config)
-        except ConfigError as exc:
-            logs.log("config_reload_rejected", level="warning", reason=str(exc))
-            raise
-        self.supervisor.apply_config(self.store.current)
-        self.bus.publish(events.ConfigUpdated(version=version))
-        logs.log("config_reloaded", config_version=version)
-        return version
+        """Validate the new config, refuse it if it changes what only a restart applies
+        (``kernel.config.reload``), else swap it and reconcile the services to it. On any error
+        the running config stays (rollback). Serialized: one reload at a time."""
+        async with self._reload_lock:
+            old = self.store.current
+
+            def load() -> Config:
+                new = self._reload_config()
+                check_reloadable(old, new, listening=self.listening)
+                return new
+
+            try:
+                version = self.store.reload(load)
+            except ConfigError as exc:
+                logs.log("config_reload_rejected", level="warning", reason=str(exc))
+                raise
+            changes = await self.supervisor.reconcile(self.store.current)
+            self.bus.publish(events.ConfigUpdated(version=version))
+            self.last_reload = changes
+            logs.log(
+                "config_reloaded",
+                config_version=version,
+                **{k: ",".join(v) for k, v in changes.items()},
+            )
+            return version
 
     @asynccontextmanager
     async def open_events(
@@ -410,6 +429,7 @@ async def _serve_node(
                 supervisor=supervisor,
                 runtime_dir=rt,
             )
+            node.listening = frozenset(listeners)
             async with (
                 _passport_link(cfg, rt, metrics) as link,
                 trio.open_nursery() as nursery,

@@ -134,7 +134,8 @@ class ActRoutes:
             await send_error(req.send, 422, "config_invalid", one_line(exc))
         else:
             self._control.audit("reload", config_version=version, caller=req.caller)
-            await send_json(req.send, 200, {"config_version": version})
+            changes = dict(getattr(self._control, "last_reload", {}) or {})
+            await send_json(req.send, 200, {"config_version": version, "changes": changes})
 
     async def fault(self, req: Request) -> None:
         name = req.params["service"]

@@ -18,6 +18,7 @@ class NodeControl(Protocol):
 
     health: HealthState
     metrics: Metrics
+    last_reload: dict[str, list[str]]  # what the last reload did: {"started","stopped","restarted"}
 
     def node_info(self) -> dict[str, Any]:
         """{"version","profile","amnesia":bool,"pq":str,"config_version":int,"config_sha":str}"""
@@ -32,7 +33,8 @@ class NodeControl(Protocol):
         ...
 
     async def reload(self) -> int:
-        """Re-read and swap the config; the new version. Raises (one-line str) if invalid."""
+        """Re-read the config, swap it and reconcile the services; the new version. Raises
+        (one-line str) if invalid or if it changes what only a restart applies."""
         ...
 
     async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:

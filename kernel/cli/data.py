@@ -379,9 +379,7 @@ class _Sink(Protocol):
     def flush(self) -> object: ...
 
 
-def _receive(
-    resp: http.client.HTTPResponse, out: _Sink, progress: _Progress, obj_id: str
-) -> None:
+def _receive(resp: http.client.HTTPResponse, out: _Sink, progress: _Progress, obj_id: str) -> None:
     hasher = blake3.blake3()
     while piece := resp.read(PIECE):
         hasher.update(piece)

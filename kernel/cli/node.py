@@ -187,8 +187,16 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
     resp = client.post("/reload")
     if resp.status == 200:
         body = resp.json()
-        version = body.get("config_version") if isinstance(body, dict) else None
-        print(f"config reloaded: version {version}")
+        body = body if isinstance(body, dict) else {}
+        done = [
+            f"{what} {', '.join(names)}"
+            for what, names in (body.get("changes") or {}).items()
+            if isinstance(names, list) and names
+        ]
+        print(
+            f"config reloaded: version {body.get('config_version')}"
+            + "".join(f"; {d}" for d in done)
+        )
         return 0
     if resp.status == 422:
         body = resp.json()

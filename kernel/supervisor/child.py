@@ -158,6 +158,7 @@ class Child:
         self.timing = timing
         self._deps = deps
         self._stopping = False
+        self._term_now = False
         self._watch_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._release: trio.Event | None = None
@@ -197,9 +198,12 @@ class Child:
             raise ValueError(f"{self.name} is not quarantined")
         self._release.set()
 
-    def request_stop(self) -> None:
-        """Stop for good: interrupt any wait; a running process is drained, then stopped."""
+    def request_stop(self, *, term_now: bool = False) -> None:
+        """Stop for good: interrupt any wait; a running process is drained, then stopped.
+        ``term_now``: this child alone stops (a reload removed or changed it; no ``Shutdown``
+        on the bus tells it to), so it gets SIGTERM at once, then its shutdown deadline."""
         self._stopping = True
+        self._term_now = term_now
         for scope in (self._watch_scope, self._wait_scope):
             if scope is not None:
                 scope.cancel()
@@ -308,6 +312,8 @@ class Child:
         return _Hung(rc, time.monotonic())
 
     async def _drain(self, proc: ChildProcess) -> int:
+        if self._term_now:
+            return await _terminate(proc, self.spec.shutdown_deadline)
         with trio.move_on_after(self.spec.shutdown_deadline):
             return await proc.wait()
         return await _terminate(proc, self.timing.term_grace)

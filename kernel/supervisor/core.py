@@ -110,6 +110,8 @@ class Supervisor:
         self._stop = trio.Event()
         self._running = False
         self._ran = False
+        self._nursery: trio.Nursery | None = None  # where children run (reconcile adds some)
+        self._policy = policy
 
     def _timing(self, sup: SupervisorSettings, spec: ServiceSpec) -> ChildTiming:
         hb = spec.heartbeat_timeout if spec.heartbeat_timeout > 0 else sup.heartbeat_timeout
@@ -135,6 +137,7 @@ class Supervisor:
                 metrics.service_quarantined.labels(service=name).set(0)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 for child in self._children.values():
                     await nursery.start(child.run)
                 self._log("supervisor_started", services=self.names)
@@ -171,12 +174,9 @@ class Supervisor:
         return self._children[name].last_respawn
 
     def apply_config(self, config: ConfigLike) -> None:
-        """Take new ``supervisor.*`` knobs for future restarts and heartbeats.
-
-        The service list itself is not changed by a reload; validation errors raise before
-        anything is swapped.
-        """
-        policy = RestartPolicy.from_config(config.supervisor)
+        """Take new ``supervisor.*`` knobs for future restarts and heartbeats of the children
+        there are (``reconcile`` also changes which children there are)."""
+        policy = self._policy = RestartPolicy.from_config(config.supervisor)
         specs = {spec.name: spec for spec in config.services}
         timings = {
             name: self._timing(config.supervisor, specs.get(name, child.spec))
@@ -185,6 +185,47 @@ class Supervisor:
         for name, child in self._children.items():
             child.history.policy = policy
             child.timing = timings[name]
+
+    async def reconcile(self, config: ConfigLike) -> dict[str, list[str]]:
+        """Make the running children match ``config.services`` (OTP style), after taking its
+        ``supervisor.*`` knobs: children whose spec is gone are stopped and forgotten, new
+        specs are started, a child whose spec changed is stopped and started anew with it;
+        the rest keep running untouched. Returns ``{"started", "stopped", "restarted"}``
+        (names). Stops run concurrently, each bounded by the child's shutdown deadline."""
+        if self._nursery is None or self._stop.is_set():
+            raise RuntimeError("the supervisor is not running")
+        self.apply_config(config)
+        specs = {spec.name: spec for spec in config.services}
+        stopped = [name for name in self._children if name not in specs]
+        restarted = [
+            name
+            for name, spec in specs.items()
+            if name in self._children and self._children[name].spec != spec
+        ]
+        started = [name for name in specs if name not in self._children]
+        async with trio.open_nursery() as stopping:
+            for name in stopped + restarted:
+                self._children[name].request_stop(term_now=True)
+                stopping.start_soon(self._children[name].done.wait)
+        for name in stopped:
+            del self._children[name]
+            self._health.unregister(name)
+            if self._deps.metrics is not None:
+                self._deps.metrics.service_quarantined.labels(service=name).set(0)
+        for name in restarted + started:
+            child = Child(
+                specs[name],
+                deps=self._deps,
+                history=CrashHistory(self._policy, self._rng),
+                timing=self._timing(config.supervisor, specs[name]),
+            )
+            self._children[name] = child
+            self._health.register(name, required=bool(child.spec.required))
+            await self._nursery.start(child.run)
+        self._children = {name: self._children[name] for name in specs}  # the config's order
+        changes = {"started": started, "stopped": stopped, "restarted": restarted}
+        self._log("services_reconciled", **{k: ",".join(v) for k, v in changes.items()})
+        return changes
 
     async def shutdown(self) -> None:
         """Publish ``Shutdown``, stop every child concurrently (drain, TERM, KILL), reap all.

@@ -188,8 +188,17 @@ async def test_invalid_reload_keeps_the_running_config(tmp_path: Path) -> None:
             assert after["config_sha"] == before["config_sha"]
             assert (await node.get("/readyz")).status == 200
 
+            # bus.capacity is read once at start: a reload that changes it is refused, naming it
+            config_file.write_text(FAST_CONFIG + "\n[bus]\ncapacity = 2048\n")
+            start_only = await node.ronctl("config", "reload")
+            assert start_only.returncode == 1
+            assert b"bus.capacity" in start_only.stderr and b"restart the node" in start_only.stderr
+            assert (await node.get("/version")).json()["config_version"] == 1
+
             async with Bus.connect(node.runtime_dir, topics=["kernel.config"]) as bus:
-                config_file.write_text(FAST_CONFIG + "\n[bus]\ncapacity = 2048\n")
+                config_file.write_text(
+                    FAST_CONFIG.replace("max_backoff = 0.4", "max_backoff = 0.5")
+                )
                 accepted = await node.ronctl("config", "reload")
                 assert accepted.returncode == 0, accepted.stderr
                 assert await bus.recv() == ConfigUpdated(version=2)

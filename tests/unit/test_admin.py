@@ -45,6 +45,7 @@ class FakeControl:
         self.topics: list[str] = []
         self.publish: trio.MemorySendChannel[dict] | None = None
         self.audited: list[tuple[str, dict[str, str]]] = []
+        self.last_reload: dict[str, list[str]] = {}
         self.passport_requests: list[Any] = []
         self.passport_reply: Any = None
 
@@ -358,7 +359,7 @@ async def test_release_200_404_409(ctl: str, control: FakeControl) -> None:
 async def test_reload_200_and_422_one_line(ctl: str, control: FakeControl) -> None:
     with trio.fail_after(DEADLINE):
         reply = await http(ctl, "POST", "/reload")
-        assert (reply.status, reply.json()) == (200, {"config_version": 2})
+        assert (reply.status, reply.json()) == (200, {"config_version": 2, "changes": {}})
         control.reload_outcome = ValueError("bus.capacity must be > 0, got 0\n  (in node.toml)")
         reply = await http(ctl, "POST", "/reload")
     assert reply.status == 422
