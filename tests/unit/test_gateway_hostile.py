@@ -8,6 +8,7 @@ The app is real on a real socket (127.0.0.1), the data plane the in-memory fake.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import trio
@@ -30,7 +31,8 @@ async def raw_exchange(port: int, data: bytes, *, read_for: float = 2.0) -> byte
 
 
 def statuses(answer: bytes) -> list[int]:
-    return [int(line.split()[1]) for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    """The status of every response in ``answer`` (bodies may run into the next status line)."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3})", answer)]
 
 
 # --- 1: what a client sent is never a 500 ------------------------------------------------------
@@ -167,3 +169,149 @@ async def test_an_encoded_slash_in_a_name_is_refused_not_stored_as_a_path() -> N
     assert "%2F" in encoded.json()["detail"]
     assert plain.status == 200
     assert list(gw.backend.names) == ["a/b"]
+
+
+# --- what already holds and must keep holding ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET /o HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        b"GET /o HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /o HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+        b"GET /o HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: y\r\n" % i for i in range(10_000))
+        + b"\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    ],
+    ids=[
+        "garbage",
+        "no-target",
+        "extra-token",
+        "bad-header",
+        "100kb-header",
+        "10k-headers",
+        "cl-text",
+        "cl-duplicate",
+        "cl-negative",
+    ],
+)
+async def test_malformed_heads_are_400_and_the_server_goes_on(head: bytes) -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True) as gw:
+            answer = await raw_exchange(gw.port, head)
+            after = await gw.req("GET", "/o/" + b3(b"x"))
+    assert statuses(answer)[:1] in ([400], [431]), answer[:200]
+    assert after.status == 404  # still serving
+
+
+async def test_a_body_longer_than_its_content_length_is_not_a_second_request() -> None:
+    data = b"hello" + b"GET /o/nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True) as gw:
+            answer = await raw_exchange(gw.port, head + data)
+    codes = statuses(answer)
+    assert codes[0] == 201 and all(c in (201, 400, 404) for c in codes), answer
+    assert list(gw.backend.objects) == [b3(b"hello")]
+
+
+async def test_pipelined_requests_are_answered_in_order_and_http_1_0_closes() -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True) as gw:
+            await gw.put(b"one")
+            oid = b3(b"one").encode()
+            pipelined = (
+                b"".join(b"GET /o/" + oid + b" HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(3))
+                + b"GET /o/"
+                + b3(b"two").encode()
+                + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            answer = await raw_exchange(gw.port, pipelined)
+            old = await raw_exchange(gw.port, b"GET /o/" + oid + b" HTTP/1.0\r\n\r\n")
+    assert statuses(answer) == [200, 200, 200, 404]
+    assert statuses(old) == [200] and old.endswith(b"one")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/../../etc/passwd",
+        "/o/b3:" + "0" * 63 + "/",
+        "/o/%2e%2e%2fetc",
+        "/names/../x",
+        "/names/a/./b",
+        "/names//a",
+        "/names/a/",
+        "/o/B3:" + "A" * 64,
+    ],
+)
+async def test_traversal_in_ids_and_names_is_refused(path: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True) as gw:
+            resp = await gw.req("GET", path)
+    assert resp.status in (400, 404, 422), (path, resp.status)
+    assert resp.json()["error"] in ("bad_id", "bad_name", "not_found")
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "body"),
+    [
+        ("bytes=0-0", 206, b"0"),
+        ("bytes=-1", 206, b"9"),
+        ("bytes=9-", 206, b"9"),
+        ("bytes=5-2", 200, b"0123456789"),  # invalid: ignored
+        ("bytes=10-", 416, None),
+        ("bytes=-0", 416, None),
+        ("bytes=0-1,3-4", 200, b"0123456789"),  # several ranges: the whole object
+        ("items=0-1", 200, b"0123456789"),
+        ("bytes=0-99999999999999999999999", 206, b"0123456789"),
+    ],
+)
+async def test_range_edges(header: str, status: int, body: bytes | None) -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True) as gw:
+            await gw.put(b"0123456789")
+            resp = await gw.req("GET", f"/o/{b3(b'0123456789')}", range=header)
+    assert resp.status == status, (header, resp.status)
+    if body is not None:
+        assert resp.body == body
+    else:
+        assert resp.headers["content-range"] == "bytes */10"
+
+
+@pytest.mark.slow
+async def test_slowloris_does_not_starve_the_server() -> None:
+    """200 connections that send a head one byte at a time: health and a PUT/GET round trip
+    keep working, and the server cuts the slow ones at its timeout."""
+    with trio.fail_after(60):
+        async with serve(h11=True, timeout=2.0) as gw:
+            socks = []
+            for _ in range(200):
+                s = trio.socket.socket()
+                await s.connect(("127.0.0.1", gw.port))
+                await s.send(b"GET /o/")
+                socks.append(s)
+            try:
+                started = trio.current_time()
+                put = await gw.put(b"still here")
+                got = await gw.req("GET", f"/o/{b3(b'still here')}")
+                took = trio.current_time() - started
+                assert (put.status, got.status, got.body) == (201, 200, b"still here")
+                assert took < 2.0, took  # bounded by the timeout, not by the 200 laggards
+                # The laggards are cut once the head timeout passes (answer 408, then close).
+                closed = 0
+                with trio.move_on_after(10):
+                    for s in socks:
+                        while await s.recv(4096):
+                            pass
+                        closed += 1
+                assert closed == len(socks)
+            finally:
+                for s in socks:
+                    s.close()
