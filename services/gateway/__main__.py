@@ -30,12 +30,18 @@ async def main(ctx: ServiceContext) -> None:
         CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
     ):
         guard = None if open_writes else Guard()
+
+        def on_shedding(degraded: bool) -> None:
+            logs.log("write_shedding", level="warning" if degraded else "info", degraded=degraded)
+            ctx.set_health(not degraded)  # /readyz says so while writes are being shed
+
         app = GatewayApp(
             backend,
             settings,
             metrics=ctx.metrics,
             fault_delay=getattr(ctx, "fault_delay", None),
             guard=guard,
+            on_shedding=on_shedding,
         )
         async with trio.open_nursery() as nursery:
             if guard is not None:

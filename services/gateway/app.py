@@ -35,7 +35,7 @@ from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
-from services.gateway.limits import BodyCounter, InflightLimiter, TokenBucket
+from services.gateway.limits import BodyCounter, Deadline, InflightLimiter, ShedWatch, TokenBucket
 from services.gateway.ranges import etag_matches, parse_range
 from services.gateway.settings import GatewaySettings
 
@@ -121,13 +121,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class _Exchange:
     """One request's response side: remembers the status (for metrics) and whether it started."""
 
-    __slots__ = ("on_start", "send", "status", "waiting_on_client")
+    __slots__ = ("deadline", "on_start", "send", "status", "waiting_on_client")
 
     def __init__(self, send: Send, on_start: Callable[[int], None]) -> None:
         self.send = send
         self.on_start = on_start
         self.status = 0
         self.waiting_on_client = False
+        self.deadline: Deadline | None = None
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -168,6 +169,7 @@ class GatewayApp:
         metrics: Any | None = None,
         fault_delay: Callable[[], Awaitable[None]] | None = None,
         guard: Guard | None = None,
+        on_shedding: Callable[[bool], None] | None = None,
     ) -> None:
         self.backend = backend
         self.guard = guard  # None: writes are open (auth.writes = "open"; unit tests)
@@ -175,6 +177,8 @@ class GatewayApp:
         self.metrics = metrics
         self.fault_delay = fault_delay  # chaos drills' "slow" hook (kernel.faults), if any
         self.inflight = InflightLimiter(settings.max_inflight)
+        self.writes = InflightLimiter(min(settings.max_writes, settings.max_inflight))
+        self.shedding = ShedWatch(on_shedding)  # sustained write shedding: report not-ready
         self.bucket = TokenBucket(settings.rate, settings.burst)
         # labelled metric children, created once: ``.labels()`` costs a lock and a dict lookup
         # per call (all label values come from small fixed sets, so these stay small)
@@ -230,7 +234,8 @@ class GatewayApp:
         ex = _Exchange(send, count)
         try:
             try:
-                with trio.CancelScope(deadline=trio.current_time() + self.settings.timeout) as cs:
+                with trio.CancelScope() as cs:
+                    ex.deadline = Deadline(cs, self.settings.timeout, self.settings.min_rate)
                     await self._dispatch(scope, receive, ex, method, template, param, cs)
                 if cs.cancelled_caught and ex.status == 0:
                     if ex.waiting_on_client:
@@ -282,19 +287,43 @@ class GatewayApp:
             )
         self.bucket.take()
         with self.inflight.slot():
-            if self.fault_delay is not None:
-                await self.fault_delay()
-            if template == "/o":
-                token = self._authorize(scope, "put", None)
-                await self._put_object(scope, receive, ex, cs, token)
-            elif template == "/o/{id}":
-                await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
-            elif method == "GET":
-                await self._get_name(ex, check_name(param or "", scope))
-            else:
-                name = check_name(param or "", scope)
-                self._authorize(scope, "name", name)
-                await self._put_name(scope, receive, ex, name, cs)
+            if method != "PUT":
+                await self._serve_admitted(scope, receive, ex, method, template, param, cs)
+                return
+            try:
+                self.writes.__enter__()  # writes shed first: their own, smaller cap
+            except GatewayError:
+                self.shedding.shed()
+                raise
+            self.shedding.admitted()
+            try:
+                await self._serve_admitted(scope, receive, ex, method, template, param, cs)
+            finally:
+                self.writes.__exit__()
+
+    async def _serve_admitted(
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: _Exchange,
+        method: str,
+        template: str,
+        param: str | None,
+        cs: trio.CancelScope,
+    ) -> None:
+        if self.fault_delay is not None:
+            await self.fault_delay()
+        if template == "/o":
+            token = self._authorize(scope, "put", None)
+            await self._put_object(scope, receive, ex, cs, token)
+        elif template == "/o/{id}":
+            await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
+        elif method == "GET":
+            await self._get_name(ex, check_name(param or "", scope))
+        else:
+            name = check_name(param or "", scope)
+            self._authorize(scope, "name", name)
+            await self._put_name(scope, receive, ex, name, cs)
 
     def _authorize(self, scope: Scope, op: str, name: str | None) -> caps.Token | None:
         """The token that allows this write (None when writes are open); before any body."""
@@ -375,7 +404,8 @@ class GatewayApp:
                 raise RuntimeError(f"object shrank while serving it at offset {pos}")
             pos += len(piece)
             await ex.body(piece, more=pos < end)
-            cs.deadline = trio.current_time() + self.settings.timeout  # progress: idle deadline
+            if ex.deadline is not None:
+                ex.deadline.progress(len(piece))  # the idle deadline moves, the overall one holds
         if start == end:
             await ex.body(b"")
 
@@ -488,7 +518,8 @@ class _BodyReader:
                 raise _ClientGone()
             data = message.get("body", b"")
             self._done = not message.get("more_body", False)
-            self._cs.deadline = trio.current_time() + self._timeout
+            if self._ex.deadline is not None:
+                self._ex.deadline.progress(len(data))
             if data:
                 self._counter.add(len(data))
                 return bytes(data)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
+
+import trio
 
 from services.gateway.errors import GatewayError
 
-__all__ = ["BodyCounter", "InflightLimiter", "TokenBucket"]
+__all__ = ["BodyCounter", "Deadline", "InflightLimiter", "ShedWatch", "TokenBucket"]
 
 
 class InflightLimiter:
@@ -79,3 +82,77 @@ class BodyCounter:
         self.seen += n
         if self.seen > self.cap:
             raise GatewayError(self.reason, f"{self.what} larger than {self.cap} bytes")
+
+
+class Deadline:
+    """A request's two deadlines on its cancel scope, whichever comes first: idle (``timeout``
+    after the last progress) and overall (``timeout`` plus the time ``min_rate`` bytes/s needs
+    for the bytes moved so far, from the start). Progress can push the idle one back, never
+    past the overall one: a client that trickles below ``min_rate`` is cut, and an admitted
+    request always finishes (or is answered) in bounded time."""
+
+    __slots__ = ("_cs", "_min_rate", "_start", "_timeout", "moved")
+
+    def __init__(self, cs: trio.CancelScope, timeout: float, min_rate: float) -> None:
+        self._cs = cs
+        self._timeout = timeout
+        self._min_rate = min_rate
+        self._start = trio.current_time()
+        self.moved = 0
+        cs.deadline = self._start + timeout
+
+    def progress(self, n: int) -> None:
+        self.moved += n
+        now = trio.current_time()
+        overall = self._start + self._timeout + self.moved / self._min_rate
+        self._cs.deadline = min(now + self._timeout, overall)
+
+
+class ShedWatch:
+    """Says when writes are being shed for a sustained while: over the last ``window`` seconds
+    (1 s buckets), at least ``min_sheds`` writes were refused and they were more than half of
+    all writes; it clears once the window holds no more than a tenth. ``on_change(degraded)``
+    is called on every change (the gateway reports itself not-ready meanwhile, so /readyz and
+    load balancers see the pressure before the node collapses)."""
+
+    def __init__(
+        self,
+        on_change: Callable[[bool], None] | None,
+        *,
+        window: int = 5,
+        min_sheds: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._on_change = on_change
+        self._window = window
+        self._min = min_sheds
+        self._clock = clock
+        self._buckets: dict[int, list[int]] = {}  # second -> [admitted, shed]
+        self.degraded = False
+
+    def _note(self, index: int) -> None:
+        now = int(self._clock())
+        bucket = self._buckets.get(now)
+        if bucket is None:
+            for old in [k for k in self._buckets if k <= now - self._window]:
+                del self._buckets[old]
+            bucket = self._buckets[now] = [0, 0]
+        bucket[index] += 1
+        admitted = sum(b[0] for b in self._buckets.values())
+        shed = sum(b[1] for b in self._buckets.values())
+        total = admitted + shed
+        if not self.degraded and shed >= self._min and shed * 2 > total:
+            self._set(True)
+        elif self.degraded and shed * 10 <= total:
+            self._set(False)
+
+    def _set(self, degraded: bool) -> None:
+        self.degraded = degraded
+        if self._on_change is not None:
+            self._on_change(degraded)
+
+    def admitted(self) -> None:
+        self._note(0)
+
+    def shed(self) -> None:
+        self._note(1)

@@ -315,3 +315,59 @@ async def test_slowloris_does_not_starve_the_server() -> None:
             finally:
                 for s in socks:
                     s.close()
+
+
+# --- 13: overload: shed writes first, bound every admitted request -----------------------------
+
+
+async def test_writes_are_shed_first_and_reads_stay_open() -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True, max_writes=1) as gw:
+            await gw.put(b"readable")
+            with trio.socket.socket() as holder:  # a PUT that holds the one write slot
+                await holder.connect(("127.0.0.1", gw.port))
+                await holder.send(b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+                while gw.app.writes.inflight == 0:
+                    await trio.sleep(0.01)
+                shed = await gw.put(b"second write")
+                read = await gw.req("GET", f"/o/{b3(b'readable')}")
+    assert (shed.status, shed.json()["error"]) == (429, "busy") and shed.headers["retry-after"]
+    assert read.status == 200
+
+
+async def test_a_trickling_upload_is_cut_at_its_overall_deadline() -> None:
+    """Each piece comes well within the idle timeout, but far below min_rate: the overall
+    deadline (timeout + bytes / min_rate) ends it; it is answered 408 and nothing is kept."""
+    with trio.fail_after(DEADLINE):
+        async with serve(h11=True, timeout=1.0, min_rate=1000.0) as gw:
+            with trio.socket.socket() as s:
+                await s.connect(("127.0.0.1", gw.port))
+                await s.send(b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+                answer, sent = b"", 0
+                with trio.move_on_after(8):
+                    while sent < 1000 and not answer:  # 10 B per 0.3 s: 33 B/s, under 1000 B/s
+                        await s.send(b"x" * 10)
+                        sent += 10
+                        with trio.move_on_after(0.3):
+                            answer += await s.recv(65536)
+    assert statuses(answer) == [408], answer
+    assert sent < 1000  # cut long before the whole body could arrive at that pace
+    assert gw.backend.objects == {}
+
+
+def test_shedding_is_reported_when_sustained_and_cleared_after() -> None:
+    from services.gateway.limits import ShedWatch
+
+    now = [100.0]
+    changes: list[bool] = []
+    watch = ShedWatch(changes.append, window=5, min_sheds=20, clock=lambda: now[0])
+    for _ in range(19):
+        watch.shed()
+    assert changes == []  # not enough yet
+    watch.admitted()
+    watch.shed()
+    assert changes == [True] and watch.degraded
+    now[0] += 6  # the window moved on: only admitted writes now
+    for _ in range(10):
+        watch.admitted()
+    assert changes == [True, False] and not watch.degraded
