@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -336,7 +337,11 @@ def main() -> int:
         default="h11",
         help="svc-gateway's HTTP server (its `server` setting)",
     )
-    parser.add_argument("--only", choices=("get", "put"), help="run only GETs or only PUTs")
+    parser.add_argument(
+        "--only", choices=("get", "put", "overload"), help="run only GETs, PUTs or the c=512 cell"
+    )
+    parser.add_argument("--overload-seconds", type=float, default=20.0, help="(20)")
+    parser.add_argument("--overload-connections", type=int, default=512, help="(512)")
     parser.add_argument("--profile-gateway", action="store_true")
     parser.add_argument("--bare-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--bare-kind", default="hypercorn", help=argparse.SUPPRESS)
@@ -353,6 +358,7 @@ def main() -> int:
     script = workdir / "bench.lua"
     script.write_text(LUA)
     results: dict[str, dict] = {}
+    overload: dict[str, float] | None = None
     node, ready = start_node(workdir, disk / "node-data", args.server)
     # The same node with auth.writes = "open": the cost of verifying a token on every PUT.
     open_node, open_ready = start_node(
@@ -375,6 +381,24 @@ def main() -> int:
             stored = json.loads(http("PUT", gw + "/o", os.urandom(size), token))
             ids[label] = stored["id"]
 
+        if args.only in (None, "overload"):
+            from bench._overload import SIZES as LOAD_SIZES
+            from bench._overload import run_overload
+
+            rng = random.Random(7)
+            load_ids = [
+                json.loads(http("PUT", gw + "/o", os.urandom(rng.randint(*LOAD_SIZES)), token))[
+                    "id"
+                ]
+                for _ in range(16)
+            ]
+            overload = run_overload(
+                gw,
+                token,
+                load_ids,
+                connections=args.overload_connections,
+                seconds=args.overload_seconds,
+            )
         slice_s = max(1, round(args.seconds / args.rounds))
         runs: dict[str, list[dict]] = {}
 
@@ -414,7 +438,7 @@ def main() -> int:
 
         # Interleaved slices: every cell alternates with the others in each round, so a busy
         # disk or CPU (other work on the machine) slows both sides of a ratio alike.
-        for _round in range(args.rounds):
+        for _round in range(args.rounds if args.only != "overload" else 0):
             for label, size in SIZES.items():
                 if args.only == "put":
                     break
@@ -477,6 +501,33 @@ def main() -> int:
     if "gateway GET 64KiB" in results:
         p95 = results["gateway GET 64KiB"]["p95"]
         print(f"GET 64KiB p95 through the gateway: {p95:.1f} ms (target < 50 ms)")
+    if overload is not None:
+        o = overload
+        timeout_ms = 5000.0 + 1000.0  # svc-gateway's timeout (profile default) + 1 s
+        print(
+            f"# overload: {args.overload_connections} keep-alive connections, mixed PUT/GET "
+            f"4 KiB-1 MiB (every PUT unique), {args.overload_seconds:g} s, timed by the client"
+        )
+        print(
+            f"admitted   {o['rps_admitted']:7.0f} req/s  p50 {o['admitted_p50_ms']:7.1f} ms  "
+            f"p99 {o['admitted_p99_ms']:7.1f} ms  slowest answer {o['max_answer_ms']:7.1f} ms"
+        )
+        print(
+            f"shed (429) {o['shed_share'] * 100:6.1f} % of {o['requests']:.0f}  "
+            f"p99 {o['shed_p99_ms']:6.1f} ms;  503: {o['unavailable']:.0f};  "
+            f"other statuses: {o['other_status']:.0f};  no answer in 10 s: {o['no_answer']:.0f}"
+        )
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
+        slow_ok = o["max_answer_ms"] <= timeout_ms
+        print(
+            f"targets: slowest answer <= {timeout_ms:.0f} ms {verdict(slow_ok)}; "
+            f"admitted p99 <= 2000 ms {verdict(o['admitted_p99_ms'] <= 2000)}; "
+            f"429 p99 <= 50 ms {verdict(o['shed_p99_ms'] <= 50)}; "
+            f"0 errors besides 429/503 {verdict(o['other_status'] + o['no_answer'] == 0)}"
+        )
     for key, raw in profiles:
         print(f"# py-spy: {key} (self / total share of samples; {raw})")
         for row in top_functions(raw):

@@ -1,0 +1,174 @@
+"""The c = 512 mixed-load cell of ``bench/gateway.py`` (issue 12, overload): many keep-alive
+connections doing PUTs and GETs of 4 KiB-1 MiB (every PUT body unique: a real durable write),
+timed per request on the client, so admitted answers and refusals are measured apart.
+
+The client is trio + h11 in one process (``wrk`` cannot time a response by its status); its own
+scheduling delay is part of every figure, so they err on the slow side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import statistics
+import time
+import urllib.parse
+from collections import Counter
+
+import attrs
+import h11
+import trio
+
+__all__ = ["OverloadResult", "run_overload"]
+
+CLIENT_TIMEOUT = 10.0  # seconds a client waits for an answer (what the issue measured with)
+SIZES = (4096, 1 << 20)
+
+
+@attrs.define
+class OverloadResult:
+    seconds: float = 0.0
+    admitted: list[float] = attrs.field(factory=list)  # seconds per 2xx answer
+    shed: list[float] = attrs.field(factory=list)  # seconds per 429 answer
+    unavailable: list[float] = attrs.field(factory=list)  # 503 (+Retry-After)
+    statuses: Counter[int] = attrs.field(factory=Counter)
+    errors: Counter[str] = attrs.field(factory=Counter)  # no answer: timeout, reset, refused
+
+    def summary(self) -> dict[str, float]:
+        def pct(xs: list[float], q: float) -> float:
+            return sorted(xs)[min(len(xs) - 1, int(len(xs) * q))] * 1000 if xs else 0.0
+
+        answered = self.admitted + self.shed + self.unavailable
+        other = sum(n for s, n in self.statuses.items() if not (200 <= s < 300 or s in (429, 503)))
+        total = len(answered) + other + sum(self.errors.values())
+        return {
+            "requests": total,
+            "rps_admitted": len(self.admitted) / self.seconds if self.seconds else 0.0,
+            "admitted_p50_ms": pct(self.admitted, 0.50),
+            "admitted_p99_ms": pct(self.admitted, 0.99),
+            "max_answer_ms": max(answered, default=0.0) * 1000,
+            "shed_share": len(self.shed) / total if total else 0.0,
+            "shed_p99_ms": pct(self.shed, 0.99),
+            "unavailable": len(self.unavailable),
+            "other_status": other,
+            "no_answer": sum(self.errors.values()),
+        }
+
+
+def _size(rng: random.Random) -> int:
+    lo, hi = math.log(SIZES[0]), math.log(SIZES[1])
+    return int(math.exp(rng.uniform(lo, hi)))
+
+
+async def _connection(
+    host: str,
+    port: int,
+    token: str,
+    ids: list[str],
+    pad: bytes,
+    until: float,
+    out: OverloadResult,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    stream: trio.SocketStream | None = None
+    conn = h11.Connection(h11.CLIENT)
+    counter = 0
+    while time.monotonic() < until:
+        if stream is None:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                out.errors[f"connect: {exc.strerror or exc}"] += 1
+                await trio.sleep(0.05)
+                continue
+            conn = h11.Connection(h11.CLIENT)
+        put = rng.random() < 0.5
+        headers = [("host", f"{host}:{port}")]
+        if put:
+            counter += 1
+            size = _size(rng)
+            tag = f"{seed}-{counter}-{time.time_ns()}-".encode()
+            body = tag + pad[: size - len(tag)]
+            headers += [("content-length", str(len(body))), ("authorization", f"Bearer {token}")]
+            request = h11.Request(method="PUT", target="/o", headers=headers)
+        else:
+            body = b""
+            request = h11.Request(method="GET", target=f"/o/{rng.choice(ids)}", headers=headers)
+        started = time.perf_counter()
+        status, reusable = 0, False
+        try:
+            with trio.fail_after(CLIENT_TIMEOUT):
+                data = conn.send(request)
+                if body:
+                    data += conn.send(h11.Data(data=body))
+                data += conn.send(h11.EndOfMessage())
+                await stream.send_all(data)
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        chunk = await stream.receive_some(1 << 18)
+                        conn.receive_data(chunk)
+                        continue
+                    if isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.EndOfMessage):
+                        reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        break
+        except trio.TooSlowError:
+            out.errors["timeout"] += 1
+        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+            if status == 0:
+                out.errors[type(exc).__name__] += 1
+        elapsed = time.perf_counter() - started
+        if status:
+            out.statuses[status] += 1
+            if 200 <= status < 300:
+                out.admitted.append(elapsed)
+            elif status == 429:
+                out.shed.append(elapsed)
+            elif status == 503:
+                out.unavailable.append(elapsed)
+        if reusable:
+            conn.start_next_cycle()
+        else:
+            await stream.aclose()
+            stream = None
+    if stream is not None:
+        await stream.aclose()
+
+
+async def _load(gateway: str, token: str, ids: list[str], connections: int, seconds: float):
+    parts = urllib.parse.urlsplit(gateway)
+    out = OverloadResult()
+    pad = os.urandom(SIZES[1])
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for i in range(connections):
+            nursery.start_soon(
+                _connection,
+                parts.hostname,
+                parts.port,
+                token,
+                ids,
+                pad,
+                started + seconds,
+                out,
+                i,
+            )
+    out.seconds = time.monotonic() - started
+    return out
+
+
+def run_overload(
+    gateway: str, token: str, ids: list[str], *, connections: int = 512, seconds: float = 20.0
+) -> dict[str, float]:
+    """Run the mixed load and return its summary (see ``OverloadResult.summary``)."""
+    return trio.run(_load, gateway, token, ids, connections, seconds).summary()
+
+
+def median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in results) for k in results[0]}
