@@ -141,6 +141,7 @@ class Expires:
 
     at: int = attrs.field(validator=_u64)
     TAG = "exp"
+    FIELD = "at"  # the one field (decoding sets it directly)
 
     def value(self) -> object:
         return self.at
@@ -156,6 +157,7 @@ class Ops:
 
     ops: tuple[str, ...] = attrs.field(converter=_sorted_ops)
     TAG = "ops"
+    FIELD = "ops"  # the one field (decoding sets it directly)
 
     @ops.validator
     def _known(self, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -178,6 +180,7 @@ class Prefix:
 
     prefix: str = attrs.field(validator=attrs.validators.instance_of(str))
     TAG = "prefix"
+    FIELD = "prefix"  # the one field (decoding sets it directly)
 
     def value(self) -> object:
         return self.prefix
@@ -194,6 +197,7 @@ class MaxSize:
 
     limit: int = attrs.field(validator=_u64)
     TAG = "max_size"
+    FIELD = "limit"  # the one field (decoding sets it directly)
 
     def value(self) -> object:
         return self.limit
@@ -209,6 +213,7 @@ class Audience:
 
     node_id: str = attrs.field(validator=attrs.validators.instance_of(str))
     TAG = "aud"
+    FIELD = "node_id"  # the one field (decoding sets it directly)
 
     def value(self) -> object:
         return self.node_id
@@ -224,6 +229,7 @@ class Tenant:
 
     tenant: int = attrs.field(validator=lambda _i, _a, v: _u128(v))
     TAG = "tenant"
+    FIELD = "tenant"  # the one field (decoding sets it directly)
 
     def value(self) -> object:
         return self.tenant.to_bytes(16, "big")
@@ -234,12 +240,35 @@ class Tenant:
 
 
 Caveat = Expires | Ops | Prefix | MaxSize | Audience | Tenant
+
+
+def _decoded(cls: type[Any], value: object) -> Any:
+    """A caveat built from a value ``_BY_TAG`` already checked, without running the class's
+    validators again (decoding is on every cold verify's path; the checks are the same)."""
+    inst = object.__new__(cls)
+    object.__setattr__(inst, cls.FIELD, value)
+    return inst
+
+
+def _u64_value(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 1 << 64:
+        raise CapInvalid(f"caveat {what} must be an integer 0..2^64-1")
+    return value
+
+
+def _ops_value(value: Any) -> tuple[str, ...]:
+    ops = tuple(sorted(set(_str_list(value))))
+    if not ops or any(op not in OPS for op in ops):
+        raise CapInvalid(f"caveat ops must be a non-empty subset of {'|'.join(OPS)}")
+    return ops
+
+
 _BY_TAG: Final[Mapping[str, Callable[[Any], Caveat]]] = {
-    "exp": lambda v: Expires(_exact(v, int, "exp")),
-    "ops": lambda v: Ops(_str_list(v)),
-    "prefix": lambda v: Prefix(_exact(v, str, "prefix")),
-    "max_size": lambda v: MaxSize(_exact(v, int, "max_size")),
-    "aud": lambda v: Audience(_exact(v, str, "aud")),
+    "exp": lambda v: _decoded(Expires, _u64_value(v, "exp")),
+    "ops": lambda v: _decoded(Ops, _ops_value(v)),
+    "prefix": lambda v: _decoded(Prefix, _exact(v, str, "prefix")),
+    "max_size": lambda v: _decoded(MaxSize, _u64_value(v, "max_size")),
+    "aud": lambda v: _decoded(Audience, _exact(v, str, "aud")),
     "tenant": lambda v: Tenant(int.from_bytes(_bytes16(v), "big")),
 }
 
