@@ -34,6 +34,7 @@ class OverloadResult:
     unavailable: list[float] = attrs.field(factory=list)  # 503 (+Retry-After)
     statuses: Counter[int] = attrs.field(factory=Counter)
     errors: Counter[str] = attrs.field(factory=Counter)  # no answer: timeout, reset, refused
+    by_kind: dict[str, list[float]] = attrs.field(factory=dict)  # "PUT 201" -> seconds
 
     def summary(self) -> dict[str, float]:
         def pct(xs: list[float], q: float) -> float:
@@ -42,7 +43,9 @@ class OverloadResult:
         answered = self.admitted + self.shed + self.unavailable
         other = sum(n for s, n in self.statuses.items() if not (200 <= s < 300 or s in (429, 503)))
         total = len(answered) + other + sum(self.errors.values())
+        kinds = {f"p99 {kind} ms": pct(xs, 0.99) for kind, xs in sorted(self.by_kind.items())}
         return {
+            **kinds,
             "requests": total,
             "rps_admitted": len(self.admitted) / self.seconds if self.seconds else 0.0,
             "admitted_p50_ms": pct(self.admitted, 0.50),
@@ -59,6 +62,46 @@ class OverloadResult:
 def _size(rng: random.Random) -> int:
     lo, hi = math.log(SIZES[0]), math.log(SIZES[1])
     return int(math.exp(rng.uniform(lo, hi)))
+
+
+EXPECT_ABOVE = 65536  # PUT bodies at least this big ask first (Expect: 100-continue)
+
+
+async def _next(conn: h11.Connection, stream: trio.SocketStream) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(1 << 18))
+
+
+async def _until_continue_or_answer(
+    conn: h11.Connection, stream: trio.SocketStream
+) -> h11.Response | None:
+    """None once the server said 100 Continue; its final answer if it answered at once."""
+    while True:
+        event = await _next(conn, stream)
+        if isinstance(event, h11.InformationalResponse):
+            return None
+        if isinstance(event, h11.Response):
+            return event
+        if isinstance(event, h11.ConnectionClosed):
+            raise trio.BrokenResourceError("closed before answering")
+
+
+async def _read_answer(
+    conn: h11.Connection, stream: trio.SocketStream, final: h11.Response | None
+) -> tuple[int, bool]:
+    """(status, whether the connection can carry the next request)."""
+    status = final.status_code if final is not None else 0
+    while True:
+        event = await _next(conn, stream)
+        if isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            return status, conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        elif isinstance(event, h11.ConnectionClosed):
+            return status, False
 
 
 async def _connection(
@@ -92,32 +135,25 @@ async def _connection(
             tag = f"{seed}-{counter}-{time.time_ns()}-".encode()
             body = tag + pad[: size - len(tag)]
             headers += [("content-length", str(len(body))), ("authorization", f"Bearer {token}")]
+            if len(body) >= EXPECT_ABOVE:  # what curl and browsers' big uploads do: ask first
+                headers.append(("expect", "100-continue"))
             request = h11.Request(method="PUT", target="/o", headers=headers)
         else:
             body = b""
             request = h11.Request(method="GET", target=f"/o/{rng.choice(ids)}", headers=headers)
+        expect = put and len(body) >= EXPECT_ABOVE
         started = time.perf_counter()
         status, reusable = 0, False
         try:
             with trio.fail_after(CLIENT_TIMEOUT):
-                data = conn.send(request)
-                if body:
-                    data += conn.send(h11.Data(data=body))
-                data += conn.send(h11.EndOfMessage())
-                await stream.send_all(data)
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        chunk = await stream.receive_some(1 << 18)
-                        conn.receive_data(chunk)
-                        continue
-                    if isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.EndOfMessage):
-                        reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        break
+                await stream.send_all(conn.send(request))
+                final = None
+                if expect:
+                    final = await _until_continue_or_answer(conn, stream)
+                if final is None:
+                    data = conn.send(h11.Data(data=body)) if body else b""
+                    await stream.send_all(data + conn.send(h11.EndOfMessage()))
+                status, reusable = await _read_answer(conn, stream, final)
         except trio.TooSlowError:
             out.errors["timeout"] += 1
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
@@ -125,6 +161,7 @@ async def _connection(
                 out.errors[type(exc).__name__] += 1
         elapsed = time.perf_counter() - started
         if status:
+            out.by_kind.setdefault(f"{'PUT' if put else 'GET'} {status}", []).append(elapsed)
             out.statuses[status] += 1
             if 200 <= status < 300:
                 out.admitted.append(elapsed)

@@ -521,6 +521,7 @@ def main() -> int:
         def verdict(ok: bool) -> str:
             return "met" if ok else "MISSED"
 
+        print("  " + "; ".join(f"{k} {v:.0f}" for k, v in o.items() if k.startswith("p99 ")))
         slow_ok = o["max_answer_ms"] <= timeout_ms
         print(
             f"targets: slowest answer <= {timeout_ms:.0f} ms {verdict(slow_ok)}; "

@@ -35,7 +35,13 @@ from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
-from services.gateway.limits import BodyCounter, Deadline, InflightLimiter, ShedWatch, TokenBucket
+from services.gateway.limits import (
+    BodyCounter,
+    Deadline,
+    InflightLimiter,
+    ShedWatch,
+    TokenBucket,
+)
 from services.gateway.ranges import etag_matches, parse_range
 from services.gateway.settings import GatewaySettings
 
@@ -179,6 +185,7 @@ class GatewayApp:
         self.inflight = InflightLimiter(settings.max_inflight)
         self.writes = InflightLimiter(min(settings.max_writes, settings.max_inflight))
         self.shedding = ShedWatch(on_shedding)  # sustained write shedding: report not-ready
+
         self.bucket = TokenBucket(settings.rate, settings.burst)
         # labelled metric children, created once: ``.labels()`` costs a lock and a dict lookup
         # per call (all label values come from small fixed sets, so these stay small)
@@ -262,9 +269,10 @@ class GatewayApp:
                 else:
                     raise
         finally:
+            elapsed = time.perf_counter() - started
             op = _OPS.get((template, method))
             if self.metrics is not None and op is not None and ex.status:
-                self._observe(op, time.perf_counter() - started)
+                self._observe(op, elapsed)
 
     async def _dispatch(
         self,
@@ -286,8 +294,9 @@ class GatewayApp:
                 headers=[(b"allow", allow)],
             )
         self.bucket.take()
+        write = method == "PUT"
         with self.inflight.slot():
-            if method != "PUT":
+            if not write:
                 await self._serve_admitted(scope, receive, ex, method, template, param, cs)
                 return
             try:

@@ -32,7 +32,10 @@ class GatewaySettings:
     single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload;
     ``server``: the HTTP/1.1 server loop, ``h11`` (ours, ~3x cheaper per request) or
     ``hypercorn``; ``max_connections``: client connections served at once (h11 server; one more
-    is answered 429 and closed).
+    is answered 429 and closed); ``max_writes``: writes (PUT) served at once, within
+    ``max_inflight`` (more: 429 at once, before the body is read: writes are shed before
+    reads); ``min_rate``: bytes/s below which a transfer is cut (a request's overall deadline
+    is ``timeout`` plus its bytes at this rate).
     """
 
     timeout: float = attrs.field(default=5.0, validator=_positive)
@@ -45,9 +48,7 @@ class GatewaySettings:
     server: str = attrs.field(default="h11", validator=attrs.validators.in_(("h11", "hypercorn")))
     max_connections: int = attrs.field(default=1024, validator=_positive)
     max_writes: int = attrs.field(default=64, validator=_positive)  # PUTs at once: shed first
-    min_rate: float = attrs.field(
-        default=1_048_576.0, validator=_positive
-    )  # bytes/s a transfer keeps
+    min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)  # bytes/s floor
 
 
 def parse_settings(raw: Mapping[str, Any]) -> GatewaySettings:
