@@ -185,7 +185,6 @@ class GatewayApp:
         self.inflight = InflightLimiter(settings.max_inflight)
         self.writes = InflightLimiter(min(settings.max_writes, settings.max_inflight))
         self.shedding = ShedWatch(on_shedding)  # sustained write shedding: report not-ready
-
         self.bucket = TokenBucket(settings.rate, settings.burst)
         # labelled metric children, created once: ``.labels()`` costs a lock and a dict lookup
         # per call (all label values come from small fixed sets, so these stay small)
