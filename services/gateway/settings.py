@@ -47,7 +47,7 @@ class GatewaySettings:
     chunk: int = attrs.field(default=65_536, validator=_positive)  # read/stream piece size
     server: str = attrs.field(default="h11", validator=attrs.validators.in_(("h11", "hypercorn")))
     max_connections: int = attrs.field(default=1024, validator=_positive)
-    max_writes: int = attrs.field(default=64, validator=_positive)  # PUTs at once: shed first
+    max_writes: int = attrs.field(default=512, validator=_positive)  # PUTs at once (<= inflight)
     min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)  # bytes/s floor
 
 
