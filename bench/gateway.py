@@ -360,11 +360,17 @@ def main() -> int:
     results: dict[str, dict] = {}
     overload: dict[str, float] | None = None
     node, ready = start_node(workdir, disk / "node-data", args.server)
-    # The same node with auth.writes = "open": the cost of verifying a token on every PUT.
-    open_node, open_ready = start_node(
-        workdir, disk / "node-open-data", args.server, {"RONK_AUTH_WRITES": "open"}
-    )
-    token = mint_token(ready["runtime_dir"])
+    try:
+        # The same node with auth.writes = "open": the cost of verifying a token on every PUT.
+        open_node, open_ready = start_node(
+            workdir, disk / "node-open-data", args.server, {"RONK_AUTH_WRITES": "open"}
+        )
+        token = mint_token(ready["runtime_dir"])
+    except BaseException:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=30)
+        shutil.rmtree(ready["runtime_dir"], ignore_errors=True)
+        raise
     bares: dict[str, subprocess.Popen[bytes]] = {}
     profiles: list[tuple[str, Path]] = []
     try:
