@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ipc import caps
 from kernel import childenv
@@ -181,54 +182,64 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
 
     p = verb("token", "mint, narrow, inspect or revoke capability tokens", None)
     sub = p.add_subparsers(dest="token_verb", metavar="ACTION", required=True)
-    m = sub.add_parser(
+
+    def action(
+        name: str,
+        summary: str,
+        description: str,
+        func: Callable[[argparse.Namespace], int],
+        *positional: str,
+    ) -> argparse.ArgumentParser:
+        a = sub.add_parser(name, help=summary, description=description)
+        for arg in positional:
+            a.add_argument(arg.lower(), metavar=arg)
+        admin_arg(a)  # every verb takes them; the offline ones need no node
+        a.set_defaults(func=func)
+        return a
+
+    def caveats(a: argparse.ArgumentParser, ttl_help: str, **ttl: Any) -> None:
+        a.add_argument("--ops", type=_ops, help=f"only these ops ({','.join(caps.OPS)})")
+        a.add_argument("--prefix", help="only names under this prefix")
+        a.add_argument("--ttl", type=parse_duration, help=ttl_help, **ttl)
+        a.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
+
+    m = action(
         "mint",
-        help="mint a token (node's user only)",
-        description="Mint a capability token through the control socket and print it. "
+        "mint a token (node's user only)",
+        "Mint a capability token through the control socket and print it. "
         "Default --ops: every write op.",
+        cmd_mint,
     )
-    m.add_argument("--ops", type=_ops, help=f"comma list of {','.join(caps.OPS)} (all)")
-    m.add_argument("--prefix", help="only names under this prefix")
-    m.add_argument("--ttl", type=parse_duration, default=3600.0, help="lifetime, e.g. 10m, 1h (1h)")
-    m.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
-    admin_arg(m)
-    m.set_defaults(func=cmd_mint)
-    a = sub.add_parser(
+    caveats(m, "lifetime, e.g. 10m, 1h (1h)", default=3600.0)
+    a = action(
         "attenuate",
-        help="narrow a token offline",
-        description="Append caveats to TOKEN (no key needed) and print the narrower token.",
+        "narrow a token offline",
+        "Append caveats to TOKEN (no key needed) and print the narrower token.",
+        cmd_attenuate,
+        "TOKEN",
     )
-    a.add_argument("token", metavar="TOKEN")
-    a.add_argument("--ttl", type=parse_duration, help="expire this soon (or sooner)")
-    a.add_argument("--ops", type=_ops, help="only these ops")
-    a.add_argument("--prefix", help="only names under this prefix")
-    a.add_argument("--max-size", type=_size, metavar="N", help="only bodies of at most N bytes")
-    admin_arg(a)  # accepted like on every verb; offline, it needs no node
-    a.set_defaults(func=cmd_attenuate)
-    i = sub.add_parser(
+    caveats(a, "expire this soon (or sooner)")
+    action(
         "inspect",
-        help="show a token's id, kid and caveats",
-        description='Print {"id","kid","caveats"} as JSON (never the signature).',
+        "show a token's id, kid and caveats",
+        'Print {"id","kid","caveats"} as JSON (never the signature).',
+        cmd_inspect,
+        "TOKEN",
     )
-    i.add_argument("token", metavar="TOKEN")
-    admin_arg(i)
-    i.set_defaults(func=cmd_inspect)
-    r = sub.add_parser(
+    r = action(
         "revoke",
-        help="revoke a token by id (node's user only)",
-        description="Revoke the token whose id `token inspect` shows (or pass the token).",
+        "revoke a token by id (node's user only)",
+        "Revoke the token whose id `token inspect` shows (or pass the token).",
+        cmd_revoke,
     )
     r.add_argument("id", metavar="TOKEN_ID")
-    admin_arg(r)
-    r.set_defaults(func=cmd_revoke)
-    o = sub.add_parser(
+    action(
         "rotate",
-        help="rotate the root key now (node's user only)",
-        description="Make a new root key active now; tokens of the previous one keep verifying "
+        "rotate the root key now (node's user only)",
+        "Make a new root key active now; tokens of the previous one keep verifying "
         "for auth.rotate_overlap.",
+        cmd_rotate,
     )
-    admin_arg(o)
-    o.set_defaults(func=cmd_rotate)
 
     p = verb("audit", "check the node's audit log", None)
     sub = p.add_subparsers(dest="audit_verb", metavar="ACTION", required=True)

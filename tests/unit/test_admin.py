@@ -109,14 +109,18 @@ class Reply:
 
 
 async def http(
-    addr: str, method: str, target: str, extra: list[tuple[str, str]] | None = None
+    addr: str,
+    method: str,
+    target: str,
+    extra: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
 ) -> Reply:
     """One request over a fresh connection, parsed by h11: TCP to "host:port", or the Unix
     socket when ``addr`` is a path (the control plane)."""
     conn = h11.Connection(h11.CLIENT)
     headers = [("host", "localhost" if addr.startswith("/") else addr), ("connection", "close")]
-    if method == "POST":
-        headers.append(("content-length", "0"))
+    if method == "POST" or body:
+        headers.append(("content-length", str(len(body))))
     headers += extra or []
     if addr.startswith("/"):
         opened = await trio.open_unix_socket(addr)
@@ -126,6 +130,7 @@ async def http(
     async with opened as stream:
         await stream.send_all(
             conn.send(h11.Request(method=method, target=target, headers=headers))
+            + (conn.send(h11.Data(data=body)) if body else b"")
             + conn.send(h11.EndOfMessage())
         )
         response, body = None, b""
@@ -600,28 +605,7 @@ def test_promtool_rejects_garbage_so_the_check_means_something() -> None:
 
 
 async def post_json(ctl: str, path: str, doc: Any) -> Reply:
-    body = json.dumps(doc).encode()
-    conn = h11.Connection(h11.CLIENT)
-    headers = [("host", "localhost"), ("connection", "close"), ("content-length", str(len(body)))]
-    async with await trio.open_unix_socket(ctl) as stream:
-        await stream.send_all(
-            conn.send(h11.Request(method="POST", target=path, headers=headers))
-            + conn.send(h11.Data(data=body))
-            + conn.send(h11.EndOfMessage())
-        )
-        response, data = None, b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                data += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert response is not None
-                hdrs = {k.decode(): v.decode() for k, v in response.headers}
-                return Reply(response.status_code, hdrs, data)
+    return await http(ctl, "POST", path, body=json.dumps(doc).encode())
 
 
 async def test_mint_checks_its_body_and_passes_the_caller(ctl: str, control: FakeControl) -> None:
