@@ -75,12 +75,17 @@ class FakeAdmin:
     def __init__(self, unix: Path | None = None) -> None:
         self.routes: dict[tuple[str, str], Reply | Callable[[BaseHTTPRequestHandler], None]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[bytes] = []
         self.release_streams = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self, method: str) -> None:
                 fake.requests.append((method, self.path))
+                # Read the body first: closing with it unread would reset the connection and
+                # could destroy the answer before the client reads it.
+                length = int(self.headers.get("Content-Length") or 0)
+                fake.bodies.append(self.rfile.read(length) if length else b"")
                 route = fake.routes.get((method, self.path.split("?")[0]))
                 if route is None:
                     route = (404, {"error": "not_found"})
@@ -721,6 +726,7 @@ def test_mint_revoke_rotate_and_audit_go_to_the_control_socket(ctl, capsys):
     )
     assert run(capsys, "token", "mint", "--ops", "put", *rt) == (0, "ron1.abc\n", "")
     assert run(capsys, "token", "revoke", "ab" * 16, *rt)[1] == f"revoked {'ab' * 16}\n"
+    assert json.loads(ctl.bodies[-1]) == {"id": "ab" * 16}
     assert run(capsys, "token", "rotate", *rt)[1].startswith("active key k2; k1 still verifies")
     ctl.routes[("GET", "/audit/verify")] = (200, {"ok": True, "records": 4})
     assert run(capsys, "audit", "verify", *rt) == (0, "audit log intact: 4 records\n", "")
