@@ -37,6 +37,7 @@ class OverloadResult:
     statuses: Counter[int] = attrs.field(factory=Counter)
     errors: Counter[str] = attrs.field(factory=Counter)  # no answer: timeout, reset, refused
     by_kind: dict[str, list[float]] = attrs.field(factory=dict)  # "PUT 201" -> seconds
+    client_lag: list[float] = attrs.field(factory=list)  # how late the client's loop ran
 
     def summary(self) -> dict[str, float]:
         def pct(xs: list[float], q: float) -> float:
@@ -48,6 +49,7 @@ class OverloadResult:
         kinds = {f"p99 {kind} ms": pct(xs, 0.99) for kind, xs in sorted(self.by_kind.items())}
         return {
             **kinds,
+            "p99 client loop lag ms": pct(self.client_lag, 0.99),
             "requests": total,
             "rps_admitted": len(self.admitted) / self.seconds if self.seconds else 0.0,
             "admitted_p50_ms": pct(self.admitted, 0.50),
@@ -188,7 +190,16 @@ async def _load(gateway: str, token: str, ids: list[str], connections: int, seco
     out = OverloadResult()
     pad = os.urandom(SIZES[1])
     started = time.monotonic()
+
+    async def probe() -> None:
+        """How late the client's own loop runs: every figure includes it."""
+        while time.monotonic() < started + seconds:
+            before = time.perf_counter()
+            await trio.sleep(0.01)
+            out.client_lag.append(time.perf_counter() - before - 0.01)
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
         for i in range(connections):
             nursery.start_soon(
                 _connection,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,23 @@ INLINE_READ = 65536  # objects up to this size are opened and verified on the tr
 INDEX = "svc-index"
 _SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+# File I/O threads of this process. Few on purpose: each holds the GIL while it runs Python,
+# and with trio's default of 40 they starve the event loop (every request, refusals included,
+# then waits for the GIL); a small pool keeps the loop prompt and the disk just as busy.
+IO_THREADS = 4
+_IO_LIMIT: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("gateway_io")
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        limiter = _IO_LIMIT.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(IO_THREADS)
+        _IO_LIMIT.set(limiter)
+    return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
 
 
 def _store_error(exc: Exception, obj_id: str = "") -> GatewayError:
@@ -61,7 +78,7 @@ class _VerifiedObject:
             # objstore guarantee: objects this small were read whole to verify and are served
             # from that copy, so this is a slice, not file I/O.
             return self._obj.read(offset, n)
-        return await trio.to_thread.run_sync(self._obj.read, offset, n)
+        return await _in_thread(self._obj.read, offset, n)
 
     async def aclose(self) -> None:
         self._obj.close()
@@ -75,13 +92,13 @@ class _TempUpload:
 
     async def write(self, data: bytes) -> None:
         try:
-            await trio.to_thread.run_sync(self._temp.write, data)
+            await _in_thread(self._temp.write, data)
         except (objstore.StoreError, OSError) as exc:  # OSError: a full disk (ENOSPC) above all
             raise _store_error(exc) from None
 
     async def commit(self) -> Stored:
         try:
-            obj_id, size, tmp_name = await trio.to_thread.run_sync(self._temp.finish)
+            obj_id, size, tmp_name = await _in_thread(self._temp.finish)
         except (objstore.StoreError, OSError) as exc:
             raise _store_error(exc) from None
         self._open = False  # from here svc-storage owns the temp file (commit moves it)
@@ -91,7 +108,7 @@ class _TempUpload:
         if self._open:
             self._open = False
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._temp.abort)
+                await _in_thread(self._temp.abort)
 
 
 class StoreBackend:
@@ -147,7 +164,7 @@ class StoreBackend:
                 # 2x on GET 4 KiB): do it here. Bigger objects are hashed in a thread.
                 obj, head = open_and_read()
             else:
-                obj, head = await trio.to_thread.run_sync(open_and_read)
+                obj, head = await _in_thread(open_and_read)
         except objstore.StoreError as exc:
             raise _store_error(exc, obj_id) from None
         return _VerifiedObject(obj, head)
@@ -168,7 +185,7 @@ class StoreBackend:
 
     async def exists(self, obj_id: str) -> bool:
         path = objstore.object_path(self._root, obj_id)
-        return await trio.to_thread.run_sync(path.is_file)
+        return await _in_thread(path.is_file)
 
     async def put_small(self, data: bytes) -> Stored:
         """One command carries the bytes: svc-storage writes, syncs and renames them in its
@@ -177,9 +194,7 @@ class StoreBackend:
 
     async def begin_upload(self, max_size: int) -> Upload:
         try:
-            temp = await trio.to_thread.run_sync(
-                lambda: objstore.TempObject(self._root, max_size=max_size)
-            )
+            temp = await _in_thread(lambda: objstore.TempObject(self._root, max_size=max_size))
         except (objstore.StoreError, OSError) as exc:
             raise _store_error(exc) from None
         return _TempUpload(self, temp)
