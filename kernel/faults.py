@@ -11,7 +11,7 @@ Every service gets them from the harness (``kernel.service``), with no per-servi
 
 ``kill`` and ``hang`` are done by the node, which knows the pids (SIGKILL; SIGSTOP past the
 heartbeat deadline): a hung process could not act on a request anyway. All four names are the
-contract of ``POST /control/fault/{service}`` and ``ronctl chaos inject``.
+contract of ``POST /fault/{service}`` on the control socket and ``ronctl chaos inject``.
 """
 
 from __future__ import annotations

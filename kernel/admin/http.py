@@ -112,7 +112,7 @@ async def send_error(
 
 @attrs.frozen
 class Route:
-    """A path template (``/control/release/{service}``) and its handlers by method."""
+    """A path template (``/release/{service}``) and its handlers by method."""
 
     template: str
     methods: Mapping[str, Handler]

@@ -16,7 +16,6 @@ write answers 503 ``unavailable`` (Retry-After 1), never an open door.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import trio
 
@@ -58,18 +57,15 @@ class Guard:
         self.node_id = keyset.node_id
         self.version = keyset.version
 
-    def _fail(self, reason: str, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-        raise GatewayError(reason, detail, headers=headers)
-
     def check(self, scope: Scope, op: str, name: str | None, size: int | None) -> caps.Token:
         """The verified token allowing this write, else ``GatewayError`` (see the module doc)."""
         text = _bearer(scope)
         if not text:
-            self._fail(
+            raise GatewayError(
                 "cap_required",
                 "this write needs a capability token: Authorization: Bearer <token> "
                 "(mint one with `ronctl token mint`)",
-                _CHALLENGE,
+                headers=_CHALLENGE,
             )
         if self.node_id is None:
             raise GatewayError("unavailable", "the node's keys are not loaded yet", retry_after=1)
@@ -77,10 +73,9 @@ class Guard:
         try:
             return self._verifier.verify(str(text), need, revoked=self._revoked)
         except caps.CapDenied as exc:
-            self._fail("cap_denied", exc.detail)
+            raise GatewayError("cap_denied", exc.detail) from None
         except caps.CapError as exc:
-            self._fail("cap_invalid", exc.detail, _INVALID)
-        raise AssertionError("unreachable")
+            raise GatewayError("cap_invalid", exc.detail, headers=_INVALID) from None
 
 
 class KeyFeed:
