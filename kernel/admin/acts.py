@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ipc import oap
 from ipc.caps import OPS
 from ipc.proto import passport as proto
@@ -62,10 +64,7 @@ class ActRoutes:
         except (BadBody, ValueError, TypeError) as exc:
             await send_error(req.send, 400, "bad_request", one_line(exc))
             return
-        minted = await self._passport(req, request)
-        if minted is not None:
-            body = {"token": minted.token, "id": minted.id, "kid": minted.kid}
-            await send_json(req.send, 200, {**body, "expires": minted.expires})
+        await self._answer_with(req, request)  # token, id, kid, expires
 
     async def token_revoke(self, req: Request) -> None:
         try:
@@ -83,31 +82,16 @@ class ActRoutes:
             )
 
     async def token_rotate(self, req: Request) -> None:
-        rotated = await self._passport(req, proto.Rotate(caller=req.caller))
-        if rotated is not None:
-            await send_json(
-                req.send,
-                200,
-                {
-                    "kid": rotated.kid,
-                    "previous": rotated.previous,
-                    "previous_until": rotated.previous_until,
-                },
-            )
+        await self._answer_with(req, proto.Rotate(caller=req.caller))  # kid, previous, until
 
     async def audit_verify(self, req: Request) -> None:
-        report = await self._passport(req, proto.AuditCheck())
-        if report is not None:
-            await send_json(
-                req.send,
-                200,
-                {
-                    "ok": report.ok,
-                    "records": report.records,
-                    "first_bad": report.first_bad,
-                    "reason": report.reason,
-                },
-            )
+        await self._answer_with(req, proto.AuditCheck())  # ok, records, first_bad, reason
+
+    async def _answer_with(self, req: Request, request: Any) -> None:
+        """svc-passport's reply to ``request`` as the JSON answer (its fields, as they are)."""
+        reply = await self._passport(req, request)
+        if reply is not None:
+            await send_json(req.send, 200, attrs.asdict(reply))
 
     async def stop(self, req: Request) -> None:
         self._control.audit("stop", caller=req.caller)

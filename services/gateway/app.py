@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import trio
@@ -293,23 +294,24 @@ class GatewayApp:
                 headers=[(b"allow", allow)],
             )
         self.bucket.take()
-        write = method == "PUT"
-        with self.inflight.slot():
-            if not write:
-                await self._serve_admitted(scope, receive, ex, method, template, param, cs)
-                return
-            try:
-                self.writes.__enter__()  # writes shed first: their own, smaller cap
-            except GatewayError:
-                self.shedding.shed()
-                raise
-            self.shedding.admitted()
-            try:
-                await self._serve_admitted(scope, receive, ex, method, template, param, cs)
-            finally:
-                self.writes.__exit__()
+        with self.inflight.slot(), self._write_slot() if method == "PUT" else nullcontext():
+            await self._serve(scope, receive, ex, method, template, param, cs)
 
-    async def _serve_admitted(
+    @contextmanager
+    def _write_slot(self) -> Iterator[None]:
+        """One of ``max_writes`` slots (writes are shed before reads), counted for ShedWatch."""
+        try:
+            self.writes.__enter__()
+        except GatewayError:
+            self.shedding.shed()
+            raise
+        self.shedding.admitted()
+        try:
+            yield
+        finally:
+            self.writes.__exit__()
+
+    async def _serve(
         self,
         scope: Scope,
         receive: Receive,
