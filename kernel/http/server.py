@@ -103,6 +103,7 @@ def json_error(err: ServerError) -> tuple[Headers, bytes]:
 
 _ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _NO_BODY_STATUS = frozenset({204, 304})
+_ACCEPT_BATCH = 64  # connections accepted per wake-up of the accept loop
 _MAX_REFUSING = 16  # connections being told "busy" at once; past that they are just closed
 _DRAIN_BUDGET = 64 * 1024  # unread request body dropped to keep a connection alive
 _JOIN_LIMIT = 256 * 1024  # join head + body into one write up to this size (one syscall)
@@ -157,26 +158,42 @@ class _Server:
         self.date = _DateCache()
         self.all_closed = trio.Event()
 
-    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """Accept every connection waiting, up to ``_ACCEPT_BATCH`` per wake-up. One accept per
+        scheduler pass (``trio.SocketListener``) lets a burst of reconnecting clients (all told
+        "Retry-After: 1" together) queue in the backlog for a pass each, and under load a pass
+        is milliseconds: that queue was most of a 429's latency."""
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_PAUSE_ERRNOS:
-                    raise
-                logs.log("accept_paused", level="warning", reason=errno.errorcode[exc.errno])
-                await trio.sleep(0.1)
-                continue
-            if len(self.conns) >= self.limits.max_connections:
-                if self.refusing < _MAX_REFUSING:
-                    self.refusing += 1
-                    nursery.start_soon(self._refuse, stream)
-                else:
-                    stream.socket.close()  # flooded: no answer at all beats an unbounded queue
-                continue
-            conn = _Connection(self, stream)
-            self.conns.add(conn)
-            nursery.start_soon(conn.run)
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(_ACCEPT_BATCH):
+                try:
+                    raw, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_PAUSE_ERRNOS:
+                        raise
+                    logs.log("accept_paused", level="warning", reason=errno.errorcode[exc.errno])
+                    await trio.sleep(0.1)
+                    break
+                self._admit(raw, nursery)
+            await trio.lowlevel.checkpoint()  # a full batch: let the connections run first
+
+    def _admit(self, raw: socket.socket, nursery: trio.Nursery) -> None:
+        if raw.family in (socket.AF_INET, socket.AF_INET6):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # what SocketListener did
+        full = len(self.conns) >= self.limits.max_connections
+        if full and self.refusing >= _MAX_REFUSING:
+            raw.close()  # flooded: no answer at all beats an unbounded queue
+            return
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
+        if full:
+            self.refusing += 1
+            nursery.start_soon(self._refuse, stream)
+            return
+        conn = _Connection(self, stream)
+        self.conns.add(conn)
+        nursery.start_soon(conn.run)
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         try:
@@ -651,11 +668,10 @@ async def serve_h11(
     gracefully, see the module doc). ``task_status.started()`` once it accepts connections.
     ``render_error`` renders the answers the server gives itself (see ``ServerError``)."""
     sock.setblocking(False)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     server = _Server(app, limits, render_error)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
-            acceptor.start_soon(server.accept_loop, listener, connections)
+            acceptor.start_soon(server.accept_loop, sock, connections)
             task_status.started()
             if shutdown is None:
                 await trio.sleep_forever()

@@ -380,6 +380,36 @@ async def test_idle_stalled_head_and_stalled_body_time_out() -> None:
                 assert await client.closed_by_server()
 
 
+async def test_a_burst_of_waiting_connections_is_accepted_and_answered() -> None:
+    """More connections than one accept batch wait in the backlog at once (clients all told
+    "Retry-After: 1" come back together): every one is accepted and answered."""
+    with trio.fail_after(30):
+        async with served(echo_app) as (port, _):
+            # stdlib connects, so the server cannot run between them: 100 (over one batch of 64,
+            # under the test socket's backlog of 128) complete in the kernel at once
+            socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+            try:
+                for sock in socks:  # all in the backlog before the server runs again
+                    sock.sendall(b"GET /burst HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+                answers = []
+
+                async def read(sock: socket.socket) -> None:
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                    data = b""
+                    while chunk := await stream.receive_some(65536):
+                        data += chunk
+                    answers.append(data)
+
+                async with trio.open_nursery() as nursery:
+                    for sock in socks:
+                        nursery.start_soon(read, sock)
+            finally:
+                for sock in socks:
+                    sock.close()
+            assert len(answers) == 100
+            assert all(a.startswith(b"HTTP/1.1 200 ") and b'"/burst"' in a for a in answers)
+
+
 async def test_the_connection_cap_answers_429_and_frees_slots() -> None:
     with trio.fail_after(20):
         async with served(echo_app, max_connections=2) as (port, _):
