@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,18 +216,29 @@ def fsync_loop(directory: Path, size: int, seconds: float) -> tuple[int, float]:
     return n - first, time.perf_counter() - start
 
 
-def node_profile(workdir: Path, server: str) -> Path:
-    """The shipped macronode profile with svc-gateway's ``server`` setting made explicit."""
+def node_profile(workdir: Path, server: str, settings: Sequence[str] = ()) -> Path:
+    """The shipped macronode profile with svc-gateway's ``server`` setting made explicit, and
+    ``settings`` (TOML ``key = value`` lines) overriding the profile's gateway settings."""
     text = (REPO / "profiles" / "macronode.toml").read_text()
     head, sep, tail = text.partition('name = "svc-gateway"')
-    tail = tail.replace("[services.settings]\n", f'[services.settings]\nserver = "{server}"\n', 1)
+    section, rest_sep, rest = tail.partition("\n[[services]]")
+    for line in settings:  # a key set here replaces the profile's line (TOML forbids twice)
+        key = line.split("=", 1)[0].strip()
+        section = re.sub(rf"(?m)^{re.escape(key)}\s*=.*$", "", section)
+    extra = "".join(f"{line}\n" for line in (f'server = "{server}"', *settings))
+    tail = section.replace("[services.settings]\n", f"[services.settings]\n{extra}", 1)
+    tail += rest_sep + rest
     path = workdir / "macronode-bench.toml"
     path.write_text(head + sep + tail)
     return path
 
 
 def start_node(
-    workdir: Path, data_dir: Path, server: str, env_extra: dict[str, str] | None = None
+    workdir: Path,
+    data_dir: Path,
+    server: str,
+    env_extra: dict[str, str] | None = None,
+    settings: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], dict]:
     runtime_dir = Path(
         tempfile.mkdtemp(prefix="ronb-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -235,7 +248,7 @@ def start_node(
         "-m",
         "kernel",
         "run",
-        str(node_profile(workdir, server)),
+        str(node_profile(workdir, server, settings)),
         "--admin-addr",
         "127.0.0.1:0",
         "--gateway-addr",
@@ -342,6 +355,13 @@ def main() -> int:
     )
     parser.add_argument("--overload-seconds", type=float, default=20.0, help="(20)")
     parser.add_argument("--overload-connections", type=int, default=512, help="(512)")
+    parser.add_argument(
+        "--gateway-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a svc-gateway setting in both nodes (a TOML value), e.g. max_writes=64",
+    )
     parser.add_argument("--profile-gateway", action="store_true")
     parser.add_argument("--bare-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--bare-kind", default="hypercorn", help=argparse.SUPPRESS)
@@ -359,11 +379,17 @@ def main() -> int:
     script.write_text(LUA)
     results: dict[str, dict] = {}
     overload: dict[str, float] | None = None
-    node, ready = start_node(workdir, disk / "node-data", args.server)
+    node, ready = start_node(
+        workdir, disk / "node-data", args.server, settings=args.gateway_setting
+    )
     try:
         # The same node with auth.writes = "open": the cost of verifying a token on every PUT.
         open_node, open_ready = start_node(
-            workdir, disk / "node-open-data", args.server, {"RONK_AUTH_WRITES": "open"}
+            workdir,
+            disk / "node-open-data",
+            args.server,
+            {"RONK_AUTH_WRITES": "open"},
+            settings=args.gateway_setting,
         )
         token = mint_token(ready["runtime_dir"])
     except BaseException:
@@ -398,6 +424,10 @@ def main() -> int:
                 ]
                 for _ in range(16)
             ]
+            spy = None
+            if args.profile_gateway:
+                raw = workdir / "overload-gateway.pyspy"
+                spy = profile(gw_pid, max(1, int(args.overload_seconds)), raw)
             overload = run_overload(
                 gw,
                 token,
@@ -405,6 +435,10 @@ def main() -> int:
                 connections=args.overload_connections,
                 seconds=args.overload_seconds,
             )
+            if spy is not None:
+                spy.wait()
+                if raw.exists():
+                    profiles.append(("overload (gateway)", raw))
         slice_s = max(1, round(args.seconds / args.rounds))
         runs: dict[str, list[dict]] = {}
 
