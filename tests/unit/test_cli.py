@@ -630,8 +630,8 @@ def _profile_copy(tmp_path: Path, old: str, new: str) -> Path:
             "svc-index: module 'services.nope' cannot be imported",
         ),
         (
-            "max_inflight = 512",
-            "max_inflight = 0",
+            "max_inflight = 64 ",
+            "max_inflight = 0 ",
             "svc-gateway settings: max_inflight must be > 0",
         ),
     ],
