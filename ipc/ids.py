@@ -1,4 +1,5 @@
-"""Content ids: ``b3:`` + 64 lowercase hex digits = BLAKE3-256 of the object's bytes.
+"""Content ids: ``b3:`` + 64 lowercase hex digits = BLAKE3-256 of the object's bytes; node ids:
+``node:`` + 64 lowercase hex digits = BLAKE3-256 of the node's raw Ed25519 public key.
 
 The one place that parses and formats ids, so every service and the gateway agree on the exact
 spelling (uppercase hex, other prefixes or lengths are not ids).
@@ -14,6 +15,8 @@ import blake3
 PREFIX: Final = "b3:"
 HEX_LEN: Final = 64
 _ID_RE: Final = re.compile(r"b3:[0-9a-f]{64}")
+NODE_PREFIX: Final = "node:"
+_NODE_RE: Final = re.compile(r"node:[0-9a-f]{64}")
 
 
 class BadId(ValueError):
@@ -43,3 +46,15 @@ def format_id(digest: bytes) -> str:
 def id_of(data: bytes | bytearray | memoryview) -> str:
     """The id of ``data`` (hashed in one call; the blake3 package releases the GIL)."""
     return format_id(blake3.blake3(data).digest())
+
+
+def node_id_of(public_key: bytes) -> str:
+    """``node:`` + BLAKE3-256 hex of a raw 32-byte Ed25519 public key."""
+    if len(public_key) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
+    return NODE_PREFIX + blake3.blake3(public_key).hexdigest()
+
+
+def is_node_id(text: object) -> bool:
+    """True if ``text`` is a well-formed node id."""
+    return isinstance(text, str) and _NODE_RE.fullmatch(text) is not None

@@ -47,6 +47,10 @@ REASONS: Final = MappingProxyType(
         "bad_name": 422,
         "digest_mismatch": 422,
         "object_too_large": 413,
+        # Transport limits (svc-overlay, ron-transport).
+        "peer_limit": 429,
+        "rate_limited": 429,
+        "too_large": 413,
     }
 )
 """reason -> status code. Append-only."""

@@ -26,10 +26,11 @@ import stat
 from pathlib import Path
 
 import attrs
-import blake3
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ipc.ids import node_id_of
 
 __all__ = [
     "CAPS_FILE",
@@ -50,11 +51,6 @@ ROOT_KEY_LEN = 32
 
 class KeyCustodyError(Exception):
     """The keys cannot be trusted or written; ``str()`` is one line saying what to fix."""
-
-
-def node_id_of(public_key: bytes) -> str:
-    """``node:`` + BLAKE3-256 hex of a raw 32-byte Ed25519 public key."""
-    return "node:" + blake3.blake3(public_key).hexdigest()
 
 
 @attrs.frozen

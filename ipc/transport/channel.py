@@ -1,0 +1,130 @@
+"""``Channel``: OAP/1 frames over one (TLS) byte stream, with one writer task and timeouts.
+
+Guarantees:
+
+- reads go through ``oap.FrameDecoder``: a frame announcing more than ``max_frame`` is refused
+  from its length field, before anything is allocated for it (then the channel is dead: OAP
+  errors are final);
+- one writer task owns the stream's send side; ``send`` hands it a frame through a bounded
+  channel (``QUEUE`` frames), so concurrent senders never interleave bytes and a slow peer
+  back-pressures them instead of growing a queue;
+- every read waits at most ``read_timeout`` once a frame has begun, and at most ``idle_timeout``
+  for the next frame to begin; every write at most ``write_timeout``; on expiry the channel
+  raises ``ChannelTimeout`` (``op`` = read/write/idle) and is closed;
+- ``aclose`` stops the writer and closes the stream; a broken or ended stream surfaces as
+  ``ChannelClosed`` from both ``receive`` and ``send``, and the channel is closed by then (its
+  writer task ends).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NoReturn
+
+import attrs
+import trio
+
+from ipc import oap
+
+from .meter import Meter
+
+__all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "Timeouts"]
+
+QUEUE = 16  # frames waiting for the writer, at most
+READ_SIZE = 1 << 18
+
+
+@attrs.frozen
+class Timeouts:
+    read: float = 5.0
+    write: float = 5.0
+    idle: float = 60.0
+
+
+class ChannelClosed(Exception):
+    """The peer went away or the channel was closed."""
+
+
+class ChannelTimeout(ChannelClosed):
+    """A read, write or idle wait ran out; ``op`` says which."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__(f"{op} timed out")
+        self.op = op
+
+
+class Channel:
+    """Frames over ``stream``. Run ``writer`` in a nursery (``run`` does it for you)."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        timeouts: Timeouts | None = None,
+        max_frame: int = oap.MAX_FRAME,
+        meter: Meter | None = None,
+    ) -> None:
+        self.stream = stream
+        self.timeouts = timeouts or Timeouts()
+        self._decoder = oap.FrameDecoder(max_frame)
+        self._ready: deque[oap.Frame] = deque()
+        self._send, self._queue = trio.open_memory_channel[bytes](QUEUE)
+        self._meter = meter or Meter()  # bytes moved and timeouts
+        self._closed = False
+
+    async def receive(self) -> oap.Frame:
+        """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
+        while not self._ready:
+            waited = self.timeouts.idle if self._decoder.buffered == 0 else self.timeouts.read
+            op = "idle" if self._decoder.buffered == 0 else "read"
+            data: bytes | bytearray = b""
+            with trio.move_on_after(waited) as scope:
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    await self._fail(ChannelClosed(str(exc) or type(exc).__name__))
+            if scope.cancelled_caught:
+                await self._fail(ChannelTimeout(op))
+            if not data:
+                midway = "mid-frame" if self._decoder.buffered else "the connection"
+                await self._fail(ChannelClosed(f"the peer closed {midway}"))
+            self._meter.moved("in", len(data))
+            self._ready.extend(self._decoder.feed(data))
+        return self._ready.popleft()
+
+    async def _fail(self, exc: ChannelClosed) -> NoReturn:
+        if isinstance(exc, ChannelTimeout):
+            self._meter.io_timeout(exc.op)
+        await self.aclose()
+        raise exc
+
+    async def send(self, frame: oap.Frame) -> None:
+        """Queue ``frame`` for the writer (waits while ``QUEUE`` frames are waiting)."""
+        data = oap.encode(frame, max_frame=self._decoder.max_frame)
+        try:
+            await self._send.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ChannelClosed("the channel is closed") from None
+
+    async def writer(self) -> None:
+        """Write queued frames in order; returns when the channel closes."""
+        async with self._queue:
+            async for data in self._queue:
+                with trio.move_on_after(self.timeouts.write) as scope:
+                    try:
+                        await self.stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
+                if scope.cancelled_caught:
+                    self._meter.io_timeout("write")
+                    break
+                self._meter.moved("out", len(data))
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._send.close()
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            await self.stream.aclose()

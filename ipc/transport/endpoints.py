@@ -1,0 +1,265 @@
+"""Dialing peers and serving them: TLS 1.3 connections known by node id, under explicit limits.
+
+Guarantees:
+
+- ``dial`` connects, handshakes and checks the pin within ``handshake_timeout``; a peer whose
+  certificate does not carry the address's node id is refused before any application byte
+  (``PinMismatch``), counted (``dialed("pin_mismatch")``) and logged by the caller;
+- ``Listener`` serves at most ``max_conns`` connections at once (one more is closed at once,
+  before any handshake: counted as ``busy``) and ``per_peer`` per peer (a node by its node id,
+  an anonymous client by its IP address; one more gets one OAP error frame ``peer_limit`` with
+  ``retry_after``, then the close), before the handler sees anything. Every limit is a setting
+  (libp2p's hidden limits are the lesson);
+- the handler gets a ``Connection`` whose ``channel`` writer is already running; when the
+  handler returns or the peer goes away, its tasks are cancelled and the socket closed;
+- plain TCP (no TLS) only when ``tls=False`` is passed explicitly (tests, local development).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from ipc import oap
+
+from .addr import PeerAddr
+from .certs import NodeCertificate, PeerIdentityError
+from .channel import Channel, ChannelClosed, Timeouts
+from .meter import Meter
+from .tls import PinMismatch, check_pin, client_context, server_context, session_peer
+
+__all__ = ["Connection", "DialError", "Limits", "Listener", "dial"]
+
+_conn_ids = itertools.count(1)
+_SILENT = Meter()  # the default: count nothing
+
+
+@attrs.frozen
+class Limits:
+    """A transport's limits (the seeds' defaults); every one is a setting of svc-overlay."""
+
+    max_conns: int = 1024
+    per_peer: int = 8
+    handshake_timeout: float = 5.0
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    max_frame: int = oap.MAX_FRAME
+    retry_after: int = 1
+
+
+class DialError(Exception):
+    """A dial failed; ``result`` is the stable label (``refused``, ``timeout``, ``tls_error``,
+    ``pin_mismatch``) and ``str()`` one line for a human."""
+
+    def __init__(self, result: str, detail: str) -> None:
+        super().__init__(detail)
+        self.result = result
+
+
+@attrs.define
+class Connection:
+    """One open connection: its channel, who is on the other end, and a log id."""
+
+    channel: Channel
+    peer_id: str | None  # the node id it proved; None for an anonymous (SDK) client
+    remote: tuple[str, int]
+    conn_id: int = attrs.field(factory=lambda: next(_conn_ids))
+
+
+def _metered_channel(stream: trio.abc.Stream, limits: Limits, meter: Meter) -> Channel:
+    return Channel(stream, timeouts=limits.timeouts, max_frame=limits.max_frame, meter=meter)
+
+
+async def dial(
+    addr: PeerAddr,
+    cert: NodeCertificate | None,
+    nursery: trio.Nursery,
+    *,
+    limits: Limits | None = None,
+    meter: Meter = _SILENT,
+    tls: bool = True,
+    context: ssl.SSLContext | None = None,
+) -> Connection:
+    """Connect to ``addr`` and prove both identities; the channel's writer runs in ``nursery``.
+    ``cert`` None dials anonymously (an SDK client); ``context`` reuses a client context."""
+    limits = limits or Limits()
+    started = time.perf_counter()
+    try:
+        with trio.fail_after(limits.handshake_timeout):
+            tcp = await trio.open_tcp_stream(addr.host, addr.port)
+            if not tls:
+                stream: trio.abc.Stream = tcp
+                peer: str | None = addr.node_id  # plain TCP proves nothing: dev/test only
+            else:
+                ssl_stream = trio.SSLStream(tcp, context or client_context(cert))
+                try:
+                    await ssl_stream.do_handshake()
+                    peer = check_pin(ssl_stream, addr.node_id)
+                except BaseException:
+                    await trio.aclose_forcefully(ssl_stream)
+                    raise
+                meter.handshake(time.perf_counter() - started)
+                stream = ssl_stream
+    except trio.TooSlowError:
+        meter.dialed("timeout")
+        meter.io_timeout("handshake")
+        detail = f"{addr}: no handshake within {limits.handshake_timeout} s"
+        raise DialError("timeout", detail) from None
+    except PinMismatch as exc:
+        meter.dialed("pin_mismatch")
+        raise DialError("pin_mismatch", f"{addr.host}:{addr.port}: {exc}") from None
+    except (trio.BrokenResourceError, ssl.SSLError) as exc:
+        meter.dialed("tls_error")
+        meter.tls_failure()
+        raise DialError("tls_error", f"{addr}: TLS failed: {_cause(exc)}") from None
+    except OSError as exc:
+        meter.dialed("refused")
+        raise DialError("refused", f"{addr}: {exc.strerror or exc}") from None
+    meter.dialed("ok")
+    channel = _metered_channel(stream, limits, meter)
+    nursery.start_soon(channel.writer)
+    return Connection(channel, peer, (addr.host, addr.port))
+
+
+def _cause(exc: BaseException) -> str:
+    inner = exc.__cause__ or exc.__context__ or exc
+    return " ".join(str(inner).split())[:160] or type(inner).__name__
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Listener:
+    """Serves ``handler`` on a listening socket someone else bound (the node: the port survives
+    restarts of the service)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        cert: NodeCertificate,
+        handler: Handler,
+        *,
+        limits: Limits | None = None,
+        meter: Meter = _SILENT,
+        tls: bool = True,
+        on_refused: Callable[[str, str, tuple[str, int]], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.meter = meter
+        self.context = server_context(cert) if tls else None
+        self.open = 0
+        self.per_peer: Counter[str] = Counter()
+        self.on_refused = on_refused  # (reason, detail, remote): the service logs it
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.sock.setblocking(False)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                stream = await listener.accept()
+                self.meter.accepted()
+                nursery.start_soon(self._connection, stream)
+
+    async def _connection(self, tcp: trio.SocketStream) -> None:
+        remote = _remote(tcp)
+        if self.open >= self.limits.max_conns:  # before any work: no handshake, just close
+            self._refused("busy", f"{self.limits.max_conns} connections open", remote)
+            await trio.aclose_forcefully(tcp)
+            return
+        self.open += 1
+        self.meter.inflight(1)
+        try:
+            shaken = await self._handshake(tcp, remote)
+            if shaken is None:
+                return
+            peer_id, stream = shaken
+            key = peer_id or remote[0]
+            if self.per_peer[key] >= self.limits.per_peer:
+                detail = f"{self.limits.per_peer} connections from this peer already"
+                await self._refuse(stream, "peer_limit", detail, remote)
+                return
+            self.per_peer[key] += 1
+            try:
+                await self._serve_one(stream, peer_id, remote)
+            finally:
+                self.per_peer[key] -= 1
+                if not self.per_peer[key]:
+                    del self.per_peer[key]
+        finally:
+            self.open -= 1
+            self.meter.inflight(-1)
+
+    async def _handshake(
+        self, tcp: trio.SocketStream, remote: tuple[str, int]
+    ) -> tuple[str | None, trio.abc.Stream] | None:
+        if self.context is None:
+            return None, tcp
+        started = time.perf_counter()
+        ssl_stream = trio.SSLStream(tcp, self.context, server_side=True)
+        try:
+            with trio.fail_after(self.limits.handshake_timeout):
+                await ssl_stream.do_handshake()
+            peer_id = session_peer(ssl_stream)
+        except trio.TooSlowError:
+            self.meter.io_timeout("handshake")
+            self._refused("timeout", "no TLS handshake in time", remote)
+        except (trio.BrokenResourceError, ssl.SSLError, PeerIdentityError) as exc:
+            self.meter.tls_failure()
+            self._refused("tls_error", _cause(exc), remote)
+        else:
+            self.meter.handshake(time.perf_counter() - started)
+            return peer_id, ssl_stream
+        await trio.aclose_forcefully(ssl_stream)
+        return None
+
+    async def _serve_one(
+        self, stream: trio.abc.Stream, peer_id: str | None, remote: tuple[str, int]
+    ) -> None:
+        channel = _metered_channel(stream, self.limits, self.meter)
+        conn = Connection(channel, peer_id, remote)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(channel.writer)
+                try:
+                    await self.handler(conn)
+                except ChannelClosed:
+                    pass  # the peer went away or timed out (counted by the channel)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            await channel.aclose()
+
+    async def _refuse(
+        self, stream: trio.abc.Stream, reason: str, detail: str, remote: tuple[str, int]
+    ) -> None:
+        """One OAP error frame (to a request that has not been read: corr_id 0), then close."""
+        self._refused(reason, detail, remote)
+        err = oap.OapError(reason, detail, retry_after=self.limits.retry_after)
+        frame = oap.error_frame(oap.Frame(flags=oap.REQ), err)
+        with trio.move_on_after(1.0):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(oap.encode(frame))
+        await trio.aclose_forcefully(stream)
+
+    def _refused(self, reason: str, detail: str, remote: tuple[str, int]) -> None:
+        self.meter.rejected(reason)
+        if self.on_refused is not None:
+            self.on_refused(reason, detail, remote)
+
+
+def _remote(stream: trio.SocketStream) -> tuple[str, int]:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return str(host), int(port)
+    except OSError:
+        return "?", 0

@@ -1,0 +1,261 @@
+"""ron-transport on real sockets (127.0.0.1): TLS 1.3 with node-id pinning both ways, anonymous
+clients, and the listener's limits (connections, per peer, idle, handshake)."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
+
+from ipc import oap
+from ipc.transport import (
+    BadPeerAddr,
+    ChannelClosed,
+    Connection,
+    DialError,
+    Limits,
+    Listener,
+    Meter,
+    NodeCertificate,
+    PeerAddr,
+    Timeouts,
+    dial,
+)
+from ipc.transport.certs import issuer_pem
+
+
+class Recorder(Meter):
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def dialed(self, result: str) -> None:
+        self.counts[f"dial:{result}"] += 1
+
+    def rejected(self, reason: str) -> None:
+        self.counts[f"rejected:{reason}"] += 1
+
+    def tls_failure(self) -> None:
+        self.counts["tls_failure"] += 1
+
+    def io_timeout(self, op: str) -> None:
+        self.counts[f"timeout:{op}"] += 1
+
+
+def node() -> NodeCertificate:
+    return NodeCertificate.from_identity(Ed25519PrivateKey.generate())
+
+
+async def echo_hello(conn: Connection) -> None:
+    """Answers every request with the caller's node id (or "anonymous") as payload."""
+    while True:
+        try:
+            frame = await conn.channel.receive()
+        except ChannelClosed:
+            return
+        who = (conn.peer_id or "anonymous").encode()
+        await conn.channel.send(oap.response(frame, who))
+
+
+@asynccontextmanager
+async def listening(
+    cert: NodeCertificate, handler: Any = echo_hello, **limits: Any
+) -> AsyncIterator[tuple[int, Recorder]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    meter = Recorder()
+    try:
+        async with trio.open_nursery() as nursery:
+            listener = Listener(sock, cert, handler, limits=Limits(**limits), meter=meter)
+            await nursery.start(listener.serve)
+            yield sock.getsockname()[1], meter
+            nursery.cancel_scope.cancel()
+    finally:
+        sock.close()
+
+
+def addr(cert: NodeCertificate, port: int) -> PeerAddr:
+    return PeerAddr.parse(f"{cert.node_id}@127.0.0.1:{port}")
+
+
+async def ask(conn: Connection, corr_id: int = 7) -> bytes:
+    await conn.channel.send(oap.Frame(flags=oap.REQ, app_proto_id=9, corr_id=corr_id))
+    answer = await conn.channel.receive()
+    assert answer.corr_id == corr_id
+    return answer.payload
+
+
+async def test_both_ends_prove_their_node_ids() -> None:
+    server, client = node(), node()
+    with trio.fail_after(10):
+        async with listening(server) as (port, _), trio.open_nursery() as nursery:
+            conn = await dial(addr(server, port), client, nursery)
+            assert conn.peer_id == server.node_id
+            assert await ask(conn) == client.node_id.encode()  # the server knows who called
+            await conn.channel.aclose()
+
+
+async def test_an_anonymous_client_is_served_as_anonymous() -> None:
+    server = node()
+    with trio.fail_after(10):
+        async with listening(server) as (port, _), trio.open_nursery() as nursery:
+            conn = await dial(addr(server, port), None, nursery)
+            assert await ask(conn) == b"anonymous"
+            await conn.channel.aclose()
+
+
+async def test_a_peer_that_is_not_the_named_node_is_refused_and_counted() -> None:
+    server, impostor_of = node(), node()
+    meter = Recorder()
+    with trio.fail_after(10):
+        async with listening(server) as (port, _), trio.open_nursery() as nursery:
+            wrong = PeerAddr(impostor_of.node_id, "127.0.0.1", port)
+            with pytest.raises(DialError) as err:
+                await dial(wrong, node(), nursery, meter=meter)
+            assert err.value.result == "pin_mismatch"
+            assert server.node_id in str(err.value) and impostor_of.node_id in str(err.value)
+            assert meter.counts["dial:pin_mismatch"] == 1
+
+
+async def test_a_client_certificate_from_another_issuer_is_refused() -> None:
+    """A self-signed client certificate (not from the shared issuer) never gets a session."""
+    server = node()
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, None)
+    )
+    forged = NodeCertificate(
+        server.node_id,
+        cert.public_bytes(Encoding.PEM),
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+    )
+    with trio.fail_after(10):
+        async with listening(server) as (port, meter), trio.open_nursery() as nursery:
+            try:
+                conn = await dial(addr(server, port), forged, nursery)
+            except DialError as exc:
+                assert exc.result == "tls_error"
+            else:  # TLS 1.3: the client may finish first; then the first exchange fails
+                with pytest.raises(ChannelClosed):
+                    await ask(conn)
+            await wait_for(lambda: meter.counts["tls_failure"] == 1)
+
+
+async def wait_for(check: Any, deadline: float = 5.0) -> None:
+    with trio.fail_after(deadline):
+        while not check():
+            await trio.sleep(0.01)
+
+
+async def test_past_the_per_peer_cap_a_peer_gets_peer_limit_and_a_close() -> None:
+    server, client = node(), node()
+    with trio.fail_after(10):
+        async with (
+            listening(server, per_peer=1) as (port, meter),
+            trio.open_nursery() as nursery,
+        ):
+            first = await dial(addr(server, port), client, nursery)
+            assert await ask(first) == client.node_id.encode()
+            second = await dial(addr(server, port), client, nursery)
+            refusal = await second.channel.receive()
+            with pytest.raises(oap.OapError) as err:
+                oap.raise_for_status(refusal)
+            assert err.value.reason == "peer_limit" and err.value.retry_after == 1
+            with pytest.raises(ChannelClosed):
+                await second.channel.receive()
+            assert meter.counts["rejected:peer_limit"] == 1
+            third = node()
+            other = await dial(addr(server, port), third, nursery)  # another peer: served
+            assert await ask(other) == third.node_id.encode()
+            for conn in (first, second, other):
+                await conn.channel.aclose()
+
+
+async def test_past_max_conns_a_connection_is_closed_before_any_handshake() -> None:
+    server = node()
+    with trio.fail_after(10):
+        async with (
+            listening(server, max_conns=1) as (port, meter),
+            trio.open_nursery() as nursery,
+        ):
+            first = await dial(addr(server, port), None, nursery)
+            assert await ask(first) == b"anonymous"
+            with pytest.raises(DialError) as err:
+                await dial(addr(server, port), None, nursery)
+            assert err.value.result == "tls_error"
+            assert meter.counts["rejected:busy"] == 1
+            await first.channel.aclose()
+
+
+async def test_a_silent_client_is_dropped_at_the_idle_timeout() -> None:
+    server = node()
+    with trio.fail_after(10):
+        async with (
+            listening(server, timeouts=Timeouts(idle=0.3)) as (port, meter),
+            trio.open_nursery() as nursery,
+        ):
+            conn = await dial(addr(server, port), None, nursery)
+            assert await ask(conn) == b"anonymous"
+            started = trio.current_time()
+            with pytest.raises(ChannelClosed):
+                await conn.channel.receive()  # we say nothing; the server hangs up
+            assert 0.25 < trio.current_time() - started < 3.0
+            await wait_for(lambda: meter.counts["timeout:idle"] == 1)
+
+
+async def test_a_stalled_handshake_is_cut_at_the_handshake_timeout() -> None:
+    server = node()
+    with trio.fail_after(10):
+        async with listening(server, handshake_timeout=0.3) as (port, meter):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)  # TCP, then silence
+            started = trio.current_time()
+            assert await stream.receive_some(100) == b""
+            assert trio.current_time() - started < 3.0
+            await wait_for(lambda: meter.counts["timeout:handshake"] == 1)
+            await stream.aclose()
+
+
+def test_the_issuer_is_the_same_on_every_node() -> None:
+    """Deterministic: every node trusts exactly the same issuer certificate."""
+    assert issuer_pem() == issuer_pem.__wrapped__()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:9410",
+        "node:abc@127.0.0.1:9410",
+        "node:" + "a" * 64 + "@127.0.0.1",
+        "node:" + "a" * 64 + "@127.0.0.1:0",
+        "node:" + "a" * 64 + "@:9410",
+        "b3:" + "a" * 64 + "@127.0.0.1:9410",
+    ],
+)
+def test_bad_peer_addresses_say_what_is_wrong(text: str) -> None:
+    with pytest.raises(BadPeerAddr):
+        PeerAddr.parse(text)
+
+
+def test_peer_addresses_round_trip() -> None:
+    nid = "node:" + "ab" * 32
+    for text in (f"{nid}@127.0.0.1:9410", f"{nid}@[::1]:9410", f"{nid}@peer.example:1"):
+        assert str(PeerAddr.parse(text)) == text
