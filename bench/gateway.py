@@ -253,6 +253,8 @@ def start_node(
         "127.0.0.1:0",
         "--gateway-addr",
         "127.0.0.1:0",
+        "--overlay-addr",
+        "127.0.0.1:0",
         "--data-dir",
         str(data_dir),
         "--runtime-dir",

@@ -64,7 +64,10 @@ def one_run(profile: str, mode: str, settle: float) -> tuple[float, int, int, in
         tempfile.mkdtemp(prefix="rbn-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     )
     cfg = rt.parent / f"{rt.name}.toml"
-    cfg.write_text(f'[supervisor]\nspawn = "{mode}"\n\n[gateway]\naddr = "127.0.0.1:0"\n')
+    cfg.write_text(
+        f'[supervisor]\nspawn = "{mode}"\n\n[gateway]\naddr = "127.0.0.1:0"\n'
+        '\n[overlay]\naddr = "127.0.0.1:0"\n'
+    )
     cmd = [sys.executable, "-m", "kernel.cli", "run", profile, "--admin-addr", "127.0.0.1:0"]
     cmd += ["--runtime-dir", str(rt), "--config", str(cfg)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -346,7 +346,7 @@ async def _node_row(mode: str, crashes: int) -> Row:
     cfg = rt.parent / f"{rt.name}.toml"
     cfg.write_text(
         "[supervisor]\nstable_after = 0.05\nrestart_window = 0.001\n"
-        f'spawn = "{mode}"\n\n[gateway]\naddr = "127.0.0.1:0"\n'
+        f'spawn = "{mode}"\n\n[gateway]\naddr = "127.0.0.1:0"\n\n[overlay]\naddr = "127.0.0.1:0"\n'
     )
     cmd = [sys.executable, "-m", "kernel.cli", "run", "micronode", "--admin-addr", "127.0.0.1:0"]
     cmd += ["--runtime-dir", str(rt), "--config", str(cfg)]

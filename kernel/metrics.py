@@ -29,6 +29,9 @@ __all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Metrics"]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds; spans an in-process bus hop (sub-ms) up to a slow object transfer.
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""The seeds' fixed buckets for ``handshake_latency_seconds`` (seconds)."""
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -183,9 +186,41 @@ class Metrics:
             "integrity_fail", "Objects whose digest did not match (never served).", registry=None
         )
 
+        # ron-transport (svc-overlay): the seeds' transport metrics
+        self.transport_dials = Counter(
+            "transport_dials",
+            "Dials to peers, by backend and result.",
+            ["backend", "result"],
+            registry=None,
+        )
+        self.transport_accepts = Counter(
+            "transport_accepts", "Connections accepted from peers.", registry=None
+        )
+        self.handshake_latency_seconds = Histogram(
+            "handshake_latency_seconds",
+            "Connect to a completed TLS handshake (pin checked).",
+            buckets=HANDSHAKE_BUCKETS,
+            registry=None,
+        )
+        self.tls_handshake_failures = Counter(
+            "tls_handshake_failures", "TLS handshakes that failed, either side.", registry=None
+        )
+        self.io_timeouts = Counter(
+            "io_timeouts", "Transport waits that ran out, by op.", ["op"], registry=None
+        )
+        self.bytes_in = Counter("bytes_in", "Bytes received from peers.", registry=None)
+        self.bytes_out = Counter("bytes_out", "Bytes sent to peers.", registry=None)
+
         declared = [
             family
             for wrapper in (
+                self.transport_dials,
+                self.transport_accepts,
+                self.handshake_latency_seconds,
+                self.tls_handshake_failures,
+                self.io_timeouts,
+                self.bytes_in,
+                self.bytes_out,
                 self.service_restarts,
                 self.bus_published,
                 self.bus_no_receivers,

@@ -71,6 +71,7 @@ class Channel:
         self._send, self._queue = trio.open_memory_channel[bytes](QUEUE)
         self._meter = meter or Meter()  # bytes moved and timeouts
         self._closed = False
+        self._written = trio.Event()  # the writer has ended
 
     async def receive(self) -> oap.Frame:
         """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
@@ -119,6 +120,15 @@ class Channel:
                     self._meter.io_timeout("write")
                     break
                 self._meter.moved("out", len(data))
+        self._written.set()
+        await self.aclose()
+
+    async def finish(self) -> None:
+        """Send what is queued (within ``write_timeout``), then close: the last answer of a
+        connection that is ending (an error frame) still reaches the peer."""
+        self._send.close()
+        with trio.move_on_after(self.timeouts.write):
+            await self._written.wait()
         await self.aclose()
 
     async def aclose(self) -> None:

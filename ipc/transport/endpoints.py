@@ -232,6 +232,7 @@ class Listener:
                 nursery.start_soon(channel.writer)
                 try:
                     await self.handler(conn)
+                    await channel.finish()  # the handler's last frames still go out
                 except ChannelClosed:
                     pass  # the peer went away or timed out (counted by the channel)
                 finally:

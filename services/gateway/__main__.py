@@ -35,6 +35,7 @@ async def main(ctx: ServiceContext) -> None:
             ctx.data_dir,
             max_inflight=settings.max_inflight,
             timeout=settings.timeout,
+            with_overlay=any(spec.name == "svc-overlay" for spec in ctx.config.services),
         ) as backend,
         CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
     ):

@@ -4,12 +4,15 @@ Reads go straight to the store under the node's data dir: the whole digest is ve
 process before a byte is served (no service hop, and reads keep working while svc-storage
 restarts). A single-shot body goes to svc-storage in one command; a streamed upload goes into a
 temp object here that svc-storage commits; either is acknowledged only once durable. Names go to
-svc-index. The store's sync API runs in worker threads (``trio.to_thread``), except for reads of
+svc-index. An object this node lacks is fetched by svc-overlay from a peer (when the profile runs
+one), verified and committed here, then served like a local one. The store's sync API runs in
+worker threads (``trio.to_thread``), except for reads of
 objects up to 64 KiB, which cost less than the thread hop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import AsyncIterator, Callable
@@ -21,15 +24,16 @@ import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
-from ipc.proto import index, storage
+from ipc.proto import index, overlay, storage
 from ipc.proto.codec import Request, call
 from services.gateway.backend import NameRecord, Stored, StoredObject, Upload
 from services.gateway.errors import GatewayError, from_oap
 from services.lib import objstore
 
-__all__ = ["INDEX", "STORAGE", "StoreBackend"]
+__all__ = ["INDEX", "OVERLAY", "STORAGE", "StoreBackend"]
 
 STORAGE = "svc-storage"
+OVERLAY = "svc-overlay"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
 INDEX = "svc-index"
 _SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
@@ -114,27 +118,50 @@ class _TempUpload:
 class StoreBackend:
     """The node's data plane as the gateway sees it. Create with ``StoreBackend.open``."""
 
-    def __init__(self, root: Path, storage: CommandClient, index: CommandClient) -> None:
+    def __init__(
+        self,
+        root: Path,
+        storage: CommandClient,
+        index: CommandClient,
+        overlay_client: CommandClient | None = None,
+    ) -> None:
         self._root = root
         self._storage = storage
         self._index = index
+        self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
         self._sizes: dict[str, int] = {}
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, runtime_dir: Path, data_dir: Path, *, max_inflight: int, timeout: float
+        cls,
+        runtime_dir: Path,
+        data_dir: Path,
+        *,
+        max_inflight: int,
+        timeout: float,
+        with_overlay: bool = False,
     ) -> AsyncIterator[StoreBackend]:
         root = objstore.store_root(data_dir)
-        async with (
-            CommandClient.connect(
-                runtime_dir, STORAGE, max_inflight=max_inflight, timeout=timeout
-            ) as storage,
-            CommandClient.connect(
-                runtime_dir, INDEX, max_inflight=max_inflight, timeout=timeout
-            ) as index,
-        ):
-            yield cls(root, storage, index)
+        async with contextlib.AsyncExitStack() as stack:
+            storage = await stack.enter_async_context(
+                CommandClient.connect(
+                    runtime_dir, STORAGE, max_inflight=max_inflight, timeout=timeout
+                )
+            )
+            index = await stack.enter_async_context(
+                CommandClient.connect(
+                    runtime_dir, INDEX, max_inflight=max_inflight, timeout=timeout
+                )
+            )
+            peers = None
+            if with_overlay:
+                peers = await stack.enter_async_context(
+                    CommandClient.connect(
+                        runtime_dir, OVERLAY, max_inflight=max_inflight, timeout=timeout
+                    )
+                )
+            yield cls(root, storage, index, peers)
 
     async def storage_call(self, request: Request[R]) -> R:
         """``request`` to svc-storage; its failure as the ``GatewayError`` to answer with."""
@@ -150,6 +177,20 @@ class StoreBackend:
             raise from_oap(exc) from None
 
     async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
+        try:
+            return await self._open_local(obj_id, prefetch)
+        except GatewayError as err:
+            if err.reason != "not_found" or self._overlay is None:
+                raise
+        # Fetch by id: svc-overlay gets it from a peer, verifies it and commits it here; then
+        # it is served like any local object (verified again as it is opened).
+        try:
+            await call(self._overlay, overlay.LOCAL, overlay.Fetch(id=obj_id))
+        except oap.OapError as exc:
+            raise from_oap(exc) from None
+        return await self._open_local(obj_id, prefetch)
+
+    async def _open_local(self, obj_id: str, prefetch: int) -> StoredObject:
         def open_and_read() -> tuple[Any, bytes]:
             obj = objstore.open_verified(self._root, obj_id)
             try:

@@ -39,6 +39,7 @@ __all__ = [
     "KeyCustodyError",
     "KeyStore",
     "RootKey",
+    "load_identity",
     "node_id_of",
     "write_private",
 ]
@@ -105,6 +106,19 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def load_identity(directory: Path) -> Ed25519PrivateKey:
+    """The identity key svc-passport keeps in ``directory``, for another service of the node
+    that must prove the node's identity itself (svc-overlay's TLS). Read-only: never creates
+    it. ``FileNotFoundError`` if absent; ``KeyCustodyError`` if not private or damaged."""
+    path = directory / IDENTITY_FILE
+    _check_private(directory, is_dir=True)
+    _check_private(path, is_dir=False)
+    try:
+        return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+    except ValueError as exc:
+        raise KeyCustodyError(f"key file {path} is damaged: {exc}") from None
 
 
 class KeyStore:

@@ -159,6 +159,7 @@ def run_macronode(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str
     rt = short_runtime_dir()
     args = ["run", "macronode", "--data-dir", str(data), "--runtime-dir", str(rt)]
     args += ["--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"]
+    args += ["--overlay-addr", "127.0.0.1:0"]
     try:
         return subprocess.run(
             ronctl_cmd(*args, "--config", str(config)),
@@ -175,11 +176,13 @@ async def test_macronode_keys_persist_and_a_loose_key_file_is_refused(tmp_path: 
     data = tmp_path / "data"
     args = ["--data-dir", str(data)]
     async with start_node(tmp_path, "macronode", extra_args=args) as node:
-        node_id = await ok_line(node, "id")
+        node_id, addr = (await ok_line(node, "id")).split("\n")  # its id, then its ADDR
         assert node_id.startswith("node:") and len(node_id) == 69
+        assert addr == f"{node_id}@{node.ready_line['overlay'].removeprefix('tcp://')}"
         assert (await node.get("/version")).json()["node_id"] == node_id
     async with start_node(tmp_path, "macronode", extra_args=args) as node:
-        assert await ok_line(node, "id") == node_id  # the same identity after a restart
+        # the same identity after a restart
+        assert (await ok_line(node, "id")).split("\n")[0] == node_id
     (data / "keys" / "identity.key").chmod(0o644)
     done = await trio.to_thread.run_sync(run_macronode, tmp_path, data)
     assert done.returncode == 1 and done.stdout == ""

@@ -34,6 +34,8 @@ def run_refused(tmp_path: Path, data_dir: Path) -> subprocess.CompletedProcess[s
         "127.0.0.1:0",
         "--gateway-addr",
         "127.0.0.1:0",
+        "--overlay-addr",
+        "127.0.0.1:0",
         "--config",
         str(config),
     ]

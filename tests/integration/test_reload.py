@@ -73,7 +73,7 @@ async def test_a_change_only_a_restart_applies_is_refused_by_name(tmp_path: Path
             path = tmp_path / "node.toml"
             for extra, key in (
                 ('\n[log]\nlevel = "debug"\n', b"log.level"),
-                ('\n[overlay]\naddr = "127.0.0.1:1"\n', b"overlay.addr"),
+                ("\n[limits]\ncmd_inflight = 7\n", b"limits.cmd_inflight"),
                 ('\n[auth]\nwrites = "open"\n', b"auth.writes"),
             ):
                 await trio.to_thread.run_sync(path.write_text, config("svc-a") + extra)

@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Fast supervisor timings so the drills finish in seconds (still the real code paths).
 FAST_CONFIG = """
+[overlay]
+addr = "127.0.0.1:0"  # never the fixed default port: tests run in parallel
+
 [supervisor]
 stable_after = 30.0
 min_backoff = 0.05
@@ -242,8 +245,10 @@ async def start_node(
     """Run ``ronctl run PROFILE`` until the block ends; yields once it printed ``node_ready``."""
     runtime_dir = short_runtime_dir()
     args = ["run", profile, "--admin-addr", "127.0.0.1:0", "--runtime-dir", str(runtime_dir)]
-    if "--gateway-addr" not in extra_args:  # never the fixed default port: tests run in parallel
-        args += ["--gateway-addr", "127.0.0.1:0"]
+    # never the fixed default ports: tests run in parallel
+    for flag in ("--gateway-addr", "--overlay-addr"):
+        if flag not in extra_args:
+            args += [flag, "127.0.0.1:0"]
     if config is not None:
         config_path = tmp_path / "node.toml"
         config_path.write_text(config)

@@ -1,0 +1,102 @@
+"""svc-overlay's two protocols: what peers may ask over the network, and what the node's own
+services may ask over IPC.
+
+``PEER`` (``app_proto_id`` 0x0201, over TLS from other nodes and SDK clients): ``get`` an object
+(answered as a stream: START ``{obj, size}``, DATA ``{obj, off, data}`` chunks of at most 64 KiB,
+END ``{obj}``, all with the request's ``corr_id``; or one error frame, 404 ``not_found``) and
+``resolve`` a name. ``LOCAL`` (0x0202, only on the node's private command socket): ``fetch`` an
+object from the configured peers into the local store, and list ``peers``. ``fetch`` is never a
+peer operation, so no remote node can make this one fan out to others.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+import attrs
+
+from ipc import oap
+from ipc.proto.codec import Request, ServiceProtocol
+from ipc.proto.fields import content_id, unsigned
+from ipc.proto.index import NameRecord
+
+__all__ = [
+    "LOCAL",
+    "LOCAL_PROTO",
+    "PEER",
+    "PEER_PROTO",
+    "Fetch",
+    "Fetched",
+    "Get",
+    "PeerList",
+    "PeerState",
+    "Peers",
+    "Resolve",
+]
+
+PEER_PROTO: Final = 0x0201
+LOCAL_PROTO: Final = 0x0202
+
+
+@attrs.frozen
+class Get(Request[oap.Start]):
+    """The object ``id``, streamed (START, DATA..., END); every byte verified before it is sent."""
+
+    OP: ClassVar[str] = "get"
+    REPLY: ClassVar[type] = oap.Start
+    id: str = attrs.field(validator=content_id)
+
+
+@attrs.frozen
+class Resolve(Request[NameRecord]):
+    OP: ClassVar[str] = "resolve"
+    REPLY: ClassVar[type] = NameRecord
+    name: str
+
+
+@attrs.frozen
+class Fetched:
+    """The object is now in the local store (durable), fetched from ``peer`` (a node id)."""
+
+    id: str = attrs.field(validator=content_id)
+    size: int = attrs.field(validator=unsigned)
+    peer: str
+
+
+@attrs.frozen
+class Fetch(Request[Fetched]):
+    """Fetch ``id`` from the peers into the local store; 404 ``not_found`` if no peer has it,
+    503 ``unavailable`` (+ retry_after) if no peer could be reached."""
+
+    OP: ClassVar[str] = "fetch"
+    REPLY: ClassVar[type] = Fetched
+    id: str = attrs.field(validator=content_id)
+
+
+@attrs.frozen
+class PeerState:
+    node_id: str
+    addr: str
+    state: str  # "connected", "idle" (not dialed yet or closed cleanly), "down"
+    bytes_in: int = attrs.field(validator=unsigned)
+    bytes_out: int = attrs.field(validator=unsigned)
+    last_error: str = ""
+
+
+@attrs.frozen
+class PeerList:
+    peers: tuple[PeerState, ...] = ()
+
+
+@attrs.frozen
+class Peers(Request[PeerList]):
+    OP: ClassVar[str] = "peers"
+    REPLY: ClassVar[type] = PeerList
+
+
+PEER: Final = ServiceProtocol(
+    service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve)
+)
+LOCAL: Final = ServiceProtocol(
+    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers)
+)

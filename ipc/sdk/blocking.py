@@ -1,0 +1,107 @@
+"""The app SDK for code that is not async: the same client, behind blocking calls.
+
+    with Client("node:<hex>@127.0.0.1:9410") as node:
+        data = node.get(obj_id)
+
+A thread of its own runs a trio loop holding one ``AsyncClient``; every method hands its call to
+that loop and waits for the answer, so errors and guarantees are exactly ``AsyncClient``'s.
+Not for use from inside a trio program (use ``AsyncClient`` there).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ipc import oap
+from ipc.proto import index
+from ipc.transport import NodeCertificate, PeerAddr
+
+from .client import AsyncClient
+
+__all__ = ["Client"]
+
+
+class Client:
+    def __init__(
+        self,
+        addr: str | PeerAddr,
+        *,
+        identity: NodeCertificate | None = None,
+        tls: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._client: AsyncClient | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        kwargs = {"identity": identity, "tls": tls, "timeout": timeout}
+        self._thread = threading.Thread(
+            target=self._run, args=(addr, kwargs), name="ron-sdk", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            self._thread.join()
+            raise self._failed
+
+    def _run(self, addr: str | PeerAddr, kwargs: dict[str, Any]) -> None:
+        async def main() -> None:
+            try:
+                async with AsyncClient.connect(addr, **kwargs) as client:
+                    self._client = client
+                    self._token = trio.lowlevel.current_trio_token()
+                    self._stop = trio.Event()
+                    self._ready.set()
+                    await self._stop.wait()
+            except BaseException as exc:  # connect failed: the constructor raises it
+                if not self._ready.is_set():
+                    self._failed = exc
+                    self._ready.set()
+                    return
+                raise
+
+        trio.run(main)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._token is None:
+            raise RuntimeError("the client is closed")
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    @property
+    def _async(self) -> AsyncClient:
+        assert self._client is not None
+        return self._client
+
+    def hello(self) -> oap.HelloResponse:
+        result: oap.HelloResponse = self._call(self._async.hello)
+        return result
+
+    def get(self, obj_id: str, *, max_size: int = 64 << 20) -> bytes:
+        data: bytes = self._call(lambda: self._async.get(obj_id, max_size=max_size))
+        return data
+
+    def get_to(self, obj_id: str, sink: Callable[[bytes], object]) -> int:
+        """``sink`` runs in the SDK's thread, one call per chunk, in order."""
+        size: int = self._call(self._async.get_to, obj_id, sink)
+        return size
+
+    def resolve(self, name: str) -> index.NameRecord:
+        record: index.NameRecord = self._call(self._async.resolve, name)
+        return record
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None:
+            token, self._token = self._token, None
+            trio.from_thread.run_sync(self._stop.set, trio_token=token)
+        self._thread.join()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,239 @@
+"""The app SDK's trio client: talk OAP/1 to a node's overlay like another node would.
+
+    async with AsyncClient.connect("node:<hex>@127.0.0.1:9410") as node:
+        info = await node.hello()
+        size = await node.get_to(obj_id, sink)      # sink(bytes) per verified-so-far chunk
+        data = await node.get(obj_id)               # whole, verified, at most max_size bytes
+        record = await node.resolve("docs/readme")
+
+Guarantees:
+
+- the node is the one the address names (TLS 1.3, pinned by node id; ``DialError`` otherwise);
+- ``get``/``get_to`` check every chunk's place and the whole BLAKE3 digest against the id: a
+  mismatch is ``SdkError("digest_mismatch")`` and ``get`` returns nothing; ``get_to`` has passed
+  the chunks on by then (write to a temp file and rename after, as ``ronctl get -o`` does);
+- failures are typed: ``SdkError`` carries the node's OAP ``reason``, ``code``, ``detail`` and
+  ``retry_after``;
+- only idempotent operations are retried (HELLO, get, resolve): on a lost connection, ``busy``,
+  ``peer_limit``, ``rate_limited``, ``not_ready`` or ``unavailable``, after 50-100 ms of jitter
+  (or the node's ``retry_after``, capped at 2 s), at most 3 tries in all (the seeds' policy).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import blake3
+import trio
+
+from ipc import oap
+from ipc.proto import index, overlay
+from ipc.transport import (
+    ChannelClosed,
+    DialError,
+    Limits,
+    NodeCertificate,
+    PeerAddr,
+    dial,
+)
+from ipc.transport.client import PeerClient
+
+__all__ = ["AsyncClient", "SdkError"]
+
+TRIES = 3
+RETRY_CAP = 2.0
+RETRYABLE = frozenset({"busy", "peer_limit", "rate_limited", "not_ready", "unavailable", "lost"})
+T = TypeVar("T")
+
+
+class SdkError(Exception):
+    """An operation failed: ``reason`` is the node's stable OAP reason (or ``lost``: the
+    connection went away), ``code`` its status."""
+
+    def __init__(self, reason: str, detail: str, *, code: int, retry_after: int | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.code = code
+        self.retry_after = retry_after
+
+    @classmethod
+    def of(cls, exc: oap.OapError) -> SdkError:
+        return cls(exc.reason, exc.detail, code=exc.code, retry_after=exc.retry_after)
+
+
+class AsyncClient:
+    """One connection to one node (reconnected for a retry). Use ``AsyncClient.connect``."""
+
+    def __init__(
+        self,
+        addr: PeerAddr,
+        nursery: trio.Nursery,
+        *,
+        identity: NodeCertificate | None,
+        tls: bool,
+        timeout: float,
+    ) -> None:
+        self.addr = addr
+        self._nursery = nursery
+        self._identity = identity
+        self._tls = tls
+        self.timeout = timeout
+        self._client: PeerClient | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        addr: str | PeerAddr,
+        *,
+        identity: NodeCertificate | None = None,
+        tls: bool = True,
+        timeout: float = 10.0,
+    ) -> AsyncIterator[AsyncClient]:
+        """A client of the node at ``addr`` (``<node id>@host:port``); anonymous unless
+        ``identity`` (a node's certificate) is given. Connects at once (``DialError``)."""
+        peer = addr if isinstance(addr, PeerAddr) else PeerAddr.parse(addr)
+        try:
+            async with trio.open_nursery() as nursery:
+                client = cls(peer, nursery, identity=identity, tls=tls, timeout=timeout)
+                await client._link()
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the caller sees its own error (or the dial's), not trio's wrapping of it
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _link(self) -> PeerClient:
+        if self._client is not None and not self._client.closed.is_set():
+            return self._client
+        limits = Limits(handshake_timeout=self.timeout)
+        conn = await dial(self.addr, self._identity, self._nursery, limits=limits, tls=self._tls)
+        client = PeerClient(conn)
+        await self._nursery.start(client.run)
+        self._client = client
+        return client
+
+    async def _retrying(self, op: Callable[[PeerClient], Any]) -> Any:
+        for attempt in range(1, TRIES + 1):
+            try:
+                try:
+                    return await op(await self._link())
+                except (ChannelClosed, DialError) as exc:
+                    raise SdkError("lost", str(exc), code=502) from None
+                except oap.OapError as exc:
+                    raise SdkError.of(exc) from None
+                except trio.TooSlowError:
+                    raise SdkError("timeout", f"no answer in {self.timeout} s", code=504) from None
+            except SdkError as err:
+                if err.reason not in RETRYABLE or attempt == TRIES:
+                    raise
+                pause = random.uniform(0.05, 0.1)
+                if err.retry_after:
+                    pause = max(pause, float(err.retry_after))
+                await trio.sleep(min(pause, RETRY_CAP))
+        raise AssertionError("unreachable")
+
+    async def hello(self) -> oap.HelloResponse:
+        async def op(client: PeerClient) -> oap.HelloResponse:
+            frame = await client.request(oap.hello_request(0), timeout=self.timeout)
+            oap.raise_for_status(frame)
+            return oap.unpack_payload(oap.HelloResponse, frame.payload)
+
+        result: oap.HelloResponse = await self._retrying(op)
+        return result
+
+    async def resolve(self, name: str) -> index.NameRecord:
+        async def op(client: PeerClient) -> object:
+            return await client.call(overlay.PEER, overlay.Resolve(name=name), timeout=self.timeout)
+
+        record: index.NameRecord = await self._retrying(op)
+        return record
+
+    async def get(self, obj_id: str, *, max_size: int = 64 << 20) -> bytes:
+        """The whole object, verified (``SdkError("too_large")`` past ``max_size``)."""
+        parts: list[bytes] = []
+
+        def keep(piece: bytes) -> None:
+            parts.append(piece)
+
+        async def op(client: PeerClient) -> bytes:
+            parts.clear()
+            await _stream(client, obj_id, keep, self.timeout, max_size)
+            return b"".join(parts)
+
+        data: bytes = await self._retrying(op)
+        return data
+
+    async def get_to(self, obj_id: str, sink: Callable[[bytes], object]) -> int:
+        """Stream the object into ``sink``; its size once the digest matched. Retried only if
+        nothing reached ``sink`` yet."""
+        delivered = 0
+
+        def counted(piece: bytes) -> None:
+            nonlocal delivered
+            delivered += len(piece)
+            sink(piece)
+
+        async def op(client: PeerClient) -> int:
+            if delivered:
+                raise SdkError("lost", "the stream broke off after bytes were delivered", code=502)
+            return await _stream(client, obj_id, counted, self.timeout, None)
+
+        try:
+            size: int = await self._retrying(op)
+        except SdkError as err:
+            if delivered and err.reason == "lost":
+                err.reason = "broken"  # not retryable: the sink holds a partial object
+            raise
+        return size
+
+
+async def _stream(
+    client: PeerClient,
+    obj_id: str,
+    sink: Callable[[bytes], object],
+    timeout: float,
+    max_size: int | None,
+) -> int:
+    frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
+    hasher = blake3.blake3()
+    async with client.exchange(frame) as answers:
+        first = await _next(answers, timeout)
+        oap.raise_for_status(first)
+        start = oap.unpack_payload(oap.Start, first.payload)
+        if start.obj != obj_id:
+            raise oap.OapError("schema_invalid", f"the node streamed {start.obj}, not {obj_id}")
+        if max_size is not None and start.size > max_size:
+            raise oap.OapError("too_large", f"{obj_id} is {start.size} bytes, over {max_size}")
+        off = 0
+        while True:
+            part = await _next(answers, timeout)
+            oap.raise_for_status(part)
+            if part.flags & oap.END:
+                break
+            data = oap.unpack_payload(oap.Data, part.payload)
+            if data.obj != obj_id or data.off != off or off + len(data.data) > start.size:
+                raise oap.OapError("schema_invalid", f"DATA out of place at {data.off}")
+            hasher.update(data.data)
+            sink(data.data)
+            off += len(data.data)
+    got = "b3:" + hasher.hexdigest()
+    if off != start.size or got != obj_id:
+        raise oap.OapError("digest_mismatch", f"the bytes received hash to {got}, not {obj_id}")
+    return off
+
+
+async def _next(answers: trio.MemoryReceiveChannel[oap.Frame], timeout: float) -> oap.Frame:
+    with trio.fail_after(timeout):
+        try:
+            return await answers.receive()
+        except trio.EndOfChannel:
+            raise ChannelClosed("the node closed the connection") from None

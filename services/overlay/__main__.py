@@ -1,0 +1,175 @@
+"""svc-overlay's process (``python -m services.overlay``, started by the node).
+
+At start it waits for svc-passport to answer (so the node's identity key exists), loads that key
+read-only and makes its TLS certificate from it; then it serves peers on the socket the node
+bound for ``overlay.addr`` and serves the node's own services (``fetch``, ``peers``) on its
+command socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import trio
+
+from ipc import oap
+from ipc.commands import CommandClient
+from ipc.proto import index, overlay, passport, storage
+from ipc.proto.codec import Request, call
+from ipc.transport import Listener, Meter, NodeCertificate
+from kernel import logs
+from kernel.metrics import Metrics
+from kernel.protocol_handler import protocol_handler
+from kernel.service import ServiceContext, run_service
+from services.lib import objstore
+from services.lib.keys import KEYS_DIR, KeyCustodyError, load_identity
+from services.overlay.fetch import Fetcher
+from services.overlay.serve import PeerServer
+from services.overlay.settings import OverlaySettings
+
+FEATURES = ("objects", "names")
+IDENTITY_WAIT = 30.0  # seconds svc-passport gets to come up before this process gives up
+
+
+class NodeMeter(Meter):
+    """The transport's reports, into the node's metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def dialed(self, result: str) -> None:
+        self.m.transport_dials.labels(backend="tls", result=result).inc()
+
+    def accepted(self) -> None:
+        self.m.transport_accepts.inc()
+
+    def handshake(self, seconds: float) -> None:
+        self.m.handshake_latency_seconds.observe(seconds)
+
+    def tls_failure(self) -> None:
+        self.m.tls_handshake_failures.inc()
+
+    def rejected(self, reason: str) -> None:
+        self.m.rejected.labels(reason=reason).inc()
+
+    def io_timeout(self, op: str) -> None:
+        self.m.io_timeouts.labels(op=op).inc()
+
+    def moved(self, direction: str, size: int) -> None:
+        (self.m.bytes_in if direction == "in" else self.m.bytes_out).inc(size)
+
+
+async def node_certificate(ctx: ServiceContext, passport_client: CommandClient) -> NodeCertificate:
+    """The node's certificate, once svc-passport has made (or found) the identity key."""
+    with trio.move_on_after(IDENTITY_WAIT):
+        while True:
+            try:
+                ident = await call(
+                    passport_client, passport.PROTOCOL, passport.Identity(), timeout=2.0
+                )
+                break
+            except oap.OapError:
+                await trio.sleep(0.2)
+    try:
+        cert = NodeCertificate.from_identity(load_identity(ctx.data_dir / KEYS_DIR))
+    except (FileNotFoundError, KeyCustodyError) as exc:
+        logs.log("overlay_no_identity", level="error", reason=str(exc))
+        raise SystemExit(2) from None
+    if cert.node_id != ident.node_id:
+        logs.log("overlay_no_identity", level="error", reason="the key file is not svc-passport's")
+        raise SystemExit(2)
+    return cert
+
+
+async def main(ctx: ServiceContext) -> None:
+    settings = ctx.settings_as(OverlaySettings)
+    if not settings.tls:
+        logs.log(
+            "overlay_plaintext", level="warning", reason="tls = false: peers are not authenticated"
+        )
+    root = objstore.store_root(ctx.data_dir)
+    meter = NodeMeter(ctx.metrics)
+    async with (
+        CommandClient.connect(ctx.runtime_dir, "svc-passport", max_inflight=4, timeout=2.0) as pp,
+        CommandClient.connect(ctx.runtime_dir, "svc-storage", max_inflight=64, timeout=30.0) as st,
+        CommandClient.connect(ctx.runtime_dir, "svc-index", max_inflight=64, timeout=5.0) as ix,
+    ):
+        cert = await node_certificate(ctx, pp)
+
+        async def resolve(req: Request[index.NameRecord]) -> index.NameRecord:
+            return await call(ix, index.PROTOCOL, req)
+
+        async def quarantine(obj_id: str) -> None:
+            # a failure here: svc-storage re-verifies at its next chance; never served meanwhile
+            with contextlib.suppress(oap.OapError):
+                await call(st, storage.PROTOCOL, storage.Quarantine(id=obj_id))
+
+        async def commit(req: storage.Commit) -> object:
+            return await call(st, storage.PROTOCOL, req)
+
+        hello = oap.HelloResponse(
+            max_frame=oap.MAX_FRAME,
+            max_inflight=settings.inflight_per_conn,
+            features=FEATURES,
+            transports=("tls" if settings.tls else "tcp",),
+        )
+        peer_server = PeerServer(
+            root, hello, resolve=resolve, quarantine=quarantine, inflight=settings.inflight_per_conn
+        )
+
+        def refused(reason: str, detail: str, remote: tuple[str, int]) -> None:
+            logs.log(
+                "peer_refused",
+                level="warning",
+                reason=reason,
+                detail=detail,
+                remote=f"{remote[0]}:{remote[1]}",
+            )
+
+        listener = Listener(
+            ctx.listen_socket(),
+            cert,
+            peer_server,
+            limits=settings.limits(),
+            meter=meter,
+            tls=settings.tls,
+            on_refused=refused,
+        )
+        fetcher = Fetcher(
+            settings.peer_addrs(),
+            cert,
+            root,
+            commit,
+            limits=settings.limits(),
+            tls=settings.tls,
+            hedge_delay=settings.hedge_delay,
+            fanout=settings.fanout,
+            fetch_timeout=settings.fetch_timeout,
+            max_object_size=settings.max_object_size,
+            meter=meter,
+        )
+
+        async def dispatch(req: Request[object]) -> object:
+            match req:
+                case overlay.Fetch(id=obj_id):
+                    return await fetcher.fetch(obj_id)
+                case overlay.Peers():
+                    return fetcher.peers()
+            raise oap.OapError("schema_invalid", f"svc-overlay has no op {req.OP!r}")
+
+        handler = protocol_handler(
+            overlay.LOCAL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
+        )
+        server = ctx.command_server(handler)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fetcher.run)
+            await nursery.start(listener.serve)
+            await nursery.start(server.run)
+            logs.log(
+                "overlay_serving", node_id=cert.node_id, peers=len(settings.peers), tls=settings.tls
+            )
+            ctx.ready()
+
+
+if __name__ == "__main__":
+    run_service(main)

@@ -1,0 +1,138 @@
+"""What svc-overlay answers a peer on one connection: HELLO, object streams, name lookups.
+
+Guarantees:
+
+- an object is verified whole against its id before its START frame is sent (never a byte of
+  a corrupt object: it is reported to svc-storage for quarantine and answered 500
+  ``integrity_failure``); a missing one is 404 ``not_found``;
+- requests on one connection run concurrently, at most ``inflight`` at once (one more is
+  answered 429 ``busy``), each stream's frames sent in order through the channel's writer;
+- a frame the decoder refuses (over ``max_frame``: 413 ``frame_too_large``, or malformed) is
+  answered with one error frame and the connection is closed (OAP errors are final);
+- when the connection goes away, its streams stop (their tasks are cancelled with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from ipc import ids, oap
+from ipc.proto import index, overlay
+from ipc.proto.codec import Request
+from ipc.transport import ChannelClosed, Connection
+from kernel import logs
+from services.lib import objstore
+
+__all__ = ["PeerServer"]
+
+IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
+Quarantine = Callable[[str], Awaitable[None]]
+
+
+class PeerServer:
+    """The handler ``ipc.transport.Listener`` runs for every connection."""
+
+    def __init__(
+        self,
+        store_root: Path,
+        hello: oap.HelloResponse,
+        *,
+        resolve: IndexCall,
+        quarantine: Quarantine,
+        inflight: int,
+    ) -> None:
+        self.root = store_root
+        self.hello = hello
+        self.resolve = resolve
+        self.quarantine = quarantine
+        self.inflight = inflight
+
+    async def __call__(self, conn: Connection) -> None:
+        slots = trio.Semaphore(self.inflight)
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    try:
+                        frame = await conn.channel.receive()
+                    except oap.OapError as exc:
+                        await _answer_error(conn, oap.Frame(flags=oap.REQ), exc)
+                        return
+                    if oap.is_hello_request(frame):
+                        await conn.channel.send(oap.hello_response(frame, self.hello))
+                        continue
+                    try:
+                        slots.acquire_nowait()
+                    except trio.WouldBlock:
+                        err = oap.OapError(
+                            "busy", f"{self.inflight} requests in flight", retry_after=1
+                        )
+                        await _answer_error(conn, frame, err)
+                        continue
+                    nursery.start_soon(self._one, conn, frame, slots)
+            except ChannelClosed:
+                pass
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _one(self, conn: Connection, frame: oap.Frame, slots: trio.Semaphore) -> None:
+        try:
+            request = overlay.PEER.parse_request(frame)
+            if isinstance(request, overlay.Get):
+                await self._stream(conn, frame, request.id)
+            elif isinstance(request, overlay.Resolve):
+                record = await self.resolve(index.GetName(name=request.name))
+                await conn.channel.send(overlay.PEER.reply_frame(frame, record))
+        except oap.OapError as exc:
+            await _answer_error(conn, frame, exc)
+        except ChannelClosed:
+            pass
+        finally:
+            slots.release()
+
+    async def _stream(self, conn: Connection, req: oap.Frame, obj_id: str) -> None:
+        try:
+            obj = await trio.to_thread.run_sync(objstore.open_verified, self.root, obj_id)
+        except objstore.NotFound:
+            raise oap.OapError("not_found", f"no object {obj_id} here") from None
+        except objstore.IntegrityError:
+            logs.log("integrity_failure", level="error", id=obj_id, reason="integrity_failure")
+            await self.quarantine(obj_id)
+            raise oap.OapError("integrity_failure", f"{obj_id} failed verification") from None
+        except ids.BadId as exc:
+            raise oap.OapError("schema_invalid", str(exc)) from None
+        try:
+            start = oap.Start(obj=obj_id, size=obj.size)
+            await conn.channel.send(_part(req, oap.START, oap.pack_payload(start)))
+            off = 0
+            while off < obj.size:
+                if obj.size <= objstore.READ_CHUNK:
+                    piece = obj.read(off, oap.CHUNK)  # a slice of the verified copy
+                else:
+                    piece = await trio.to_thread.run_sync(obj.read, off, oap.CHUNK)
+                data = oap.Data(obj=obj_id, off=off, data=piece)
+                await conn.channel.send(_part(req, 0, oap.pack_payload(data)))
+                off += len(piece)
+            end = oap.End(obj=obj_id)
+            await conn.channel.send(_part(req, oap.END, oap.pack_payload(end)))
+        finally:
+            obj.close()
+
+
+def _part(req: oap.Frame, flag: int, payload: bytes) -> oap.Frame:
+    return oap.Frame(
+        flags=oap.RESP | flag,
+        code=200,
+        app_proto_id=req.app_proto_id,
+        tenant_id=req.tenant_id,
+        corr_id=req.corr_id,
+        payload=payload,
+    )
+
+
+async def _answer_error(conn: Connection, req: oap.Frame, err: oap.OapError) -> None:
+    with contextlib.suppress(ChannelClosed):
+        await conn.channel.send(oap.error_frame(req, err))

@@ -1,0 +1,60 @@
+"""svc-overlay's settings (``[services.settings]``): every transport limit is explicit here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ipc.transport import BadPeerAddr, Limits, PeerAddr, Timeouts
+
+__all__ = ["OverlaySettings"]
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name} must be > 0")
+
+
+def _peers(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for text in value:
+        try:
+            PeerAddr.parse(text)
+        except BadPeerAddr as exc:
+            raise ValueError(f"{attr.name}: {exc}") from None
+
+
+@attrs.frozen
+class OverlaySettings:
+    """``peers``: ``<node id>@host:port`` of the nodes asked for objects this one lacks;
+    ``tls``: false only for tests and local development (peers are then not authenticated);
+    ``max_conns`` / ``per_peer``: connections served at once, in all and from one peer;
+    ``read_timeout`` / ``write_timeout`` / ``idle_timeout`` / ``handshake_timeout``: seconds;
+    ``hedge_delay``: seconds before a fetch also asks the next provider; ``fanout``: providers
+    asked at most per fetch; ``fetch_timeout``: seconds a whole fetch may take;
+    ``max_object_size``: the largest object fetched or served (bytes)."""
+
+    peers: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_peers)
+    tls: bool = True
+    max_conns: int = attrs.field(default=1024, validator=_positive)
+    per_peer: int = attrs.field(default=8, validator=_positive)
+    read_timeout: float = attrs.field(default=5.0, validator=_positive)
+    write_timeout: float = attrs.field(default=5.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=60.0, validator=_positive)
+    handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
+    hedge_delay: float = attrs.field(default=0.25, validator=_positive)
+    fanout: int = attrs.field(default=2, validator=_positive)
+    fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
+    max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
+    inflight_per_conn: int = attrs.field(default=16, validator=_positive)
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_conns=self.max_conns,
+            per_peer=self.per_peer,
+            handshake_timeout=self.handshake_timeout,
+            timeouts=Timeouts(self.read_timeout, self.write_timeout, self.idle_timeout),
+        )
+
+    def peer_addrs(self) -> tuple[PeerAddr, ...]:
+        return tuple(PeerAddr.parse(text) for text in self.peers)

@@ -1,0 +1,113 @@
+"""Nodes talking to nodes (real processes, real TLS on 127.0.0.1): fetch by id through a peer.
+
+Three nodes: A holds an object; B and C list A as their peer and serve it from their gateways,
+byte for byte, after fetching, verifying and committing it; a fourth node whose peer address
+names the wrong node id is refused by the pin and answers 503, never bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.support.node_harness import RunningNode, http_request, start_node
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def profile_with_peers(tmp_path: Path, name: str, peers: list[str]) -> Path:
+    """The shipped micronode with svc-overlay's ``peers`` set."""
+    text = (REPO / "profiles" / "micronode.toml").read_text()
+    text, n = re.subn(r"(?m)^peers = \[\]", f"peers = {json.dumps(peers)}", text)
+    assert n == 1
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@asynccontextmanager
+async def node(tmp_path: Path, name: str, peers: list[str] = ()) -> AsyncIterator[RunningNode]:  # type: ignore[assignment]
+    where = tmp_path / name
+    where.mkdir()
+    profile = profile_with_peers(where, name, list(peers)) if peers else "micronode"
+    async with start_node(where, str(profile)) as running:
+        yield running
+
+
+async def overlay_addr(n: RunningNode) -> str:
+    version = (await n.get("/version")).json()
+    return f"{version['node_id']}@{n.ready_line['overlay'].removeprefix('tcp://')}"
+
+
+def _gateway(n: RunningNode) -> tuple[str, int]:
+    host, port = n.ready_line["gateway"].removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def gateway_get(n: RunningNode, obj_id: str) -> tuple[int, bytes]:
+    resp = http_request(*_gateway(n), "GET", f"/o/{obj_id}", timeout=30)
+    return resp.status, resp.body
+
+
+async def put(n: RunningNode, data: bytes) -> str:
+    token = await n.mint(ops=["put"], ttl=600)
+    resp = await trio.to_thread.run_sync(
+        lambda: http_request(
+            *_gateway(n), "PUT", "/o", data, headers={"authorization": f"Bearer {token}"}
+        )
+    )
+    assert resp.status == 201, resp.body
+    return str(resp.json()["id"])
+
+
+async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(300_000)  # several DATA chunks
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(node(tmp_path, "a"))
+            assert a.ready_line["overlay"].startswith("tcp://127.0.0.1:")
+            obj_id = await put(a, data)
+            a_addr = await overlay_addr(a)
+            # straight from A's overlay, as an app (the SDK) or an operator would
+            out = tmp_path / "fetched"
+            done = await a.ronctl("get", obj_id, "--peer", a_addr, "-o", str(out))
+            assert done.returncode == 0, done.stderr
+            assert out.read_bytes() == data
+            impostor = "node:" + "cd" * 32 + "@" + a_addr.split("@", 1)[1]
+            done = await a.ronctl("get", obj_id, "--peer", impostor, "-o", str(tmp_path / "x"))
+            assert done.returncode == 1 and b"cannot reach peer" in done.stderr
+            assert done.stderr.count(b"\n") == 1 and not (tmp_path / "x").exists()
+
+            b = await stack.enter_async_context(node(tmp_path, "b", [a_addr]))
+            c = await stack.enter_async_context(node(tmp_path, "c", [a_addr]))
+
+            for peer in (b, c):
+                status, body = await trio.to_thread.run_sync(gateway_get, peer, obj_id)
+                assert status == 200 and body == data
+                # committed there: served again without asking A (one fetch logged)
+                status, body = await trio.to_thread.run_sync(gateway_get, peer, obj_id)
+                assert status == 200 and body == data
+                assert peer.logs().count('"event":"object_fetched"') == 1
+
+            missing = "b3:" + "0" * 64
+            status, body = await trio.to_thread.run_sync(gateway_get, b, missing)
+            assert status == 404 and json.loads(body)["error"] == "not_found"
+
+            # D names A's address with another node's id: the TLS pin refuses A
+            wrong = "node:" + "ab" * 32 + "@" + a_addr.split("@", 1)[1]
+            d = await stack.enter_async_context(node(tmp_path, "d", [wrong]))
+            status, body = await trio.to_thread.run_sync(gateway_get, d, obj_id)
+            assert status == 503 and json.loads(body)["error"] == "unavailable"
+            assert await d.metric("transport_dials_total", result="pin_mismatch") >= 1
+            assert '"event":"fetch_failed"' in d.logs()
