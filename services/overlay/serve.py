@@ -50,6 +50,7 @@ class PeerServer:
         self.resolve = resolve
         self.quarantine = quarantine
         self.inflight = inflight
+        self.streams = 0  # object streams being sent now (all connections)
 
     async def __call__(self, conn: Connection) -> None:
         slots = trio.Semaphore(self.inflight)
@@ -104,6 +105,7 @@ class PeerServer:
             raise oap.OapError("integrity_failure", f"{obj_id} failed verification") from None
         except ids.BadId as exc:
             raise oap.OapError("schema_invalid", str(exc)) from None
+        self.streams += 1
         try:
             start = oap.Start(obj=obj_id, size=obj.size)
             await conn.channel.send(_part(req, oap.START, oap.pack_payload(start)))
@@ -119,6 +121,7 @@ class PeerServer:
             end = oap.End(obj=obj_id)
             await conn.channel.send(_part(req, oap.END, oap.pack_payload(end)))
         finally:
+            self.streams -= 1
             obj.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -111,3 +112,71 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
             assert status == 503 and json.loads(body)["error"] == "unavailable"
             assert await d.metric("transport_dials_total", result="pin_mismatch") >= 1
             assert '"event":"fetch_failed"' in d.logs()
+
+
+async def put_file(n: RunningNode, path: Path) -> str:
+    done = await n.ronctl("put", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode().strip()
+
+
+async def test_a_hedged_fetch_succeeds_when_the_first_provider_stalls(tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            a1 = await stack.enter_async_context(node(tmp_path, "a1"))
+            a2 = await stack.enter_async_context(node(tmp_path, "a2"))
+            obj_id = await put(a1, data)
+            assert await put(a2, data) == obj_id
+            addrs = [await overlay_addr(a1), await overlay_addr(a2)]
+            b = await stack.enter_async_context(node(tmp_path, "b", addrs))
+            # the provider B asks first for this id (svc-overlay's ring order), frozen
+            first = int(obj_id[3:11], 16) % 2
+            stalled, other = (a1, a2) if first == 0 else (a2, a1)
+            pid = (await stalled.service("svc-overlay"))["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                status, body = await trio.to_thread.run_sync(gateway_get, b, obj_id)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert status == 200 and body == data
+            fetched = [
+                json.loads(line) for line in b.logs().splitlines() if "object_fetched" in line
+            ]
+            assert [f["peer"] for f in fetched] == [addrs[1 - first].split("@")[0]]
+            assert other is not stalled
+
+
+async def test_a_provider_killed_mid_stream_never_yields_wrong_bytes(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(48 << 20))
+    with trio.fail_after(180):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(node(tmp_path, "a"))
+            obj_id = await put_file(a, big)
+            b = await stack.enter_async_context(node(tmp_path, "b", [await overlay_addr(a)]))
+            pid = (await a.service("svc-overlay"))["pid"]
+            answers: list[tuple[int, bytes]] = []
+
+            async def fetch() -> None:
+                answers.append(await trio.to_thread.run_sync(gateway_get, b, obj_id))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch)
+                while await b.metric("bytes_in_total") < 1 << 20:  # A is streaming to B
+                    await trio.sleep(0.005)
+                os.kill(pid, signal.SIGKILL)
+            status, body = answers[0]
+            if status == 200:  # finished before the kill landed: then it is the object
+                assert body == big.read_bytes()
+            else:
+                assert status == 503 and json.loads(body)["error"] == "unavailable"
+            await a.wait_service("svc-overlay", state="ready", not_pid=pid)
+            with trio.fail_after(60):
+                while True:  # the client retries, as Retry-After says
+                    status, body = await trio.to_thread.run_sync(gateway_get, b, obj_id)
+                    if status == 200:
+                        break
+                    assert status == 503
+                    await trio.sleep(0.2)
+            assert body == big.read_bytes()

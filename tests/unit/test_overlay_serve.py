@@ -43,6 +43,7 @@ class Node:
         self.quarantined: list[str] = []
         self.streams_open = 0
         self.addr = ""
+        self.server: PeerServer | None = None
 
     async def resolve(self, req: Any) -> index.NameRecord:
         if req.name == "docs/readme":
@@ -60,6 +61,7 @@ async def serving(tmp_path: Path, inflight: int = 2) -> AsyncIterator[Node]:
     server = PeerServer(
         node.root, HELLO, resolve=node.resolve, quarantine=node.quarantine, inflight=inflight
     )
+    node.server = server
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -168,3 +170,18 @@ async def test_requests_past_the_per_connection_cap_are_busy(tmp_path: Path) -> 
                 oap.raise_for_status(busy)
             assert err.value.reason == "busy" and err.value.retry_after == 1
             await conn.channel.aclose()
+
+
+async def test_a_connection_lost_mid_stream_stops_its_stream(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with serving(tmp_path) as node, trio.open_nursery() as nursery:
+            obj_id = store_object(node.root, os.urandom(8 << 20))
+            conn = await dial(PeerAddr.parse(node.addr), None, nursery)
+            payload = b"\x82\xa2op\xa3get\xa2id\xd9C" + obj_id.encode()
+            await conn.channel.send(oap.Frame(flags=oap.REQ, app_proto_id=0x0201, payload=payload))
+            assert (await conn.channel.receive()).flags & oap.START
+            await conn.channel.receive()  # one DATA chunk, then we vanish
+            assert node.server is not None and node.server.streams == 1
+            await conn.channel.aclose()
+            while node.server.streams:  # the server's stream task ends with the connection
+                await trio.sleep(0.005)
