@@ -24,12 +24,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ipc import endpoints, events, oap
 from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
+from ipc.proto import overlay
+from ipc.proto.codec import call
 from kernel import childenv, faults, logs
 from kernel.admin import (
     AdminBindError,
@@ -68,6 +71,7 @@ EVENTS_BUFFER = 256
 METRICS_FOLD_INTERVAL = 30.0
 
 
+OVERLAY = "svc-overlay"
 AUDIT_DRAIN_S = 2.0  # at stop: how long queued audit records may take to reach svc-passport
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
 
@@ -101,6 +105,7 @@ class Node:
         self.stop_requested = trio.Event()
         self.ready = trio.Event()
         self.passport_link: PassportLink | None = None
+        self.overlay_client: CommandClient | None = None  # svc-overlay's command socket
         self.listening: frozenset[str] = frozenset()  # sections whose sockets were bound at start
         self.last_reload: dict[str, list[str]] = {}
         self._reload_lock = trio.Lock()
@@ -173,6 +178,12 @@ class Node:
         if self.passport_link is None:
             raise PassportUnavailable("this node runs no svc-passport")
         return await self.passport_link.call(request)
+
+    async def peers(self) -> list[dict[str, Any]] | None:
+        if self.overlay_client is None:
+            return None
+        reply = await call(self.overlay_client, overlay.LOCAL, overlay.Peers(), timeout=2.0)
+        return [attrs.asdict(peer) for peer in reply.peers]
 
     def supervisor_log(self, event: str, **fields: Any) -> None:
         """The supervisor's log, which also audits quarantines (a privileged act of its own)."""
@@ -432,9 +443,11 @@ async def _serve_node(
             node.listening = frozenset(listeners)
             async with (
                 _passport_link(cfg, rt, metrics) as link,
+                _overlay_client(cfg, rt) as overlay_client,
                 trio.open_nursery() as nursery,
             ):
                 node.passport_link = link
+                node.overlay_client = overlay_client
                 if link is not None:
                     nursery.start_soon(link.run_outbox)
                     nursery.start_soon(link.learn_identity)
@@ -474,6 +487,16 @@ async def _passport_link(
         return
     async with PassportLink.open(runtime_dir, metrics) as link:
         yield link
+
+
+@asynccontextmanager
+async def _overlay_client(cfg: Config, runtime_dir: Path) -> AsyncIterator[CommandClient | None]:
+    """A command client to svc-overlay when the node runs one (``ronctl peers``)."""
+    if not any(spec.name == OVERLAY for spec in cfg.services):
+        yield None
+        return
+    async with CommandClient.connect(runtime_dir, OVERLAY, max_inflight=4, timeout=2.0) as c:
+        yield c
 
 
 async def _fold_metrics(metrics: Metrics) -> None:

@@ -52,7 +52,8 @@ class Requester(Protocol):
 
 
 def _pack(value: Any, first: Mapping[str, Any] | None = None) -> bytes:
-    fields = {k: v for k, v in attrs.asdict(value, recurse=False).items() if v is not None}
+    # recurse: a reply may hold attrs values (a list of peers); they travel as maps
+    fields = {k: v for k, v in attrs.asdict(value, recurse=True).items() if v is not None}
     packed: bytes = msgpack.packb({**(first or {}), **fields}, use_bin_type=True)
     return packed
 

@@ -51,6 +51,11 @@ class NodeControl(Protocol):
         ``PassportUnavailable``: no answer; ``oap.OapError``: refused (a bad argument)."""
         ...
 
+    async def peers(self) -> list[dict[str, Any]] | None:
+        """svc-overlay's peers (node id, addr, state, bytes, last error); None when the node
+        runs no overlay. ``oap.OapError``: svc-overlay did not answer."""
+        ...
+
     def open_events(
         self, topic_prefix: str
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:

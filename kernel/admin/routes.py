@@ -10,9 +10,11 @@ from typing import Any
 
 import trio
 
+from ipc import oap
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Request, Route, send_error, send_json
 
+RETRY = (b"retry-after", b"1")
 EVENTS_QUEUE = "admin_events"  # queue label of queue_dropped_total for slow /events clients
 MAX_TOPIC_LEN = 128
 
@@ -34,6 +36,7 @@ class ReadRoutes:
             Route("/healthz", {"GET": self.healthz}),
             Route("/readyz", {"GET": self.readyz}),
             Route("/version", {"GET": self.version}),
+            Route("/peers", {"GET": self.peers}),
             Route("/metrics", {"GET": self.metrics}),
             Route("/events", {"GET": self.events}),
         )
@@ -72,6 +75,20 @@ class ReadRoutes:
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
         ]
         await send_json(req.send, 200, info)
+
+    async def peers(self, req: Request) -> None:
+        try:
+            peers = await self._control.peers()
+        except oap.OapError as exc:
+            detail = f"svc-overlay did not answer: {exc.reason}"
+            await send_json(
+                req.send, 503, {"error": "unavailable", "detail": detail}, headers=[RETRY]
+            )
+            return
+        if peers is None:
+            await send_error(req.send, 404, "not_found", "this node runs no svc-overlay")
+            return
+        await send_json(req.send, 200, {"peers": peers})
 
     async def metrics(self, req: Request) -> None:
         # Reading every process's sample files is file I/O: keep it off the trio thread.

@@ -80,6 +80,39 @@ def _readiness_text(ready: dict[str, Any]) -> str:
     return f"degraded (missing: {missing}; retry after {ready.get('retry_after', '?')}s)"
 
 
+def cmd_peers(args: argparse.Namespace) -> int:
+    resp = admin_client(args).get("/peers")
+    if resp.status != 200:
+        raise CliError(f"the admin plane answered /peers with {resp.error_text()}")
+    doc = resp.json()
+    peers = doc.get("peers") if isinstance(doc, dict) else None
+    if not isinstance(peers, list):
+        raise CliError("unexpected answer from the admin plane: /peers is not a peer list")
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+        return 0
+    if not peers:
+        print("no peers configured (svc-overlay settings: peers)")
+        return 0
+    rows = [("NODE ID", "ADDRESS", "STATE", "BYTES IN", "LAST ERROR")]
+    for peer in peers:
+        if isinstance(peer, dict):
+            node_id = str(peer.get("node_id", "?"))
+            rows.append(
+                (
+                    node_id[:21] + "...",
+                    str(peer.get("addr", "?")).rpartition("@")[2],
+                    str(peer.get("state", "?")),
+                    str(peer.get("bytes_in", 0)),
+                    " ".join(str(peer.get("last_error") or "-").split())[:60],
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     client = admin_client(args)
     version_resp = client.get("/version")
@@ -237,6 +270,16 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         action="store_true",
         help='print {"version": /version, "readyz": /readyz, "ready": bool} as one JSON line',
     )
+
+    p = verb(
+        "peers",
+        "list the node's overlay peers",
+        cmd_peers,
+        description="Show each configured overlay peer: node id, address, state (connected, "
+        "idle, down), bytes received from it and its last error.",
+    )
+    admin_arg(p)
+    p.add_argument("--json", action="store_true", help='print {"peers": [...]} as one JSON line')
 
     p = verb(
         "tail",

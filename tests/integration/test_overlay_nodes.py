@@ -101,6 +101,14 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
                 assert status == 200 and body == data
                 assert peer.logs().count('"event":"object_fetched"') == 1
 
+            listed = await b.ronctl("peers", "--json")
+            assert listed.returncode == 0, listed.stderr
+            (peer,) = json.loads(listed.stdout)["peers"]
+            assert peer["addr"] == a_addr and peer["state"] == "connected"
+            assert peer["bytes_in"] == len(data) and peer["last_error"] == ""
+            table = await b.ronctl("peers")
+            assert b"connected" in table.stdout and b"NODE ID" in table.stdout
+
             missing = "b3:" + "0" * 64
             status, body = await trio.to_thread.run_sync(gateway_get, b, missing)
             assert status == 404 and json.loads(body)["error"] == "not_found"
@@ -112,6 +120,8 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
             assert status == 503 and json.loads(body)["error"] == "unavailable"
             assert await d.metric("transport_dials_total", result="pin_mismatch") >= 1
             assert '"event":"fetch_failed"' in d.logs()
+            (peer,) = json.loads((await d.ronctl("peers", "--json")).stdout)["peers"]
+            assert peer["state"] == "down" and "expected" in peer["last_error"]
 
 
 async def put_file(n: RunningNode, path: Path) -> str:

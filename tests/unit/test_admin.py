@@ -65,6 +65,9 @@ class FakeControl:
     def audit(self, act: str, **detail: object) -> None:
         self.audited.append((act, {k: str(v) for k, v in detail.items()}))
 
+    async def peers(self) -> list[dict[str, Any]] | None:
+        return [{"node_id": "node:" + "a" * 64, "addr": "x", "state": "idle"}]
+
     async def passport(self, request: Any) -> Any:
         self.passport_requests.append(request)
         if isinstance(self.passport_reply, Exception):
