@@ -8,6 +8,7 @@ it into a one-line ``ConfigError``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 ENV_PREFIX = "RONK_"
@@ -52,6 +53,8 @@ def parse_text(text: str, kind: type, key: str) -> object:
         if not math.isfinite(value):
             raise ValueError(f"{key}: expected a finite number, got {text!r}")
         return value
+    if kind == tuple[str, ...]:  # a list: items separated by commas or whitespace
+        return tuple(part for part in re.split(r"[,\s]+", stripped) if part)
     raise ValueError(f"{key}: cannot be set from text")
 
 

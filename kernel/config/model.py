@@ -109,6 +109,15 @@ class AddrConfig:
 
 
 @attrs.frozen
+class OverlayConfig:
+    """``addr``: where svc-overlay listens; ``peers``: ``<node id>@host:port`` of the nodes this
+    one fetches objects it lacks from (static providers, DESIGN §5)."""
+
+    addr: str = "127.0.0.1:9410"
+    peers: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class ServiceSpec:
     """A child spec (OTP style): the supervisor is a generic loop over these."""
 
@@ -137,7 +146,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     paths: PathsConfig = PathsConfig()
     gateway: AddrConfig = AddrConfig("127.0.0.1:8080")
-    overlay: AddrConfig = AddrConfig("127.0.0.1:9410")
+    overlay: OverlayConfig = OverlayConfig()
     services: tuple[ServiceSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

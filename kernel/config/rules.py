@@ -11,6 +11,8 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
+from ipc.ids import is_node_id
+
 if TYPE_CHECKING:
     from kernel.config.model import Config
 
@@ -101,6 +103,15 @@ def validate(cfg: Config) -> None:
         )
     check_addr("gateway.addr", cfg.gateway.addr)
     check_addr("overlay.addr", cfg.overlay.addr)
+    for peer in cfg.overlay.peers:
+        node_id, at, hostport = peer.partition("@")
+        if not at or not is_node_id(node_id):
+            raise _fail(
+                "overlay.peers",
+                f"overlay.peers: {peer!r:.120} is not <node id>@<host>:<port> (node: and 64 "
+                "lowercase hex, as `ronctl id` prints it)",
+            )
+        check_addr("overlay.peers", hostport)
     _one_of("log.level", cfg.log.level, LOG_LEVELS)
     _auth(cfg)
     _limits(cfg)

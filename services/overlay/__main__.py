@@ -16,7 +16,7 @@ from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import index, overlay, passport, storage
 from ipc.proto.codec import Request, call
-from ipc.transport import Listener, Meter, NodeCertificate
+from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
 from kernel import logs
 from kernel.metrics import Metrics
 from kernel.protocol_handler import protocol_handler
@@ -136,7 +136,7 @@ async def main(ctx: ServiceContext) -> None:
             on_refused=refused,
         )
         fetcher = Fetcher(
-            settings.peer_addrs(),
+            tuple(PeerAddr.parse(text) for text in ctx.config.overlay.peers),
             cert,
             root,
             commit,
@@ -166,7 +166,10 @@ async def main(ctx: ServiceContext) -> None:
             await nursery.start(listener.serve)
             await nursery.start(server.run)
             logs.log(
-                "overlay_serving", node_id=cert.node_id, peers=len(settings.peers), tls=settings.tls
+                "overlay_serving",
+                node_id=cert.node_id,
+                peers=len(ctx.config.overlay.peers),
+                tls=settings.tls,
             )
             ctx.ready()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from ipc.transport import BadPeerAddr, Limits, PeerAddr, Timeouts
+from ipc.transport import Limits, Timeouts
 
 __all__ = ["OverlaySettings"]
 
@@ -16,17 +16,9 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attr.name} must be > 0")
 
 
-def _peers(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    for text in value:
-        try:
-            PeerAddr.parse(text)
-        except BadPeerAddr as exc:
-            raise ValueError(f"{attr.name}: {exc}") from None
-
-
 @attrs.frozen
 class OverlaySettings:
-    """``peers``: ``<node id>@host:port`` of the nodes asked for objects this one lacks;
+    """The peers to fetch from are the node's ``overlay.peers`` (not a setting here);
     ``tls``: false only for tests and local development (peers are then not authenticated);
     ``max_conns`` / ``per_peer``: connections served at once, in all and from one peer;
     ``read_timeout`` / ``write_timeout`` / ``idle_timeout`` / ``handshake_timeout``: seconds;
@@ -34,7 +26,6 @@ class OverlaySettings:
     asked at most per fetch; ``fetch_timeout``: seconds a whole fetch may take;
     ``max_object_size``: the largest object fetched or served (bytes)."""
 
-    peers: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_peers)
     tls: bool = True
     max_conns: int = attrs.field(default=1024, validator=_positive)
     per_peer: int = attrs.field(default=8, validator=_positive)
@@ -55,6 +46,3 @@ class OverlaySettings:
             handshake_timeout=self.handshake_timeout,
             timeouts=Timeouts(self.read_timeout, self.write_timeout, self.idle_timeout),
         )
-
-    def peer_addrs(self) -> tuple[PeerAddr, ...]:
-        return tuple(PeerAddr.parse(text) for text in self.peers)

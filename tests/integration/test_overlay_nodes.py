@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -18,29 +17,18 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.node_harness import RunningNode, http_request, start_node
+from tests.support.node_harness import FAST_CONFIG, RunningNode, http_request, start_node
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def profile_with_peers(tmp_path: Path, name: str, peers: list[str]) -> Path:
-    """The shipped micronode with svc-overlay's ``peers`` set."""
-    text = (REPO / "profiles" / "micronode.toml").read_text()
-    text, n = re.subn(r"(?m)^peers = \[\]", f"peers = {json.dumps(peers)}", text)
-    assert n == 1
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 @asynccontextmanager
 async def node(tmp_path: Path, name: str, peers: list[str] = ()) -> AsyncIterator[RunningNode]:  # type: ignore[assignment]
+    """A micronode whose ``overlay.peers`` are ``peers``."""
     where = tmp_path / name
     where.mkdir()
-    profile = profile_with_peers(where, name, list(peers)) if peers else "micronode"
-    async with start_node(where, str(profile)) as running:
+    config = FAST_CONFIG.replace("[overlay]\n", f"[overlay]\npeers = {json.dumps(list(peers))}\n")
+    async with start_node(where, config=config) as running:
         yield running
 
 

@@ -349,6 +349,8 @@ def test_every_env_key_is_documented_with_its_default() -> None:
             value = defaults[section][key]
             if section != "node":
                 shown = {True: "true", False: "false"}.get(value, value)
+                if isinstance(value, tuple):  # a list key: documented as its TOML list
+                    shown = "[" + ", ".join(value) + "]"
                 assert default.split()[0].strip('`"') == str(shown), f"{section}.{key}"
     assert len(documented) == sum(len(f) for f in config_load._SCHEMA.values())
 
@@ -387,3 +389,21 @@ def test_store_reload_rolls_back_on_invalid_config(tmp_path: Path) -> None:
 def test_store_refuses_an_invalid_initial_config() -> None:
     with pytest.raises(ConfigError):
         C.ConfigStore(C.Config(limits=C.LimitsConfig(cmd_inflight=0)))
+
+
+def test_overlay_peers_from_a_file_and_from_the_environment(tmp_path: Path) -> None:
+    a, b = "node:" + "a" * 64 + "@127.0.0.1:9411", "node:" + "b" * 64 + "@[::1]:9412"
+    path = tmp_path / "peers.toml"
+    path.write_text(f'[overlay]\npeers = ["{a}"]\n')
+    assert load_config("micronode", config_file=path, env={}).overlay.peers == (a,)
+    env = {"RONK_OVERLAY_PEERS": f"{a}, {b}"}
+    assert load_config("micronode", env=env).overlay.peers == (a, b)
+
+
+@pytest.mark.parametrize(
+    "peer",
+    ["127.0.0.1:9410", "node:abc@127.0.0.1:9410", "node:" + "a" * 64 + "@127.0.0.1:99999"],
+)
+def test_a_bad_peer_address_is_refused_at_load(peer: str) -> None:
+    message = _error(env={"RONK_OVERLAY_PEERS": peer})
+    assert "overlay.peers" in message and "\n" not in message

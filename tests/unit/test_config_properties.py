@@ -50,6 +50,14 @@ KEYS: dict[str, st.SearchStrategy] = {
     "paths.data_dir": _path,
     "gateway.addr": _port_addr,
     "overlay.addr": _port_addr,
+    "overlay.peers": st.lists(
+        st.builds(
+            lambda h, port: f"node:{h}@127.0.0.1:{port}",
+            st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+            st.integers(1, 65535),
+        ),
+        max_size=3,
+    ).map(tuple),
 }
 LAYERS = ("profile", "file", "env", "cli")  # lowest to highest
 
@@ -59,12 +67,17 @@ def _toml(values: dict[str, object]) -> str:
     sections: dict[str, list[str]] = {}
     for dotted, value in values.items():
         section, key = dotted.split(".")
-        text = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = json.dumps(list(value) if isinstance(value, tuple) else value)
         sections.setdefault(section, []).append(f"{key} = {text}")
     return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
 
 
 def _env_text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
