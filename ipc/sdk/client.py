@@ -39,7 +39,7 @@ from ipc.transport import (
     PeerAddr,
     dial,
 )
-from ipc.transport.client import PeerClient
+from ipc.transport.client import PeerClient, read_object
 
 __all__ = ["AsyncClient", "SdkError"]
 
@@ -205,35 +205,16 @@ async def _stream(
 ) -> int:
     frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
     hasher = blake3.blake3()
+
+    async def chunk(piece: bytes) -> None:
+        hasher.update(piece)
+        sink(piece)
+
     async with client.exchange(frame) as answers:
-        first = await _next(answers, timeout)
-        oap.raise_for_status(first)
-        start = oap.unpack_payload(oap.Start, first.payload)
-        if start.obj != obj_id:
-            raise oap.OapError("schema_invalid", f"the node streamed {start.obj}, not {obj_id}")
-        if max_size is not None and start.size > max_size:
-            raise oap.OapError("too_large", f"{obj_id} is {start.size} bytes, over {max_size}")
-        off = 0
-        while True:
-            part = await _next(answers, timeout)
-            oap.raise_for_status(part)
-            if part.flags & oap.END:
-                break
-            data = oap.unpack_payload(oap.Data, part.payload)
-            if data.obj != obj_id or data.off != off or off + len(data.data) > start.size:
-                raise oap.OapError("schema_invalid", f"DATA out of place at {data.off}")
-            hasher.update(data.data)
-            sink(data.data)
-            off += len(data.data)
+        size = await read_object(
+            answers, obj_id, first_timeout=timeout, timeout=timeout, max_size=max_size, chunk=chunk
+        )
     got = "b3:" + hasher.hexdigest()
-    if off != start.size or got != obj_id:
+    if got != obj_id:
         raise oap.OapError("digest_mismatch", f"the bytes received hash to {got}, not {obj_id}")
-    return off
-
-
-async def _next(answers: trio.MemoryReceiveChannel[oap.Frame], timeout: float) -> oap.Frame:
-    with trio.fail_after(timeout):
-        try:
-            return await answers.receive()
-        except trio.EndOfChannel:
-            raise ChannelClosed("the node closed the connection") from None
+    return size

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -22,7 +22,7 @@ from ipc.proto.codec import Request, ServiceProtocol
 from .channel import ChannelClosed
 from .endpoints import Connection
 
-__all__ = ["PeerClient"]
+__all__ = ["PeerClient", "next_frame", "read_object"]
 
 R = TypeVar("R")
 PER_REQUEST = 8  # frames buffered per open request (a stream's DATA chunks)
@@ -98,3 +98,53 @@ def _with_corr(frame: oap.Frame, corr_id: int) -> oap.Frame:
         cap=frame.cap,
         payload=frame.payload,
     )
+
+
+async def next_frame(answers: trio.MemoryReceiveChannel[oap.Frame], timeout: float) -> oap.Frame:
+    """The next answer within ``timeout`` (``trio.TooSlowError``); ``ChannelClosed`` at its end."""
+    with trio.fail_after(timeout):
+        try:
+            return await answers.receive()
+        except trio.EndOfChannel:
+            raise ChannelClosed("the peer closed the connection") from None
+
+
+async def read_object(
+    answers: trio.MemoryReceiveChannel[oap.Frame],
+    obj_id: str,
+    *,
+    first_timeout: float,
+    timeout: float,
+    max_size: int | None,
+    chunk: Callable[[bytes], Awaitable[object]],
+    begin: Callable[[int], Awaitable[object]] | None = None,
+) -> int:
+    """Receive one object stream (START, DATA..., END) for ``obj_id``; its size.
+
+    Checks what the frames claim: the START names ``obj_id`` (``max_size`` bounds its size
+    before ``begin(size)`` runs), every DATA names it and continues exactly where the last one
+    ended, the total is the announced size. The digest is the caller's to check (it hashes what
+    ``chunk`` gets). An error frame raises its ``OapError``."""
+    first = await next_frame(answers, first_timeout)
+    oap.raise_for_status(first)
+    start = oap.unpack_payload(oap.Start, first.payload)
+    if not first.flags & oap.START or start.obj != obj_id:
+        raise oap.OapError("schema_invalid", f"the stream did not start with {obj_id}")
+    if max_size is not None and start.size > max_size:
+        raise oap.OapError("too_large", f"{obj_id} is {start.size} bytes, over {max_size}")
+    if begin is not None:
+        await begin(start.size)
+    off = 0
+    while True:
+        part = await next_frame(answers, timeout)
+        oap.raise_for_status(part)
+        if part.flags & oap.END:
+            break
+        data = oap.unpack_payload(oap.Data, part.payload)
+        if data.obj != obj_id or data.off != off or off + len(data.data) > start.size:
+            raise oap.OapError("schema_invalid", f"DATA out of place at {data.off}")
+        await chunk(data.data)
+        off += len(data.data)
+    if off != start.size:
+        raise oap.OapError("digest_mismatch", f"{off} bytes, {start.size} announced")
+    return off

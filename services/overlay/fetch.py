@@ -37,7 +37,7 @@ from ipc.transport import (
     client_context,
     dial,
 )
-from ipc.transport.client import PeerClient
+from ipc.transport.client import PeerClient, read_object
 from kernel import logs
 from services.lib import objstore
 
@@ -230,39 +230,36 @@ class Fetcher:
         client = await self._client(link)
         frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
         temp: objstore.TempObject | None = None
+
+        async def begin(size: int) -> None:
+            nonlocal temp
+            temp = await trio.to_thread.run_sync(
+                lambda: objstore.TempObject(self.root, max_size=max(size, 1))
+            )
+
+        async def chunk(piece: bytes) -> None:
+            assert temp is not None
+            await trio.to_thread.run_sync(temp.write, piece)
+            link.bytes_in += len(piece)
+
         try:
             async with client.exchange(frame) as answers:
-                with trio.fail_after(ASK_TIMEOUT):
-                    first = await _next(answers)
-                if first.code == 404:
-                    raise _NotThere()
-                oap.raise_for_status(first)
-                start = oap.unpack_payload(oap.Start, first.payload)
-                if not first.flags & oap.START or start.obj != obj_id:
-                    raise oap.OapError("schema_invalid", "the stream did not start with our object")
-                if start.size > self.max_object_size:
-                    raise oap.OapError(
-                        "too_large", f"{obj_id} is {start.size} bytes, over {self.max_object_size}"
-                    )
-                temp = await trio.to_thread.run_sync(
-                    lambda: objstore.TempObject(self.root, max_size=max(start.size, 1))
-                )
-                off = 0
-                while True:
+                try:
                     # a stalled provider is cut at the read timeout (the hedge took over anyway)
-                    with trio.fail_after(self.limits.timeouts.read):
-                        part = await _next(answers)
-                    oap.raise_for_status(part)
-                    if part.flags & oap.END:
-                        break
-                    data = oap.unpack_payload(oap.Data, part.payload)
-                    if data.obj != obj_id or data.off != off or off + len(data.data) > start.size:
-                        raise oap.OapError("schema_invalid", f"DATA out of place at {data.off}")
-                    await trio.to_thread.run_sync(temp.write, data.data)
-                    off += len(data.data)
-                    link.bytes_in += len(data.data)
-                if off != start.size:
-                    raise oap.OapError("digest_mismatch", f"{off} bytes, {start.size} announced")
+                    await read_object(
+                        answers,
+                        obj_id,
+                        first_timeout=ASK_TIMEOUT,
+                        timeout=self.limits.timeouts.read,
+                        max_size=self.max_object_size,
+                        chunk=chunk,
+                        begin=begin,
+                    )
+                except oap.OapError as exc:
+                    if exc.reason == "not_found":
+                        raise _NotThere() from None
+                    raise
+            assert temp is not None
             got, size, tmp = await trio.to_thread.run_sync(temp.finish)
             temp = None  # finished: the temp file is ours to commit or remove
             if got != obj_id:
@@ -278,10 +275,3 @@ class Fetcher:
         with trio.CancelScope(shield=True):
             for copy in copies:
                 await trio.to_thread.run_sync(objstore.remove_temp, self.root, copy.tmp)
-
-
-async def _next(answers: trio.MemoryReceiveChannel[oap.Frame]) -> oap.Frame:
-    try:
-        return await answers.receive()
-    except trio.EndOfChannel:
-        raise ChannelClosed("the provider closed the connection") from None
