@@ -210,6 +210,11 @@ class Metrics:
         )
         self.bytes_in = Counter("bytes_in", "Bytes received from peers.", registry=None)
         self.bytes_out = Counter("bytes_out", "Bytes sent to peers.", registry=None)
+        self.pq_fallback = Counter(
+            "pq_fallback",
+            "Peer connections that fell back to plain TLS (pq.mode = hybrid).",
+            registry=None,
+        )
 
         declared = [
             family
@@ -221,6 +226,7 @@ class Metrics:
                 self.io_timeouts,
                 self.bytes_in,
                 self.bytes_out,
+                self.pq_fallback,
                 self.service_restarts,
                 self.bus_published,
                 self.bus_no_receivers,

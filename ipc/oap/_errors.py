@@ -51,6 +51,7 @@ REASONS: Final = MappingProxyType(
         "peer_limit": 429,
         "rate_limited": 429,
         "too_large": 413,
+        "pq_required": 403,
     }
 )
 """reason -> status code. Append-only."""

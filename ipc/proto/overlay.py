@@ -31,6 +31,8 @@ __all__ = [
     "PeerList",
     "PeerState",
     "Peers",
+    "Pq",
+    "PqReply",
     "Resolve",
 ]
 
@@ -52,6 +54,24 @@ class Resolve(Request[NameRecord]):
     OP: ClassVar[str] = "resolve"
     REPLY: ClassVar[type] = NameRecord
     name: str
+
+
+@attrs.frozen
+class PqReply:
+    """The listener's ``pq.mode``; with ``ct`` (the ML-KEM-768 ciphertext) when it is not off."""
+
+    mode: str
+    ct: bytes = b""
+
+
+@attrs.frozen
+class Pq(Request[PqReply]):
+    """The dialer's ML-KEM-768 encapsulation key (``ipc.transport.pq``), sent right after HELLO;
+    once answered, both ends seal object payloads (APP_E2E) with the derived keys."""
+
+    OP: ClassVar[str] = "pq"
+    REPLY: ClassVar[type] = PqReply
+    ek: bytes
 
 
 @attrs.frozen
@@ -78,6 +98,7 @@ class PeerState:
     node_id: str
     addr: str
     state: str  # "connected", "idle" (not dialed yet or closed cleanly), "down"
+    pq: str  # the negotiated posture of the last connection: "pq", "fallback", "off" or ""
     bytes_in: int = attrs.field(validator=unsigned)
     bytes_out: int = attrs.field(validator=unsigned)
     last_error: str = ""
@@ -95,7 +116,7 @@ class Peers(Request[PeerList]):
 
 
 PEER: Final = ServiceProtocol(
-    service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve)
+    service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq)
 )
 LOCAL: Final = ServiceProtocol(
     service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers)

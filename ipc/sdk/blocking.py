@@ -33,13 +33,14 @@ class Client:
         identity: NodeCertificate | None = None,
         tls: bool = True,
         timeout: float = 10.0,
+        pq_mode: str | None = None,
     ) -> None:
         self._ready = threading.Event()
         self._failed: BaseException | None = None
         self._client: AsyncClient | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
-        kwargs = {"identity": identity, "tls": tls, "timeout": timeout}
+        kwargs = {"identity": identity, "tls": tls, "timeout": timeout, "pq_mode": pq_mode}
         self._thread = threading.Thread(
             target=self._run, args=(addr, kwargs), name="ron-sdk", daemon=True
         )
@@ -76,6 +77,11 @@ class Client:
     def _async(self) -> AsyncClient:
         assert self._client is not None
         return self._client
+
+    @property
+    def pq(self) -> str:
+        """This connection's posture: ``pq`` (payloads sealed again), ``fallback`` or ``off``."""
+        return self._async.pq
 
     def hello(self) -> oap.HelloResponse:
         result: oap.HelloResponse = self._call(self._async.hello)

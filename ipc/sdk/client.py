@@ -38,8 +38,10 @@ from ipc.transport import (
     NodeCertificate,
     PeerAddr,
     dial,
+    pq,
 )
 from ipc.transport.client import PeerClient, read_object
+from ipc.transport.pq_exchange import PqRefused, dialer_exchange
 
 __all__ = ["AsyncClient", "SdkError"]
 
@@ -76,7 +78,10 @@ class AsyncClient:
         identity: NodeCertificate | None,
         tls: bool,
         timeout: float,
+        pq_mode: str = "off",
     ) -> None:
+        self.pq_mode = pq_mode
+        self.pq = ""  # this connection's posture: pq, fallback or off
         self.addr = addr
         self._nursery = nursery
         self._identity = identity
@@ -93,13 +98,20 @@ class AsyncClient:
         identity: NodeCertificate | None = None,
         tls: bool = True,
         timeout: float = 10.0,
+        pq_mode: str | None = None,
     ) -> AsyncIterator[AsyncClient]:
         """A client of the node at ``addr`` (``<node id>@host:port``); anonymous unless
-        ``identity`` (a node's certificate) is given. Connects at once (``DialError``)."""
+        ``identity`` (a node's certificate) is given. Connects at once (``DialError``).
+        ``pq_mode``: ``off``, ``hybrid`` (the default where ML-KEM-768 is available: object
+        payloads sealed again when the node can) or ``required``."""
+        if pq_mode is None:
+            pq_mode = "hybrid" if pq.available() else "off"
         peer = addr if isinstance(addr, PeerAddr) else PeerAddr.parse(addr)
         try:
             async with trio.open_nursery() as nursery:
-                client = cls(peer, nursery, identity=identity, tls=tls, timeout=timeout)
+                client = cls(
+                    peer, nursery, identity=identity, tls=tls, timeout=timeout, pq_mode=pq_mode
+                )
                 await client._link()
                 try:
                     yield client
@@ -118,6 +130,17 @@ class AsyncClient:
         conn = await dial(self.addr, self._identity, self._nursery, limits=limits, tls=self._tls)
         client = PeerClient(conn)
         await self._nursery.start(client.run)
+        try:
+            self.pq = await dialer_exchange(
+                client,
+                self.pq_mode,
+                dialer=self._identity.node_id if self._identity else None,
+                listener=self.addr.node_id,
+                timeout=self.timeout,
+            )
+        except PqRefused as exc:
+            await conn.channel.aclose()
+            raise DialError("pq_refused", str(exc)) from None
         self._client = client
         return client
 

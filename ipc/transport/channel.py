@@ -11,6 +11,9 @@ Guarantees:
 - every read waits at most ``read_timeout`` once a frame has begun, and at most ``idle_timeout``
   for the next frame to begin; every write at most ``write_timeout``; on expiry the channel
   raises ``ChannelTimeout`` (``op`` = read/write/idle) and is closed;
+- with PQ keys installed (``install_pq``), a frame sent with APP_E2E has its payload sealed by
+  the writer, in wire order, and a received APP_E2E frame is opened in arrival order (one that
+  does not open is 500 ``integrity_failure``, and the channel is dead like any OAP error);
 - ``aclose`` stops the writer and closes the stream; a broken or ended stream surfaces as
   ``ChannelClosed`` from both ``receive`` and ``send``, and the channel is closed by then (its
   writer task ends).
@@ -27,6 +30,7 @@ import trio
 from ipc import oap
 
 from .meter import Meter
+from .pq import Opener, PqError, Sealer
 
 __all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "Timeouts"]
 
@@ -68,7 +72,10 @@ class Channel:
         self.timeouts = timeouts or Timeouts()
         self._decoder = oap.FrameDecoder(max_frame)
         self._ready: deque[oap.Frame] = deque()
-        self._send, self._queue = trio.open_memory_channel[bytes](QUEUE)
+        # encoded frames, or a Frame to seal (APP_E2E) in the writer, where wire order is fixed
+        self._send, self._queue = trio.open_memory_channel[bytes | oap.Frame](QUEUE)
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
         self._meter = meter or Meter()  # bytes moved and timeouts
         self._closed = False
         self._written = trio.Event()  # the writer has ended
@@ -91,7 +98,27 @@ class Channel:
                 await self._fail(ChannelClosed(f"the peer closed {midway}"))
             self._meter.moved("in", len(data))
             self._ready.extend(self._decoder.feed(data))
-        return self._ready.popleft()
+        frame = self._ready.popleft()
+        if frame.flags & oap.APP_E2E:
+            frame = self._open(frame)
+        return frame
+
+    def install_pq(self, sealer: Sealer, opener: Opener) -> None:
+        """From now on frames sent with APP_E2E are sealed, and received ones opened, in order."""
+        self._sealer, self._opener = sealer, opener
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealer is not None
+
+    def _open(self, frame: oap.Frame) -> oap.Frame:
+        if self._opener is None:
+            raise oap.OapError("schema_invalid", "a sealed (APP_E2E) frame, but no PQ keys here")
+        try:
+            plain = self._opener.open(frame.payload, frame.app_proto_id, frame.corr_id)
+        except PqError as exc:
+            raise oap.OapError("integrity_failure", str(exc)) from None
+        return attrs.evolve(frame, payload=plain)
 
     async def _fail(self, exc: ChannelClosed) -> NoReturn:
         if isinstance(exc, ChannelTimeout):
@@ -100,8 +127,15 @@ class Channel:
         raise exc
 
     async def send(self, frame: oap.Frame) -> None:
-        """Queue ``frame`` for the writer (waits while ``QUEUE`` frames are waiting)."""
-        data = oap.encode(frame, max_frame=self._decoder.max_frame)
+        """Queue ``frame`` for the writer (waits while ``QUEUE`` frames are waiting). A frame
+        flagged APP_E2E is sealed by the writer (PQ keys must be installed)."""
+        data: bytes | oap.Frame
+        if frame.flags & oap.APP_E2E:
+            if self._sealer is None:
+                raise oap.OapError("schema_invalid", "APP_E2E needs PQ keys on this channel")
+            data = frame
+        else:
+            data = oap.encode(frame, max_frame=self._decoder.max_frame)
         try:
             await self._send.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -110,7 +144,8 @@ class Channel:
     async def writer(self) -> None:
         """Write queued frames in order; returns when the channel closes."""
         async with self._queue:
-            async for data in self._queue:
+            async for item in self._queue:
+                data = item if isinstance(item, bytes) else self._seal(item)
                 with trio.move_on_after(self.timeouts.write) as scope:
                     try:
                         await self.stream.send_all(data)
@@ -122,6 +157,11 @@ class Channel:
                 self._meter.moved("out", len(data))
         self._written.set()
         await self.aclose()
+
+    def _seal(self, frame: oap.Frame) -> bytes:
+        assert self._sealer is not None
+        sealed = self._sealer.seal(frame.payload, frame.app_proto_id, frame.corr_id)
+        return oap.encode(attrs.evolve(frame, payload=sealed), max_frame=self._decoder.max_frame)
 
     async def finish(self) -> None:
         """Send what is queued (within ``write_timeout``), then close: the last answer of a

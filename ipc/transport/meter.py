@@ -31,5 +31,8 @@ class Meter:
     def moved(self, direction: str, size: int) -> None:
         """``size`` bytes went ``in`` or ``out`` on a connection."""
 
+    def pq_fallback(self) -> None:
+        """One connection fell back to plain TLS (``pq.mode = hybrid``, the peer could not)."""
+
     def inflight(self, delta: int) -> None:
         """Connections open changed by ``delta``."""

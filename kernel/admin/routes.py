@@ -74,7 +74,19 @@ class ReadRoutes:
             }
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
         ]
+        peers = await self._peers_briefly()
+        if peers is not None:  # the PQ posture negotiated with each peer (svc-overlay)
+            info["peers"] = [{"node_id": p.get("node_id"), "pq": p.get("pq", "")} for p in peers]
         await send_json(req.send, 200, info)
+
+    async def _peers_briefly(self) -> list[dict[str, Any]] | None:
+        """svc-overlay's peers if it answers within half a second; /version never waits on it."""
+        with trio.move_on_after(0.5):
+            try:
+                return await self._control.peers()
+            except oap.OapError:
+                return None
+        return None
 
     async def peers(self, req: Request) -> None:
         try:

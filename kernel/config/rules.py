@@ -12,11 +12,11 @@ import re
 from typing import TYPE_CHECKING
 
 from ipc.ids import is_node_id
+from ipc.transport.pq import available as pq_available
 
 if TYPE_CHECKING:
     from kernel.config.model import Config
 
-PQ_SUPPORTED = False  # no PQ primitives in this build: pq.mode = "required" must fail closed
 
 SPAWN_MODES = ("exec", "forkserver")
 PQ_MODES = ("off", "hybrid", "required")
@@ -92,7 +92,7 @@ def validate(cfg: Config) -> None:
             "bus.capacity", f"bus.capacity must be > 0 and <= {BUS_CAPACITY_MAX}, got {bus}"
         )
     _one_of("pq.mode", cfg.pq.mode, PQ_MODES)
-    if cfg.pq.mode == "required" and not PQ_SUPPORTED:
+    if cfg.pq.mode == "required" and not pq_available():
         raise _fail("pq.mode", "pq.mode=required but this build has no PQ support")
     check_addr("observability.admin_addr", cfg.observability.admin_addr)
     if not cfg.observability.admin_public and not is_loopback(cfg.observability.admin_addr):

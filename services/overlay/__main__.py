@@ -55,6 +55,9 @@ class NodeMeter(Meter):
     def io_timeout(self, op: str) -> None:
         self.m.io_timeouts.labels(op=op).inc()
 
+    def pq_fallback(self) -> None:
+        self.m.pq_fallback.inc()
+
     def moved(self, direction: str, size: int) -> None:
         (self.m.bytes_in if direction == "in" else self.m.bytes_out).inc(size)
 
@@ -114,7 +117,13 @@ async def main(ctx: ServiceContext) -> None:
             transports=("tls" if settings.tls else "tcp",),
         )
         peer_server = PeerServer(
-            root, hello, resolve=resolve, quarantine=quarantine, inflight=settings.inflight_per_conn
+            root,
+            hello,
+            resolve=resolve,
+            quarantine=quarantine,
+            inflight=settings.inflight_per_conn,
+            node_id=cert.node_id,
+            pq_mode=ctx.config.pq.mode,
         )
 
         def refused(reason: str, detail: str, remote: tuple[str, int]) -> None:
@@ -147,6 +156,7 @@ async def main(ctx: ServiceContext) -> None:
             fetch_timeout=settings.fetch_timeout,
             max_object_size=settings.max_object_size,
             meter=meter,
+            pq_mode=ctx.config.pq.mode,
         )
 
         async def dispatch(req: Request[object]) -> object:

@@ -38,6 +38,7 @@ from ipc.transport import (
     dial,
 )
 from ipc.transport.client import PeerClient, read_object
+from ipc.transport.pq_exchange import PqRefused, dialer_exchange
 from kernel import logs
 from services.lib import objstore
 
@@ -55,6 +56,7 @@ class PeerLink:
     client: PeerClient | None = None
     bytes_in: int = 0
     last_error: str = ""
+    pq: str = ""  # the last connection's posture: pq, fallback, off
     lock: trio.Lock = attrs.field(factory=trio.Lock)
 
     def state(self) -> str:
@@ -70,6 +72,7 @@ class PeerLink:
             bytes_in=self.bytes_in,
             bytes_out=0,
             last_error=self.last_error,
+            pq=self.pq,
         )
 
 
@@ -99,7 +102,9 @@ class Fetcher:
         fetch_timeout: float,
         max_object_size: int,
         meter: Meter,
+        pq_mode: str = "off",
     ) -> None:
+        self.pq_mode = pq_mode
         self.links = [PeerLink(addr) for addr in peers]
         self.cert = cert
         self.root = store_root
@@ -222,6 +227,21 @@ class Fetcher:
             )
             client = PeerClient(conn)
             await self._nursery.start(client.run)
+            try:
+                link.pq = await dialer_exchange(
+                    client,
+                    self.pq_mode,
+                    dialer=self.cert.node_id,
+                    listener=link.addr.node_id,
+                    timeout=self.limits.handshake_timeout,
+                )
+            except PqRefused as exc:
+                await conn.channel.aclose()
+                self.meter.dialed("pq_refused")
+                raise DialError("pq_refused", str(exc)) from None
+            if link.pq == "fallback":
+                self.meter.pq_fallback()
+                logs.log("pq_fallback", level="warning", peer=link.addr.node_id)
             link.client = client
             link.last_error = ""
             return client

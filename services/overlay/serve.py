@@ -24,6 +24,7 @@ from ipc import ids, oap
 from ipc.proto import index, overlay
 from ipc.proto.codec import Request
 from ipc.transport import ChannelClosed, Connection
+from ipc.transport.pq_exchange import listener_answer
 from kernel import logs
 from services.lib import objstore
 
@@ -45,7 +46,11 @@ class PeerServer:
         resolve: IndexCall,
         quarantine: Quarantine,
         inflight: int,
+        node_id: str = "",
+        pq_mode: str = "off",
     ) -> None:
+        self.node_id = node_id  # ours: the listener's id in the PQ key derivation
+        self.pq_mode = pq_mode
         self.root = store_root
         self.hello = hello
         self.resolve = resolve
@@ -67,6 +72,18 @@ class PeerServer:
                         await conn.channel.send(oap.hello_response(frame, self.hello))
                         continue
                     try:
+                        request = overlay.PEER.parse_request(frame)
+                    except oap.OapError as exc:
+                        await _answer_error(conn, frame, exc)
+                        continue
+                    if isinstance(request, overlay.Pq):  # in line: keys before the next frame
+                        await self._pq(conn, frame, request)
+                        continue
+                    if self.pq_mode == "required" and not conn.channel.sealed:
+                        err = oap.OapError("pq_required", "pq.mode = required: send pq first")
+                        await _answer_error(conn, frame, err)
+                        continue
+                    try:
                         slots.acquire_nowait()
                     except trio.WouldBlock:
                         err = oap.OapError(
@@ -74,15 +91,26 @@ class PeerServer:
                         )
                         await _answer_error(conn, frame, err)
                         continue
-                    nursery.start_soon(self._one, conn, frame, slots)
+                    nursery.start_soon(self._one, conn, frame, request, slots)
             except ChannelClosed:
                 pass
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _one(self, conn: Connection, frame: oap.Frame, slots: trio.Semaphore) -> None:
+    async def _pq(self, conn: Connection, frame: oap.Frame, request: overlay.Pq) -> None:
         try:
-            request = overlay.PEER.parse_request(frame)
+            reply, _ = listener_answer(
+                conn.channel, request, self.pq_mode, dialer=conn.peer_id, listener=self.node_id
+            )
+        except oap.OapError as exc:
+            await _answer_error(conn, frame, exc)
+            return
+        await conn.channel.send(overlay.PEER.reply_frame(frame, reply))
+
+    async def _one(
+        self, conn: Connection, frame: oap.Frame, request: object, slots: trio.Semaphore
+    ) -> None:
+        try:
             if isinstance(request, overlay.Get):
                 await self._stream(conn, frame, request.id)
             elif isinstance(request, overlay.Resolve):
@@ -107,6 +135,7 @@ class PeerServer:
         except ids.BadId as exc:
             raise oap.OapError("schema_invalid", str(exc)) from None
         self.streams += 1
+        sealed = oap.APP_E2E if conn.channel.sealed else 0  # PQ: object bytes sealed again
         try:
             start = oap.Start(obj=obj_id, size=obj.size)
             await conn.channel.send(_part(req, oap.START, oap.pack_payload(start)))
@@ -120,7 +149,7 @@ class PeerServer:
                 for at in range(0, len(block), oap.CHUNK):
                     piece = bytes(view[at : at + oap.CHUNK])
                     data = oap.Data(obj=obj_id, off=off + at, data=piece)
-                    await conn.channel.send(_part(req, 0, oap.pack_payload(data)))
+                    await conn.channel.send(_part(req, sealed, oap.pack_payload(data)))
                 off += len(block)
             end = oap.End(obj=obj_id)
             await conn.channel.send(_part(req, oap.END, oap.pack_payload(end)))

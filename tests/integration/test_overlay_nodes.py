@@ -23,11 +23,17 @@ pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager
-async def node(tmp_path: Path, name: str, peers: list[str] = ()) -> AsyncIterator[RunningNode]:  # type: ignore[assignment]
-    """A micronode whose ``overlay.peers`` are ``peers``."""
+async def node(
+    tmp_path: Path,
+    name: str,
+    peers: list[str] = (),
+    pq: str = "off",  # type: ignore[assignment]
+) -> AsyncIterator[RunningNode]:
+    """A micronode whose ``overlay.peers`` are ``peers``, with ``pq.mode`` ``pq``."""
     where = tmp_path / name
     where.mkdir()
     config = FAST_CONFIG.replace("[overlay]\n", f"[overlay]\npeers = {json.dumps(list(peers))}\n")
+    config += f'\n[pq]\nmode = "{pq}"\n'
     async with start_node(where, config=config) as running:
         yield running
 
@@ -178,3 +184,35 @@ async def test_a_provider_killed_mid_stream_never_yields_wrong_bytes(tmp_path: P
                     assert status == 503
                     await trio.sleep(0.2)
             assert body == big.read_bytes()
+
+
+async def test_pq_postures_between_real_nodes(tmp_path: Path) -> None:
+    """hybrid with hybrid seals; hybrid with off falls back (counted); required with off is
+    refused (503, nothing served); /version and ronctl peers show what was negotiated."""
+    data = os.urandom(100_000)
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            hyb = await stack.enter_async_context(node(tmp_path, "hyb", pq="hybrid"))
+            off = await stack.enter_async_context(node(tmp_path, "off", pq="off"))
+            obj_id = await put(hyb, data)
+            assert await put(off, data) == obj_id
+            cases = (("b", "hybrid", hyb, "pq"), ("c", "hybrid", off, "fallback"))
+            for name, mode, provider, outcome in cases:
+                peer = await stack.enter_async_context(
+                    node(tmp_path, name, [await overlay_addr(provider)], pq=mode)
+                )
+                status, body = await trio.to_thread.run_sync(gateway_get, peer, obj_id)
+                assert status == 200 and body == data
+                version = (await peer.get("/version")).json()
+                assert version["pq"] == mode and version["peers"][0]["pq"] == outcome
+                fallbacks = await peer.metric("pq_fallback_total")
+                assert fallbacks == (1 if outcome == "fallback" else 0)
+            strict = await stack.enter_async_context(
+                node(tmp_path, "d", [await overlay_addr(off)], pq="required")
+            )
+            status, body = await trio.to_thread.run_sync(gateway_get, strict, obj_id)
+            assert status == 503 and json.loads(body)["error"] == "unavailable"
+            (peer_state,) = json.loads((await strict.ronctl("peers", "--json")).stdout)["peers"]
+            assert (
+                peer_state["state"] == "down" and "pq.mode = required" in peer_state["last_error"]
+            )

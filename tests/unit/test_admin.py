@@ -282,6 +282,8 @@ async def test_version_is_node_info_plus_services(addr: str, control: FakeContro
     assert reply.status == 200
     body = reply.json()
     services = body.pop("services")
+    # with an overlay: each peer's negotiated PQ posture
+    assert body.pop("peers") == [{"node_id": "node:" + "a" * 64, "pq": ""}]
     assert body == control.node_info()
     assert [s["name"] for s in services] == ["svc-dht", "svc-index"]
     index = services[1]

@@ -259,7 +259,6 @@ RULES = [
     ({"bus.capacity": 0}, "bus.capacity must be > 0"),
     ({"bus.capacity": 2**40}, "bus.capacity must be > 0 and <= "),
     ({"pq.mode": "on"}, "pq.mode must be one of off|hybrid|required"),
-    ({"pq.mode": "required"}, "pq.mode=required but this build has no PQ support"),
     ({"observability.admin_addr": "127.0.0.1"}, "observability.admin_addr must be HOST:PORT"),
     (
         {"observability.admin_addr": "127.0.0.1:65536"},
@@ -407,3 +406,11 @@ def test_overlay_peers_from_a_file_and_from_the_environment(tmp_path: Path) -> N
 def test_a_bad_peer_address_is_refused_at_load(peer: str) -> None:
     message = _error(env={"RONK_OVERLAY_PEERS": peer})
     assert "overlay.peers" in message and "\n" not in message
+
+
+def test_pq_required_fails_closed_without_ml_kem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``required`` loads where the library has ML-KEM-768, and refuses to start where not."""
+    assert load_config("micronode", overrides={"pq.mode": "required"}, env={}).pq.mode == "required"
+    monkeypatch.setattr("kernel.config.rules.pq_available", lambda: False)
+    message = _error(overrides={"pq.mode": "required"})
+    assert "pq.mode=required but this build has no PQ support" in message
