@@ -55,11 +55,24 @@ class Node:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, inflight: int = 2) -> AsyncIterator[Node]:
+async def serving(
+    tmp_path: Path,
+    inflight: int = 2,
+    *,
+    pq_mode: str = "off",
+    server_cls: type[PeerServer] = PeerServer,
+) -> AsyncIterator[Node]:
+    """A ``PeerServer`` (or a subclass) over a fresh store, on a real TLS listener."""
     node = Node(tmp_path / "objects")
     objstore.ensure_layout(node.root)
-    server = PeerServer(
-        node.root, HELLO, resolve=node.resolve, quarantine=node.quarantine, inflight=inflight
+    server = server_cls(
+        node.root,
+        HELLO,
+        resolve=node.resolve,
+        quarantine=node.quarantine,
+        inflight=inflight,
+        node_id=node.cert.node_id,
+        pq_mode=pq_mode,
     )
     node.server = server
     sock = socket.socket()

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +14,11 @@ import trio
 from ipc import oap
 from ipc.proto import overlay
 from ipc.sdk import AsyncClient, SdkError
-from ipc.transport import DialError, Listener, PeerAddr, dial, pq
+from ipc.transport import DialError, PeerAddr, dial, pq
 from ipc.transport.client import PeerClient
 from ipc.transport.pq_exchange import dialer_exchange
 from services.overlay.serve import PeerServer
-from tests.unit.test_overlay_serve import HELLO, Node, store_object
+from tests.unit.test_overlay_serve import serving, store_object
 
 CASES = json.loads(
     (Path(__file__).resolve().parents[2] / "specs" / "pq_handshake_cases.json").read_text()
@@ -83,33 +80,11 @@ class _Downgrader(PeerServer):
         await conn.channel.send(overlay.PEER.reply_frame(frame, overlay.PqReply(mode="hybrid")))
 
 
-@asynccontextmanager
-async def listener(tmp_path: Path, mode: str) -> AsyncIterator[Node]:
-    node = Node(tmp_path / "objects")
-    from services.lib import objstore
-
-    objstore.ensure_layout(node.root)
-    cls = _Downgrader if mode == "downgrade" else PeerServer
-    server = cls(
-        node.root,
-        HELLO,
-        resolve=node.resolve,
-        quarantine=node.quarantine,
-        inflight=4,
-        node_id=node.cert.node_id,
-        pq_mode="hybrid" if mode == "downgrade" else mode,
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    node.addr = f"{node.cert.node_id}@127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(Listener(sock, node.cert, server).serve)
-            yield node
-            nursery.cancel_scope.cancel()
-    finally:
-        sock.close()
+def listener(tmp_path: Path, mode: str) -> Any:
+    """A real listener in ``mode``; ``downgrade``: one that claims PQ and sends no ciphertext."""
+    if mode == "downgrade":
+        return serving(tmp_path, 4, pq_mode="hybrid", server_cls=_Downgrader)
+    return serving(tmp_path, 4, pq_mode=mode)
 
 
 @pytest.mark.parametrize("case", CASES["negotiation"], ids=lambda c: c["name"])
