@@ -14,6 +14,8 @@ Guarantees:
 - with PQ keys installed (``install_pq``), a frame sent with APP_E2E has its payload sealed by
   the writer, in wire order, and a received APP_E2E frame is opened in arrival order (one that
   does not open is 500 ``integrity_failure``, and the channel is dead like any OAP error);
+- with ``pacers`` (``pacing.Bucket``: this connection's, its peer's, the node's), the writer
+  sends no faster than the slowest of their rates;
 - ``aclose`` stops the writer and closes the stream; a broken or ended stream surfaces as
   ``ChannelClosed`` from both ``receive`` and ``send``, and the channel is closed by then (its
   writer task ends).
@@ -30,6 +32,7 @@ import trio
 from ipc import oap
 
 from .meter import Meter
+from .pacing import Bucket
 from .pq import Opener, PqError, Sealer
 
 __all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "Timeouts"]
@@ -67,8 +70,10 @@ class Channel:
         timeouts: Timeouts | None = None,
         max_frame: int = oap.MAX_FRAME,
         meter: Meter | None = None,
+        pacers: tuple[Bucket, ...] = (),
     ) -> None:
         self.stream = stream
+        self._pacers = tuple(b for b in pacers if not b.off)  # connection, peer, node
         self.timeouts = timeouts or Timeouts()
         self._decoder = oap.FrameDecoder(max_frame)
         self._ready: deque[oap.Frame] = deque()
@@ -146,6 +151,8 @@ class Channel:
         async with self._queue:
             async for item in self._queue:
                 data = item if isinstance(item, bytes) else self._seal(item)
+                for bucket in self._pacers:
+                    await bucket.take(len(data))
                 with trio.move_on_after(self.timeouts.write) as scope:
                     try:
                         await self.stream.send_all(data)

@@ -34,6 +34,7 @@ from .addr import PeerAddr
 from .certs import NodeCertificate, PeerIdentityError
 from .channel import Channel, ChannelClosed, Timeouts
 from .meter import Meter
+from .pacing import Bucket
 from .tls import PinMismatch, check_pin, client_context, server_context, session_peer
 
 __all__ = ["Connection", "DialError", "Limits", "Listener", "dial"]
@@ -52,6 +53,9 @@ class Limits:
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_frame: int = oap.MAX_FRAME
     retry_after: int = 1
+    rate_conn: float = 0.0  # bytes/s sent on one connection (0 = off)
+    rate_peer: float = 0.0  # ... to one peer over all its connections
+    rate_global: float = 0.0  # ... by this listener in all
 
 
 class DialError(Exception):
@@ -73,8 +77,12 @@ class Connection:
     conn_id: int = attrs.field(factory=lambda: next(_conn_ids))
 
 
-def _metered_channel(stream: trio.abc.Stream, limits: Limits, meter: Meter) -> Channel:
-    return Channel(stream, timeouts=limits.timeouts, max_frame=limits.max_frame, meter=meter)
+def _metered_channel(
+    stream: trio.abc.Stream, limits: Limits, meter: Meter, pacers: tuple[Bucket, ...] = ()
+) -> Channel:
+    return Channel(
+        stream, timeouts=limits.timeouts, max_frame=limits.max_frame, meter=meter, pacers=pacers
+    )
 
 
 async def dial(
@@ -158,6 +166,8 @@ class Listener:
         self.context = server_context(cert) if tls else None
         self.open = 0
         self.per_peer: Counter[str] = Counter()
+        self._node_rate = Bucket(self.limits.rate_global)
+        self._peer_rates: dict[str, Bucket] = {}  # while the peer has a connection
         self.on_refused = on_refused  # (reason, detail, remote): the service logs it
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -189,12 +199,16 @@ class Listener:
                 await self._refuse(stream, "peer_limit", detail, remote)
                 return
             self.per_peer[key] += 1
+            if key not in self._peer_rates:
+                self._peer_rates[key] = Bucket(self.limits.rate_peer)
+            pacers = (Bucket(self.limits.rate_conn), self._peer_rates[key], self._node_rate)
             try:
-                await self._serve_one(stream, peer_id, remote)
+                await self._serve_one(stream, peer_id, remote, pacers)
             finally:
                 self.per_peer[key] -= 1
                 if not self.per_peer[key]:
                     del self.per_peer[key]
+                    del self._peer_rates[key]
         finally:
             self.open -= 1
             self.meter.inflight(-1)
@@ -223,9 +237,13 @@ class Listener:
         return None
 
     async def _serve_one(
-        self, stream: trio.abc.Stream, peer_id: str | None, remote: tuple[str, int]
+        self,
+        stream: trio.abc.Stream,
+        peer_id: str | None,
+        remote: tuple[str, int],
+        pacers: tuple[Bucket, ...],
     ) -> None:
-        channel = _metered_channel(stream, self.limits, self.meter)
+        channel = _metered_channel(stream, self.limits, self.meter, pacers)
         conn = Connection(channel, peer_id, remote)
         try:
             async with trio.open_nursery() as nursery:

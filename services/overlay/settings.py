@@ -16,6 +16,11 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attr.name} must be > 0")
 
 
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{attr.name} must be >= 0 (0 = off)")
+
+
 @attrs.frozen
 class OverlaySettings:
     """The peers to fetch from are the node's ``overlay.peers`` (not a setting here);
@@ -24,7 +29,9 @@ class OverlaySettings:
     ``read_timeout`` / ``write_timeout`` / ``idle_timeout`` / ``handshake_timeout``: seconds;
     ``hedge_delay``: seconds before a fetch also asks the next provider; ``fanout``: providers
     asked at most per fetch; ``fetch_timeout``: seconds a whole fetch may take;
-    ``max_object_size``: the largest object fetched or served (bytes)."""
+    ``max_object_size``: the largest object fetched or served (bytes); ``rate_conn`` /
+    ``rate_peer`` / ``rate_global``: bytes/s sent on one connection, to one peer, in all
+    (token buckets; 0 = off)."""
 
     tls: bool = True
     max_conns: int = attrs.field(default=1024, validator=_positive)
@@ -38,6 +45,9 @@ class OverlaySettings:
     fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
     inflight_per_conn: int = attrs.field(default=16, validator=_positive)
+    rate_conn: float = attrs.field(default=0.0, validator=_non_negative)
+    rate_peer: float = attrs.field(default=0.0, validator=_non_negative)
+    rate_global: float = attrs.field(default=0.0, validator=_non_negative)
 
     def limits(self) -> Limits:
         return Limits(
@@ -45,4 +55,7 @@ class OverlaySettings:
             per_peer=self.per_peer,
             handshake_timeout=self.handshake_timeout,
             timeouts=Timeouts(self.read_timeout, self.write_timeout, self.idle_timeout),
+            rate_conn=self.rate_conn,
+            rate_peer=self.rate_peer,
+            rate_global=self.rate_global,
         )
