@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support.fault_proxy import FaultProxy
 from tests.support.node_harness import FAST_CONFIG, RunningNode, http_request, start_node
 
 pytestmark = pytest.mark.integration
@@ -216,3 +217,48 @@ async def test_pq_postures_between_real_nodes(tmp_path: Path) -> None:
             assert (
                 peer_state["state"] == "down" and "pq.mode = required" in peer_state["last_error"]
             )
+
+
+async def test_partition_drill_fetches_degrade_and_recover(tmp_path: Path) -> None:
+    """A cuts off from B (a fault proxy on their link): B's fetches of what only A holds answer
+    503 with Retry-After (never wrong bytes, never a hang past the fetch deadline) and B shows A
+    as down; after the heal, the next fetches succeed again. The drill prints what it saw."""
+    objects = [os.urandom(50_000 + i) for i in range(6)]
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(node(tmp_path, "a"))
+            ids_ = [await put(a, data) for data in objects]
+            a_id, a_hostport = (await overlay_addr(a)).split("@")
+            host, port = a_hostport.rsplit(":", 1)
+            proxy = FaultProxy(host, int(port))
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            await nursery.start(proxy.run)
+            stack.callback(nursery.cancel_scope.cancel)
+            b = await stack.enter_async_context(
+                node(tmp_path, "b", [f"{a_id}@127.0.0.1:{proxy.port}"])
+            )
+            seen: dict[str, list[int]] = {"before": [], "cut": [], "healed": []}
+
+            async def fetch(phase: str, i: int) -> None:
+                status, body = await trio.to_thread.run_sync(gateway_get, b, ids_[i])
+                assert status in (200, 503)
+                if status == 200:
+                    assert body == objects[i]
+                else:
+                    assert json.loads(body)["error"] == "unavailable"
+                seen[phase].append(status)
+
+            for i in (0, 1):
+                await fetch("before", i)
+            proxy.cut()
+            for i in (2, 3):
+                await fetch("cut", i)
+            (state,) = json.loads((await b.ronctl("peers", "--json")).stdout)["peers"]
+            proxy.heal()
+            for i in (2, 3, 4, 5):
+                await fetch("healed", i)
+            print(f"partition drill: {seen}; proxy passed {proxy.passed}, refused {proxy.refused}")
+            assert seen["before"] == [200, 200]
+            assert seen["cut"] == [503, 503] and proxy.refused >= 1
+            assert state["state"] == "down" and state["last_error"]
+            assert seen["healed"] == [200, 200, 200, 200]
