@@ -52,6 +52,7 @@ REASONS: Final = MappingProxyType(
         "rate_limited": 429,
         "too_large": 413,
         "pq_required": 403,
+        "cap_denied": 403,
     }
 )
 """reason -> status code. Append-only."""

@@ -33,7 +33,9 @@ __all__ = [
     "Peers",
     "Pq",
     "PqReply",
+    "Put",
     "Resolve",
+    "Stored",
 ]
 
 PEER_PROTO: Final = 0x0201
@@ -47,6 +49,29 @@ class Get(Request[oap.Start]):
     OP: ClassVar[str] = "get"
     REPLY: ClassVar[type] = oap.Start
     id: str = attrs.field(validator=content_id)
+
+
+@attrs.frozen
+class Stored:
+    """The object is durable here; ``created`` False: it was already."""
+
+    id: str = attrs.field(validator=content_id)
+    size: int = attrs.field(validator=unsigned)
+    created: bool
+
+
+@attrs.frozen
+class Put(Request[Stored]):
+    """Store the object ``id`` of ``size`` bytes: this REQ|START frame carries the write token in
+    its capability segment; DATA frames (REQ, the same corr_id, ``{obj, off, data}``) and an END
+    frame follow; the answer comes once the bytes matched ``id`` and svc-storage made them
+    durable. 401 ``cap_required`` / 403 ``cap_invalid`` / 403 ``cap_denied`` before any byte is
+    stored; 422 ``digest_mismatch`` when the bytes are not ``id``."""
+
+    OP: ClassVar[str] = "put"
+    REPLY: ClassVar[type] = Stored
+    id: str = attrs.field(validator=content_id)
+    size: int = attrs.field(validator=unsigned)
 
 
 @attrs.frozen
@@ -116,7 +141,7 @@ class Peers(Request[PeerList]):
 
 
 PEER: Final = ServiceProtocol(
-    service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq)
+    service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq, Put)
 )
 LOCAL: Final = ServiceProtocol(
     service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers)

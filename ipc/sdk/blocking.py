@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ipc import oap
-from ipc.proto import index
+from ipc.proto import index, overlay
 from ipc.transport import NodeCertificate, PeerAddr
 
 from .client import AsyncClient
@@ -95,6 +95,10 @@ class Client:
         """``sink`` runs in the SDK's thread, one call per chunk, in order."""
         size: int = self._call(self._async.get_to, obj_id, sink)
         return size
+
+    def put(self, data: bytes, token: str) -> overlay.Stored:
+        stored: overlay.Stored = self._call(self._async.put, data, token)
+        return stored
 
     def resolve(self, name: str) -> index.NameRecord:
         record: index.NameRecord = self._call(self._async.resolve, name)

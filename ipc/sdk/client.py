@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import blake3
 import trio
 
-from ipc import oap
+from ipc import ids, oap
 from ipc.proto import index, overlay
 from ipc.transport import (
     ChannelClosed,
@@ -194,6 +194,46 @@ class AsyncClient:
 
         data: bytes = await self._retrying(op)
         return data
+
+    async def put(self, data: bytes, token: str) -> overlay.Stored:
+        """Store ``data`` on the node (``token``: a write token for it, e.g. from ``ronctl
+        token mint``); its reply once durable there. Content-addressed, so a retry is safe and
+        is done like any idempotent call."""
+        obj_id = ids.id_of(data)
+        first = oap.Frame(
+            flags=oap.REQ | oap.START,
+            app_proto_id=overlay.PEER_PROTO,
+            cap=token.encode("ascii"),
+            payload=overlay.PEER.request_frame(overlay.Put(id=obj_id, size=len(data))).payload,
+        )
+        view = memoryview(data)
+        rest = [
+            oap.Frame(
+                flags=oap.REQ,
+                app_proto_id=overlay.PEER_PROTO,
+                payload=oap.pack_payload(
+                    oap.Data(obj=obj_id, off=off, data=bytes(view[off : off + oap.CHUNK]))
+                ),
+            )
+            for off in range(0, len(data), oap.CHUNK)
+        ]
+        rest.append(
+            oap.Frame(
+                flags=oap.REQ | oap.END,
+                app_proto_id=overlay.PEER_PROTO,
+                payload=oap.pack_payload(oap.End(obj=obj_id)),
+            )
+        )
+
+        async def op(client: PeerClient) -> overlay.Stored:
+            answer = await client.upload(first, rest, timeout=self.timeout + len(data) / 1e6)
+            reply: overlay.Stored = overlay.PEER.parse_reply(
+                answer, overlay.Put(id=obj_id, size=len(data))
+            )
+            return reply
+
+        stored: overlay.Stored = await self._retrying(op)
+        return stored
 
     async def get_to(self, obj_id: str, sink: Callable[[bytes], object]) -> int:
         """Stream the object into ``sink``; its size once the digest matched. Retried only if

@@ -33,6 +33,7 @@ class PeerClient:
         self.conn = conn
         self._open: dict[int, trio.MemorySendChannel[oap.Frame]] = {}
         self._corr = itertools.count(1)
+        self._last_corr = 0
         self.closed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -63,7 +64,7 @@ class PeerClient:
         (it ends when the connection does). Leaving the block forgets the request."""
         if self.closed.is_set():
             raise ChannelClosed("the connection is closed")
-        corr_id = next(self._corr)
+        corr_id = self._last_corr = next(self._corr)
         send, receive = trio.open_memory_channel[oap.Frame](PER_REQUEST)
         self._open[corr_id] = send
         try:
@@ -72,6 +73,21 @@ class PeerClient:
         finally:
             self._open.pop(corr_id, None)
             send.close()
+
+    async def upload(self, first: oap.Frame, rest: list[oap.Frame], *, timeout: float) -> oap.Frame:
+        """Send ``first`` and then ``rest`` under one fresh corr_id; the one answer (an upload:
+        a START, its DATA and END frames, then the node's reply)."""
+        with trio.fail_after(timeout):
+            async with self.exchange(first) as answers:
+                corr_id = self._last_corr
+                for frame in rest:
+                    if answers.statistics().current_buffer_used:  # refused already: stop
+                        break
+                    await self.conn.channel.send(_with_corr(frame, corr_id))
+                try:
+                    return await answers.receive()
+                except trio.EndOfChannel:
+                    raise ChannelClosed("the connection closed before answering") from None
 
     async def request(self, frame: oap.Frame, *, timeout: float) -> oap.Frame:
         """One answer frame (the ``Requester`` shape ``ipc.proto.codec.call`` uses)."""

@@ -7,29 +7,22 @@ expiry or revocation → 401 ``cap_invalid``; a valid token whose caveat does no
 ``auth_failures_total{service="svc-gateway",reason}`` and ``rejected_total{reason="unauth"}``;
 the token is never logged, only its id may be.
 
-The keys come from svc-passport (``KeyFeed``): polled every ``POLL_S`` with the version last
-seen, so a rotation, a revocation or the end of an overlap takes effect here within about that
-long, and a poll that changed nothing is one small frame. Until the first key set arrives a
-write answers 503 ``unavailable`` (Retry-After 1), never an open door.
+The keys come from svc-passport (``kernel.key_feed.KeyFeed``, polled every ``POLL_S``), so a
+rotation, a revocation or the end of an overlap takes effect here within about that long. Until
+the first key set arrives a write answers 503 ``unavailable`` (Retry-After 1), never an open door.
+The verification itself is ``services.lib.tokens.TokenGate``, shared with svc-overlay.
 """
 
 from __future__ import annotations
 
-import time
-
-import trio
-
-from ipc import caps, oap
-from ipc.commands import CommandClient
+from ipc import caps
 from ipc.proto import passport as proto
-from ipc.proto.codec import call
-from kernel import logs
 from kernel.http.asgi import Scope
+from kernel.key_feed import POLL_S, KeyFeed
 from services.gateway.errors import GatewayError
+from services.lib.tokens import KeysNotLoaded, TokenGate
 
 __all__ = ["POLL_S", "Guard", "KeyFeed"]
-
-POLL_S = 0.5
 _CHALLENGE = ((b"www-authenticate", b'Bearer realm="ron"'),)
 _INVALID = ((b"www-authenticate", b'Bearer realm="ron", error="invalid_token"'),)
 
@@ -43,19 +36,21 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class Guard:
-    """The write check; ``set_keys`` is fed by ``KeyFeed``. Not thread-safe (the trio thread)."""
+    """The gateway's write check over a ``TokenGate`` (fed by ``kernel.key_feed.KeyFeed``)."""
 
     def __init__(self) -> None:
-        self._verifier = caps.Verifier({})
-        self._revoked: frozenset[bytes] = frozenset()
-        self.node_id: str | None = None  # None until the first key set: writes are refused
-        self.version = 0
+        self.gate = TokenGate()
+
+    @property
+    def version(self) -> int:
+        return self.gate.version
+
+    @property
+    def node_id(self) -> str | None:
+        return self.gate.node_id
 
     def set_keys(self, keyset: proto.KeySet) -> None:
-        self._verifier.set_keys(keyset.keys)
-        self._revoked = frozenset(keyset.revoked)
-        self.node_id = keyset.node_id
-        self.version = keyset.version
+        self.gate.set_keys(keyset)
 
     def check(self, scope: Scope, op: str, name: str | None, size: int | None) -> caps.Token:
         """The verified token allowing this write, else ``GatewayError`` (see the module doc)."""
@@ -67,42 +62,11 @@ class Guard:
                 "(mint one with `ronctl token mint`)",
                 headers=_CHALLENGE,
             )
-        if self.node_id is None:
-            raise GatewayError("unavailable", "the node's keys are not loaded yet", retry_after=1)
-        need = caps.Need(op=op, audience=self.node_id, now=time.time(), name=name, size=size)
         try:
-            return self._verifier.verify(str(text), need, revoked=self._revoked)
+            return self.gate.verify(str(text), op, name, size)
+        except KeysNotLoaded as exc:
+            raise GatewayError("unavailable", str(exc), retry_after=1) from None
         except caps.CapDenied as exc:
             raise GatewayError("cap_denied", exc.detail) from None
         except caps.CapError as exc:
             raise GatewayError("cap_invalid", exc.detail, headers=_INVALID) from None
-
-
-class KeyFeed:
-    """Keeps a ``Guard`` fed with svc-passport's key set."""
-
-    def __init__(self, client: CommandClient, guard: Guard) -> None:
-        self._client = client
-        self._guard = guard
-
-    async def poll_once(self) -> bool:
-        """One poll; True if svc-passport answered."""
-        try:
-            keyset = await call(
-                self._client, proto.PROTOCOL, proto.Keys(since=self._guard.version), timeout=2.0
-            )
-        except oap.OapError:
-            return False
-        if keyset.version != self._guard.version:
-            self._guard.set_keys(keyset)
-            logs.log("keys_loaded", version=keyset.version, kids=",".join(sorted(keyset.keys)))
-        return True
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll forever; ``started`` once the first key set is loaded (or after one failed try,
-        so the gateway can serve reads while svc-passport is still starting)."""
-        await self.poll_once()
-        task_status.started()
-        while True:
-            await trio.sleep(POLL_S)
-            await self.poll_once()

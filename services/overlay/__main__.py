@@ -18,11 +18,13 @@ from ipc.proto import index, overlay, passport, storage
 from ipc.proto.codec import Request, call
 from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
 from kernel import logs
+from kernel.key_feed import KeyFeed
 from kernel.metrics import Metrics
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib import objstore
 from services.lib.keys import KEYS_DIR, KeyCustodyError, load_identity
+from services.lib.tokens import TokenGate
 from services.overlay.fetch import Fetcher
 from services.overlay.serve import PeerServer
 from services.overlay.settings import OverlaySettings
@@ -107,8 +109,11 @@ async def main(ctx: ServiceContext) -> None:
             with contextlib.suppress(oap.OapError):
                 await call(st, storage.PROTOCOL, storage.Quarantine(id=obj_id))
 
-        async def commit(req: storage.Commit) -> object:
+        async def commit(req: storage.Commit) -> storage.Stored:
             return await call(st, storage.PROTOCOL, req)
+
+        # uploads need a write token (auth.writes = "token", the default), checked in-process
+        gate = None if ctx.config.auth.writes == "open" else TokenGate()
 
         hello = oap.HelloResponse(
             max_frame=oap.MAX_FRAME,
@@ -124,6 +129,8 @@ async def main(ctx: ServiceContext) -> None:
             inflight=settings.inflight_per_conn,
             node_id=cert.node_id,
             pq_mode=ctx.config.pq.mode,
+            gate=gate,
+            commit=commit,
         )
 
         def refused(reason: str, detail: str, remote: tuple[str, int]) -> None:
@@ -172,6 +179,8 @@ async def main(ctx: ServiceContext) -> None:
         )
         server = ctx.command_server(handler)
         async with trio.open_nursery() as nursery:
+            if gate is not None:
+                await nursery.start(KeyFeed(pp, gate).run)
             await nursery.start(fetcher.run)
             await nursery.start(listener.serve)
             await nursery.start(server.run)

@@ -9,7 +9,9 @@ Guarantees:
   answered 429 ``busy``), each stream's frames sent in order through the channel's writer;
 - a frame the decoder refuses (over ``max_frame``: 413 ``frame_too_large``, or malformed) is
   answered with one error frame and the connection is closed (OAP errors are final);
-- when the connection goes away, its streams stop (their tasks are cancelled with it).
+- when the connection goes away, its streams stop (their tasks are cancelled with it);
+- uploads (``put``) are checked against the write token before a byte is stored, verified
+  against their id and committed through svc-storage (``services.overlay.upload``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ipc.transport import ChannelClosed, Connection
 from ipc.transport.pq_exchange import listener_answer
 from kernel import logs
 from services.lib import objstore
+from services.lib.tokens import TokenGate
+from services.overlay.upload import Commit, Uploads, authorize
 
 __all__ = ["PeerServer"]
 
@@ -48,7 +52,11 @@ class PeerServer:
         inflight: int,
         node_id: str = "",
         pq_mode: str = "off",
+        gate: TokenGate | None = None,
+        commit: Commit | None = None,
     ) -> None:
+        self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
+        self.commit = commit  # None: this server takes no uploads
         self.node_id = node_id  # ours: the listener's id in the PQ key derivation
         self.pq_mode = pq_mode
         self.root = store_root
@@ -61,6 +69,7 @@ class PeerServer:
     async def __call__(self, conn: Connection) -> None:
         slots = trio.Semaphore(self.inflight)
         async with trio.open_nursery() as nursery:
+            uploads = Uploads(conn, self.root, self.commit or _no_commit, self.inflight)
             try:
                 while True:
                     try:
@@ -68,6 +77,9 @@ class PeerServer:
                     except oap.OapError as exc:
                         await _answer_error(conn, oap.Frame(flags=oap.REQ), exc)
                         return
+                    if uploads.owns(frame):  # DATA/END of an upload in progress
+                        await uploads.route(frame)
+                        continue
                     if oap.is_hello_request(frame):
                         await conn.channel.send(oap.hello_response(frame, self.hello))
                         continue
@@ -82,6 +94,18 @@ class PeerServer:
                     if self.pq_mode == "required" and not conn.channel.sealed:
                         err = oap.OapError("pq_required", "pq.mode = required: send pq first")
                         await _answer_error(conn, frame, err)
+                        if isinstance(request, overlay.Put):
+                            uploads.refuse(frame)
+                        continue
+                    if isinstance(request, overlay.Put):
+                        try:
+                            if self.commit is None:
+                                raise oap.OapError("unavailable", "this node takes no uploads")
+                            authorize(self.gate, frame, request)
+                            uploads.start(nursery, frame, request)
+                        except oap.OapError as exc:
+                            uploads.refuse(frame)
+                            await _answer_error(conn, frame, exc)
                         continue
                     try:
                         slots.acquire_nowait()
@@ -156,6 +180,10 @@ class PeerServer:
         finally:
             self.streams -= 1
             obj.close()
+
+
+async def _no_commit(_req: object) -> object:
+    raise oap.OapError("unavailable", "this node takes no uploads")
 
 
 def _part(req: oap.Frame, flag: int, payload: bytes) -> oap.Frame:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ipc.sdk import Client
 from tests.support.fault_proxy import FaultProxy
 from tests.support.node_harness import FAST_CONFIG, RunningNode, http_request, start_node
 
@@ -85,8 +86,20 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
             assert done.returncode == 1 and b"cannot reach peer" in done.stderr
             assert done.stderr.count(b"\n") == 1 and not (tmp_path / "x").exists()
 
+            # an app stores through A's overlay with the SDK (a write token from A)
+            sdk_data = os.urandom(150_000)
+            write = await a.mint(ops=["put"], ttl=600)
+
+            def sdk_put() -> str:
+                with Client(a_addr) as sdk:
+                    return sdk.put(sdk_data, write).id
+
+            sdk_id = await trio.to_thread.run_sync(sdk_put)
+
             b = await stack.enter_async_context(node(tmp_path, "b", [a_addr]))
             c = await stack.enter_async_context(node(tmp_path, "c", [a_addr]))
+            status, body = await trio.to_thread.run_sync(gateway_get, b, sdk_id)
+            assert status == 200 and body == sdk_data
 
             for peer in (b, c):
                 status, body = await trio.to_thread.run_sync(gateway_get, peer, obj_id)
@@ -94,13 +107,14 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
                 # committed there: served again without asking A (one fetch logged)
                 status, body = await trio.to_thread.run_sync(gateway_get, peer, obj_id)
                 assert status == 200 and body == data
-                assert peer.logs().count('"event":"object_fetched"') == 1
+                fetched = 2 if peer is b else 1  # B also fetched the SDK's object
+                assert peer.logs().count('"event":"object_fetched"') == fetched
 
             listed = await b.ronctl("peers", "--json")
             assert listed.returncode == 0, listed.stderr
             (peer,) = json.loads(listed.stdout)["peers"]
             assert peer["addr"] == a_addr and peer["state"] == "connected"
-            assert peer["bytes_in"] == len(data) and peer["last_error"] == ""
+            assert peer["bytes_in"] == len(data) + len(sdk_data) and peer["last_error"] == ""
             table = await b.ronctl("peers")
             assert b"connected" in table.stdout and b"NODE ID" in table.stdout
 

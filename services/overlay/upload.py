@@ -1,0 +1,138 @@
+"""Object uploads over the overlay (``put``): one connection's open uploads, and receiving one.
+
+Guarantees:
+
+- the write token (the frame's capability segment) is checked before anything is stored: no
+  token → 401 ``cap_required``, a bad one → 403 ``cap_invalid``, a caveat that does not allow
+  the write (op, size, audience) → 403 ``cap_denied``; the token is never logged;
+- the bytes go to a temp object; the answer is sent only once they hashed to the claimed id
+  (else 422 ``digest_mismatch``, nothing kept) and svc-storage made the object durable;
+- every DATA frame must continue exactly where the last ended, within the announced size;
+- a refused upload's remaining frames are dropped until its END (the client sent them already),
+  and at most ``limit`` uploads are open on one connection (one more: 429 ``busy``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ipc import caps, oap
+from ipc.proto import overlay, storage
+from ipc.transport import ChannelClosed, Connection
+from services.lib import objstore
+from services.lib.tokens import KeysNotLoaded, TokenGate
+
+__all__ = ["Uploads", "authorize"]
+
+Commit = Callable[[storage.Commit], Awaitable[Any]]
+QUEUE = 8  # frames waiting for one upload's writer
+
+
+def authorize(gate: TokenGate | None, frame: oap.Frame, request: overlay.Put) -> None:
+    """Raise the ``OapError`` that refuses this upload, if any (``gate`` None: writes open)."""
+    if gate is None:
+        return
+    if not frame.cap:
+        raise oap.OapError("cap_required", "a put needs a capability token in the cap segment")
+    try:
+        gate.verify(frame.cap.decode("ascii", "replace"), "put", None, request.size)
+    except KeysNotLoaded as exc:
+        raise oap.OapError("unavailable", str(exc), retry_after=1) from None
+    except caps.CapDenied as exc:
+        raise oap.OapError("cap_denied", exc.detail) from None
+    except caps.CapError as exc:
+        raise oap.OapError("cap_invalid", exc.detail) from None
+
+
+class Uploads:
+    """The open uploads of one connection, by corr_id."""
+
+    def __init__(self, conn: Connection, root: Path, commit: Commit, limit: int) -> None:
+        self.conn = conn
+        self.root = root
+        self.commit = commit
+        self.limit = limit
+        self._open: dict[int, trio.MemorySendChannel[oap.Frame] | None] = {}  # None: dropping
+
+    def owns(self, frame: oap.Frame) -> bool:
+        return frame.corr_id in self._open and not oap.is_hello_request(frame)
+
+    async def route(self, frame: oap.Frame) -> None:
+        dest = self._open[frame.corr_id]
+        if dest is None:  # a refused upload: drop its frames until its END
+            if frame.flags & oap.END:
+                del self._open[frame.corr_id]
+            return
+        try:
+            await dest.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._open[frame.corr_id] = None  # it failed meanwhile: drop the rest
+            if frame.flags & oap.END:
+                del self._open[frame.corr_id]
+
+    def refuse(self, frame: oap.Frame) -> None:
+        """Drop the frames that follow this refused upload's START (unless it ended there)."""
+        if not frame.flags & oap.END:
+            self._open[frame.corr_id] = None
+
+    def start(self, nursery: trio.Nursery, frame: oap.Frame, request: overlay.Put) -> None:
+        if len(self._open) >= self.limit:
+            raise oap.OapError(
+                "busy", f"{self.limit} uploads open on this connection", retry_after=1
+            )
+        send, receive = trio.open_memory_channel[oap.Frame](QUEUE)
+        self._open[frame.corr_id] = send
+        nursery.start_soon(self._receive, frame, request, receive)
+
+    async def _receive(
+        self, req: oap.Frame, request: overlay.Put, frames: trio.MemoryReceiveChannel[oap.Frame]
+    ) -> None:
+        temp: objstore.TempObject | None = None
+        ended = False
+        try:
+            temp = await trio.to_thread.run_sync(
+                lambda: objstore.TempObject(self.root, max_size=max(request.size, 1))
+            )
+            off = 0
+            async with frames:
+                async for frame in frames:
+                    if frame.flags & oap.END:
+                        ended = True
+                        break
+                    data = oap.unpack_payload(oap.Data, frame.payload)
+                    if (
+                        data.obj != request.id
+                        or data.off != off
+                        or off + len(data.data) > request.size
+                    ):
+                        raise oap.OapError("schema_invalid", f"DATA out of place at {data.off}")
+                    await trio.to_thread.run_sync(temp.write, data.data)
+                    off += len(data.data)
+            got, size, tmp = await trio.to_thread.run_sync(temp.finish)
+            temp = None
+            if got != request.id or size != request.size:
+                await trio.to_thread.run_sync(objstore.remove_temp, self.root, tmp)
+                raise oap.OapError("digest_mismatch", f"the bytes hash to {got} ({size} bytes)")
+            done = await self.commit(storage.Commit(tmp=tmp, id=got, size=size))
+            reply = overlay.Stored(id=got, size=size, created=bool(done.created))
+            await self.conn.channel.send(overlay.PEER.reply_frame(req, reply))
+        except (oap.OapError, objstore.StoreError) as exc:
+            if isinstance(exc, objstore.StoreError):
+                reason = (
+                    "object_too_large" if isinstance(exc, objstore.ObjectTooLarge) else "internal"
+                )
+                exc = oap.OapError(reason, str(exc))
+            self._open[req.corr_id] = None  # drop the rest of its frames (until its END)
+            with contextlib.suppress(ChannelClosed):
+                await self.conn.channel.send(oap.error_frame(req, exc))
+        finally:
+            if ended or self._open.get(req.corr_id) is not None:
+                self._open.pop(req.corr_id, None)
+            if temp is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(temp.abort)
