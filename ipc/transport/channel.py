@@ -39,6 +39,7 @@ __all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "Timeouts"]
 
 QUEUE = 16  # frames waiting for the writer, at most
 READ_SIZE = 1 << 18
+BATCH = 256 * 1024  # bytes of queued frames joined into one write (fewer TLS records, syscalls)
 
 
 @attrs.frozen
@@ -87,26 +88,36 @@ class Channel:
 
     async def receive(self) -> oap.Frame:
         """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
-        while not self._ready:
-            waited = self.timeouts.idle if self._decoder.buffered == 0 else self.timeouts.read
-            op = "idle" if self._decoder.buffered == 0 else "read"
-            data: bytes | bytearray = b""
-            with trio.move_on_after(waited) as scope:
-                try:
-                    data = await self.stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    await self._fail(ChannelClosed(str(exc) or type(exc).__name__))
-            if scope.cancelled_caught:
-                await self._fail(ChannelTimeout(op))
-            if not data:
-                midway = "mid-frame" if self._decoder.buffered else "the connection"
-                await self._fail(ChannelClosed(f"the peer closed {midway}"))
-            self._meter.moved("in", len(data))
-            self._ready.extend(self._decoder.feed(data))
+        if not self._ready:
+            await self._fill()
         frame = self._ready.popleft()
         if frame.flags & oap.APP_E2E:
             frame = self._open(frame)
         return frame
+
+    async def _fill(self) -> None:
+        """Read until a frame is complete: one cancel scope for it all (a TLS read returns one
+        16 KiB record, so a scope per read was most of the cost of a read). Its deadline is
+        ``idle`` until a frame has begun, then ``read`` from the moment it did."""
+        idle = self._decoder.buffered == 0
+        with trio.CancelScope(
+            deadline=trio.current_time() + (self.timeouts.idle if idle else self.timeouts.read)
+        ) as scope:
+            while not self._ready:
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    await self._fail(ChannelClosed(str(exc) or type(exc).__name__))
+                if not data:
+                    midway = "mid-frame" if self._decoder.buffered else "the connection"
+                    await self._fail(ChannelClosed(f"the peer closed {midway}"))
+                self._meter.moved("in", len(data))
+                if idle and self._decoder.buffered == 0:
+                    idle = False  # a frame begins: from now on the read timeout runs
+                    scope.deadline = trio.current_time() + self.timeouts.read
+                self._ready.extend(self._decoder.feed(data))
+        if scope.cancelled_caught:
+            await self._fail(ChannelTimeout("idle" if idle else "read"))
 
     def install_pq(self, sealer: Sealer, opener: Opener) -> None:
         """From now on frames sent with APP_E2E are sealed, and received ones opened, in order."""
@@ -151,6 +162,18 @@ class Channel:
         async with self._queue:
             async for item in self._queue:
                 data = item if isinstance(item, bytes) else self._seal(item)
+                if len(data) < BATCH:  # frames already waiting go out in the same write
+                    parts = [data]
+                    size = len(data)
+                    while size < BATCH:
+                        try:
+                            more = self._queue.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        parts.append(more if isinstance(more, bytes) else self._seal(more))
+                        size += len(parts[-1])
+                    if len(parts) > 1:
+                        data = b"".join(parts)
                 for bucket in self._pacers:
                     await bucket.take(len(data))
                 with trio.move_on_after(self.timeouts.write) as scope:

@@ -204,6 +204,7 @@ class Fetcher:
                 id=obj_id,
                 peer=link.addr.node_id,
                 reason=link.last_error,
+                conn_id=link.client.conn.conn_id if link.client else None,
             )
             outcomes.append("unreachable")
             failed.set()

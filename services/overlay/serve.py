@@ -74,7 +74,14 @@ class PeerServer:
                 while True:
                     try:
                         frame = await conn.channel.receive()
-                    except oap.OapError as exc:
+                    except oap.OapError as exc:  # the stream is not OAP/1 any more: answer, close
+                        logs.log(
+                            "peer_protocol_error",
+                            level="warning",
+                            reason=exc.reason,
+                            conn_id=conn.conn_id,
+                            peer=conn.peer_id or f"{conn.remote[0]}:{conn.remote[1]}",
+                        )
                         await _answer_error(conn, oap.Frame(flags=oap.REQ), exc)
                         return
                     if uploads.owns(frame):  # DATA/END of an upload in progress
@@ -153,7 +160,14 @@ class PeerServer:
         except objstore.NotFound:
             raise oap.OapError("not_found", f"no object {obj_id} here") from None
         except objstore.IntegrityError:
-            logs.log("integrity_failure", level="error", id=obj_id, reason="integrity_failure")
+            logs.log(
+                "integrity_failure",
+                level="error",
+                id=obj_id,
+                reason="integrity_failure",
+                conn_id=conn.conn_id,
+                corr_id=req.corr_id,
+            )
             await self.quarantine(obj_id)
             raise oap.OapError("integrity_failure", f"{obj_id} failed verification") from None
         except ids.BadId as exc:
