@@ -267,6 +267,8 @@ def start_node(
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
+        proc.wait(timeout=30)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
         raise SystemExit(f"the node did not start; see {workdir / f'node-{data_dir.name}.log'}")
     # the caller removes runtime_dir once the node has stopped
     return proc, {**json.loads(line), "runtime_dir": str(runtime_dir)}

@@ -69,6 +69,8 @@ def start_node(
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
+        proc.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(runtime)], check=False)
         raise SystemExit(f"node {name} did not start; see {workdir / f'{name}.log'}")
     ready = json.loads(line)
     version = json.loads(urllib.request.urlopen(ready["admin"] + "/version", timeout=10).read())

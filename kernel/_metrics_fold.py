@@ -23,8 +23,10 @@ from prometheus_client.mmap_dict import MmapedDict
 
 __all__ = ["InstanceId", "fold_dead", "instance_alive"]
 
-# types whose values add up across processes; gauges are left alone (mark_process_dead's job)
+# types whose values add up across processes
 _SUMMED = ("counter", "histogram", "summary")
+# gauges that count what live processes hold (a dead process holds nothing): files dropped
+_LIVE_GAUGES = ("gauge_livesum", "gauge_liveall", "gauge_livemax", "gauge_livemin")
 ARCHIVE = "archive"
 
 
@@ -64,13 +66,20 @@ def instance_alive(instance: str) -> bool:
 
 
 def fold_dead(directory: Path) -> int:
-    """Fold every dead instance's counter/histogram/summary file into its type's archive.
+    """Fold every dead instance's counter/histogram/summary file into its type's archive, and
+    drop its live-mode gauge files (what it held went with it).
 
     Returns how many files were folded. Not safe against a concurrent scrape of the same
     directory (a file counted in both places for a moment): callers serialise the two.
     """
     folded = 0
     for path in sorted(directory.glob("*.db")):
+        live = next((g for g in _LIVE_GAUGES if path.stem.startswith(g + "_")), None)
+        if live is not None:  # e.g. conn_inflight of a dead process: its connections are gone
+            if not instance_alive(path.stem[len(live) + 1 :]):
+                path.unlink()
+                folded += 1
+            continue
         typ, _, instance = path.stem.partition("_")
         if typ not in _SUMMED or instance == ARCHIVE or instance_alive(instance):
             continue

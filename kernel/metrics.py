@@ -101,8 +101,10 @@ class Metrics:
     - Counters and histograms survive child restarts: a dead process's counts are kept and summed;
       its files are folded into one archive per type (``_metrics_fold``) at each scrape and
       ``fold_dead`` call, so the directory stays as small as the set of live processes.
-    - The only gauge, ``service_quarantined``, uses ``mostrecent``: the last write from any process
-      wins (only the supervisor writes it), so a dead process cannot pin a stale value.
+    - Gauges: ``service_quarantined`` uses ``mostrecent``: the last write from any process wins
+      (only the supervisor writes it), so a dead process cannot pin a stale value;
+      ``conn_inflight`` uses ``livesum``: the sum over live processes (a dead process's file is
+      dropped at the next fold: the connections it held are gone).
     """
 
     def __init__(self, multiproc_dir: Path, *, amnesia: bool, reset: bool = False) -> None:
@@ -210,6 +212,12 @@ class Metrics:
         )
         self.bytes_in = Counter("bytes_in", "Bytes received from peers.", registry=None)
         self.bytes_out = Counter("bytes_out", "Bytes sent to peers.", registry=None)
+        self.conn_inflight = Gauge(
+            "conn_inflight",
+            "Peer connections svc-overlay's listener serves now.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
         self.pq_fallback = Counter(
             "pq_fallback",
             "Peer connections that fell back to plain TLS (pq.mode = hybrid).",
@@ -227,6 +235,7 @@ class Metrics:
                 self.bytes_in,
                 self.bytes_out,
                 self.pq_fallback,
+                self.conn_inflight,
                 self.service_restarts,
                 self.bus_published,
                 self.bus_no_receivers,

@@ -92,7 +92,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
         print(json.dumps(doc, sort_keys=True))
         return 0
     if not peers:
-        print("no peers configured (svc-overlay settings: peers)")
+        print("no peers configured (overlay.peers in the config, or RONK_OVERLAY_PEERS)")
         return 0
     rows = [("NODE ID", "ADDRESS", "STATE", "BYTES IN", "LAST ERROR")]
     for peer in peers:

@@ -60,6 +60,9 @@ class NodeMeter(Meter):
     def pq_fallback(self) -> None:
         self.m.pq_fallback.inc()
 
+    def inflight(self, delta: int) -> None:
+        self.m.conn_inflight.inc(delta)
+
     def moved(self, direction: str, size: int) -> None:
         (self.m.bytes_in if direction == "in" else self.m.bytes_out).inc(size)
 

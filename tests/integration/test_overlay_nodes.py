@@ -110,6 +110,8 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
                 fetched = 2 if peer is b else 1  # B also fetched the SDK's object
                 assert peer.logs().count('"event":"object_fetched"') == fetched
 
+            # A serves B's and C's fetch connections (the gauge counts its listener's)
+            assert await a.metric("conn_inflight") == 2
             listed = await b.ronctl("peers", "--json")
             assert listed.returncode == 0, listed.stderr
             (peer,) = json.loads(listed.stdout)["peers"]

@@ -206,3 +206,29 @@ def test_quarantine_gauge_takes_the_latest_write(isolated, tmp_path: Path) -> No
 def test_directory_is_private(isolated, tmp_path: Path) -> None:
     m = isolated(tmp_path / "metrics", amnesia=True)
     assert (m.directory.stat().st_mode & 0o777) == 0o700
+
+
+LIVE_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from kernel.metrics import Metrics
+    m = Metrics(Path(sys.argv[1]), amnesia=False)
+    m.conn_inflight.inc(int(sys.argv[2]))  # connections it held when it died
+    """
+)
+
+
+async def test_a_live_gauge_forgets_what_a_dead_process_held(isolated, tmp_path: Path) -> None:
+    """conn_inflight sums live processes only: a crashed svc-overlay's connections are gone."""
+    directory = tmp_path / "metrics"
+    parent = isolated(directory, amnesia=False, reset=True)
+    parent.conn_inflight.inc(1)
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
+    with trio.fail_after(30):
+        await trio.run_process(
+            [sys.executable, "-c", LIVE_CHILD, str(directory), "3"], cwd=REPO, env=env, check=True
+        )
+    (sample,) = samples_by_name(parent.render()[0])["conn_inflight"]
+    assert sample.value == 1.0
+    assert not [p for p in directory.glob("gauge_livesum_*.db") if str(os.getpid()) not in p.name]
