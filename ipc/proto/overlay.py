@@ -19,6 +19,7 @@ from ipc import oap
 from ipc.proto.codec import Request, ServiceProtocol
 from ipc.proto.fields import content_id, unsigned
 from ipc.proto.index import NameRecord
+from ipc.proto.storage import Stored  # the same reply as svc-storage's: durable here
 
 __all__ = [
     "LOCAL",
@@ -49,15 +50,6 @@ class Get(Request[oap.Start]):
     OP: ClassVar[str] = "get"
     REPLY: ClassVar[type] = oap.Start
     id: str = attrs.field(validator=content_id)
-
-
-@attrs.frozen
-class Stored:
-    """The object is durable here; ``created`` False: it was already."""
-
-    id: str = attrs.field(validator=content_id)
-    size: int = attrs.field(validator=unsigned)
-    created: bool
 
 
 @attrs.frozen
