@@ -83,25 +83,27 @@ class Client:
         """This connection's posture: ``pq`` (payloads sealed again), ``fallback`` or ``off``."""
         return self._async.pq
 
-    def hello(self) -> oap.HelloResponse:
-        result: oap.HelloResponse = self._call(self._async.hello)
+    def hello(self, *, corr_id: int = 0) -> oap.HelloResponse:
+        result: oap.HelloResponse = self._call(lambda: self._async.hello(corr_id=corr_id))
         return result
 
-    def get(self, obj_id: str, *, max_size: int = 64 << 20) -> bytes:
-        data: bytes = self._call(lambda: self._async.get(obj_id, max_size=max_size))
+    def get(self, obj_id: str, *, max_size: int = 64 << 20, corr_id: int = 0) -> bytes:
+        data: bytes = self._call(
+            lambda: self._async.get(obj_id, max_size=max_size, corr_id=corr_id)
+        )
         return data
 
-    def get_to(self, obj_id: str, sink: Callable[[bytes], object]) -> int:
+    def get_to(self, obj_id: str, sink: Callable[[bytes], object], *, corr_id: int = 0) -> int:
         """``sink`` runs in the SDK's thread, one call per chunk, in order."""
-        size: int = self._call(self._async.get_to, obj_id, sink)
+        size: int = self._call(lambda: self._async.get_to(obj_id, sink, corr_id=corr_id))
         return size
 
-    def put(self, data: bytes, token: str) -> overlay.Stored:
-        stored: overlay.Stored = self._call(self._async.put, data, token)
+    def put(self, data: bytes, token: str, *, corr_id: int = 0) -> overlay.Stored:
+        stored: overlay.Stored = self._call(lambda: self._async.put(data, token, corr_id=corr_id))
         return stored
 
-    def resolve(self, name: str) -> index.NameRecord:
-        record: index.NameRecord = self._call(self._async.resolve, name)
+    def resolve(self, name: str, *, corr_id: int = 0) -> index.NameRecord:
+        record: index.NameRecord = self._call(lambda: self._async.resolve(name, corr_id=corr_id))
         return record
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ Guarantees:
   the chunks on by then (write to a temp file and rename after, as ``ronctl get -o`` does);
 - failures are typed: ``SdkError`` carries the node's OAP ``reason``, ``code``, ``detail`` and
   ``retry_after``;
+- every call takes an optional ``corr_id`` (u64): it travels in the request frames and comes
+  back in the answers, so the node's log lines about it carry the caller's id;
 - only idempotent operations are retried (HELLO, get, resolve): on a lost connection, ``busy``,
   ``peer_limit``, ``rate_limited``, ``not_ready`` or ``unavailable``, after 50-100 ms of jitter
   (or the node's ``retry_after``, capped at 2 s), at most 3 tries in all (the seeds' policy).
@@ -164,23 +166,25 @@ class AsyncClient:
                 await trio.sleep(min(pause, RETRY_CAP))
         raise AssertionError("unreachable")
 
-    async def hello(self) -> oap.HelloResponse:
+    async def hello(self, *, corr_id: int = 0) -> oap.HelloResponse:
         async def op(client: PeerClient) -> oap.HelloResponse:
-            frame = await client.request(oap.hello_request(0), timeout=self.timeout)
+            frame = await client.request(oap.hello_request(corr_id), timeout=self.timeout)
             oap.raise_for_status(frame)
             return oap.unpack_payload(oap.HelloResponse, frame.payload)
 
         result: oap.HelloResponse = await self._retrying(op)
         return result
 
-    async def resolve(self, name: str) -> index.NameRecord:
+    async def resolve(self, name: str, *, corr_id: int = 0) -> index.NameRecord:
         async def op(client: PeerClient) -> object:
-            return await client.call(overlay.PEER, overlay.Resolve(name=name), timeout=self.timeout)
+            req = overlay.Resolve(name=name)
+            frame = overlay.PEER.request_frame(req, corr_id=corr_id)
+            return overlay.PEER.parse_reply(await client.request(frame, timeout=self.timeout), req)
 
         record: index.NameRecord = await self._retrying(op)
         return record
 
-    async def get(self, obj_id: str, *, max_size: int = 64 << 20) -> bytes:
+    async def get(self, obj_id: str, *, max_size: int = 64 << 20, corr_id: int = 0) -> bytes:
         """The whole object, verified (``SdkError("too_large")`` past ``max_size``)."""
         parts: list[bytes] = []
 
@@ -189,13 +193,13 @@ class AsyncClient:
 
         async def op(client: PeerClient) -> bytes:
             parts.clear()
-            await _stream(client, obj_id, keep, self.timeout, max_size)
+            await _stream(client, obj_id, keep, self.timeout, max_size, corr_id)
             return b"".join(parts)
 
         data: bytes = await self._retrying(op)
         return data
 
-    async def put(self, data: bytes, token: str) -> overlay.Stored:
+    async def put(self, data: bytes, token: str, *, corr_id: int = 0) -> overlay.Stored:
         """Store ``data`` on the node (``token``: a write token for it, e.g. from ``ronctl
         token mint``); its reply once durable there. Content-addressed, so a retry is safe and
         is done like any idempotent call."""
@@ -203,6 +207,7 @@ class AsyncClient:
         first = oap.Frame(
             flags=oap.REQ | oap.START,
             app_proto_id=overlay.PEER_PROTO,
+            corr_id=corr_id,
             cap=token.encode("ascii"),
             payload=overlay.PEER.request_frame(overlay.Put(id=obj_id, size=len(data))).payload,
         )
@@ -235,7 +240,9 @@ class AsyncClient:
         stored: overlay.Stored = await self._retrying(op)
         return stored
 
-    async def get_to(self, obj_id: str, sink: Callable[[bytes], object]) -> int:
+    async def get_to(
+        self, obj_id: str, sink: Callable[[bytes], object], *, corr_id: int = 0
+    ) -> int:
         """Stream the object into ``sink``; its size once the digest matched. Retried only if
         nothing reached ``sink`` yet."""
         delivered = 0
@@ -248,7 +255,7 @@ class AsyncClient:
         async def op(client: PeerClient) -> int:
             if delivered:
                 raise SdkError("lost", "the stream broke off after bytes were delivered", code=502)
-            return await _stream(client, obj_id, counted, self.timeout, None)
+            return await _stream(client, obj_id, counted, self.timeout, None, corr_id)
 
         try:
             size: int = await self._retrying(op)
@@ -265,8 +272,9 @@ async def _stream(
     sink: Callable[[bytes], object],
     timeout: float,
     max_size: int | None,
+    corr_id: int = 0,
 ) -> int:
-    frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
+    frame = overlay.PEER.request_frame(overlay.Get(id=obj_id), corr_id=corr_id)
     hasher = blake3.blake3()
 
     async def chunk(piece: bytes) -> None:

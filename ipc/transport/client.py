@@ -60,11 +60,18 @@ class PeerClient:
     async def exchange(
         self, frame: oap.Frame
     ) -> AsyncIterator[trio.MemoryReceiveChannel[oap.Frame]]:
-        """Send ``frame`` with a fresh ``corr_id``; yield the channel its answers arrive on
-        (it ends when the connection does). Leaving the block forgets the request."""
+        """Send ``frame``; yield the channel its answers arrive on (it ends when the connection
+        does). Leaving the block forgets the request. The frame's own ``corr_id`` is kept when it
+        has one that no open request uses (a caller's id, propagated into the node's logs);
+        else it gets a fresh one."""
         if self.closed.is_set():
             raise ChannelClosed("the connection is closed")
-        corr_id = self._last_corr = next(self._corr)
+        corr_id = frame.corr_id
+        if corr_id == 0 or corr_id in self._open:
+            corr_id = next(self._corr)
+            while corr_id in self._open:
+                corr_id = next(self._corr)
+        self._last_corr = corr_id
         send, receive = trio.open_memory_channel[oap.Frame](PER_REQUEST)
         self._open[corr_id] = send
         try:

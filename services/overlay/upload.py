@@ -24,6 +24,7 @@ import trio
 from ipc import caps, oap
 from ipc.proto import overlay, storage
 from ipc.transport import ChannelClosed, Connection
+from kernel import logs
 from services.lib import objstore
 from services.lib.tokens import KeysNotLoaded, TokenGate
 
@@ -120,6 +121,14 @@ class Uploads:
                 raise oap.OapError("digest_mismatch", f"the bytes hash to {got} ({size} bytes)")
             done = await self.commit(storage.Commit(tmp=tmp, id=got, size=size))
             reply = overlay.Stored(id=got, size=size, created=bool(done.created))
+            logs.log(
+                "object_uploaded",
+                id=got,
+                size=size,
+                created=reply.created,
+                conn_id=self.conn.conn_id,
+                corr_id=req.corr_id,
+            )
             await self.conn.channel.send(overlay.PEER.reply_frame(req, reply))
         except (oap.OapError, objstore.StoreError) as exc:
             if isinstance(exc, objstore.StoreError):

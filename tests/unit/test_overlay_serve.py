@@ -17,7 +17,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ipc import ids, oap
-from ipc.proto import index
+from ipc.proto import index, overlay
 from ipc.sdk import AsyncClient, Client, SdkError
 from ipc.transport import ChannelClosed, Listener, NodeCertificate, PeerAddr, dial
 from services.lib import objstore
@@ -99,6 +99,11 @@ async def test_hello_get_and_resolve_through_the_sdk(tmp_path: Path) -> None:
                 small = store_object(node.root, b"tiny")
                 assert await client.get(small) == b"tiny"
                 assert (await client.resolve("docs/readme")).version == 3
+                assert await client.get(obj_id, corr_id=777_000_111) == data  # the caller's id
+                frame = overlay.PEER.request_frame(overlay.Get(id=small), corr_id=424242)
+                assert client._client is not None
+                async with client._client.exchange(frame) as answers:
+                    assert (await answers.receive()).corr_id == 424242  # came back: propagated
                 with pytest.raises(SdkError) as err:
                     await client.get("b3:" + "2" * 64)
                 assert err.value.reason == "not_found" and err.value.code == 404
