@@ -23,6 +23,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import ssl
 from collections import deque
 from typing import NoReturn
 
@@ -111,6 +112,9 @@ class Channel:
                 if not data:
                     midway = "mid-frame" if self._decoder.buffered else "the connection"
                     await self._fail(ChannelClosed(f"the peer closed {midway}"))
+                more = self._drain_tls()
+                if more:
+                    data = bytes(data) + more
                 self._meter.moved("in", len(data))
                 if idle and self._decoder.buffered == 0:
                     idle = False  # a frame begins: from now on the read timeout runs
@@ -118,6 +122,30 @@ class Channel:
                 self._ready.extend(self._decoder.feed(data))
         if scope.cancelled_caught:
             await self._fail(ChannelTimeout("idle" if idle else "read"))
+
+    def _drain_tls(self) -> bytes:
+        """The records trio's SSLStream has already received but not decrypted, decrypted now.
+
+        ``SSLStream.receive_some`` returns one TLS record (16 KiB) per call, and each call is a
+        scheduler pass: a 64 KiB frame cost four. The records sitting in its incoming buffer need
+        no I/O, so they are read here in one go. This uses trio's private ``_ssl_object`` and
+        ``_incoming``; where they are missing (another trio) it does nothing. Anything but a
+        plain decrypt (a record not complete yet, an alert) stops it: trio's next call handles it.
+        """
+        ssl_object = getattr(self.stream, "_ssl_object", None)
+        incoming = getattr(self.stream, "_incoming", None)
+        if ssl_object is None or incoming is None:
+            return b""
+        parts = []
+        while incoming.pending:
+            try:
+                piece = ssl_object.read(READ_SIZE)
+            except ssl.SSLError:
+                break
+            if not piece:
+                break
+            parts.append(piece)
+        return b"".join(parts)
 
     def install_pq(self, sealer: Sealer, opener: Opener) -> None:
         """From now on frames sent with APP_E2E are sealed, and received ones opened, in order."""
