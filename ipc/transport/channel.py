@@ -14,6 +14,8 @@ Guarantees:
 - with PQ keys installed (``install_pq``), a frame sent with APP_E2E has its payload sealed by
   the writer, in wire order, and a received APP_E2E frame is opened in arrival order (one that
   does not open is 500 ``integrity_failure``, and the channel is dead like any OAP error);
+- ``send_many`` queues a group of frames as one item (sent in order, in one write); at most
+  ``GROUPS`` groups wait at once, so what a channel holds stays bounded;
 - with ``pacers`` (``pacing.Bucket``: this connection's, its peer's, the node's), the writer
   sends no faster than the slowest of their rates;
 - ``aclose`` stops the writer and closes the stream; a broken or ended stream surfaces as
@@ -40,6 +42,7 @@ __all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "Timeouts"]
 
 QUEUE = 16  # frames waiting for the writer, at most
 READ_SIZE = 1 << 18
+GROUPS = 2  # send_many lists waiting at once per channel (with 1 MiB lists: 2 MiB)
 BATCH = 256 * 1024  # bytes of queued frames joined into one write (fewer TLS records, syscalls)
 
 
@@ -80,7 +83,10 @@ class Channel:
         self._decoder = oap.FrameDecoder(max_frame)
         self._ready: deque[oap.Frame] = deque()
         # encoded frames, or a Frame to seal (APP_E2E) in the writer, where wire order is fixed
-        self._send, self._queue = trio.open_memory_channel[bytes | oap.Frame](QUEUE)
+        self._send, self._queue = trio.open_memory_channel[bytes | oap.Frame | list[oap.Frame]](
+            QUEUE
+        )
+        self._groups = trio.Semaphore(GROUPS)  # send_many items waiting in the queue
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self._meter = meter or Meter()  # bytes moved and timeouts
@@ -185,11 +191,33 @@ class Channel:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ChannelClosed("the channel is closed") from None
 
+    async def send_many(self, frames: list[oap.Frame]) -> None:
+        """Queue ``frames`` as one item: they leave in this order, in one write (a stream's
+        DATA chunks of one block: one hand-off to the writer instead of one per chunk)."""
+        if any(f.flags & oap.APP_E2E for f in frames) and self._sealer is None:
+            raise oap.OapError("schema_invalid", "APP_E2E needs PQ keys on this channel")
+        await self._groups.acquire()  # at most GROUPS of them wait: bounded bytes per channel
+        try:
+            await self._send.send(frames)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._groups.release()
+            raise ChannelClosed("the channel is closed") from None
+
+    def _bytes_of(self, item: bytes | oap.Frame | list[oap.Frame]) -> bytes:
+        if isinstance(item, bytes):
+            return item
+        if isinstance(item, list):
+            self._groups.release()  # taken off the queue: another group may wait
+            return b"".join(self._bytes_of(f) for f in item)
+        if item.flags & oap.APP_E2E:
+            return self._seal(item)
+        return oap.encode(item, max_frame=self._decoder.max_frame)
+
     async def writer(self) -> None:
         """Write queued frames in order; returns when the channel closes."""
         async with self._queue:
             async for item in self._queue:
-                data = item if isinstance(item, bytes) else self._seal(item)
+                data = self._bytes_of(item)
                 if len(data) < BATCH:  # frames already waiting go out in the same write
                     parts = [data]
                     size = len(data)
@@ -198,7 +226,7 @@ class Channel:
                             more = self._queue.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                        parts.append(more if isinstance(more, bytes) else self._seal(more))
+                        parts.append(self._bytes_of(more))
                         size += len(parts[-1])
                     if len(parts) > 1:
                         data = b"".join(parts)

@@ -35,6 +35,7 @@ from services.overlay.upload import Commit, Uploads, authorize
 __all__ = ["PeerServer"]
 
 BLOCK = 1 << 20  # bytes read from the store per thread hop (sent as 64 KiB DATA chunks)
+GROUP = 16  # DATA chunks handed to the writer at once (1 MiB: the channel bounds how many wait)
 IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
 Quarantine = Callable[[str], Awaitable[None]]
 
@@ -184,10 +185,20 @@ class PeerServer:
                 else:  # one thread hop per BLOCK, not per 64 KiB chunk
                     block = await trio.to_thread.run_sync(obj.read, off, BLOCK)
                 view = memoryview(block)
-                for at in range(0, len(block), oap.CHUNK):
-                    piece = bytes(view[at : at + oap.CHUNK])
-                    data = oap.Data(obj=obj_id, off=off + at, data=piece)
-                    await conn.channel.send(_part(req, sealed, oap.pack_payload(data)))
+                parts = [
+                    _part(
+                        req,
+                        sealed,
+                        oap.pack_payload(
+                            oap.Data(
+                                obj=obj_id, off=off + at, data=bytes(view[at : at + oap.CHUNK])
+                            )
+                        ),
+                    )
+                    for at in range(0, len(block), oap.CHUNK)
+                ]
+                for at in range(0, len(parts), GROUP):  # one hand-off per GROUP chunks
+                    await conn.channel.send_many(parts[at : at + GROUP])
                 off += len(block)
             end = oap.End(obj=obj_id)
             await conn.channel.send(_part(req, oap.END, oap.pack_payload(end)))
