@@ -45,7 +45,7 @@ from ipc.transport import (
 from ipc.transport.client import PeerClient, read_object
 from ipc.transport.pq_exchange import PqRefused, dialer_exchange
 
-__all__ = ["AsyncClient", "SdkError"]
+__all__ = ["AsyncClient", "SdkError", "upload_frames"]
 
 TRIES = 3
 RETRY_CAP = 2.0
@@ -204,31 +204,7 @@ class AsyncClient:
         token mint``); its reply once durable there. Content-addressed, so a retry is safe and
         is done like any idempotent call."""
         obj_id = ids.id_of(data)
-        first = oap.Frame(
-            flags=oap.REQ | oap.START,
-            app_proto_id=overlay.PEER_PROTO,
-            corr_id=corr_id,
-            cap=token.encode("ascii"),
-            payload=overlay.PEER.request_frame(overlay.Put(id=obj_id, size=len(data))).payload,
-        )
-        view = memoryview(data)
-        rest = [
-            oap.Frame(
-                flags=oap.REQ,
-                app_proto_id=overlay.PEER_PROTO,
-                payload=oap.pack_payload(
-                    oap.Data(obj=obj_id, off=off, data=bytes(view[off : off + oap.CHUNK]))
-                ),
-            )
-            for off in range(0, len(data), oap.CHUNK)
-        ]
-        rest.append(
-            oap.Frame(
-                flags=oap.REQ | oap.END,
-                app_proto_id=overlay.PEER_PROTO,
-                payload=oap.pack_payload(oap.End(obj=obj_id)),
-            )
-        )
+        first, rest = upload_frames(obj_id, data, token, corr_id=corr_id)
 
         async def op(client: PeerClient) -> overlay.Stored:
             answer = await client.upload(first, rest, timeout=self.timeout + len(data) / 1e6)
@@ -264,6 +240,37 @@ class AsyncClient:
                 err.reason = "broken"  # not retryable: the sink holds a partial object
             raise
         return size
+
+
+def upload_frames(
+    obj_id: str, data: bytes, token: str, *, corr_id: int = 0
+) -> tuple[oap.Frame, list[oap.Frame]]:
+    """The frames of a ``put`` of ``data`` claimed to be ``obj_id``: the REQ|START frame with the
+    token in its capability segment, then the DATA chunks and the END frame."""
+    first = oap.Frame(
+        flags=oap.REQ | oap.START,
+        app_proto_id=overlay.PEER_PROTO,
+        corr_id=corr_id,
+        cap=token.encode("ascii"),
+        payload=overlay.PEER.request_frame(overlay.Put(id=obj_id, size=len(data))).payload,
+    )
+    view = memoryview(data)
+    rest = [
+        oap.Frame(
+            flags=oap.REQ,
+            app_proto_id=overlay.PEER_PROTO,
+            payload=oap.pack_payload(
+                oap.Data(obj=obj_id, off=off, data=bytes(view[off : off + oap.CHUNK]))
+            ),
+        )
+        for off in range(0, len(data), oap.CHUNK)
+    ]
+    end = oap.Frame(
+        flags=oap.REQ | oap.END,
+        app_proto_id=overlay.PEER_PROTO,
+        payload=oap.pack_payload(oap.End(obj=obj_id)),
+    )
+    return first, [*rest, end]
 
 
 async def _stream(

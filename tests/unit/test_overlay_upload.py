@@ -13,9 +13,10 @@ import pytest
 import trio
 
 from ipc import caps, ids, oap
-from ipc.proto import overlay, storage
 from ipc.proto import passport as proto
+from ipc.proto import storage
 from ipc.sdk import AsyncClient, SdkError
+from ipc.sdk.client import upload_frames
 from ipc.transport import PeerAddr, dial
 from ipc.transport.client import PeerClient
 from services.lib import objstore
@@ -96,30 +97,7 @@ async def test_bytes_that_are_not_their_claimed_id_are_refused(tmp_path: Path) -
             conn = await dial(PeerAddr.parse(node.addr), None, nursery)
             client = PeerClient(conn)
             await nursery.start(client.run)
-            request = overlay.Put(id=claimed, size=len(data))
-            first = oap.Frame(
-                flags=oap.REQ | oap.START,
-                app_proto_id=overlay.PEER_PROTO,
-                cap=token(node.cert.node_id).encode(),
-                payload=overlay.PEER.request_frame(request).payload,
-            )
-            rest = [
-                oap.Frame(
-                    flags=oap.REQ,
-                    app_proto_id=overlay.PEER_PROTO,
-                    payload=oap.pack_payload(
-                        oap.Data(obj=claimed, off=off, data=data[off : off + oap.CHUNK])
-                    ),
-                )
-                for off in range(0, len(data), oap.CHUNK)
-            ]
-            rest.append(
-                oap.Frame(
-                    flags=oap.REQ | oap.END,
-                    app_proto_id=overlay.PEER_PROTO,
-                    payload=oap.pack_payload(oap.End(obj=claimed)),
-                )
-            )
+            first, rest = upload_frames(claimed, data, token(node.cert.node_id))
             answer = await client.upload(first, rest, timeout=10)
             with pytest.raises(oap.OapError) as err:
                 oap.raise_for_status(answer)
