@@ -140,7 +140,7 @@ async def test_a_corrupt_object_is_never_sent_and_is_reported(tmp_path: Path) ->
             data = os.urandom(100_000)
             obj_id = store_object(node.root, data)
             path = objstore.object_path(node.root, obj_id)
-            path.write_bytes(b"X" + data[1:])  # one byte flipped on disk
+            path.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # one bit flipped on disk
             async with AsyncClient.connect(node.addr) as client:
                 received: list[bytes] = []
                 with pytest.raises(SdkError) as err:
