@@ -224,9 +224,46 @@ class Metrics:
             registry=None,
         )
 
+        # svc-mailbox (the seeds' M3 metrics and the outbox)
+        self.mailbox_sent = Counter(
+            "mailbox_sent", "Messages stored (or queued for another node) once.", registry=None
+        )
+        self.mailbox_delivered = Counter(
+            "mailbox_delivered", "Deliveries of messages to receivers.", registry=None
+        )
+        self.mailbox_acked = Counter("mailbox_acked", "Messages acked (deleted).", registry=None)
+        self.mailbox_visibility_timeout = Counter(
+            "mailbox_visibility_timeout",
+            "Deliveries whose visibility ended without an ack or nack (redelivered).",
+            registry=None,
+        )
+        self.mailbox_dlq = Counter(
+            "mailbox_dlq", "Messages moved to a dead-letter queue (max_deliver).", registry=None
+        )
+        self.mailbox_depth = Gauge(
+            "mailbox_depth",
+            "Messages in a mailbox, dead letters excluded (a bounded set of mailbox labels).",
+            ["mailbox"],
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.mailbox_outbox_depth = Gauge(
+            "mailbox_outbox_depth",
+            "Messages waiting in the outbox for another node to accept them.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+
         declared = [
             family
             for wrapper in (
+                self.mailbox_sent,
+                self.mailbox_delivered,
+                self.mailbox_acked,
+                self.mailbox_visibility_timeout,
+                self.mailbox_dlq,
+                self.mailbox_depth,
+                self.mailbox_outbox_depth,
                 self.transport_dials,
                 self.transport_accepts,
                 self.handshake_latency_seconds,

@@ -4,8 +4,11 @@ services may ask over IPC.
 ``PEER`` (``app_proto_id`` 0x0201, over TLS from other nodes and SDK clients): ``get`` an object
 (answered as a stream: START ``{obj, size}``, DATA ``{obj, off, data}`` chunks of at most 64 KiB,
 END ``{obj}``, all with the request's ``corr_id``; or one error frame, 404 ``not_found``) and
-``resolve`` a name. ``LOCAL`` (0x0202, only on the node's private command socket): ``fetch`` an
-object from the configured peers into the local store, and list ``peers``. ``fetch`` is never a
+``resolve`` a name; frames of svc-mailbox's protocol (0x0104) are relayed to it once a token
+(or, for a send forwarded by a configured peer node, that node's pinned identity) allows them.
+``LOCAL`` (0x0202, only on the node's private command socket): ``fetch`` an
+object from the configured peers into the local store, list ``peers``, and ``deliver``
+messages to a peer's mailbox (svc-mailbox's outbox). ``fetch`` is never a
 peer operation, so no remote node can make this one fan out to others.
 """
 
@@ -19,6 +22,7 @@ from ipc import oap
 from ipc.proto.codec import Request, ServiceProtocol
 from ipc.proto.fields import content_id, unsigned
 from ipc.proto.index import NameRecord
+from ipc.proto.mailbox import Outgoing, Sent
 from ipc.proto.storage import Stored  # the same reply as svc-storage's: durable here
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "LOCAL_PROTO",
     "PEER",
     "PEER_PROTO",
+    "Deliver",
     "Fetch",
     "Fetched",
     "Get",
@@ -111,6 +116,19 @@ class Fetch(Request[Fetched]):
 
 
 @attrs.frozen
+class Deliver(Request[Sent]):
+    """Send ``messages`` to ``mailbox`` on the peer ``node_id`` (svc-mailbox's outbox): the
+    peer's answer, which it gives once they are durable there; 503 ``unavailable`` when the
+    peer is not configured or cannot be reached."""
+
+    OP: ClassVar[str] = "deliver"
+    REPLY: ClassVar[type] = Sent
+    node_id: str
+    mailbox: str
+    messages: tuple[Outgoing, ...]
+
+
+@attrs.frozen
 class PeerState:
     node_id: str
     addr: str
@@ -136,5 +154,5 @@ PEER: Final = ServiceProtocol(
     service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq, Put)
 )
 LOCAL: Final = ServiceProtocol(
-    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers)
+    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers, Deliver)
 )

@@ -36,6 +36,7 @@ async def main(ctx: ServiceContext) -> None:
             max_inflight=settings.max_inflight,
             timeout=settings.timeout,
             with_overlay=any(spec.name == "svc-overlay" for spec in ctx.config.services),
+            with_mailbox=any(spec.name == "svc-mailbox" for spec in ctx.config.services),
         ) as backend,
         CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
     ):

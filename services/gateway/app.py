@@ -1,6 +1,7 @@
 """The gateway's ASGI app: routes of DESIGN.md §8 over a ``Backend``, with admission control.
 
-Routes: ``PUT /o``, ``GET|HEAD /o/{id}``, ``GET|PUT /names/{name}``. Guarantees:
+Routes: ``PUT /o``, ``GET|HEAD /o/{id}``, ``GET|PUT /names/{name}``, and the mailbox routes
+``/mb/...`` (``mail_routes``). Guarantees:
 
 - every answer is a typed status; errors are JSON ``{"error", "detail"}`` with a reason from
   ``errors.REASONS`` (never a 500 for bad input; 500 only for ``integrity_failure``/``internal``);
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -33,9 +34,11 @@ from ipc import caps, ids, oap
 from ipc.proto import index as index_proto
 from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
+from services.gateway import mail_routes
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
-from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
+from services.gateway.errors import GatewayError
+from services.gateway.exchange import BodyReader, Exchange, content_length, header
 from services.gateway.limits import (
     BodyCounter,
     Deadline,
@@ -80,7 +83,8 @@ _OPS = {
     ("/names/{name}", "GET"): "gateway_get_name",
     ("/names/{name}", "PUT"): "gateway_put_name",
 }
-_ALLOW = {"/o": b"PUT", "/o/{id}": b"GET, HEAD", "/names/{name}": b"GET, PUT"}
+_OPS.update(mail_routes.OPS)
+_ALLOW = {"/o": b"PUT", "/o/{id}": b"GET, HEAD", "/names/{name}": b"GET, PUT", **mail_routes.ALLOW}
 _ALLOWED = {route: frozenset(allow.decode().split(", ")) for route, allow in _ALLOW.items()}
 
 
@@ -115,53 +119,9 @@ def _route(path: str) -> tuple[str, str | None]:
             return "/o/{id}", rest
     elif path.startswith("/names/") and len(path) > 7:
         return "/names/{name}", path[7:]  # names may hold "/" (svc-index decides validity)
+    elif path.startswith("/mb/"):
+        return mail_routes.route(path[4:])
     return "unmatched", None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-class _Exchange:
-    """One request's response side: remembers the status (for metrics) and whether it started."""
-
-    __slots__ = ("deadline", "on_start", "send", "status", "waiting_on_client")
-
-    def __init__(self, send: Send, on_start: Callable[[int], None]) -> None:
-        self.send = send
-        self.on_start = on_start
-        self.status = 0
-        self.waiting_on_client = False
-        self.deadline: Deadline | None = None
-
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        self.on_start(status)  # counted before the client can see the answer
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def body(self, data: bytes, more: bool = False) -> None:
-        await self.send({"type": "http.response.body", "body": data, "more_body": more})
-
-    async def json(
-        self, status: int, doc: Mapping[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
-    ) -> None:
-        data = json.dumps(doc, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", JSON_TYPE),
-            (b"content-length", str(len(data)).encode()),
-            (b"cache-control", b"no-store"),
-            *extra,
-        ]
-        await self.start(status, headers)
-        await self.body(data)
-
-    async def error(self, err: GatewayError) -> None:
-        data = error_body(err)
-        await self.start(err.status, error_headers(err, len(data)))
-        await self.body(data)
 
 
 class GatewayApp:
@@ -184,6 +144,9 @@ class GatewayApp:
         self.metrics = metrics
         self.fault_delay = fault_delay  # chaos drills' "slow" hook (kernel.faults), if any
         self.inflight = InflightLimiter(settings.max_inflight)
+        # long polls wait on svc-mailbox, not on this loop: their own cap, not max_inflight's
+        self.polls = InflightLimiter(settings.max_polls)
+        self.mail = mail_routes.MailRoutes(backend.mail, settings.timeout)
         self.writes = InflightLimiter(min(settings.max_writes, settings.max_inflight))
         self.shedding = ShedWatch(on_shedding)  # sustained write shedding: report not-ready
         self.bucket = TokenBucket(settings.rate, settings.burst)
@@ -238,7 +201,7 @@ class GatewayApp:
         def count(status: int) -> None:
             self._count(template, method, status, reason)
 
-        ex = _Exchange(send, count)
+        ex = Exchange(send, count)
         try:
             try:
                 with trio.CancelScope() as cs:
@@ -278,7 +241,7 @@ class GatewayApp:
         self,
         scope: Scope,
         receive: Receive,
-        ex: _Exchange,
+        ex: Exchange,
         method: str,
         template: str,
         param: str | None,
@@ -294,7 +257,9 @@ class GatewayApp:
                 headers=[(b"allow", allow)],
             )
         self.bucket.take()
-        with self.inflight.slot(), self._write_slot() if method == "PUT" else nullcontext():
+        slots = self.polls if template == mail_routes.POLL else self.inflight
+        writes = method == "PUT" or template == mail_routes.SEND
+        with slots.slot(), self._write_slot() if writes else nullcontext():
             await self._serve(scope, receive, ex, method, template, param, cs)
 
     @contextmanager
@@ -315,7 +280,7 @@ class GatewayApp:
         self,
         scope: Scope,
         receive: Receive,
-        ex: _Exchange,
+        ex: Exchange,
         method: str,
         template: str,
         param: str | None,
@@ -328,6 +293,8 @@ class GatewayApp:
             await self._put_object(scope, receive, ex, cs, token)
         elif template == "/o/{id}":
             await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
+        elif template.startswith("/mb/"):
+            await self.mail.serve(scope, receive, ex, template, param or "", cs, self._authorize)
         elif method == "GET":
             await self._get_name(ex, check_name(param or "", scope))
         else:
@@ -339,12 +306,12 @@ class GatewayApp:
         """The token that allows this write (None when writes are open); before any body."""
         if self.guard is None:
             return None
-        return self.guard.check(scope, op, name, _content_length(scope))
+        return self.guard.check(scope, op, name, content_length(scope))
 
     # --- objects ---------------------------------------------------------------------------
 
     async def _get_object(
-        self, scope: Scope, ex: _Exchange, obj_id: str, method: str, cs: trio.CancelScope
+        self, scope: Scope, ex: Exchange, obj_id: str, method: str, cs: trio.CancelScope
     ) -> None:
         etag = f'"{obj_id}"'
         common = [
@@ -352,7 +319,7 @@ class GatewayApp:
             (b"cache-control", CACHE_IMMUTABLE),
             (b"accept-ranges", b"bytes"),
         ]
-        if etag_matches(_header(scope, b"if-none-match"), etag) and await self.backend.exists(
+        if etag_matches(header(scope, b"if-none-match"), etag) and await self.backend.exists(
             obj_id
         ):
             # Content-addressed: the client's copy under this id is by definition current.
@@ -361,7 +328,7 @@ class GatewayApp:
             return
         obj = await self._open_verified(obj_id)
         try:
-            span = parse_range(_header(scope, b"range"), obj.size)
+            span = parse_range(header(scope, b"range"), obj.size)
             start, end = span if span is not None else (0, obj.size)
             headers = [
                 (b"content-type", OCTETS),
@@ -400,7 +367,7 @@ class GatewayApp:
             logs.log("quarantine_failed", level="warning", reason=err.reason, obj=obj_id)
 
     async def _stream(
-        self, ex: _Exchange, obj: StoredObject, start: int, end: int, cs: trio.CancelScope
+        self, ex: Exchange, obj: StoredObject, start: int, end: int, cs: trio.CancelScope
     ) -> None:
         chunk = self.settings.chunk
         pos = start
@@ -423,12 +390,12 @@ class GatewayApp:
         self,
         scope: Scope,
         receive: Receive,
-        ex: _Exchange,
+        ex: Exchange,
         cs: trio.CancelScope,
         token: caps.Token | None = None,
     ) -> None:
-        length = _content_length(scope)
-        chunked = (_header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
+        length = content_length(scope)
+        chunked = (header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
         if length is not None and length > self.settings.body_cap:
             raise GatewayError(
                 "body_too_large",
@@ -444,7 +411,7 @@ class GatewayApp:
         if cap_limit is not None and cap_limit < counter.cap:
             # a body of unknown size: the token's max_size caveat is enforced as it arrives
             counter = BodyCounter(cap_limit, "cap_denied", "max_size: body")
-        body = _BodyReader(receive, ex, counter, cs, self.settings.timeout)
+        body = BodyReader(receive, ex, counter, cs, self.settings.timeout)
         small = self.settings.chunk
         pieces: list[bytes] = []  # joined only if there are several (a small body: usually one)
         buffered = 0
@@ -471,7 +438,7 @@ class GatewayApp:
             await upload.abort()  # a no-op once committed
         await self._stored(ex, stored)
 
-    async def _stored(self, ex: _Exchange, stored: Stored) -> None:
+    async def _stored(self, ex: Exchange, stored: Stored) -> None:
         await ex.json(
             201 if stored.created else 200,
             {"id": stored.id, "size": stored.size},
@@ -480,17 +447,17 @@ class GatewayApp:
 
     # --- names -----------------------------------------------------------------------------
 
-    async def _get_name(self, ex: _Exchange, name: str) -> None:
+    async def _get_name(self, ex: Exchange, name: str) -> None:
         await ex.json(200, _name_doc(await self.backend.get_name(name)))
 
     async def _put_name(
-        self, scope: Scope, receive: Receive, ex: _Exchange, name: str, cs: trio.CancelScope
+        self, scope: Scope, receive: Receive, ex: Exchange, name: str, cs: trio.CancelScope
     ) -> None:
         cap = min(NAME_BODY_CAP, self.settings.body_cap)
-        length = _content_length(scope)
+        length = content_length(scope)
         if length is not None and length > cap:
             raise GatewayError("body_too_large", f"a names body is at most {cap} bytes")
-        body = _BodyReader(
+        body = BodyReader(
             receive, ex, BodyCounter(cap, "body_too_large"), cs, self.settings.timeout
         )
         raw = bytearray()
@@ -498,59 +465,6 @@ class GatewayApp:
             raw += piece
         obj_id, expect = _parse_name_body(bytes(raw))
         await ex.json(200, _name_doc(await self.backend.put_name(name, obj_id, expect)))
-
-
-class _BodyReader:
-    """Pulls a request body piece by piece under the cap and the idle deadline."""
-
-    def __init__(
-        self,
-        receive: Receive,
-        ex: _Exchange,
-        counter: BodyCounter,
-        cs: trio.CancelScope,
-        timeout: float,
-    ) -> None:
-        self._receive = receive
-        self._ex = ex
-        self._counter = counter
-        self._cs = cs
-        self._timeout = timeout
-        self._done = False
-
-    async def next(self) -> bytes | None:
-        """The next non-empty piece, or None at the end of the body."""
-        while not self._done:
-            self._ex.waiting_on_client = True
-            message = await self._receive()
-            self._ex.waiting_on_client = False
-            if message["type"] == "http.disconnect":
-                raise _ClientGone()
-            data = message.get("body", b"")
-            self._done = not message.get("more_body", False)
-            if self._ex.deadline is not None:
-                self._ex.deadline.progress(len(data))
-            if data:
-                self._counter.add(len(data))
-                return bytes(data)
-        return None
-
-
-class _ClientGone(GatewayError):
-    """The client went away mid-request; there is nobody to answer."""
-
-    def __init__(self) -> None:
-        super().__init__("request_timeout", "the client disconnected")
-
-
-def _content_length(scope: Scope) -> int | None:
-    raw = _header(scope, b"content-length")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:  # h11 rejects these before us; be safe anyway
-        raise GatewayError("bad_json", "Content-Length is not a number") from None
 
 
 MAX_VERSION = (1 << 63) - 1  # svc-index stores versions as SQLite INTEGERs

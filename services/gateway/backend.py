@@ -7,7 +7,7 @@ stable reason.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ipc.proto.index import NameRecord
 from ipc.proto.storage import Stored
@@ -55,3 +55,6 @@ class Backend(Protocol):
     async def get_name(self, name: str) -> NameRecord: ...
 
     async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord: ...
+
+    async def mail(self, request: Any, timeout: float) -> Any:
+        """svc-mailbox's typed reply to ``request`` (``ipc.proto.mailbox``), else GatewayError."""

@@ -54,6 +54,8 @@ REASONS: Final = MappingProxyType(
         "cap_denied": 403,  # a valid token that does not allow this write (names the caveat)
         "empty_body": 400,  # PUT /o without a body (an object has at least one byte)
         "http_version_not_supported": 505,  # a request line of another HTTP than 1.0/1.1
+        "stale_receipt": 409,  # a mailbox receipt of no current delivery (acked, redelivered)
+        "too_large": 413,  # OAP canon (svc-mailbox): a message body over its cap
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

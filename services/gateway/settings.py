@@ -35,7 +35,8 @@ class GatewaySettings:
     is answered 429 and closed); ``max_writes``: writes (PUT) served at once, within
     ``max_inflight`` (more: 429 at once, before the body is read: writes are shed before
     reads); ``min_rate``: bytes/s below which a transfer is cut (a request's overall deadline
-    is ``timeout`` plus its bytes at this rate).
+    is ``timeout`` plus its bytes at this rate); ``max_polls``: mailbox receives waiting at
+    once (a long poll holds no loop time, so it is not counted in ``max_inflight``).
 
     Why 64 in flight, not DESIGN's 512: the gateway is one event loop, so requests beyond what
     it can serve at once only queue in it. At c = 512 mixed load (``bench/gateway.py --only
@@ -56,6 +57,7 @@ class GatewaySettings:
     max_connections: int = attrs.field(default=1024, validator=_positive)
     max_writes: int = attrs.field(default=16, validator=_positive)  # PUTs at once (<= inflight)
     min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)  # bytes/s floor
+    max_polls: int = attrs.field(default=256, validator=_positive)  # mailbox long polls at once
 
 
 def parse_settings(raw: Mapping[str, Any]) -> GatewaySettings:

@@ -24,7 +24,7 @@ import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
-from ipc.proto import index, overlay, storage
+from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
 from services.gateway.backend import NameRecord, Stored, StoredObject, Upload
 from services.gateway.errors import GatewayError, from_oap
@@ -36,6 +36,7 @@ STORAGE = "svc-storage"
 OVERLAY = "svc-overlay"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
 INDEX = "svc-index"
+MAILBOX = "svc-mailbox"
 _SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
 R = TypeVar("R")
 T = TypeVar("T")
@@ -124,7 +125,9 @@ class StoreBackend:
         storage: CommandClient,
         index: CommandClient,
         overlay_client: CommandClient | None = None,
+        mailbox_client: CommandClient | None = None,
     ) -> None:
+        self._mailbox = mailbox_client  # None: the node runs no svc-mailbox
         self._root = root
         self._storage = storage
         self._index = index
@@ -141,6 +144,7 @@ class StoreBackend:
         max_inflight: int,
         timeout: float,
         with_overlay: bool = False,
+        with_mailbox: bool = False,
     ) -> AsyncIterator[StoreBackend]:
         root = objstore.store_root(data_dir)
         async with contextlib.AsyncExitStack() as stack:
@@ -161,12 +165,25 @@ class StoreBackend:
                         runtime_dir, OVERLAY, max_inflight=max_inflight, timeout=timeout
                     )
                 )
-            yield cls(root, storage, index, peers)
+            mail = None
+            if with_mailbox:
+                mail = await stack.enter_async_context(
+                    CommandClient.connect(runtime_dir, MAILBOX, max_inflight=512, timeout=timeout)
+                )
+            yield cls(root, storage, index, peers, mail)
 
     async def storage_call(self, request: Request[R]) -> R:
         """``request`` to svc-storage; its failure as the ``GatewayError`` to answer with."""
         try:
             return await call(self._storage, storage.PROTOCOL, request)
+        except oap.OapError as exc:
+            raise from_oap(exc) from None
+
+    async def mail(self, request: Any, timeout: float) -> Any:
+        if self._mailbox is None:
+            raise GatewayError("not_found", "this node runs no svc-mailbox")
+        try:
+            return await call(self._mailbox, mailbox.PROTOCOL, request, timeout=timeout)
         except oap.OapError as exc:
             raise from_oap(exc) from None
 

@@ -14,10 +14,11 @@ import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
-from ipc.proto import index, overlay, passport, storage
+from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
 from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
 from kernel import logs
+from kernel.identity import wait_identity
 from kernel.key_feed import KeyFeed
 from kernel.metrics import Metrics
 from kernel.protocol_handler import protocol_handler
@@ -29,8 +30,9 @@ from services.overlay.fetch import Fetcher
 from services.overlay.serve import PeerServer
 from services.overlay.settings import OverlaySettings
 
-FEATURES = ("objects", "names")
-IDENTITY_WAIT = 30.0  # seconds svc-passport gets to come up before this process gives up
+FEATURES = ("objects", "names", "mailbox")
+MAILBOX = "svc-mailbox"
+MAIL_TIMEOUT = 10.0  # seconds svc-mailbox gets for a request (plus a receive's wait)
 
 
 class NodeMeter(Meter):
@@ -69,15 +71,10 @@ class NodeMeter(Meter):
 
 async def node_certificate(ctx: ServiceContext, passport_client: CommandClient) -> NodeCertificate:
     """The node's certificate, once svc-passport has made (or found) the identity key."""
-    with trio.move_on_after(IDENTITY_WAIT):
-        while True:
-            try:
-                ident = await call(
-                    passport_client, passport.PROTOCOL, passport.Identity(), timeout=2.0
-                )
-                break
-            except oap.OapError:
-                await trio.sleep(0.2)
+    ident = await wait_identity(passport_client)
+    if ident is None:
+        logs.log("overlay_no_identity", level="error", reason="svc-passport did not answer")
+        raise SystemExit(2)
     try:
         cert = NodeCertificate.from_identity(load_identity(ctx.data_dir / KEYS_DIR))
     except (FileNotFoundError, KeyCustodyError) as exc:
@@ -101,6 +98,7 @@ async def main(ctx: ServiceContext) -> None:
         CommandClient.connect(ctx.runtime_dir, "svc-passport", max_inflight=4, timeout=2.0) as pp,
         CommandClient.connect(ctx.runtime_dir, "svc-storage", max_inflight=64, timeout=30.0) as st,
         CommandClient.connect(ctx.runtime_dir, "svc-index", max_inflight=64, timeout=5.0) as ix,
+        CommandClient.connect(ctx.runtime_dir, MAILBOX, max_inflight=256, timeout=30.0) as mb,
     ):
         cert = await node_certificate(ctx, pp)
 
@@ -114,6 +112,10 @@ async def main(ctx: ServiceContext) -> None:
 
         async def commit(req: storage.Commit) -> storage.Stored:
             return await call(st, storage.PROTOCOL, req)
+
+        async def mail(req: Request[object]) -> object:
+            wait = req.wait if isinstance(req, mailbox.Receive) else 0.0
+            return await call(mb, mailbox.PROTOCOL, req, timeout=wait + MAIL_TIMEOUT)
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()
@@ -134,6 +136,8 @@ async def main(ctx: ServiceContext) -> None:
             pq_mode=ctx.config.pq.mode,
             gate=gate,
             commit=commit,
+            mail=mail if any(spec.name == MAILBOX for spec in ctx.config.services) else None,
+            federation=frozenset(PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers),
         )
 
         def refused(reason: str, detail: str, remote: tuple[str, int]) -> None:
@@ -175,6 +179,8 @@ async def main(ctx: ServiceContext) -> None:
                     return await fetcher.fetch(obj_id)
                 case overlay.Peers():
                     return fetcher.peers()
+                case overlay.Deliver(node_id=node, mailbox=mb, messages=messages):
+                    return await fetcher.deliver(node, mailbox.Send(mailbox=mb, messages=messages))
             raise oap.OapError("schema_invalid", f"svc-overlay has no op {req.OP!r}")
 
         handler = protocol_handler(

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ipc import oap
-from ipc.proto import overlay, storage
+from ipc.proto import mailbox, overlay, storage
 from ipc.transport import (
     ChannelClosed,
     DialError,
@@ -46,6 +46,7 @@ __all__ = ["Fetcher", "PeerLink"]
 
 Commit = Callable[[storage.Commit], Awaitable[Any]]
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)
+DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
 
 
 @attrs.define
@@ -166,6 +167,27 @@ class Fetcher:
         reply = await self.commit(storage.Commit(tmp=copy.tmp, id=obj_id, size=copy.size))
         logs.log("object_fetched", id=obj_id, size=reply.size, peer=copy.peer)
         return overlay.Fetched(id=obj_id, size=copy.size, peer=copy.peer)
+
+    async def deliver(self, node_id: str, request: mailbox.Send) -> mailbox.Sent:
+        """``request`` sent to svc-mailbox on the configured peer ``node_id`` over its link;
+        the peer's answer (its errors as they are), or 503 ``unavailable`` when the peer is not
+        configured or cannot be reached (the outbox retries)."""
+        link = next((lk for lk in self.links if lk.addr.node_id == node_id), None)
+        if link is None:
+            raise oap.OapError(
+                "unavailable", f"{node_id} is not one of this node's overlay.peers", retry_after=5
+            )
+        try:
+            client = await self._client(link)
+            frame = mailbox.PROTOCOL.request_frame(request)
+            answer = await client.request(frame, timeout=DELIVER_TIMEOUT)
+        except (DialError, ChannelClosed, trio.TooSlowError, OSError) as exc:
+            link.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            raise oap.OapError(
+                "unavailable", f"{node_id}: {link.last_error}", retry_after=1
+            ) from None
+        reply: mailbox.Sent = mailbox.PROTOCOL.parse_reply(answer, request)
+        return reply
 
     def _providers(self, obj_id: str) -> list[PeerLink]:
         """Peers to ask, in order: a start that depends on the id (spreads load), the ones that

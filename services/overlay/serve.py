@@ -11,7 +11,9 @@ Guarantees:
   answered with one error frame and the connection is closed (OAP errors are final);
 - when the connection goes away, its streams stop (their tasks are cancelled with it);
 - uploads (``put``) are checked against the write token before a byte is stored, verified
-  against their id and committed through svc-storage (``services.overlay.upload``).
+  against their id and committed through svc-storage (``services.overlay.upload``);
+- mailbox requests (svc-mailbox's protocol) are authorized (``services.overlay.mail``) before
+  they are relayed to svc-mailbox, whose answer goes back as it is.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from ipc import ids, oap
-from ipc.proto import index, overlay
+from ipc.proto import index, mailbox, overlay
 from ipc.proto.codec import Request
 from ipc.transport import ChannelClosed, Connection
 from ipc.transport.pq_exchange import listener_answer
 from kernel import logs
 from services.lib import objstore
 from services.lib.tokens import TokenGate
+from services.overlay.mail import authorize_mail
 from services.overlay.upload import Commit, Uploads, authorize
 
 __all__ = ["PeerServer"]
@@ -38,6 +42,7 @@ BLOCK = 1 << 20  # bytes read from the store per thread hop (sent as 64 KiB DATA
 GROUP = 16  # DATA chunks handed to the writer at once (1 MiB: the channel bounds how many wait)
 IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
 Quarantine = Callable[[str], Awaitable[None]]
+MailCall = Callable[[Any], Awaitable[Any]]  # a mailbox request to svc-mailbox: its reply
 
 
 class PeerServer:
@@ -55,7 +60,11 @@ class PeerServer:
         pq_mode: str = "off",
         gate: TokenGate | None = None,
         commit: Commit | None = None,
+        mail: MailCall | None = None,
+        federation: frozenset[str] = frozenset(),
     ) -> None:
+        self.mail = mail  # None: this node runs no svc-mailbox
+        self.federation = federation  # node ids whose outboxes may forward without a token
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
         self.commit = commit  # None: this server takes no uploads
         self.node_id = node_id  # ours: the listener's id in the PQ key derivation
@@ -92,7 +101,10 @@ class PeerServer:
                         await conn.channel.send(oap.hello_response(frame, self.hello))
                         continue
                     try:
-                        request = overlay.PEER.parse_request(frame)
+                        if frame.app_proto_id == mailbox.MAILBOX_PROTO:
+                            request = mailbox.PROTOCOL.parse_request(frame)
+                        else:
+                            request = overlay.PEER.parse_request(frame)
                     except oap.OapError as exc:
                         await _answer_error(conn, frame, exc)
                         continue
@@ -115,6 +127,21 @@ class PeerServer:
                             uploads.refuse(frame)
                             await _answer_error(conn, frame, exc)
                         continue
+                    if frame.app_proto_id == mailbox.MAILBOX_PROTO:
+                        try:
+                            if self.mail is None:
+                                raise oap.OapError("unavailable", "this node runs no mailbox")
+                            authorize_mail(
+                                self.gate,
+                                frame,
+                                request,
+                                peer_id=conn.peer_id,
+                                federation=self.federation,
+                                node_id=self.node_id,
+                            )
+                        except oap.OapError as exc:
+                            await _answer_error(conn, frame, exc)
+                            continue
                     try:
                         slots.acquire_nowait()
                     except trio.WouldBlock:
@@ -148,6 +175,9 @@ class PeerServer:
             elif isinstance(request, overlay.Resolve):
                 record = await self.resolve(index.GetName(name=request.name))
                 await conn.channel.send(overlay.PEER.reply_frame(frame, record))
+            elif self.mail is not None:  # a mailbox request, authorized (see __call__)
+                reply = await self.mail(request)
+                await conn.channel.send(mailbox.PROTOCOL.reply_frame(frame, reply))
         except oap.OapError as exc:
             await _answer_error(conn, frame, exc)
         except ChannelClosed:

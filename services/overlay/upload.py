@@ -28,7 +28,7 @@ from kernel import logs
 from services.lib import objstore
 from services.lib.tokens import KeysNotLoaded, TokenGate
 
-__all__ = ["Uploads", "authorize"]
+__all__ = ["Uploads", "authorize", "check_token"]
 
 Commit = Callable[[storage.Commit], Awaitable[Any]]
 QUEUE = 8  # frames waiting for one upload's writer
@@ -36,12 +36,21 @@ QUEUE = 8  # frames waiting for one upload's writer
 
 def authorize(gate: TokenGate | None, frame: oap.Frame, request: overlay.Put) -> None:
     """Raise the ``OapError`` that refuses this upload, if any (``gate`` None: writes open)."""
+    check_token(gate, frame, "put", None, request.size)
+
+
+def check_token(
+    gate: TokenGate | None, frame: oap.Frame, op: str, name: str | None, size: int | None
+) -> None:
+    """Raise the ``OapError`` that refuses the write ``op`` by the token in ``frame``'s
+    capability segment: 401 ``cap_required`` (none), 403 ``cap_invalid``, 403 ``cap_denied``
+    (a caveat: op, prefix, size, audience), 503 ``unavailable`` (no key set yet)."""
     if gate is None:
         return
     if not frame.cap:
-        raise oap.OapError("cap_required", "a put needs a capability token in the cap segment")
+        raise oap.OapError("cap_required", f"a {op} needs a capability token in the cap segment")
     try:
-        gate.verify(frame.cap.decode("ascii", "replace"), "put", None, request.size)
+        gate.verify(frame.cap.decode("ascii", "replace"), op, name, size)
     except KeysNotLoaded as exc:
         raise oap.OapError("unavailable", str(exc), retry_after=1) from None
     except caps.CapDenied as exc:

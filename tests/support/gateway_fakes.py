@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -77,6 +77,8 @@ class FakeBackend:
         self.writes_down = False
         self.gate: trio.Event | None = None  # when set, opens wait for it
         self.entered = 0
+        self.mail_requests: list[object] = []
+        self.mail_answer: Callable[[object], object] | None = None
 
     def store(self, data: bytes) -> Stored:
         if self.writes_down:
@@ -125,6 +127,13 @@ class FakeBackend:
             raise GatewayError("version_conflict", f"version is {current}")
         self.names[name] = (obj_id, current + 1)
         return NameRecord(name, obj_id, current + 1)
+
+    async def mail(self, request: object, timeout: float) -> object:
+        """Mailbox requests: the answer ``mail_answer`` gives (None: svc-mailbox is down)."""
+        self.mail_requests.append(request)
+        if self.mail_answer is None:
+            raise GatewayError("unavailable", "svc-mailbox is not running", retry_after=1)
+        return self.mail_answer(request)
 
 
 class _Child:

@@ -1,0 +1,292 @@
+"""The gateway's mailbox routes (DESIGN.md §8) over svc-mailbox's protocol.
+
+- ``POST /mb/{mailbox}``: the body is the message (``Idempotency-Key`` header optional) →
+  201 ``{"msg_id"}``, a duplicate key → 200 with the first message's id;
+- ``POST /mb/{mailbox}/receive?max=N&visibility=S&wait=S`` → 200 ``{"messages": [{"msg_id",
+  "receipt", "deliveries", "body" (base64)}]}``;
+- ``POST /mb/{mailbox}/ack`` ``{"receipts": [...]}`` → 200 ``{"acked": N}``; ``/nack``
+  (``"delay"``) → ``{"nacked": N}``; ``/extend`` (``"visibility"``) → ``{"extended": N}``; a
+  stale receipt in any of them → 409 ``stale_receipt`` (the others took effect: the detail
+  says how many);
+- ``GET /mb/{mailbox}/dlq?max=N`` → ``{"messages": [{"msg_id", "deliveries", "sent_at",
+  "body"}]}``; ``POST /mb/{mailbox}/dlq/redrive?max=N`` → ``{"redriven": N}``;
+- ``GET /mb/{mailbox}/receipt/{msg_id}`` → ``{"msg_id", "state", "to", "at"}``: what became of
+  a message sent to ``mailbox`` (``queued`` in the outbox, ``delivered`` to its node, ...).
+
+Every route needs a token allowing the ``mail`` op on the mailbox (checked before any body is
+read). A message body over ``MAX_BODY`` is 413 before it is buffered; the JSON bodies are at
+most ``JSON_CAP`` bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from ipc import oap
+from ipc.proto import mailbox as proto
+from kernel.http.asgi import Receive, Scope
+from services.gateway.errors import GatewayError
+from services.gateway.exchange import BodyReader, Exchange, content_length, header, read_all
+from services.gateway.limits import BodyCounter
+
+__all__ = ["ALLOW", "OPS", "POLL", "SEND", "MailRoutes", "route"]
+
+JSON_CAP = 65_536
+SEND = "/mb/{mailbox}"
+POLL = "/mb/{mailbox}/receive"
+_RECEIPT = "/mb/{mailbox}/receipt/{msg_id}"
+_ACTIONS = {"receive": POLL, "ack": "/mb/{mailbox}/ack", "nack": "/mb/{mailbox}/nack"}
+_ACTIONS |= {"extend": "/mb/{mailbox}/extend", "dlq": "/mb/{mailbox}/dlq"}
+_REDRIVE = "/mb/{mailbox}/dlq/redrive"
+ALLOW = {
+    SEND: b"POST",
+    POLL: b"POST",
+    "/mb/{mailbox}/ack": b"POST",
+    "/mb/{mailbox}/nack": b"POST",
+    "/mb/{mailbox}/extend": b"POST",
+    "/mb/{mailbox}/dlq": b"GET",
+    _REDRIVE: b"POST",
+    _RECEIPT: b"GET",
+}
+OPS = {
+    (template, allow.decode()): "gateway_mail_" + template.split("/")[-1].strip("{}")
+    for template, allow in ALLOW.items()
+}
+
+MailCall = Callable[[Any, float], Awaitable[Any]]  # (request, timeout) -> svc-mailbox's reply
+Authorize = Callable[[Scope, str, str | None], object]
+
+
+def route(rest: str) -> tuple[str, str | None]:
+    """(template, the path after ``/mb/``) for a mailbox path; ("unmatched", None) if none."""
+    parts = rest.split("/")
+    if not parts[0]:
+        return "unmatched", None
+    if len(parts) == 1:
+        return SEND, rest
+    if len(parts) == 2 and parts[1] in _ACTIONS:
+        return _ACTIONS[parts[1]], rest
+    if len(parts) == 3 and parts[1:] == ["dlq", "redrive"]:
+        return _REDRIVE, rest
+    if len(parts) == 3 and parts[1] == "receipt" and parts[2]:
+        return _RECEIPT, rest
+    return "unmatched", None
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    try:
+        raw = parse_qs(bytes(scope.get("query_string", b"")).decode("ascii"), strict_parsing=False)
+    except UnicodeDecodeError:
+        raise GatewayError("bad_request", "the query string is not ASCII") from None
+    return {key: values[-1] for key, values in raw.items()}
+
+
+def _number(query: dict[str, str], key: str, default: float, low: float, high: float) -> float:
+    text = query.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise GatewayError("schema_invalid", f"{key} must be a number in {low:g}..{high:g}")
+    return value
+
+
+def _count(query: dict[str, str], key: str, default: int) -> int:
+    value = _number(query, key, default, 1, proto.MAX_BATCH)
+    if value != int(value):
+        raise GatewayError("schema_invalid", f"{key} must be a whole number")
+    return int(value)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _mailbox(text: str) -> str:
+    try:
+        proto.split_address(text)
+    except oap.OapError as exc:
+        raise GatewayError("bad_name", exc.detail) from None
+    return text
+
+
+class MailRoutes:
+    """Serves the routes above; ``call`` reaches svc-mailbox (``StoreBackend.mail``)."""
+
+    def __init__(self, call: MailCall, timeout: float) -> None:
+        self.call = call
+        self.timeout = timeout
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: Exchange,
+        template: str,
+        rest: str,
+        cs: trio.CancelScope,
+        authorize: Authorize,
+    ) -> None:
+        parts = rest.split("/")
+        address = _mailbox(parts[0])
+        authorize(scope, "mail", address)
+        query = _query(scope)
+        if template == SEND:
+            await self._send(scope, receive, ex, address, cs)
+            return
+        if template == _RECEIPT:
+            state = await self.call(proto.Receipt(msg_id=parts[2][:64]), self.timeout)
+            if state.state == "unknown" or (state.to and state.to != address):
+                raise GatewayError("not_found", f"no message {parts[2][:64]!r} sent to {address}")
+            doc = {"msg_id": state.msg_id, "state": state.state, "to": state.to, "at": state.at}
+            await ex.json(200, doc)
+            return
+        if template == "/mb/{mailbox}/dlq":
+            dead = await self.call(
+                proto.Dlq(mailbox=address, max=_count(query, "max", 100)), self.timeout
+            )
+            doc = [
+                {
+                    "msg_id": m.msg_id,
+                    "deliveries": m.deliveries,
+                    "sent_at": m.sent_at,
+                    "body": _b64(m.body),
+                }
+                for m in dead.messages
+            ]
+            await ex.json(200, {"messages": doc})
+            return
+        if template == _REDRIVE:
+            moved = await self.call(
+                proto.Redrive(mailbox=address, max=_count(query, "max", proto.MAX_BATCH)),
+                self.timeout,
+            )
+            await ex.json(200, {"redriven": moved.count})
+            return
+        if template == POLL:
+            await self._receive(ex, address, query, cs)
+            return
+        await self._change(scope, receive, ex, template, address, cs)
+
+    async def _send(
+        self, scope: Scope, receive: Receive, ex: Exchange, address: str, cs: trio.CancelScope
+    ) -> None:
+        length = content_length(scope)
+        if length is not None and length > proto.MAX_BODY:
+            raise GatewayError("body_too_large", f"a message is at most {proto.MAX_BODY} bytes")
+        counter = BodyCounter(proto.MAX_BODY, "body_too_large")
+        data = await read_all(BodyReader(receive, ex, counter, cs, self.timeout))
+        if not data:
+            raise GatewayError("empty_body", "a message has at least one byte")
+        key = header(scope, b"idempotency-key")
+        if key is not None and not 1 <= len(key) <= 128:
+            raise GatewayError("schema_invalid", "Idempotency-Key is 1-128 characters")
+        sent = await self.call(
+            proto.Send(mailbox=address, messages=(proto.Outgoing(body=data, key=key),)),
+            self.timeout,
+        )
+        one = sent.results[0]
+        await ex.json(201 if one.created else 200, {"msg_id": one.msg_id})
+
+    async def _receive(
+        self, ex: Exchange, address: str, query: dict[str, str], cs: trio.CancelScope
+    ) -> None:
+        limit = _count(query, "max", 1)
+        visibility = None
+        if "visibility" in query:
+            visibility = _number(query, "visibility", 0, 0, proto.MAX_VISIBILITY)
+        wait = _number(query, "wait", 0, 0, proto.MAX_WAIT)
+        cs.deadline = max(cs.deadline, trio.current_time() + wait + self.timeout)
+        got = await self.call(
+            proto.Receive(mailbox=address, max=limit, visibility=visibility, wait=wait),
+            wait + self.timeout,
+        )
+        doc = [
+            {
+                "msg_id": m.msg_id,
+                "receipt": m.receipt,
+                "deliveries": m.deliveries,
+                "body": _b64(m.body),
+            }
+            for m in got.messages
+        ]
+        await ex.json(200, {"messages": doc})
+
+    async def _change(
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: Exchange,
+        template: str,
+        address: str,
+        cs: trio.CancelScope,
+    ) -> None:
+        action = template.rsplit("/", 1)[1]
+        length = content_length(scope)
+        if length is not None and length > JSON_CAP:
+            raise GatewayError("body_too_large", f"a {action} body is at most {JSON_CAP} bytes")
+        raw = await read_all(
+            BodyReader(receive, ex, BodyCounter(JSON_CAP, "body_too_large"), cs, self.timeout)
+        )
+        receipts, number = _parse_change(raw, action)
+        if action == "ack":
+            request: Any = proto.Ack(mailbox=address, receipts=receipts)
+            key = "acked"
+        elif action == "nack":
+            request = proto.Nack(mailbox=address, receipts=receipts, delay=number or 0.0)
+            key = "nacked"
+        else:
+            if number is None:
+                raise GatewayError("schema_invalid", 'extend needs "visibility" (seconds)')
+            request = proto.Extend(mailbox=address, receipts=receipts, visibility=number)
+            key = "extended"
+        changed = await self.call(request, self.timeout)
+        if changed.stale:
+            raise GatewayError(
+                "stale_receipt",
+                f"{len(changed.stale)} receipt(s) belong to no current delivery (acked, "
+                f"redelivered or never issued); {changed.count} took effect",
+            )
+        await ex.json(200, {key: changed.count})
+
+
+_NUMBER_KEY = {"ack": None, "nack": "delay", "extend": "visibility"}
+
+
+def _parse_change(raw: bytes, action: str) -> tuple[tuple[str, ...], float | None]:
+    number_key = _NUMBER_KEY[action]
+    shape = '{"receipts": ["..."]' + (f', "{number_key}": S' if number_key else "") + "}"
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise GatewayError("bad_json", f"expected JSON {shape}") from None
+    allowed = {"receipts"} | ({number_key} if number_key else set())
+    if not isinstance(doc, dict) or "receipts" not in doc or not set(doc) <= allowed:
+        raise GatewayError("schema_invalid", f"expected {shape}")
+    receipts = doc["receipts"]
+    if (
+        not isinstance(receipts, list)
+        or not 1 <= len(receipts) <= proto.MAX_BATCH
+        or not all(isinstance(r, str) and 0 < len(r) <= 128 for r in receipts)
+    ):
+        raise GatewayError(
+            "schema_invalid", f"receipts is a list of 1-{proto.MAX_BATCH} receipt strings"
+        )
+    number = doc.get(number_key) if number_key else None
+    if number is not None and (
+        type(number) not in (int, float) or not 0 <= number <= proto.MAX_VISIBILITY
+    ):
+        raise GatewayError(
+            "schema_invalid", f"{number_key} is seconds in 0..{proto.MAX_VISIBILITY:.0f}"
+        )
+    return tuple(receipts), (None if number is None else float(number))

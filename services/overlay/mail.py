@@ -1,0 +1,51 @@
+"""Mailbox requests from peers and SDK clients: who may make them, and the relay to svc-mailbox.
+
+Guarantees:
+
+- a request with a token in its capability segment is allowed only as far as the token allows
+  the ``mail`` op on that mailbox (its ``prefix`` caveat is matched against the mailbox address,
+  ``max_size`` against the largest body);
+- without a token, only one thing is allowed: a send forwarded by a configured peer node
+  (``overlay.peers``, pinned by TLS) from its outbox, every message carrying its id, to a
+  mailbox of this node (no relaying onwards); anything else is 401 ``cap_required``;
+- with ``auth.writes = "open"`` everything is allowed (development only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipc import oap
+from ipc.proto import mailbox
+from services.lib.tokens import TokenGate
+from services.overlay.upload import check_token
+
+__all__ = ["authorize_mail"]
+
+
+def authorize_mail(
+    gate: TokenGate | None,
+    frame: oap.Frame,
+    request: Any,
+    *,
+    peer_id: str | None,
+    federation: frozenset[str],
+    node_id: str,
+) -> None:
+    """Raise the ``OapError`` that refuses ``request`` (a ``mailbox.PROTOCOL`` request)."""
+    address = getattr(request, "mailbox", None)
+    if frame.cap or gate is None:
+        size = None
+        if isinstance(request, mailbox.Send):
+            size = max(len(m.body) for m in request.messages)
+        check_token(gate, frame, "mail", address, size)
+        return
+    if isinstance(request, mailbox.Send) and peer_id is not None and peer_id in federation:
+        _name, node = mailbox.split_address(request.mailbox)
+        if node not in (None, node_id):
+            raise oap.OapError("bad_name", "a forwarded message must be for this node")
+        if all(m.msg_id is not None for m in request.messages):
+            return
+    raise oap.OapError(
+        "cap_required", "a mailbox request needs a capability token in the cap segment"
+    )
