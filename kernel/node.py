@@ -31,7 +31,7 @@ from ipc import endpoints, events, oap
 from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
-from ipc.proto import overlay
+from ipc.proto import mailbox, overlay
 from ipc.proto.codec import call
 from kernel import childenv, faults, logs
 from kernel.admin import (
@@ -72,6 +72,7 @@ METRICS_FOLD_INTERVAL = 30.0
 
 
 OVERLAY = "svc-overlay"
+MAILBOX = "svc-mailbox"
 AUDIT_DRAIN_S = 2.0  # at stop: how long queued audit records may take to reach svc-passport
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
 
@@ -106,6 +107,7 @@ class Node:
         self.ready = trio.Event()
         self.passport_link: PassportLink | None = None
         self.overlay_client: CommandClient | None = None  # svc-overlay's command socket
+        self.mailbox_client: CommandClient | None = None  # svc-mailbox's
         self.listening: frozenset[str] = frozenset()  # sections whose sockets were bound at start
         self.last_reload: dict[str, list[str]] = {}
         self._reload_lock = trio.Lock()
@@ -184,6 +186,12 @@ class Node:
             return None
         reply = await call(self.overlay_client, overlay.LOCAL, overlay.Peers(), timeout=2.0)
         return [attrs.asdict(peer) for peer in reply.peers]
+
+    async def outbox(self) -> dict[str, Any] | None:
+        if self.mailbox_client is None:
+            return None
+        reply = await call(self.mailbox_client, mailbox.PROTOCOL, mailbox.Outbox(), timeout=2.0)
+        return {"depth": reply.depth, "entries": [attrs.asdict(e) for e in reply.entries]}
 
     def supervisor_log(self, event: str, **fields: Any) -> None:
         """The supervisor's log, which also audits quarantines (a privileged act of its own)."""
@@ -443,11 +451,13 @@ async def _serve_node(
             node.listening = frozenset(listeners)
             async with (
                 _passport_link(cfg, rt, metrics) as link,
-                _overlay_client(cfg, rt) as overlay_client,
+                _service_client(cfg, rt, OVERLAY) as overlay_client,
+                _service_client(cfg, rt, MAILBOX) as mailbox_client,
                 trio.open_nursery() as nursery,
             ):
                 node.passport_link = link
                 node.overlay_client = overlay_client
+                node.mailbox_client = mailbox_client
                 if link is not None:
                     nursery.start_soon(link.run_outbox)
                     nursery.start_soon(link.learn_identity)
@@ -490,12 +500,15 @@ async def _passport_link(
 
 
 @asynccontextmanager
-async def _overlay_client(cfg: Config, runtime_dir: Path) -> AsyncIterator[CommandClient | None]:
-    """A command client to svc-overlay when the node runs one (``ronctl peers``)."""
-    if not any(spec.name == OVERLAY for spec in cfg.services):
+async def _service_client(
+    cfg: Config, runtime_dir: Path, service: str
+) -> AsyncIterator[CommandClient | None]:
+    """A command client to ``service`` when the node runs it (``ronctl peers``, ``ronctl mail
+    outbox``: what the admin plane reads from svc-overlay and svc-mailbox)."""
+    if not any(spec.name == service for spec in cfg.services):
         yield None
         return
-    async with CommandClient.connect(runtime_dir, OVERLAY, max_inflight=4, timeout=2.0) as c:
+    async with CommandClient.connect(runtime_dir, service, max_inflight=4, timeout=2.0) as c:
         yield c
 
 

@@ -11,18 +11,19 @@ Not for use from inside a trio program (use ``AsyncClient`` there).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
 from ipc import oap
-from ipc.proto import index, overlay
+from ipc.proto import index, mailbox, overlay
 from ipc.transport import NodeCertificate, PeerAddr
 
 from .client import AsyncClient
+from .mail import Mailbox
 
-__all__ = ["Client"]
+__all__ = ["BlockingMailbox", "Client"]
 
 
 class Client:
@@ -106,6 +107,10 @@ class Client:
         record: index.NameRecord = self._call(lambda: self._async.resolve(name, corr_id=corr_id))
         return record
 
+    def mailbox(self, name: str, token: str) -> BlockingMailbox:
+        """The mailbox ``name`` (see ``ipc.sdk.mail.Mailbox``), with blocking calls."""
+        return BlockingMailbox(self, self._async.mailbox(name, token))
+
     def close(self) -> None:
         if self._token is not None and self._stop is not None:
             token, self._token = self._token, None
@@ -117,3 +122,41 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlockingMailbox:
+    """``ipc.sdk.mail.Mailbox``'s operations, each run in the SDK's thread."""
+
+    def __init__(self, client: Client, box: Mailbox) -> None:
+        self._client = client
+        self._box = box
+
+    def send(
+        self, bodies: Sequence[bytes], *, keys: Sequence[str] | None = None
+    ) -> tuple[mailbox.SentOne, ...]:
+        sent: tuple[mailbox.SentOne, ...] = self._client._call(
+            lambda: self._box.send(bodies, keys=keys)
+        )
+        return sent
+
+    def receive(
+        self, *, max: int = 1, visibility: float | None = None, wait: float = 0.0
+    ) -> tuple[mailbox.Delivery, ...]:
+        got: tuple[mailbox.Delivery, ...] = self._client._call(
+            lambda: self._box.receive(max=max, visibility=visibility, wait=wait)
+        )
+        return got
+
+    def ack(self, receipts: Sequence[str]) -> mailbox.Changed:
+        changed: mailbox.Changed = self._client._call(lambda: self._box.ack(receipts))
+        return changed
+
+    def nack(self, receipts: Sequence[str], *, delay: float = 0.0) -> mailbox.Changed:
+        changed: mailbox.Changed = self._client._call(lambda: self._box.nack(receipts, delay=delay))
+        return changed
+
+    def extend(self, receipts: Sequence[str], *, visibility: float) -> mailbox.Changed:
+        changed: mailbox.Changed = self._client._call(
+            lambda: self._box.extend(receipts, visibility=visibility)
+        )
+        return changed

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 import trio
@@ -44,6 +44,9 @@ from ipc.transport import (
 )
 from ipc.transport.client import PeerClient, read_object
 from ipc.transport.pq_exchange import PqRefused, dialer_exchange
+
+if TYPE_CHECKING:
+    from ipc.sdk.mail import Mailbox
 
 __all__ = ["AsyncClient", "SdkError", "upload_frames"]
 
@@ -146,7 +149,9 @@ class AsyncClient:
         self._client = client
         return client
 
-    async def _retrying(self, op: Callable[[PeerClient], Any]) -> Any:
+    async def _retrying(self, op: Callable[[PeerClient], Any], *, retry_lost: bool = True) -> Any:
+        """``op`` on the link, retried on the reasons of ``RETRYABLE`` (``lost`` only when
+        ``retry_lost``: an operation that must not run twice is not retried once sent)."""
         for attempt in range(1, TRIES + 1):
             try:
                 try:
@@ -159,6 +164,8 @@ class AsyncClient:
                     raise SdkError("timeout", f"no answer in {self.timeout} s", code=504) from None
             except SdkError as err:
                 if err.reason not in RETRYABLE or attempt == TRIES:
+                    raise
+                if err.reason == "lost" and not retry_lost:
                     raise
                 pause = random.uniform(0.05, 0.1)
                 if err.retry_after:
@@ -215,6 +222,11 @@ class AsyncClient:
 
         stored: overlay.Stored = await self._retrying(op)
         return stored
+
+    def mailbox(self, name: str, token: str) -> Mailbox:
+        """The mailbox ``name`` on this node (``name@node:<hex>``: on another node, reached
+        through this one's outbox; sends only), used with ``token`` (op ``mail``)."""
+        return Mailbox(self, name, token)
 
     async def get_to(
         self, obj_id: str, sink: Callable[[bytes], object], *, corr_id: int = 0
@@ -296,3 +308,6 @@ async def _stream(
     if got != obj_id:
         raise oap.OapError("digest_mismatch", f"the bytes received hash to {got}, not {obj_id}")
     return size
+
+
+from ipc.sdk.mail import Mailbox  # noqa: E402  (it builds on AsyncClient)

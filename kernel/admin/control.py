@@ -56,6 +56,11 @@ class NodeControl(Protocol):
         runs no overlay. ``oap.OapError``: svc-overlay did not answer."""
         ...
 
+    async def outbox(self) -> dict[str, Any] | None:
+        """svc-mailbox's outbox (``{"depth", "entries"}``: messages waiting for another node to
+        accept them); None when the node runs no mailbox. ``oap.OapError``: no answer."""
+        ...
+
     def open_events(
         self, topic_prefix: str
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:

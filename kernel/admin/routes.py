@@ -6,6 +6,7 @@ control socket (DESIGN.md §6)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -37,6 +38,7 @@ class ReadRoutes:
             Route("/readyz", {"GET": self.readyz}),
             Route("/version", {"GET": self.version}),
             Route("/peers", {"GET": self.peers}),
+            Route("/outbox", {"GET": self.outbox}),
             Route("/metrics", {"GET": self.metrics}),
             Route("/events", {"GET": self.events}),
         )
@@ -89,18 +91,10 @@ class ReadRoutes:
         return None
 
     async def peers(self, req: Request) -> None:
-        try:
-            peers = await self._control.peers()
-        except oap.OapError as exc:
-            detail = f"svc-overlay did not answer: {exc.reason}"
-            await send_json(
-                req.send, 503, {"error": "unavailable", "detail": detail}, headers=[RETRY]
-            )
-            return
-        if peers is None:
-            await send_error(req.send, 404, "not_found", "this node runs no svc-overlay")
-            return
-        await send_json(req.send, 200, {"peers": peers})
+        await _relay(req, "svc-overlay", self._control.peers, lambda peers: {"peers": peers})
+
+    async def outbox(self, req: Request) -> None:
+        await _relay(req, "svc-mailbox", self._control.outbox, lambda outbox: outbox)
 
     async def metrics(self, req: Request) -> None:
         # Reading every process's sample files is file I/O: keep it off the trio thread.
@@ -189,3 +183,23 @@ class ReadRoutes:
                 nursery.cancel_scope.cancel()  # the node ended the stream: stop watching
         if not disconnected:
             await req.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _relay(
+    req: Request,
+    service: str,
+    read: Callable[[], Awaitable[Any]],
+    shape: Callable[[Any], dict[str, Any]],
+) -> None:
+    """What ``read`` got from ``service`` as JSON: 503 when it did not answer, 404 when the
+    node does not run it (``read`` gave None)."""
+    try:
+        found = await read()
+    except oap.OapError as exc:
+        detail = f"{service} did not answer: {exc.reason}"
+        await send_json(req.send, 503, {"error": "unavailable", "detail": detail}, headers=[RETRY])
+        return
+    if found is None:
+        await send_error(req.send, 404, "not_found", f"this node runs no {service}")
+        return
+    await send_json(req.send, 200, shape(found))

@@ -51,7 +51,7 @@ GATEWAY_ENV = childenv.GATEWAY
 SINGLE_SHOT = 1 << 20  # the gateway's default body_cap
 PIECE = 1 << 18  # bytes per read from disk / per HTTP chunk
 PROGRESS_MIN = 8 << 20
-_RETRY_STATUS = (429, 503)
+RETRY_STATUS = (429, 503)
 
 
 def register(verb: Verb, admin_arg: AdminArg) -> None:
@@ -69,7 +69,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         help=f"capability token (default: ${TOKEN_ENV}, else one minted through the node's "
         "control socket when run as the node's user)",
     )
-    _common(p, admin_arg)
+    common_args(p, admin_arg)
     p = verb(
         "get",
         "fetch an object by id through the gateway",
@@ -84,10 +84,10 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         help="fetch straight from a node's overlay, <node id>@host:port (TLS, pinned by node id), "
         "not through a gateway",
     )
-    _common(p, admin_arg)
+    common_args(p, admin_arg)
 
 
-def _common(p: argparse.ArgumentParser, admin_arg: AdminArg) -> None:
+def common_args(p: argparse.ArgumentParser, admin_arg: AdminArg) -> None:
     p.add_argument("--gateway", metavar="URL", help=f"gateway URL (default: ${GATEWAY_ENV}, ...)")
     admin_arg(p)
     p.add_argument(
@@ -137,13 +137,13 @@ def _split(url: str) -> tuple[str, int]:
 # --- HTTP with retries ---------------------------------------------------------------------------
 
 
-class _Retry(Exception):
+class Retry(Exception):
     def __init__(self, why: str, after: float) -> None:
         super().__init__(why)
         self.after = after
 
 
-def _error_line(status: int, body: bytes) -> str:
+def error_line(status: int, body: bytes) -> str:
     try:
         doc = json.loads(body)
     except ValueError:
@@ -154,14 +154,14 @@ def _error_line(status: int, body: bytes) -> str:
     return " ".join(f"HTTP {status} {body[:200].decode('utf-8', 'replace')}".split())
 
 
-def _retry_after(resp: http.client.HTTPResponse) -> float:
+def retry_after_of(resp: http.client.HTTPResponse) -> float:
     try:
         return min(5.0, max(0.1, float(resp.getheader("retry-after") or 1)))
     except ValueError:
         return 1.0
 
 
-def _with_retries(
+def with_retries(
     url: str, retry_for: float, attempt: Callable[[http.client.HTTPConnection], Any]
 ) -> Any:
     """Run ``attempt`` on a fresh connection until it succeeds or ``retry_for`` runs out."""
@@ -172,7 +172,7 @@ def _with_retries(
         conn = http.client.HTTPConnection(host, port, timeout=30)
         try:
             return attempt(conn)
-        except _Retry as again:
+        except Retry as again:
             why, wait = str(again), again.after
         except ConnectionRefusedError:
             # The node holds its gateway's port for its whole life (socket activation), so a
@@ -287,16 +287,16 @@ def cmd_put(args: argparse.Namespace) -> int:
             progress.finish()
             if resp.status in (200, 201):
                 return dict(json.loads(body))
-            if resp.status in _RETRY_STATUS:
-                raise _Retry(_error_line(resp.status, body), _retry_after(resp))
+            if resp.status in RETRY_STATUS:
+                raise Retry(error_line(resp.status, body), retry_after_of(resp))
             if resp.status == 401 and not token:
                 raise CliError(
-                    f"{_error_line(resp.status, body)}: pass --token (or ${TOKEN_ENV}), or run "
+                    f"{error_line(resp.status, body)}: pass --token (or ${TOKEN_ENV}), or run "
                     "as the node's user so ronctl can mint one"
                 )
-            raise CliError(_error_line(resp.status, body))
+            raise CliError(error_line(resp.status, body))
 
-        stored = _with_retries(url, args.retry_for, attempt)
+        stored = with_retries(url, args.retry_for, attempt)
     print(stored["id"])
     return 0
 
@@ -317,9 +317,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         resp = conn.getresponse()
         if resp.status != 200:
             body = resp.read()
-            if resp.status in _RETRY_STATUS:
-                raise _Retry(_error_line(resp.status, body), _retry_after(resp))
-            raise CliError(_error_line(resp.status, body))
+            if resp.status in RETRY_STATUS:
+                raise Retry(error_line(resp.status, body), retry_after_of(resp))
+            raise CliError(error_line(resp.status, body))
         length = resp.getheader("content-length")
         progress = _Progress(int(length) if length else None, _show_progress(args), "get")
         if out_path is None:
@@ -341,7 +341,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             raise
 
     try:
-        _with_retries(url, args.retry_for, attempt)
+        with_retries(url, args.retry_for, attempt)
     except _ReaderGone:
         raise BrokenPipeError from None  # `ronctl get ID | head`: quiet, like cat (main)
     except OSError as exc:  # the output file, not the network (those are handled inside)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, data, node
+from kernel.cli import auth, data, mail, node
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.register(verb, add_admin_arg)
     data.register(verb, add_admin_arg)
     auth.register(verb, add_admin_arg)
+    mail.register(verb, add_admin_arg)
     verbs.register(verb, add_admin_arg)
     return parser
 

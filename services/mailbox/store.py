@@ -345,42 +345,39 @@ class MailDb:
         ).fetchone()
         return out, (None if row[0] is None else float(row[0]))
 
-    def _by_receipt(
-        self, statement: str, params: Sequence[object], mailbox: str, receipts: Sequence[str]
-    ) -> tuple[list[tuple[object, ...]], tuple[str, ...]]:
+    def _current(
+        self, mailbox: str, receipts: Sequence[str]
+    ) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
+        """``[(seq, body size)]`` of the messages whose current delivery one of ``receipts``
+        names, and the receipts that name none (stale)."""
         seqs = _seqs(receipts)
         if not seqs:
             return [], tuple(receipts)
         rows = self.w.execute(
-            statement.format(seqs=_marks(len(seqs)), receipts=_marks(len(receipts))),
-            (*params, *seqs, mailbox, *receipts),
+            f"SELECT seq, receipt, length(body) FROM messages WHERE seq IN ({_marks(len(seqs))})"
+            f" AND mailbox = ? AND receipt IN ({_marks(len(receipts))})",
+            (*seqs, mailbox, *receipts),
         ).fetchall()
-        done = {row[0] for row in rows}
-        return rows, tuple(r for r in receipts if r not in done)
+        current = {receipt for _seq, receipt, _size in rows}
+        return [(seq, size) for seq, _r, size in rows], tuple(
+            r for r in receipts if r not in current
+        )
 
     def ack(self, fx: Effects, mailbox: str, receipts: Sequence[str]) -> proto.Changed:
-        rows, stale = self._by_receipt(
-            "DELETE FROM messages WHERE seq IN ({seqs}) AND mailbox = ? AND receipt IN"
-            " ({receipts}) RETURNING receipt, length(body)",
-            (),
-            mailbox,
-            receipts,
-        )
-        freed = sum(int(row[1]) for row in rows)  # type: ignore[call-overload]
+        rows, stale = self._current(mailbox, receipts)
         if rows:
-            self._use(fx, mailbox, -len(rows), -freed)
+            self.w.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq, _ in rows])
+            self._use(fx, mailbox, -len(rows), -sum(size for _, size in rows))
         fx.acked += len(rows)
         return proto.Changed(count=len(rows), stale=stale)
 
     def nack(
         self, fx: Effects, mailbox: str, receipts: Sequence[str], delay: float, now: float
     ) -> proto.Changed:
-        rows, stale = self._by_receipt(
-            "UPDATE messages SET receipt = NULL, visible_at = ? WHERE seq IN ({seqs})"
-            " AND mailbox = ? AND receipt IN ({receipts}) RETURNING receipt",
-            (now + delay,),
-            mailbox,
-            receipts,
+        rows, stale = self._current(mailbox, receipts)
+        self.w.executemany(
+            "UPDATE messages SET receipt = NULL, visible_at = ? WHERE seq = ?",
+            [(now + delay, seq) for seq, _ in rows],
         )
         if rows and delay == 0:
             fx.wake.add(mailbox)
@@ -389,12 +386,10 @@ class MailDb:
     def extend(
         self, fx: Effects, mailbox: str, receipts: Sequence[str], visibility: float, now: float
     ) -> proto.Changed:
-        rows, stale = self._by_receipt(
-            "UPDATE messages SET visible_at = ? WHERE seq IN ({seqs})"
-            " AND mailbox = ? AND receipt IN ({receipts}) RETURNING receipt",
-            (now + visibility,),
-            mailbox,
-            receipts,
+        rows, stale = self._current(mailbox, receipts)
+        self.w.executemany(
+            "UPDATE messages SET visible_at = ? WHERE seq = ?",
+            [(now + visibility, seq) for seq, _ in rows],
         )
         return proto.Changed(count=len(rows), stale=stale)
 

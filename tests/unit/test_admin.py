@@ -68,6 +68,9 @@ class FakeControl:
     async def peers(self) -> list[dict[str, Any]] | None:
         return [{"node_id": "node:" + "a" * 64, "addr": "x", "state": "idle"}]
 
+    async def outbox(self) -> dict[str, Any] | None:
+        return {"depth": 0, "entries": []}
+
     async def passport(self, request: Any) -> Any:
         self.passport_requests.append(request)
         if isinstance(self.passport_reply, Exception):

@@ -1,0 +1,187 @@
+"""svc-mailbox in a real node (real processes, HTTP on 127.0.0.1): DESIGN.md §5 and §8.
+
+Idempotent sends, visibility timeouts with redelivery, receipts tied to one delivery (stale:
+409), max_deliver into the dead-letter queue and redrive, quotas (507), the ``ronctl mail``
+verbs, and a kill -9 of svc-mailbox in the middle of a burst of sends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.support.mail_client import MailHttp
+from tests.support.node_harness import FAST_CONFIG, poll_until, start_node
+from tests.support.profile_config import services_toml
+
+pytestmark = pytest.mark.integration
+
+MAILBOX = "svc-mailbox"
+
+
+def config(**mailbox_settings: object) -> str:
+    return FAST_CONFIG + "\n" + services_toml("micronode", {MAILBOX: mailbox_settings})
+
+
+async def test_the_mailbox_semantics_over_http(tmp_path: Path) -> None:
+    with trio.fail_after(90):
+        async with start_node(tmp_path, config=config(mailbox_max_messages=8)) as node:
+            mb = await MailHttp.of(node)
+            # a duplicate Idempotency-Key: 200, the same id, nothing stored
+            first = await trio.to_thread.run_sync(mb.send, "jobs", b"one", "k-1")
+            again = await trio.to_thread.run_sync(mb.send, "jobs", b"one again", "k-1")
+            assert first.status == 201 and again.status == 200
+            assert again.json() == first.json()
+            msg_id = first.json()["msg_id"]
+
+            # received with a short visibility, not acked: it comes back, deliveries + 1
+            (got,) = await trio.to_thread.run_sync(
+                lambda: mb.receive("jobs", max=10, visibility=0.3)
+            )
+            assert (got["msg_id"], got["body"], got["deliveries"]) == (msg_id, b"one", 1)
+            assert await trio.to_thread.run_sync(lambda: mb.receive("jobs", max=10)) == []
+            again_got = await poll_until(
+                lambda: trio.to_thread.run_sync(lambda: mb.receive("jobs", max=10, wait=1)),
+                10,
+                "the redelivery after the visibility timeout",
+            )
+            (redelivered,) = again_got
+            assert redelivered["msg_id"] == msg_id and redelivered["deliveries"] == 2
+            assert redelivered["receipt"] != got["receipt"]
+            assert await node.metric("mailbox_visibility_timeout_total") == 1
+
+            # the first delivery's receipt is stale now: 409, and nothing changes
+            stale = await trio.to_thread.run_sync(mb.change, "jobs", "ack", [got["receipt"]])
+            assert stale.status == 409 and stale.reason() == "stale_receipt"
+            acked = await trio.to_thread.run_sync(
+                mb.change, "jobs", "ack", [redelivered["receipt"]]
+            )
+            assert acked.status == 200 and acked.json() == {"acked": 1}
+            assert await node.metric("mailbox_acked_total") == 1
+            again = await trio.to_thread.run_sync(
+                mb.change, "jobs", "ack", [redelivered["receipt"]]
+            )
+            assert again.status == 409  # an acked message never comes back, nor its receipt
+
+            # a poison message: max_deliver (5) deliveries without an ack, then the DLQ
+            poison = (await trio.to_thread.run_sync(mb.send, "jobs", b"poison")).json()["msg_id"]
+            for n in range(1, 6):
+                (m,) = await trio.to_thread.run_sync(lambda: mb.receive("jobs"))
+                assert m["msg_id"] == poison and m["deliveries"] == n
+                nacked = await trio.to_thread.run_sync(mb.change, "jobs", "nack", [m["receipt"]])
+                assert nacked.json() == {"nacked": 1}
+            assert await trio.to_thread.run_sync(lambda: mb.receive("jobs")) == []
+            assert await node.metric("mailbox_dlq_total") == 1
+            dlq = (await trio.to_thread.run_sync(mb.request, "GET", "/mb/jobs/dlq")).json()
+            (dead,) = dlq["messages"]
+            assert dead["msg_id"] == poison and dead["deliveries"] == 5
+            redriven = await trio.to_thread.run_sync(mb.request, "POST", "/mb/jobs/dlq/redrive")
+            assert redriven.json() == {"redriven": 1}
+            (back,) = await trio.to_thread.run_sync(lambda: mb.receive("jobs"))
+            assert back["msg_id"] == poison and back["deliveries"] == 1
+            assert await node.metric("mailbox_depth", mailbox="jobs") == 1
+
+            # extend keeps it hidden; a receipt of another mailbox is stale there
+            ext = await trio.to_thread.run_sync(
+                lambda: mb.change("jobs", "extend", [back["receipt"]], visibility=60)
+            )
+            assert ext.json() == {"extended": 1}
+            other = await trio.to_thread.run_sync(mb.change, "other", "ack", [back["receipt"]])
+            assert other.status == 409
+
+            # the mailbox quota (8 here): 507, never a silent drop
+            statuses = [
+                (await trio.to_thread.run_sync(mb.send, "jobs", b"x%d" % n)).status
+                for n in range(8)
+            ]
+            assert statuses == [201] * 7 + [507]
+
+            # bad input is a 4xx that says why
+            assert (await trio.to_thread.run_sync(mb.send, "no%20spaces", b"x")).status == 422
+            empty = await trio.to_thread.run_sync(mb.send, "jobs", b"")
+            assert empty.status == 400 and empty.reason() == "empty_body"
+            big = await trio.to_thread.run_sync(mb.send, "jobs", b"x" * (1_044_481))
+            assert big.status == 413 and big.reason() == "body_too_large"
+            bad = await trio.to_thread.run_sync(mb.request, "POST", "/mb/jobs/receive?max=0")
+            assert bad.status == 422
+            noauth = await trio.to_thread.run_sync(
+                lambda: mb.request("POST", "/mb/jobs/receive", authorization="")
+            )
+            assert noauth.status == 401 and noauth.reason() == "cap_required"
+            assert mb.token not in node.logs()
+
+
+async def test_ronctl_mail_send_and_recv(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            note = tmp_path / "note.txt"
+            note.write_bytes(b"hello from ronctl\n")
+            sent = await node.ronctl("mail", "send", "inbox", str(note), "--key", "n1")
+            assert sent.returncode == 0, sent.stderr
+            twice = await node.ronctl("mail", "send", "inbox", str(note), "--key", "n1")
+            assert twice.stdout == sent.stdout  # the same id: stored once
+            got = await node.ronctl("mail", "recv", "inbox", "--max", "5", "--ack", "--raw")
+            assert got.returncode == 0, got.stderr
+            assert got.stdout == b"hello from ronctl\n"
+            empty = await node.ronctl("mail", "recv", "inbox")
+            assert empty.returncode == 0 and empty.stdout == b""  # acked: gone
+            outbox = await node.ronctl("mail", "outbox")
+            assert outbox.returncode == 0 and outbox.stdout.startswith(b"0 message(s)")
+            bad = await node.ronctl("mail", "send", "bad name", str(note))
+            assert bad.returncode == 1 and bad.stderr.count(b"\n") == 1
+            assert b"bad_name" in bad.stderr
+
+
+async def _burst(mb: MailHttp, sender: int, count: int, acked: dict[str, str]) -> None:
+    """Send ``count`` messages, each retried with its key until the node acknowledges it."""
+    for n in range(count):
+        key = f"s{sender}-{n}"
+        while True:
+            try:
+                resp = await trio.to_thread.run_sync(mb.send, "burst", key.encode(), key)
+            except OSError:
+                resp = None  # the gateway's answer was lost: retry with the same key
+            if resp is not None and resp.status in (200, 201):
+                acked[key] = resp.json()["msg_id"]
+                break
+            assert resp is None or resp.status in (503, 429), resp.body
+            await trio.sleep(0.05)
+
+
+async def test_kill_9_of_svc_mailbox_mid_burst_loses_no_acknowledged_send(
+    tmp_path: Path,
+) -> None:
+    senders, each = 8, 40
+    with trio.fail_after(120):
+        async with start_node(tmp_path) as node:
+            mb = await MailHttp.of(node)
+            acked: dict[str, str] = {}
+            async with trio.open_nursery() as nursery:
+                for s in range(senders):
+                    nursery.start_soon(_burst, mb, s, each, acked)
+                await poll_until(lambda: len(acked) >= 60, 30, "60 acknowledged sends")
+                victim = (await node.service(MAILBOX))["pid"]
+                os.kill(victim, signal.SIGKILL)
+                await node.wait_service(MAILBOX, state="ready", not_pid=victim)
+            assert len(acked) == senders * each
+            received = await _drain(mb, "burst")
+            # every acknowledged send is there once: same key, same id (no duplicate either)
+            assert sorted(received) == sorted(acked.values())
+            assert {received[mid] for mid in received} == {k.encode() for k in acked}
+
+
+async def _drain(mb: MailHttp, mailbox: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    while True:
+        got = await trio.to_thread.run_sync(lambda: mb.receive(mailbox, max=256))
+        if not got:
+            return out
+        for m in got:
+            assert m["msg_id"] not in out, "a message was delivered twice without a timeout"
+            out[m["msg_id"]] = m["body"]
+        resp = await trio.to_thread.run_sync(mb.change, mailbox, "ack", [m["receipt"] for m in got])
+        assert resp.status == 200, resp.body
