@@ -26,13 +26,14 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import blake3
 import trio
 
 from ipc import ids, oap
 from ipc.proto import index, overlay
+from ipc.sdk.mail import Mailbox
 from ipc.transport import (
     ChannelClosed,
     DialError,
@@ -44,9 +45,6 @@ from ipc.transport import (
 )
 from ipc.transport.client import PeerClient, read_object
 from ipc.transport.pq_exchange import PqRefused, dialer_exchange
-
-if TYPE_CHECKING:
-    from ipc.sdk.mail import Mailbox
 
 __all__ = ["AsyncClient", "SdkError", "upload_frames"]
 
@@ -308,6 +306,3 @@ async def _stream(
     if got != obj_id:
         raise oap.OapError("digest_mismatch", f"the bytes received hash to {got}, not {obj_id}")
     return size
-
-
-from ipc.sdk.mail import Mailbox  # noqa: E402  (it builds on AsyncClient)

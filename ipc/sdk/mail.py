@@ -16,8 +16,8 @@ receipts instead of raising, so a batch says exactly which took effect.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -25,8 +25,16 @@ from ipc.proto import mailbox as proto
 from ipc.proto.codec import Request
 from ipc.transport.client import PeerClient
 
-if TYPE_CHECKING:
-    from ipc.sdk.client import AsyncClient
+
+class _Node(Protocol):
+    """What a mailbox needs of its client (``AsyncClient``): its timeout and its retry loop."""
+
+    timeout: float
+
+    async def _retrying(
+        self, op: Callable[[PeerClient], Awaitable[Any]], *, retry_lost: bool = True
+    ) -> Any: ...
+
 
 __all__ = ["Mailbox"]
 
@@ -36,7 +44,7 @@ R = TypeVar("R")
 class Mailbox:
     """One mailbox on one node, used with one token. Make it with ``AsyncClient.mailbox``."""
 
-    def __init__(self, client: AsyncClient, name: str, token: str) -> None:
+    def __init__(self, client: _Node, name: str, token: str) -> None:
         proto.split_address(name)  # bad_name at once, before anything is sent
         self.client = client
         self.name = name

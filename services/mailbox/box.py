@@ -29,7 +29,7 @@ from ipc.proto import mailbox as proto
 from kernel import logs
 from services.mailbox.store import Effects, MailDb
 
-__all__ = ["BATCH_MAX", "PURGE_EVERY", "Mailboxes"]
+__all__ = ["BATCH_MAX", "PURGE_EVERY", "Job", "Mailboxes", "apply_batch"]
 
 BATCH_MAX = 256  # operations per transaction
 PURGE_EVERY = 60.0  # seconds between retention sweeps
@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 @attrs.define(eq=False)
-class _Job:
+class Job:
     fn: Callable[[Effects, float], Any]
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
@@ -69,7 +69,7 @@ class Mailboxes:
         self.batch_max = batch_max
         self.on_commit = on_commit
         self.clock = clock
-        self._send, self._recv = trio.open_memory_channel[_Job](batch_max * 2)
+        self._send, self._recv = trio.open_memory_channel[Job](batch_max * 2)
         self._waiting: dict[str, _Waiting] = {}
         self._read_lock = trio.Lock()
         self.outbox_wake = trio.Event()  # set (then replaced) when the outbox got entries
@@ -106,31 +106,8 @@ class Mailboxes:
                 for job in batch:
                     job.done.set()
 
-    def _apply(self, batch: list[_Job], fx: Effects) -> None:
-        """One transaction for the batch, one savepoint per job (runs in a worker thread)."""
-        db = self.db
-        db.begin()
-        try:
-            for job in batch:
-                jfx = Effects()
-                db.savepoint()
-                try:
-                    result = job.fn(jfx, self.clock())
-                except oap.OapError as exc:
-                    db.rollback_to()
-                    db.undo(jfx)
-                    job.error = exc
-                    continue
-                except BaseException:
-                    db.undo(jfx)
-                    raise
-                db.release()
-                fx.merge(jfx)
-                job.result = result
-            db.commit()
-        except BaseException:
-            db.rollback(fx)
-            raise
+    def _apply(self, batch: list[Job], fx: Effects) -> None:
+        apply_batch(self.db, batch, fx, self.clock)
 
     def _after(self, fx: Effects) -> None:
         for mailbox in fx.wake:
@@ -145,7 +122,7 @@ class Mailboxes:
             self.on_commit(fx)
 
     async def _submit(self, fn: Callable[[Effects, float], T]) -> T:
-        job = _Job(fn)
+        job = Job(fn)
         await self._send.send(job)
         with trio.CancelScope(shield=True):  # once queued it commits: wait to say so
             await job.done.wait()
@@ -232,3 +209,31 @@ class Mailboxes:
 
     async def outbox_failed(self, msg_ids: Sequence[str], error: str, next_try: float) -> None:
         await self._submit(lambda fx, _now: self.db.outbox_failed(fx, msg_ids, error, next_try))
+
+
+def apply_batch(db: MailDb, batch: Sequence[Job], fx: Effects, clock: Callable[[], float]) -> None:
+    """One transaction for ``batch``, one savepoint per job, in order (a worker thread runs it;
+    tests call it directly). A job's ``OapError`` undoes that job only; anything else undoes
+    the whole transaction and is raised."""
+    db.begin()
+    try:
+        for job in batch:
+            jfx = Effects()
+            db.savepoint()
+            try:
+                result = job.fn(jfx, clock())
+            except oap.OapError as exc:
+                db.rollback_to()
+                db.undo(jfx)
+                job.error = exc
+                continue
+            except BaseException:
+                db.undo(jfx)
+                raise
+            db.release()
+            fx.merge(jfx)
+            job.result = result
+        db.commit()
+    except BaseException:
+        db.rollback(fx)
+        raise

@@ -311,14 +311,16 @@ class MailDb:
         w, p = self.w, self.policy
         hide_until = now + (p.visibility if visibility is None else visibility)
         out: list[proto.Delivery] = []
+        after = 0  # one pass over the mailbox: a message hidden for 0 s is not taken twice
         while len(out) < limit:
             rows = w.execute(
-                "SELECT seq, msg_id, body, deliveries, receipt FROM messages"
-                " WHERE mailbox = ? AND dead = 0 AND visible_at <= ? ORDER BY seq LIMIT ?",
-                (mailbox, now, limit - len(out)),
+                "SELECT seq, msg_id, body, deliveries, receipt FROM messages WHERE mailbox = ?"
+                " AND dead = 0 AND seq > ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+                (mailbox, after, now, limit - len(out)),
             ).fetchall()
             if not rows:
                 break
+            after = rows[-1][0]
             updates, dead = [], []
             for seq, msg_id, body, deliveries, receipt in rows:
                 if deliveries >= p.max_deliver:
