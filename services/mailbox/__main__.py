@@ -7,6 +7,7 @@ socket; the outbox's forwarder sends through svc-overlay when the profile runs o
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -64,7 +65,14 @@ def make_handler(
     )
 
 
+# The committer thread releases the GIL at every SQLite statement and must get it back from the
+# event loop, which holds it while it decodes requests; CPython's default switch interval (5 ms)
+# then stretches a commit of a few hundred messages to ~60 ms (bench/mailbox.py).
+GIL_SWITCH_INTERVAL = 0.0005
+
+
 async def main(ctx: ServiceContext) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = ctx.settings_as(MailboxSettings)
     has_overlay = any(spec.name == OVERLAY for spec in ctx.config.services)
     async with (

@@ -113,9 +113,8 @@ async def main(ctx: ServiceContext) -> None:
         async def commit(req: storage.Commit) -> storage.Stored:
             return await call(st, storage.PROTOCOL, req)
 
-        async def mail(req: Request[object]) -> object:
-            wait = req.wait if isinstance(req, mailbox.Receive) else 0.0
-            return await call(mb, mailbox.PROTOCOL, req, timeout=wait + MAIL_TIMEOUT)
+        async def mail(frame: oap.Frame, wait: float) -> oap.Frame:
+            return await mb.request(frame, timeout=wait + MAIL_TIMEOUT)
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
+import attrs
 import trio
 
 from ipc import ids, oap
@@ -42,7 +42,8 @@ BLOCK = 1 << 20  # bytes read from the store per thread hop (sent as 64 KiB DATA
 GROUP = 16  # DATA chunks handed to the writer at once (1 MiB: the channel bounds how many wait)
 IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
 Quarantine = Callable[[str], Awaitable[None]]
-MailCall = Callable[[Any], Awaitable[Any]]  # a mailbox request to svc-mailbox: its reply
+MailCall = Callable[[oap.Frame, float], Awaitable[oap.Frame]]
+"""A mailbox request frame to svc-mailbox (and how long a receive may wait): its answer frame."""
 
 
 class PeerServer:
@@ -176,8 +177,11 @@ class PeerServer:
                 record = await self.resolve(index.GetName(name=request.name))
                 await conn.channel.send(overlay.PEER.reply_frame(frame, record))
             elif self.mail is not None:  # a mailbox request, authorized (see __call__)
-                reply = await self.mail(request)
-                await conn.channel.send(mailbox.PROTOCOL.reply_frame(frame, reply))
+                # relayed as it came (decoded once, to authorize it; the token stays here) and
+                # answered with svc-mailbox's frame as it is: no decoding and encoding again
+                wait = request.wait if isinstance(request, mailbox.Receive) else 0.0
+                answer = await self.mail(attrs.evolve(frame, cap=b""), wait)
+                await conn.channel.send(attrs.evolve(answer, corr_id=frame.corr_id))
         except oap.OapError as exc:
             await _answer_error(conn, frame, exc)
         except ChannelClosed:
