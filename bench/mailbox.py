@@ -338,7 +338,8 @@ def main() -> int:
     redis_rate = rates.get("redis streams (appendfsync always)")
     naive = rates["sqlite fsync/msg"]
     print(
-        f"\nDurable send -> receive -> ack, 1 KiB, {PRODUCERS} producers / {CONSUMERS} consumers, {args.seconds:g} s per cell"
+        f"\nDurable send -> receive -> ack, 1 KiB, {PRODUCERS} producers / {CONSUMERS} "
+        f"consumers, {args.seconds:g} s per cell"
     )
     print(f"{'path':38} {'acked':>9} {'msg/s':>9} {'vs redis':>9} {'vs fsync/msg':>13}")
     for row in rows:
@@ -356,8 +357,10 @@ def soak(addr: str, token: str, total: int, batch: int) -> int:
     acked, elapsed, seen = trio.run(sdk_cell, addr, token, 1e9, batch, "soak", total)
     assert seen is not None
     ok = acked == total and len(seen) == total
+    verdict = "no loss, no duplicate" if ok else "MISMATCH"
     print(
-        f"soak: {acked} acked, {len(seen)} distinct ids, {elapsed:.1f} s, {acked / elapsed:.0f} msg/s: {'no loss, no duplicate' if ok else 'MISMATCH'}"
+        f"soak: {acked} acked, {len(seen)} distinct ids, {elapsed:.1f} s, "
+        f"{acked / elapsed:.0f} msg/s: {verdict}"
     )
     return 0 if ok else 1
 
