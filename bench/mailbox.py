@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
-from ipc.sdk import AsyncClient  # noqa: E402
+from ipc.sdk import AsyncClient, SdkError  # noqa: E402
 
 PRODUCERS, CONSUMERS = 16, 4
 BODY = os.urandom(1024)
@@ -125,8 +125,17 @@ async def sdk_cell(
                 n = batch if total is None else min(batch, total - tally.sent)
                 if n <= 0:
                     return
+                first = tally.sent
                 tally.sent += n
-                await box.send([BODY] * n)
+                keys = [f"{mailbox}-{first + i}" for i in range(n)]
+                while True:  # a full mailbox (507) is waited out, the same keys sent again
+                    try:
+                        await box.send([BODY] * n, keys=keys)
+                        break
+                    except SdkError as exc:
+                        if exc.reason != "insufficient_storage":
+                            raise
+                        await trio.sleep(0.05)
 
         async def consumer() -> None:
             nonlocal dupes

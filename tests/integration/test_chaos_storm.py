@@ -65,6 +65,14 @@ async def test_20s_restart_storm_loses_no_acknowledged_write(
     assert set(report["faults"]["by_kind"]) <= {"kill", "panic", "hang"}
     assert check(report, "restarts_match_crashes_injected")["ok"]
     assert "PASSED" in summary and "acked_writes_read_back" in summary
+    # the mailbox workload: every acknowledged send received and acked once after processing
+    crashed = {f["service"] for f in report["timeline"]["faults"] if f["outcome"] == "landed"}
+    assert {"svc-mailbox", "svc-gateway", "svc-storage"} <= crashed, crashed
+    mail = report["mail"]
+    assert mail["acked_sends"] > 0, "the mailbox acknowledged nothing: the drill proved nothing"
+    assert mail["lost"] == [] and mail["unsettled"] == [] and mail["came_back"] == 0
+    assert mail["drained"] is True and check(report, "acked_messages_delivered_once")["ok"]
+    print(f"{profile}/{spawn} mail: {mail}")  # the redelivery count, for the closing note
 
 
 @pytest.mark.slow

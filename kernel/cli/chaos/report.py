@@ -83,6 +83,20 @@ def build_report(state: StormState, checks: list[Check], readback: ReadBack | No
         ]
     if readback is not None:
         report["readback"] = attrs.asdict(readback)
+    if state.mail is not None:
+        led = state.mail.ledger
+        report["mail"] = {
+            "acked_sends": len(led.acked_sends),
+            "acked": len(led.acked),
+            "ack_unknown": len(led.ack_unknown),
+            "redelivered": led.redelivered,
+            "came_back": len(led.came_back),
+            "lost": led.lost(),
+            "unsettled": led.unsettled(),
+            "send_failures": led.send_failures,
+            "ack_failures": led.ack_failures,
+            "drained": state.mail_drained,
+        }
     return report
 
 

@@ -1,7 +1,8 @@
 """The restart-storm engine: workload + seeded faults + probes against one node, then settle.
 
 While the storm lasts (``duration``), concurrently and under one nursery:
-- the workload runs through the gateway (if the node has one and ``workload`` is on);
+- the workload runs through the gateway (if the node has one and ``workload`` is on), and the
+  mailbox workload beside it when the node runs svc-mailbox (``kernel.cli.chaos.mail_workload``);
 - the injector follows the seeded schedule through ``POST /fault/{service}`` (control socket); a
   planned
   fault whose target is not ready or still has a fault in flight is skipped (and reported);
@@ -29,6 +30,7 @@ import attrs
 import trio
 
 from kernel.cli.chaos.http import HttpError, follow_lines, request
+from kernel.cli.chaos.mail_workload import MAILBOX_SERVICE, MailWorkload
 from kernel.cli.chaos.procs import ProcId, identify, rss_bytes
 from kernel.cli.chaos.quarantine import QuarantineModel
 from kernel.cli.chaos.schedule import PlannedFault, plan_faults
@@ -91,6 +93,8 @@ class StormState:
     policy: dict[str, Any]
     model: QuarantineModel
     workload: Workload | None = None
+    mail: MailWorkload | None = None  # the mailbox workload (when the node runs svc-mailbox)
+    mail_drained: bool | None = None  # after the storm: every acknowledged send acked in time
     faults: list[FaultRecord] = attrs.field(factory=list)
     crashes: list[tuple[float, str, str]] = attrs.field(factory=list)
     unexpected_crashes: list[tuple[float, str, str]] = attrs.field(factory=list)
@@ -260,6 +264,8 @@ class _Storm:
         if s.workload is not None:
             c = s.workload.counts
             text += f"  | acked {c.ok['put']}/{c.ok['name']} (obj/name)  errors {c.errors}"
+        if s.mail is not None:
+            text += f"  mail {len(s.mail.ledger.acked_sends)}/{len(s.mail.ledger.acked)}"
         return text
 
     async def show_progress(self) -> None:
@@ -295,6 +301,8 @@ class _Storm:
                 storm.start_soon(self.inject)
                 if s.workload is not None:
                     storm.start_soon(s.workload.run)
+                if s.mail is not None:
+                    storm.start_soon(s.mail.run)
             s.storm_end = self.now()
             if not any(self._pending.values()):
                 self.settled.set()
@@ -359,9 +367,13 @@ async def run_storm(
             concurrency=options.concurrency,
             max_size=options.max_size,
         )
+        with_mail = MAILBOX_SERVICE in names
         token = await AdminView(node.admin, node.control).mint_token(
-            ttl=options.duration + WRITE_TOKEN_SLACK, ops=("put", "name")
+            ttl=options.duration + WRITE_TOKEN_SLACK,
+            ops=("put", "name", "mail") if with_mail else ("put", "name"),
         )
         state.workload = Workload(node.gateway, wl_opts, clock=storm.now, token=token)
+        if with_mail:
+            state.mail = MailWorkload(node.gateway, token, seed=options.seed, rate=options.rate / 2)
     await storm.run()
     return state

@@ -15,6 +15,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kernel.cli.common import AdminArg, CliError
 
@@ -219,6 +220,7 @@ async def _storm(args: argparse.Namespace, admin: str | None) -> dict:
         node = await target.attach(admin, runtime_dir_of(args))
         state = await run_storm(node, options)
         readback = await read_back(state.workload) if state.workload else None
+        await _drain_mail(state)
         checks = judge(state, readback)
     else:
         async with target.start_node(
@@ -227,9 +229,18 @@ async def _storm(args: argparse.Namespace, admin: str | None) -> dict:
             print(f"node started: {json.dumps(node.urls)} (log {node.log_path})", file=sys.stderr)
             state = await run_storm(node, options)
             readback = await read_back(state.workload) if state.workload else None
+            await _drain_mail(state)
             checks = judge(state, readback)
         checks.append(after_stop_check(state, node.returncode))
     return build_report(state, checks, readback)
+
+
+MAIL_DRAIN_S = 60.0  # seconds the drill gives the mailbox to deliver what it acknowledged
+
+
+async def _drain_mail(state: Any) -> None:
+    if state.mail is not None:
+        state.mail_drained = await state.mail.drain(MAIL_DRAIN_S)
 
 
 def cmd_bus_flood(args: argparse.Namespace) -> int:

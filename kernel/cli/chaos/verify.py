@@ -121,6 +121,7 @@ def judge(state: StormState, readback: ReadBack | None) -> list[Check]:
     """Every invariant of the drill, in report order."""
     checks: list[Check] = []
     checks += _data_checks(state, readback)
+    checks.append(mail_check(state))
     checks.append(_restart_check(state))
     mismatches = state.model.mismatches()
     checks.append(
@@ -191,6 +192,26 @@ def _data_checks(state: StormState, rb: ReadBack | None) -> list[Check]:
         ),
         Check("no_corruption_during_storm", c.read_mismatch == 0 and c.wrong_id == 0, during),
     ]
+
+
+def mail_check(state: StormState) -> Check:
+    """Every acknowledged send received and acked; nothing acked came back (issue 14)."""
+    mail = state.mail
+    if mail is None:
+        return Check("acked_messages_delivered_once", True, "skipped: no mailbox workload")
+    led = mail.ledger
+    lost, unsettled = led.lost(), led.unsettled()
+    ok = not lost and not unsettled and not led.came_back and bool(state.mail_drained)
+    detail = (
+        f"{len(led.acked_sends)} acknowledged sends, {len(led.acked)} acked after processing; "
+        f"{led.redelivered} redeliveries of never-acked deliveries, "
+        f"{len(led.came_back)} after an ack"
+    )
+    if lost or unsettled:
+        detail += f"; LOST {len(lost)}, unsettled {len(unsettled)} (e.g. {(lost + unsettled)[0]})"
+    if not state.mail_drained:
+        detail += "; not drained in time"
+    return Check("acked_messages_delivered_once", ok, detail)
 
 
 def _restart_check(state: StormState) -> Check:
