@@ -33,6 +33,7 @@ import trio
 
 from ipc import ids, oap
 from ipc.proto import index, overlay
+from ipc.sdk.errors import SdkError
 from ipc.sdk.mail import Mailbox
 from ipc.transport import (
     ChannelClosed,
@@ -52,22 +53,6 @@ TRIES = 3
 RETRY_CAP = 2.0
 RETRYABLE = frozenset({"busy", "peer_limit", "rate_limited", "not_ready", "unavailable", "lost"})
 T = TypeVar("T")
-
-
-class SdkError(Exception):
-    """An operation failed: ``reason`` is the node's stable OAP reason (or ``lost``: the
-    connection went away), ``code`` its status."""
-
-    def __init__(self, reason: str, detail: str, *, code: int, retry_after: int | None = None):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-        self.code = code
-        self.retry_after = retry_after
-
-    @classmethod
-    def of(cls, exc: oap.OapError) -> SdkError:
-        return cls(exc.reason, exc.detail, code=exc.code, retry_after=exc.retry_after)
 
 
 class AsyncClient:

@@ -22,8 +22,10 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from ipc import oap
 from ipc.proto import mailbox as proto
 from ipc.proto.codec import Request
+from ipc.sdk.errors import SdkError
 from ipc.transport.client import PeerClient
 
 
@@ -46,7 +48,10 @@ class Mailbox:
     """One mailbox on one node, used with one token. Make it with ``AsyncClient.mailbox``."""
 
     def __init__(self, client: _Node, name: str, token: str) -> None:
-        proto.split_address(name)  # bad_name at once, before anything is sent
+        try:
+            proto.split_address(name)  # bad_name at once, before anything is sent
+        except oap.OapError as exc:
+            raise SdkError.of(exc) from None
         self.client = client
         self.name = name
         self._cap = token.encode("ascii")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ipc.sdk import Client, SdkError
 from tests.support.mail_client import MailHttp
 from tests.support.node_harness import FAST_CONFIG, poll_until, start_node
 from tests.support.profile_config import services_toml
@@ -185,3 +186,48 @@ async def _drain(mb: MailHttp, mailbox: str) -> dict[str, bytes]:
             out[m["msg_id"]] = m["body"]
         resp = await trio.to_thread.run_sync(mb.change, mailbox, "ack", [m["receipt"] for m in got])
         assert resp.status == 200, resp.body
+
+
+async def test_the_sdk_sends_and_receives_over_the_overlay(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            version = (await node.get("/version")).json()
+            addr = f"{version['node_id']}@{node.ready_line['overlay'].removeprefix('tcp://')}"
+            token = await node.mint(ops=["mail"], ttl=600, prefix="app.")
+            put_only = await node.mint(ops=["put"], ttl=600)
+
+            def session() -> None:
+                with Client(addr) as sdk:
+                    box = sdk.mailbox("app.inbox", token)
+                    sent = box.send([b"one", b"two", b"three"], keys=["k1", "k2", "k3"])
+                    assert [s.created for s in sent] == [True, True, True]
+                    again = box.send([b"one"], keys=["k1"])  # a retry: the same id, not stored
+                    assert again[0].msg_id == sent[0].msg_id and not again[0].created
+                    got = box.receive(max=10, visibility=30)
+                    assert [m.body for m in got] == [b"one", b"two", b"three"]  # FIFO
+                    assert [m.msg_id for m in got] == [s.msg_id for s in sent]
+                    back = box.nack([got[2].receipt])
+                    assert back.count == 1 and back.stale == ()
+                    held = box.extend([got[1].receipt], visibility=60)
+                    assert held.count == 1
+                    acked = box.ack([got[0].receipt, got[1].receipt, "1.1.bogus"])
+                    assert acked.count == 2 and acked.stale == ("1.1.bogus",)
+                    (third,) = box.receive(max=10)
+                    assert third.body == b"three" and third.deliveries == 2
+                    assert box.ack([third.receipt]).count == 1
+                    # the token's prefix is app.: another mailbox is refused, a put token too
+                    for name, tok, reason in (
+                        ("other", token, "cap_denied"),
+                        ("app.inbox", put_only, "cap_denied"),
+                        ("app.inbox", "", "cap_required"),
+                    ):
+                        try:
+                            sdk.mailbox(name, tok).send([b"x"])
+                        except SdkError as exc:
+                            assert exc.reason == reason, (name, exc)
+                        else:
+                            raise AssertionError(f"{name} with that token was allowed")
+
+            await trio.to_thread.run_sync(session)
+            assert await node.metric("mailbox_acked_total") == 3
+            assert token not in node.logs()
