@@ -193,12 +193,12 @@ def http(method: str, url: str, body: bytes | None = None, token: str = "") -> b
         return resp.read()
 
 
-def mint_token(runtime_dir: str) -> str:
+def mint_token(runtime_dir: str, ops: tuple[str, ...] = ("put",)) -> str:
     """A write token for the benchmark, from the node's control socket (we are its user)."""
     from kernel.cli.client import ControlClient
 
     resp = ControlClient(Path(runtime_dir) / "ctl.sock").post(
-        "/token/mint", {"ops": ["put"], "ttl": 3600}
+        "/token/mint", {"ops": list(ops), "ttl": 7200}
     )
     if resp.status != 200:
         raise SystemExit(f"could not mint a token: {resp.error_text()}")

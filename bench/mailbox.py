@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,8 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
+from bench.gateway import mint_token  # noqa: E402
+from bench.overlay import start_node as overlay_node  # noqa: E402
 from ipc.sdk import AsyncClient, SdkError  # noqa: E402
 
 PRODUCERS, CONSUMERS = 16, 4
@@ -58,36 +59,14 @@ MAILBOX = "bench"
 
 
 def start_node(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    runtime = Path(tempfile.mkdtemp(prefix="rom-", dir="/dev/shm"))
+    """A macronode with its data on disk (the same filesystem as the baselines)."""
     data = workdir / "node-data"
     data.mkdir(mode=0o700)
-    cmd = [sys.executable, "-m", "kernel", "run", "macronode", "--data-dir", str(data)]
-    for flag in ("--admin-addr", "--gateway-addr", "--overlay-addr"):
-        cmd += [flag, "127.0.0.1:0"]
-    cmd += ["--runtime-dir", str(runtime)]
-    log = open(workdir / "node.log", "wb")  # noqa: SIM115 - lives with the node
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"the node did not start; see {workdir / 'node.log'}")
-    ready = json.loads(line)
-    version = json.loads(urllib.request.urlopen(ready["admin"] + "/version", timeout=10).read())
-    ready["runtime_dir"] = str(runtime)
-    ready["addr"] = f"{version['node_id']}@{ready['overlay'].removeprefix('tcp://')}"
-    return proc, ready
+    return overlay_node(workdir, "node", [], profile="macronode", extra=("--data-dir", str(data)))
 
 
 def mint(runtime_dir: str) -> str:
-    from kernel.cli.client import ControlClient
-
-    resp = ControlClient(Path(runtime_dir) / "ctl.sock").post(
-        "/token/mint", {"ops": ["mail"], "ttl": 7200}
-    )
-    if resp.status != 200:
-        raise SystemExit(f"could not mint a token: {resp.error_text()}")
-    return str(resp.json()["token"])
+    return mint_token(runtime_dir, ("mail",))
 
 
 class Tally:

@@ -54,12 +54,20 @@ FRAME = 64 << 10
 
 
 def start_node(
-    workdir: Path, name: str, peers: list[str], pq_mode: str = "off"
+    workdir: Path,
+    name: str,
+    peers: list[str],
+    pq_mode: str = "off",
+    *,
+    profile: str = "micronode",
+    extra: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], dict]:
+    """A node of its own (``ronctl run PROFILE``) with ``overlay.peers``; its ready line, with
+    ``runtime_dir`` and its peer ``addr`` added."""
     runtime = Path(tempfile.mkdtemp(prefix=f"rov-{name}-", dir="/dev/shm"))
     cfg = workdir / f"{name}.toml"
     cfg.write_text(f'[overlay]\npeers = {json.dumps(peers)}\n\n[pq]\nmode = "{pq_mode}"\n')
-    cmd = [sys.executable, "-m", "kernel", "run", "micronode", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "kernel", "run", profile, "--config", str(cfg), *extra]
     for flag in ("--admin-addr", "--gateway-addr", "--overlay-addr"):
         cmd += [flag, "127.0.0.1:0"]
     cmd += ["--runtime-dir", str(runtime)]

@@ -108,8 +108,9 @@ def _count(query: dict[str, str], key: str, default: int) -> int:
     return int(value)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _message(m: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A message as JSON: ``fields`` as they are, the body in base64."""
+    return {**{f: getattr(m, f) for f in fields}, "body": base64.b64encode(m.body).decode()}
 
 
 def _mailbox(text: str) -> str:
@@ -155,15 +156,7 @@ class MailRoutes:
             dead = await self.call(
                 proto.Dlq(mailbox=address, max=_count(query, "max", 100)), self.timeout
             )
-            doc = [
-                {
-                    "msg_id": m.msg_id,
-                    "deliveries": m.deliveries,
-                    "sent_at": m.sent_at,
-                    "body": _b64(m.body),
-                }
-                for m in dead.messages
-            ]
+            doc = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
             await ex.json(200, {"messages": doc})
             return
         if template == _REDRIVE:
@@ -211,15 +204,7 @@ class MailRoutes:
             proto.Receive(mailbox=address, max=limit, visibility=visibility, wait=wait),
             wait + self.timeout,
         )
-        doc = [
-            {
-                "msg_id": m.msg_id,
-                "receipt": m.receipt,
-                "deliveries": m.deliveries,
-                "body": _b64(m.body),
-            }
-            for m in got.messages
-        ]
+        doc = [_message(m, ("msg_id", "receipt", "deliveries")) for m in got.messages]
         await ex.json(200, {"messages": doc})
 
     async def _change(

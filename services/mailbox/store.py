@@ -442,25 +442,25 @@ class MailDb:
     def nack(
         self, fx: Effects, mailbox: str, receipts: Sequence[str], delay: float, now: float
     ) -> proto.Changed:
-        rows, stale = self._current(mailbox, receipts)
-        if rows:
-            self.w.execute(
-                "UPDATE messages SET receipt = NULL, visible_at = ?"
-                f" WHERE seq IN ({_marks(len(rows))})",
-                [now + delay, *(seq for seq, _ in rows)],
-            )
-        if rows and delay == 0:
+        changed = self._hide(mailbox, receipts, "receipt = NULL, visible_at = ?", now + delay)
+        if changed.count and delay == 0:
             fx.wake.add(mailbox)
-        return proto.Changed(count=len(rows), stale=stale)
+        return changed
 
     def extend(
         self, fx: Effects, mailbox: str, receipts: Sequence[str], visibility: float, now: float
     ) -> proto.Changed:
+        return self._hide(mailbox, receipts, "visible_at = ?", now + visibility)
+
+    def _hide(
+        self, mailbox: str, receipts: Sequence[str], assign: str, until: float
+    ) -> proto.Changed:
+        """``assign`` (with ``until`` as its one parameter) on the current deliveries named."""
         rows, stale = self._current(mailbox, receipts)
         if rows:
             self.w.execute(
-                f"UPDATE messages SET visible_at = ? WHERE seq IN ({_marks(len(rows))})",
-                [now + visibility, *(seq for seq, _ in rows)],
+                f"UPDATE messages SET {assign} WHERE seq IN ({_marks(len(rows))})",
+                [until, *(seq for seq, _ in rows)],
             )
         return proto.Changed(count=len(rows), stale=stale)
 

@@ -55,9 +55,11 @@ def profile_with(tmp_path: Path, profile: str, **gateway: Any) -> Path:
     for key, value in gateway.items():
         tail, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", tail)
         assert n == 1, key
-    if storage_bytes is not None:
-        head, n = re.subn(r"(?m)^max_bytes = \S+", f"max_bytes = {storage_bytes}", head)
-        assert n == 1
+    if storage_bytes is not None:  # svc-storage's own max_bytes (svc-mailbox has one too)
+        before, name, rest = head.partition('name = "svc-storage"')
+        rest, n = re.subn(r"(?m)^max_bytes = \S+", f"max_bytes = {storage_bytes}", rest, count=1)
+        assert name and n == 1
+        head = before + name + rest
     path = tmp_path / f"{profile}-test.toml"
     path.write_text(head + sep + tail)
     return path
