@@ -4,8 +4,8 @@ The node's services call it over IPC; svc-overlay relays the same frames from pe
 clients once their token allows it (``specs/mailbox.md``). Every request names one mailbox.
 
 A mailbox is ``name`` (on this node) or ``name@node:<64 hex>`` (on that node: the message goes
-through this node's outbox). ``name`` is 1-128 characters of ``A-Z a-z 0-9 . _ ~ -``, not ``.``
-or ``..``: it is one URL path segment (``/mb/{mailbox}``).
+through this node's outbox). ``name`` is 1-128 characters of ``A-Z a-z 0-9 . _ ~ -``, not starting
+with ``.`` (so never a ``.`` or ``..`` path segment): one URL path segment (``/mb/{mailbox}``).
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ MAX_BATCH: Final = 256
 MAX_VISIBILITY: Final = 12 * 3600.0
 MAX_WAIT: Final = 20.0
 MAILBOX_RULE: Final = (
-    "a mailbox is 1-128 characters of A-Z a-z 0-9 . _ ~ - (not '.' or '..'), "
+    "a mailbox is 1-128 characters of A-Z a-z 0-9 . _ ~ -, not starting with '.', "
     "optionally followed by @node:<64 hex> for a mailbox on another node"
 )
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,127}")
 
 
 def split_address(address: object) -> tuple[str, str | None]:

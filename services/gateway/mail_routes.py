@@ -82,7 +82,9 @@ def route(rest: str) -> tuple[str, str | None]:
 
 def _query(scope: Scope) -> dict[str, str]:
     try:
-        raw = parse_qs(bytes(scope.get("query_string", b"")).decode("ascii"), strict_parsing=False)
+        raw = parse_qs(
+            bytes(scope.get("query_string", b"")).decode("ascii"), keep_blank_values=True
+        )
     except UnicodeDecodeError:
         raise GatewayError("bad_request", "the query string is not ASCII") from None
     return {key: values[-1] for key, values in raw.items()}

@@ -45,7 +45,8 @@ class Job:
 
 
 class _Waiting:
-    """The long polls of one mailbox: one event, set (and replaced) by a commit that wakes it."""
+    """The receives of one mailbox in progress: one event, set (and replaced) by a commit that
+    makes a message visible there; ``count`` receives hold it."""
 
     __slots__ = ("count", "event")
 
@@ -154,24 +155,26 @@ class Mailboxes:
     ) -> proto.Received:
         deadline = trio.current_time() + wait
         while True:
+            # held from before the receive until the wait ends: a commit in between sets this
+            # event, and the entry lives exactly as long as someone holds it
             waiting = self._waiting.get(mailbox) or self._waiting.setdefault(mailbox, _Waiting())
-            event = waiting.event  # taken before the receive: a commit after it sets this one
-            got, next_visible = await self._submit(
-                lambda fx, now: self.db.receive(fx, mailbox, limit, visibility, now)
-            )
-            left = deadline - trio.current_time()
-            if got or left <= 0:
-                if waiting.count == 0:
-                    self._waiting.pop(mailbox, None)
-                return proto.Received(messages=tuple(got))
-            if next_visible is not None:
-                left = min(left, max(0.0, next_visible - self.clock()) + 0.001)
             waiting.count += 1
             try:
+                event = waiting.event
+                got, next_visible = await self._submit(
+                    lambda fx, now: self.db.receive(fx, mailbox, limit, visibility, now)
+                )
+                left = deadline - trio.current_time()
+                if got or left <= 0:
+                    return proto.Received(messages=tuple(got))
+                if next_visible is not None:
+                    left = min(left, max(0.0, next_visible - self.clock()) + 0.001)
                 with trio.move_on_after(left):
                     await event.wait()
             finally:
                 waiting.count -= 1
+                if waiting.count == 0 and self._waiting.get(mailbox) is waiting:
+                    del self._waiting[mailbox]
 
     async def ack(self, mailbox: str, receipts: Sequence[str]) -> proto.Changed:
         return await self._submit(lambda fx, _now: self.db.ack(fx, mailbox, receipts))

@@ -25,8 +25,21 @@ def schemathesis_cli() -> str:
     return found
 
 
+def bounded_spec(tmp_path: Path) -> Path:
+    """The contract less one parameter: a receive's long poll (``wait``, up to 20 s), so that
+    hundreds of generated receives on empty mailboxes stay within the test's time (long polls
+    and a bad ``wait`` are tested in test_mailbox_node.py)."""
+    text = (REPO / "specs" / "gateway-openapi.yaml").read_text()
+    lines = [line for line in text.splitlines(keepends=True) if "{name: wait, in: query" in line]
+    assert len(lines) == 1, "the receive route's wait parameter changed: update this test"
+    path = tmp_path / "gateway-openapi.yaml"
+    path.write_text(text.replace(lines[0], ""))
+    return path
+
+
 async def test_the_gateway_keeps_its_openapi_contract(tmp_path: Path) -> None:
     st = schemathesis_cli()
+    spec = bounded_spec(tmp_path)
     async with start_node(tmp_path) as node:
         token = await node.mint(ttl=600)
         with trio.fail_after(170):
@@ -34,7 +47,7 @@ async def test_the_gateway_keeps_its_openapi_contract(tmp_path: Path) -> None:
                 [
                     st,
                     "run",
-                    str(REPO / "specs" / "gateway-openapi.yaml"),
+                    str(spec),
                     "--url",
                     node.ready_line["gateway"],
                     "-H",
