@@ -108,9 +108,7 @@ async def test_the_mailbox_semantics_over_http(tmp_path: Path) -> None:
             big = await trio.to_thread.run_sync(mb.send, "jobs", b"x" * (1_044_481))
             assert big.status == 413 and big.reason() == "body_too_large"
             for query in ("max=0", "max=", "wait=20.5", "wait=x", "visibility=-1"):
-                bad = await trio.to_thread.run_sync(
-                    mb.request, "POST", f"/mb/jobs/receive?{query}"
-                )
+                bad = await trio.to_thread.run_sync(mb.request, "POST", f"/mb/jobs/receive?{query}")
                 assert bad.status == 422 and bad.reason() == "schema_invalid", query
             noauth = await trio.to_thread.run_sync(
                 lambda: mb.request("POST", "/mb/jobs/receive", authorization="")
