@@ -160,3 +160,15 @@ class BlockingMailbox:
             lambda: self._box.extend(receipts, visibility=visibility)
         )
         return changed
+
+    def dlq(self, *, max: int = 100) -> tuple[mailbox.DeadLetter, ...]:
+        dead: tuple[mailbox.DeadLetter, ...] = self._client._call(lambda: self._box.dlq(max=max))
+        return dead
+
+    def redrive(self, *, max: int = mailbox.MAX_BATCH) -> int:
+        moved: int = self._client._call(lambda: self._box.redrive(max=max))
+        return moved
+
+    def receipt(self, msg_id: str) -> mailbox.DeliveryState:
+        state: mailbox.DeliveryState = self._client._call(lambda: self._box.receipt(msg_id))
+        return state

@@ -108,6 +108,20 @@ class Mailbox:
         )
         return changed
 
+    async def dlq(self, *, max: int = 100) -> tuple[proto.DeadLetter, ...]:
+        """The mailbox's oldest dead letters (delivered ``max_deliver`` times, never acked)."""
+        dead = await self._ask(
+            proto.Dlq(mailbox=self.name, max=max), timeout=self.client.timeout, retry_lost=True
+        )
+        return dead.messages
+
+    async def redrive(self, *, max: int = proto.MAX_BATCH) -> int:
+        """Move dead letters back to the mailbox's tail; how many moved."""
+        moved = await self._ask(
+            proto.Redrive(mailbox=self.name, max=max), timeout=self.client.timeout, retry_lost=False
+        )
+        return moved.count
+
     async def receipt(self, msg_id: str) -> proto.DeliveryState:
         """Where a message sent from this node is (``queued``, ``delivered``, ...)."""
         return await self._ask(

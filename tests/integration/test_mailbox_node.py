@@ -216,6 +216,18 @@ async def test_the_sdk_sends_and_receives_over_the_overlay(tmp_path: Path) -> No
                     (third,) = box.receive(max=10)
                     assert third.body == b"three" and third.deliveries == 2
                     assert box.ack([third.receipt]).count == 1
+                    # a poison message: 5 deliveries, then the dead-letter queue; and back
+                    (poison,) = box.send([b"poison"])
+                    for _ in range(5):
+                        (m,) = box.receive()
+                        box.nack([m.receipt])
+                    assert box.receive() == ()
+                    (dead,) = box.dlq()
+                    assert dead.msg_id == poison.msg_id and dead.deliveries == 5
+                    assert box.redrive() == 1
+                    (m,) = box.receive()
+                    assert m.msg_id == poison.msg_id and m.deliveries == 1
+                    assert box.ack([m.receipt]).count == 1
                     # the token's prefix is app.: another mailbox is refused, a put token too
                     for name, tok, reason in (
                         ("other", token, "cap_denied"),
@@ -230,5 +242,6 @@ async def test_the_sdk_sends_and_receives_over_the_overlay(tmp_path: Path) -> No
                             raise AssertionError(f"{name} with that token was allowed")
 
             await trio.to_thread.run_sync(session)
-            assert await node.metric("mailbox_acked_total") == 3
+            assert await node.metric("mailbox_acked_total") == 4
+            assert await node.metric("mailbox_dlq_total") == 1
             assert token not in node.logs()
