@@ -5,8 +5,8 @@ Guarantees:
 - every operation that changes a table is answered only after the transaction holding it
   committed (fsynced WAL): an acknowledged send, ack, nack or extend survives a kill -9;
 - operations that arrive together share one transaction (group commit: one fsync for many
-  sends, receives and acks), applied in arrival order, each in its own savepoint so a refused
-  one (quota: 507) undoes only itself; at most ``batch_max`` per transaction, and the queue in
+  sends, receives and acks), applied in arrival order; a refused one (quota: 507) changes
+  nothing and the others go on; at most ``batch_max`` per transaction, and the queue in
   front of the committer is bounded (a full queue makes callers wait: their own in-flight cap
   sheds the excess);
 - a long poll (``wait`` > 0) is woken by the commit that makes a message visible in its
@@ -215,25 +215,22 @@ class Mailboxes:
 
 
 def apply_batch(db: MailDb, batch: Sequence[Job], fx: Effects, clock: Callable[[], float]) -> None:
-    """One transaction for ``batch``, one savepoint per job, in order (a worker thread runs it;
-    tests call it directly). A job's ``OapError`` undoes that job only; anything else undoes
-    the whole transaction and is raised."""
+    """One transaction for ``batch``, in order (a worker thread runs it; tests call it
+    directly). A job's ``OapError`` comes before it wrote anything (``MailDb``): that job alone
+    fails. Anything else undoes the whole transaction and is raised."""
     db.begin()
     try:
         for job in batch:
             jfx = Effects()
-            db.savepoint()
             try:
                 result = job.fn(jfx, clock())
             except oap.OapError as exc:
-                db.rollback_to()
                 db.undo(jfx)
                 job.error = exc
                 continue
             except BaseException:
                 db.undo(jfx)
                 raise
-            db.release()
             fx.merge(jfx)
             job.result = result
         db.commit()

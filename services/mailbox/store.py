@@ -1,8 +1,10 @@
 """svc-mailbox's tables and the operations on them (synchronous: only worker threads call them).
 
 One SQLite database in WAL mode with ``synchronous=FULL``; the committer thread owns the write
-connection and runs a batch of operations in one transaction (``services.mailbox.box``), each in
-its own savepoint, so one refused operation (quota, a bad receipt batch) undoes only itself.
+connection and runs a batch of operations in one transaction (``services.mailbox.box``). An
+operation is refused (``OapError``: a quota, a taken message id) only before it writes anything,
+so a refused one changes nothing and the others of its batch go on; sends wait in a
+write-behind buffer and the whole batch's are written with one statement per table.
 
 Tables: ``messages`` (the mailboxes: FIFO by ``seq``; ``receipt`` names the current delivery,
 ``dead`` marks the dead-letter queue) with their ``bodies`` apart (a delivery rewrites only the
@@ -136,6 +138,18 @@ class Effects:
             self.move(key, m, b, d)
 
 
+@attrs.define
+class _Pending:
+    """One transaction's sends not written yet (``MailDb._flush``)."""
+
+    messages: list[tuple[object, ...]] = attrs.field(factory=list)
+    bodies: list[tuple[object, ...]] = attrs.field(factory=list)
+    outbox: list[tuple[object, ...]] = attrs.field(factory=list)
+    dedup: list[tuple[object, ...]] = attrs.field(factory=list)
+    keys: dict[tuple[str, object, object], str] = attrs.field(factory=dict)
+    msg_ids: set[str] = attrs.field(factory=set)
+
+
 class MailDb:
     """The tables; ``usage`` is read by the service's metrics."""
 
@@ -148,6 +162,7 @@ class MailDb:
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self.next_seq = 1
+        self._pending = _Pending()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -193,12 +208,15 @@ class MailDb:
     # --- transactions (the committer thread) ------------------------------------------------
 
     def begin(self) -> None:
+        self._pending = _Pending()
         self.w.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
+        self._flush()
         self.w.execute("COMMIT")
 
     def rollback(self, fx: Effects) -> None:
+        self._pending = _Pending()
         if self.w.in_transaction:
             self.w.execute("ROLLBACK")
         self.undo(fx)
@@ -206,16 +224,6 @@ class MailDb:
     def undo(self, fx: Effects) -> None:
         for key, (m, b, d) in fx.usage.items():
             self._apply_usage(key, -m, -b, -d)
-
-    def savepoint(self) -> None:
-        self.w.execute("SAVEPOINT op")
-
-    def release(self) -> None:
-        self.w.execute("RELEASE op")
-
-    def rollback_to(self) -> None:
-        self.w.execute("ROLLBACK TO op")
-        self.w.execute("RELEASE op")
 
     def _apply_usage(self, key: str, messages: int, size: int, dead: int = 0) -> None:
         entry = self.usage.setdefault(key, [0, 0, 0])
@@ -260,13 +268,15 @@ class MailDb:
     ) -> proto.Sent:
         """Store (or, ``remote``, queue for the outbox) each message unless it is a duplicate.
 
-        A few statements for the whole batch, not a few per message: each statement releases
-        and retakes the GIL, and under load the event loop holds it in between."""
+        Everything is checked first (duplicates, taken message ids, quotas); the rows then wait
+        in this transaction's write-behind buffer, so the sends of a whole batch are one
+        multi-row INSERT per table (``_flush``)."""
         p = self.policy
         usage_key = OUTBOX_KEY if remote else address
         known = self._known(address, messages, now)
+        self._refuse_taken(address, remote, messages, known)
         results: list[proto.SentOne] = []
-        rows: list[tuple[object, ...]] = []
+        rows: list[tuple[str, bytes]] = []
         remember: list[tuple[object, ...]] = []
         size = 0
         fresh_ids = iter(new_msg_ids(now, len(messages)))
@@ -288,22 +298,21 @@ class MailDb:
         if not rows:
             return proto.Sent(results=tuple(results))
         self._check_quota(usage_key, len(rows), size)
-        try:
-            if remote:
-                self.w.executemany(
-                    "INSERT INTO outbox (dest, msg_id, body, sent_at, next_try) VALUES (?,?,?,?,?)",
-                    [(address, msg_id, body, now, now) for msg_id, body in rows],
-                )
-            else:
-                self._insert(address, rows, now)
-        except sqlite3.IntegrityError:  # a msg_id given twice, to other mailboxes
-            raise oap.OapError("schema_invalid", "a msg_id of this send is taken") from None
-        if remember:
-            self._many(
-                "INSERT OR REPLACE INTO dedup (mailbox, kind, key, msg_id, until) VALUES",
-                "(?,?,?,?,?)",
-                remember,
-            )
+        # nothing can refuse the send from here on: into the buffer
+        pend = self._pending
+        if remote:
+            pend.outbox += [(address, m, b, now, now) for m, b in rows]
+        else:
+            seq = self.next_seq
+            self.next_seq += len(rows)
+            pend.messages += [
+                (seq + n, address, m, len(b), now, now) for n, (m, b) in enumerate(rows)
+            ]
+            pend.bodies += [(seq + n, b) for n, (_m, b) in enumerate(rows)]
+        pend.msg_ids.update(m for m, _ in rows)
+        for row in remember:
+            pend.keys[(address, row[1], row[2])] = str(row[3])
+        pend.dedup += remember
         self._use(fx, usage_key, len(rows), size)
         if remote:
             fx.outbox = True
@@ -312,19 +321,55 @@ class MailDb:
         fx.sent += len(rows)
         return proto.Sent(results=tuple(results))
 
-    def _insert(self, mailbox: str, rows: Sequence[tuple[str, bytes]], now: float) -> None:
-        seq = self.next_seq
-        self.next_seq += len(rows)
-        self._many(
-            "INSERT INTO messages (seq, mailbox, msg_id, size, sent_at, visible_at) VALUES",
-            "(?,?,?,?,?,?)",
-            [(seq + n, mailbox, m, len(b), now, now) for n, (m, b) in enumerate(rows)],
-        )
-        self._many(
-            "INSERT INTO bodies (seq, body) VALUES",
-            "(?,?)",
-            [(seq + n, b) for n, (_m, b) in enumerate(rows)],
-        )
+    def _refuse_taken(
+        self,
+        address: str,
+        remote: bool,
+        messages: Sequence[proto.Outgoing],
+        known: dict[tuple[int, str | None], str],
+    ) -> None:
+        """422 when a message id the sender chose (a forwarding node does) is already another
+        message's: refused before anything of the send is written."""
+        given = [
+            m.msg_id for m in messages if m.msg_id is not None and (_MSG_ID, m.msg_id) not in known
+        ]
+        if not given:
+            return
+        taken = [m for m in given if m in self._pending.msg_ids]
+        table = "outbox" if remote else "messages"
+        taken += [
+            row[0]
+            for row in self.w.execute(
+                f"SELECT msg_id FROM {table} WHERE msg_id IN ({_marks(len(given))})", given
+            ).fetchall()
+        ]
+        if taken or len(set(given)) < len(given):
+            raise oap.OapError("schema_invalid", f"msg_id {(taken or given)[0]} is taken")
+
+    def _flush(self) -> None:
+        """Write the buffered sends (before any other statement of the transaction, and at
+        its commit): a few statements for all of them."""
+        pend = self._pending
+        if pend.messages:
+            self._many(
+                "INSERT INTO messages (seq, mailbox, msg_id, size, sent_at, visible_at) VALUES",
+                "(?,?,?,?,?,?)",
+                pend.messages,
+            )
+            self._many("INSERT INTO bodies (seq, body) VALUES", "(?,?)", pend.bodies)
+        if pend.outbox:
+            self._many(
+                "INSERT INTO outbox (dest, msg_id, body, sent_at, next_try) VALUES",
+                "(?,?,?,?,?)",
+                pend.outbox,
+            )
+        if pend.dedup:
+            self._many(
+                "INSERT OR REPLACE INTO dedup (mailbox, kind, key, msg_id, until) VALUES",
+                "(?,?,?,?,?)",
+                pend.dedup,
+            )
+        self._pending = _Pending()
 
     def _many(self, head: str, one: str, rows: Sequence[tuple[object, ...]]) -> None:
         """``head`` followed by one multi-row VALUES list per chunk: one statement step."""
@@ -342,6 +387,12 @@ class MailDb:
         if not wanted:
             return {}
         found: dict[tuple[int, str | None], str] = {}
+        pending = self._pending.keys  # sent earlier in this transaction, not written yet
+        for kind, key in wanted:
+            hit = pending.get((address, kind, str(key)))
+            if hit is not None:
+                found[(kind, key)] = hit
+        wanted = [w for w in wanted if w not in found]
         for kind in (_KEY, _MSG_ID):
             keys = [key for k, key in wanted if k == kind]
             for at in range(0, len(keys), 500):  # under SQLite's bound on parameters
@@ -360,6 +411,7 @@ class MailDb:
         """Up to ``limit`` visible messages, oldest first, each with a new receipt; messages
         past ``max_deliver`` go to the dead-letter queue instead. With nothing to deliver, also
         the time the next hidden message becomes visible (None: none is hidden)."""
+        self._flush()
         w, p = self.w, self.policy
         hide_until = now + (p.visibility if visibility is None else visibility)
         out: list[proto.Delivery] = []
@@ -414,6 +466,7 @@ class MailDb:
     ) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
         """``[(seq, body size)]`` of the messages whose current delivery one of ``receipts``
         names, and the receipts that name none (stale)."""
+        self._flush()
         seqs = _seqs(receipts)
         if not seqs:
             return [], tuple(receipts)
@@ -466,6 +519,7 @@ class MailDb:
 
     def redrive(self, fx: Effects, mailbox: str, limit: int, now: float) -> proto.Redriven:
         """Dead letters back to the tail of the mailbox, oldest first, deliveries reset."""
+        self._flush()
         w = self.w
         seqs = w.execute(
             "SELECT seq FROM messages WHERE mailbox = ? AND dead = 1 ORDER BY seq LIMIT ?",
@@ -488,6 +542,7 @@ class MailDb:
     def purge(self, fx: Effects, now: float) -> int:
         """Drop what outlived the retention (messages, dead letters, outbox entries, receipts)
         and ended dedup entries; returns how many messages went."""
+        self._flush()
         w = self.w
         cutoff = now - self.policy.retention
         gone = w.execute(
@@ -515,6 +570,7 @@ class MailDb:
     ) -> None:
         """These entries are settled (``delivered``: their node accepted them durably;
         ``rejected``: it refused them for good): out of the outbox, into ``sent``."""
+        self._flush()
         for msg_id in msg_ids:
             row = self.w.execute(
                 "DELETE FROM outbox WHERE msg_id = ? RETURNING dest, length(body)", (msg_id,)
@@ -530,6 +586,7 @@ class MailDb:
     def outbox_failed(
         self, fx: Effects, msg_ids: Iterable[str], error: str, next_try: float
     ) -> None:
+        self._flush()
         self.w.executemany(
             "UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ?"
             " WHERE msg_id = ?",
