@@ -95,3 +95,32 @@ def test_a_failed_transaction_moves_the_usage_back(tmp_path: Path) -> None:
     assert db.usage == {} and db.total == [0, 0]
     assert db.w.execute("SELECT count(*) FROM messages").fetchone() == (0,)
     db.close()
+
+
+def test_retention_ends_messages_dead_letters_outbox_entries_and_keys(tmp_path: Path) -> None:
+    db = open_db(tmp_path, retention=100.0, dedup_window=10.0, max_deliver=1)
+    remote = "inbox@node:" + "ab" * 32
+
+    def run(fn: object, now: float) -> object:
+        job = Job(fn)  # type: ignore[arg-type]
+        apply_batch(db, [job], Effects(), lambda: now)
+        assert job.error is None, job.error
+        return job.result
+
+    run(lambda fx, now: db.send(fx, "q", False, [proto.Outgoing(b"old", key="k")], now), 1000.0)
+    run(lambda fx, now: db.send(fx, remote, True, [proto.Outgoing(b"far")], now), 1000.0)
+    run(lambda fx, now: db.receive(fx, "q", 1, 0.0, now), 1001.0)
+    run(lambda fx, now: db.receive(fx, "q", 1, 0.0, now), 1002.0)  # max_deliver 1: now dead
+    assert db.usage["q"][2] == 1 and db.outbox_depth() == 1
+    run(lambda fx, now: db.send(fx, "q", False, [proto.Outgoing(b"new")], now), 1090.0)
+    # the key ended with its window: the same key stores a new message
+    again = run(
+        lambda fx, now: db.send(fx, "q", False, [proto.Outgoing(b"k2", key="k")], now), 1095.0
+    )
+    assert again.results[0].created  # type: ignore[attr-defined]
+    gone = run(db.purge, 1101.0)  # past the retention of the first two, not of the others
+    assert gone == 2
+    assert db.usage["q"][:3] == [2, 5, 0] and db.outbox_depth() == 0
+    (sent_id,) = [r[0] for r in db.w.execute("SELECT msg_id FROM sent").fetchall()]
+    assert db.receipt(sent_id).state == "expired"
+    db.close()
