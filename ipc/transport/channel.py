@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -92,6 +92,7 @@ class Channel:
         self._meter = meter or Meter()  # bytes moved and timeouts
         self._closed = False
         self._written = trio.Event()  # the writer has ended
+        self._tls = _tls_parts(stream)  # read TLS records here (``_read``), when trio allows
 
     async def receive(self) -> oap.Frame:
         """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
@@ -112,15 +113,12 @@ class Channel:
         ) as scope:
             while not self._ready:
                 try:
-                    data = await self.stream.receive_some(READ_SIZE)
+                    data = await self._read()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     await self._fail(ChannelClosed(str(exc) or type(exc).__name__))
                 if not data:
                     midway = "mid-frame" if self._decoder.buffered else "the connection"
                     await self._fail(ChannelClosed(f"the peer closed {midway}"))
-                more = self._drain_tls()
-                if more:
-                    data = bytes(data) + more
                 self._meter.moved("in", len(data))
                 if idle and self._decoder.buffered == 0:
                     idle = False  # a frame begins: from now on the read timeout runs
@@ -129,29 +127,42 @@ class Channel:
         if scope.cancelled_caught:
             await self._fail(ChannelTimeout("idle" if idle else "read"))
 
-    def _drain_tls(self) -> bytes:
-        """The records trio's SSLStream has already received but not decrypted, decrypted now.
+    async def _read(self) -> bytes:
+        """The next plaintext bytes (b"" at the end of the stream).
 
-        ``SSLStream.receive_some`` returns one TLS record (16 KiB) per call, and each call is a
-        scheduler pass: a 64 KiB frame cost four. The records sitting in its incoming buffer need
-        no I/O, so they are read here in one go. This uses trio's private ``_ssl_object`` and
-        ``_incoming``; where they are missing (another trio) it does nothing. Anything but a
-        plain decrypt (a record not complete yet, an alert) stops it: trio's next call handles it.
-        """
-        ssl_object = getattr(self.stream, "_ssl_object", None)
-        incoming = getattr(self.stream, "_incoming", None)
-        if ssl_object is None or incoming is None:
-            return b""
-        parts = []
-        while incoming.pending:
+        Over TLS the records are read and decrypted here, not through ``SSLStream.receive_some``:
+        that reads at most 64 KiB from the socket and returns one 16 KiB record per call, each
+        call a scheduler pass (a 1 MiB object was ~50 of them). Here one socket read takes all
+        that has arrived (up to ``READ_SIZE``) and every complete record in it is decrypted at
+        once. This uses trio's private ``_ssl_object`` / ``_incoming`` of a stream whose
+        handshake is done, and only this reader reads: writes still go through the stream
+        (TLS 1.3 writes never need a read). Without them (another trio, plain TCP) the stream
+        is read as it is."""
+        tls = self._tls
+        if tls is None:
+            return bytes(await self.stream.receive_some(READ_SIZE))
+        ssl_object, incoming, transport = tls
+        while True:
+            parts = []
             try:
-                piece = ssl_object.read(READ_SIZE)
-            except ssl.SSLError:
-                break
-            if not piece:
-                break
-            parts.append(piece)
-        return b"".join(parts)
+                while True:
+                    piece = ssl_object.read(READ_SIZE)
+                    if not piece:
+                        break
+                    parts.append(piece)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:  # close_notify: the end, after what came before
+                if not parts:
+                    return b""
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(f"TLS: {exc}") from None
+            if parts:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            data = await transport.receive_some(READ_SIZE)
+            if not data:
+                return b""
+            incoming.write(data)
 
     def install_pq(self, sealer: Sealer, opener: Opener) -> None:
         """From now on frames sent with APP_E2E are sealed, and received ones opened, in order."""
@@ -264,3 +275,15 @@ class Channel:
         self._send.close()
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self.stream.aclose()
+
+
+def _tls_parts(stream: trio.abc.Stream) -> tuple[Any, Any, trio.abc.Stream] | None:
+    """(ssl object, incoming BIO, transport) of a trio ``SSLStream`` whose handshake is done,
+    else None (the channel then reads the stream as it is)."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    ssl_object = getattr(stream, "_ssl_object", None)
+    incoming = getattr(stream, "_incoming", None)
+    if ssl_object is None or incoming is None or not hasattr(ssl_object, "read"):
+        return None
+    return ssl_object, incoming, stream.transport_stream

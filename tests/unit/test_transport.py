@@ -235,6 +235,30 @@ async def test_a_stalled_handshake_is_cut_at_the_handshake_timeout() -> None:
             await stream.aclose()
 
 
+async def test_a_burst_of_frames_then_a_close_arrives_whole_and_in_order() -> None:
+    """The TLS read path decrypts every record a socket read brings (many frames per read,
+    frames split across reads) and ends cleanly at the peer's close_notify."""
+    server = node()
+    sizes = [1, oap.CHUNK, 70_000, 3, 200_000, oap.CHUNK * 3, 17] * 6
+
+    async def burst(conn: Connection) -> None:
+        frame = await conn.channel.receive()  # the request, then a burst and a close
+        for n, size in enumerate(sizes):
+            body = bytes([n % 251]) * size
+            await conn.channel.send(oap.response(frame, body))
+        await conn.channel.finish()  # what is queued goes out, then close_notify
+
+    async with listening(server, burst) as (port, _), trio.open_nursery() as nursery:
+        conn = await dial(addr(server, port), node(), nursery)
+        await conn.channel.send(oap.Frame(flags=oap.REQ, app_proto_id=9, corr_id=3))
+        for n, size in enumerate(sizes):
+            answer = await conn.channel.receive()
+            assert answer.corr_id == 3 and answer.payload == bytes([n % 251]) * size
+        with pytest.raises(ChannelClosed, match="closed"):
+            await conn.channel.receive()
+        nursery.cancel_scope.cancel()
+
+
 def test_the_issuer_is_the_same_on_every_node() -> None:
     """Deterministic: every node trusts exactly the same issuer certificate."""
     assert issuer_pem() == issuer_pem.__wrapped__()  # type: ignore[attr-defined]
