@@ -13,6 +13,7 @@ import trio
 
 from ipc import oap
 from kernel import logs
+from kernel.group_commit import take_batch
 
 __all__ = ["BATCH_MAX", "DB_NAME", "NameIndex"]
 
@@ -99,12 +100,7 @@ class NameIndex:
 
     async def run_committer(self) -> None:
         while True:
-            batch = [await self._recv.receive()]
-            while len(batch) < self._batch_max:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await take_batch(self._recv, self._batch_max)
             try:
                 await trio.to_thread.run_sync(self._apply, batch)
             except sqlite3.Error as exc:

@@ -27,6 +27,7 @@ import trio
 from ipc import oap
 from ipc.proto import mailbox as proto
 from kernel import logs
+from kernel.group_commit import take_batch
 from services.mailbox.store import Effects, MailDb
 
 __all__ = ["BATCH_MAX", "PURGE_EVERY", "Job", "Mailboxes", "apply_batch"]
@@ -86,12 +87,7 @@ class Mailboxes:
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = [await self._recv.receive()]
-            while len(batch) < self.batch_max:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await take_batch(self._recv, self.batch_max)
             fx = Effects()
             try:
                 await trio.to_thread.run_sync(self._apply, batch, fx)

@@ -17,6 +17,7 @@ import trio
 
 from ipc import ids, oap
 from kernel import logs
+from kernel.group_commit import take_batch
 from kernel.metrics import Metrics
 from services.lib import objstore
 from services.storage.settings import StorageSettings
@@ -183,12 +184,7 @@ class Store:
         before its rename is visible; the rename before its ack)."""
         pending: list[_Job] = []  # renamed (or duplicate) jobs waiting for their barrier
         while True:
-            batch = [] if pending else [await self._recv.receive()]
-            while len(batch) < self.settings.batch_max:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await take_batch(self._recv, self.settings.batch_max, wait=not pending)
             async with self._lock:
                 try:
                     waiting = await self._round(batch, pending)
