@@ -25,8 +25,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import attrs
@@ -93,6 +96,8 @@ class Channel:
         self._closed = False
         self._written = trio.Event()  # the writer has ended
         self._tls = _tls_parts(stream)  # read TLS records here (``_read``), when trio allows
+        self._serving = 0  # requests of the peer being served (``serving``)
+        self._idle_scope: trio.CancelScope | None = None  # a read waiting in its idle time
 
     async def receive(self) -> oap.Frame:
         """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
@@ -111,6 +116,10 @@ class Channel:
         with trio.CancelScope(
             deadline=trio.current_time() + (self.timeouts.idle if idle else self.timeouts.read)
         ) as scope:
+            if idle:
+                self._idle_scope = scope
+                if self._serving:
+                    scope.deadline = math.inf  # not idle: an answer of ours is on its way
             while not self._ready:
                 try:
                     data = await self._read()
@@ -122,8 +131,10 @@ class Channel:
                 self._meter.moved("in", len(data))
                 if idle and self._decoder.buffered == 0:
                     idle = False  # a frame begins: from now on the read timeout runs
+                    self._idle_scope = None
                     scope.deadline = trio.current_time() + self.timeouts.read
                 self._ready.extend(self._decoder.feed(data))
+        self._idle_scope = None
         if scope.cancelled_caught:
             await self._fail(ChannelTimeout("idle" if idle else "read"))
 
@@ -163,6 +174,21 @@ class Channel:
             if not data:
                 return b""
             incoming.write(data)
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Mark a request of the peer as being served: the connection is not idle meanwhile
+        (the peer is silent because it waits for us: a mailbox long poll answers after up to
+        20 s). Once nothing is served, the idle timeout runs again from then."""
+        self._serving += 1
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            self._serving -= 1
+            if self._serving == 0 and self._idle_scope is not None:
+                self._idle_scope.deadline = trio.current_time() + self.timeouts.idle
 
     def install_pq(self, sealer: Sealer, opener: Opener) -> None:
         """From now on frames sent with APP_E2E are sealed, and received ones opened, in order."""

@@ -171,23 +171,27 @@ class PeerServer:
         self, conn: Connection, frame: oap.Frame, request: object, slots: trio.Semaphore
     ) -> None:
         try:
-            if isinstance(request, overlay.Get):
-                await self._stream(conn, frame, request.id)
-            elif isinstance(request, overlay.Resolve):
-                record = await self.resolve(index.GetName(name=request.name))
-                await conn.channel.send(overlay.PEER.reply_frame(frame, record))
-            elif self.mail is not None:  # a mailbox request, authorized (see __call__)
-                # relayed as it came (decoded once, to authorize it; the token stays here) and
-                # answered with svc-mailbox's frame as it is: no decoding and encoding again
-                wait = request.wait if isinstance(request, mailbox.Receive) else 0.0
-                answer = await self.mail(attrs.evolve(frame, cap=b""), wait)
-                await conn.channel.send(attrs.evolve(answer, corr_id=frame.corr_id))
+            with conn.channel.serving():  # the peer waits for this: it is not idle meanwhile
+                await self._answer(conn, frame, request)
         except oap.OapError as exc:
             await _answer_error(conn, frame, exc)
         except ChannelClosed:
             pass
         finally:
             slots.release()
+
+    async def _answer(self, conn: Connection, frame: oap.Frame, request: object) -> None:
+        if isinstance(request, overlay.Get):
+            await self._stream(conn, frame, request.id)
+        elif isinstance(request, overlay.Resolve):
+            record = await self.resolve(index.GetName(name=request.name))
+            await conn.channel.send(overlay.PEER.reply_frame(frame, record))
+        elif self.mail is not None:  # a mailbox request, authorized (see __call__)
+            # relayed as it came (decoded once, to authorize it; the token stays here) and
+            # answered with svc-mailbox's frame as it is: no decoding and encoding again
+            wait = request.wait if isinstance(request, mailbox.Receive) else 0.0
+            answer = await self.mail(attrs.evolve(frame, cap=b""), wait)
+            await conn.channel.send(attrs.evolve(answer, corr_id=frame.corr_id))
 
     async def _stream(self, conn: Connection, req: oap.Frame, obj_id: str) -> None:
         try:

@@ -245,3 +245,22 @@ async def test_the_sdk_sends_and_receives_over_the_overlay(tmp_path: Path) -> No
             assert await node.metric("mailbox_acked_total") == 4
             assert await node.metric("mailbox_dlq_total") == 1
             assert token not in node.logs()
+
+
+async def test_a_long_poll_over_the_overlay_outlasts_the_idle_timeout(tmp_path: Path) -> None:
+    """The client is silent while its receive waits; the connection is not idle meanwhile."""
+    overlay = {"svc-overlay": {"idle_timeout": 0.5}}
+    config = FAST_CONFIG + "\n" + services_toml("micronode", overlay)
+    with trio.fail_after(60):
+        async with start_node(tmp_path, config=config) as node:
+            version = (await node.get("/version")).json()
+            addr = f"{version['node_id']}@{node.ready_line['overlay'].removeprefix('tcp://')}"
+            token = await node.mint(ops=["mail"], ttl=600)
+
+            def session() -> tuple[object, ...]:
+                with Client(addr) as sdk:
+                    got = sdk.mailbox("quiet", token).receive(wait=1.5)  # 3 idle timeouts
+                    return got
+
+            assert await trio.to_thread.run_sync(session) == ()
+            assert await node.metric("io_timeouts_total", op="idle") == 0

@@ -235,6 +235,35 @@ async def test_a_stalled_handshake_is_cut_at_the_handshake_timeout() -> None:
             await stream.aclose()
 
 
+async def test_a_client_waiting_for_a_slow_answer_is_not_idle() -> None:
+    """A request being served keeps its connection out of the idle cut (a mailbox long poll
+    answers after up to 20 s of silence on both sides); a silent connection with nothing in
+    flight is still cut."""
+    server = node()
+
+    async def slow(conn: Connection) -> None:
+        while True:
+            try:
+                frame = await conn.channel.receive()
+            except ChannelClosed:
+                return
+            with conn.channel.serving():
+                await trio.sleep(1.0)  # three idle timeouts of silence
+                await conn.channel.send(oap.response(frame, b"late"))
+
+    with trio.fail_after(10):
+        async with (
+            listening(server, slow, timeouts=Timeouts(idle=0.3)) as (port, meter),
+            trio.open_nursery() as nursery,
+        ):
+            conn = await dial(addr(server, port), None, nursery)
+            assert await ask(conn) == b"late"
+            assert meter.counts["timeout:idle"] == 0
+            with pytest.raises(ChannelClosed):
+                await conn.channel.receive()  # nothing in flight now: cut at the idle timeout
+            await wait_for(lambda: meter.counts["timeout:idle"] == 1)
+
+
 async def test_a_burst_of_frames_then_a_close_arrives_whole_and_in_order() -> None:
     """The TLS read path decrypts every record a socket read brings (many frames per read,
     frames split across reads) and ends cleanly at the peer's close_notify."""
