@@ -17,10 +17,13 @@ from ipc.proto.fields import content_id, unsigned
 
 __all__ = [
     "INDEX_PROTO",
+    "LIST_MAX",
     "NAME_MAX",
     "NAME_RULE",
     "PROTOCOL",
     "GetName",
+    "ListNames",
+    "NameList",
     "NameRecord",
     "PutName",
     "check_name",
@@ -81,6 +84,28 @@ class PutName(Request[NameRecord]):
     )
 
 
+LIST_MAX: Final = 1000
+
+
+@attrs.frozen
+class NameList:
+    """Names in order; ``more``: there are more after the last one (ask again with ``after``)."""
+
+    names: tuple[NameRecord, ...] = ()
+    more: bool = False
+
+
+@attrs.frozen
+class ListNames(Request[NameList]):
+    """The names starting with ``prefix`` and sorting after ``after``, at most ``max``."""
+
+    OP: ClassVar[str] = "list"
+    REPLY: ClassVar[type] = NameList
+    prefix: str = ""
+    after: str = ""
+    max: int = attrs.field(default=100, validator=attrs.validators.in_(range(1, LIST_MAX + 1)))
+
+
 PROTOCOL: Final = ServiceProtocol(
-    service="svc-index", app_proto_id=INDEX_PROTO, requests=(GetName, PutName)
+    service="svc-index", app_proto_id=INDEX_PROTO, requests=(GetName, PutName, ListNames)
 )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, data, mail, node
+from kernel.cli import auth, data, mail, names, node
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(verb, add_admin_arg)
     auth.register(verb, add_admin_arg)
     mail.register(verb, add_admin_arg)
+    names.register(verb, add_admin_arg)
     verbs.register(verb, add_admin_arg)
     return parser
 

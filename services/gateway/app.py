@@ -82,9 +82,16 @@ _OPS = {
     ("/o/{id}", "HEAD"): "gateway_head_object",
     ("/names/{name}", "GET"): "gateway_get_name",
     ("/names/{name}", "PUT"): "gateway_put_name",
+    ("/names", "GET"): "gateway_list_names",
 }
 _OPS.update(mail_routes.OPS)
-_ALLOW = {"/o": b"PUT", "/o/{id}": b"GET, HEAD", "/names/{name}": b"GET, PUT", **mail_routes.ALLOW}
+_ALLOW = {
+    "/o": b"PUT",
+    "/o/{id}": b"GET, HEAD",
+    "/names/{name}": b"GET, PUT",
+    "/names": b"GET",
+    **mail_routes.ALLOW,
+}
 _ALLOWED = {route: frozenset(allow.decode().split(", ")) for route, allow in _ALLOW.items()}
 
 
@@ -117,6 +124,8 @@ def _route(path: str) -> tuple[str, str | None]:
         rest = path[3:]
         if rest and "/" not in rest:
             return "/o/{id}", rest
+    elif path == "/names":
+        return "/names", None
     elif path.startswith("/names/") and len(path) > 7:
         return "/names/{name}", path[7:]  # names may hold "/" (svc-index decides validity)
     elif path.startswith("/mb/"):
@@ -293,6 +302,8 @@ class GatewayApp:
             await self._put_object(scope, receive, ex, cs, token)
         elif template == "/o/{id}":
             await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
+        elif template == "/names":
+            await self._list_names(scope, ex)
         elif template.startswith("/mb/"):
             await self.mail.serve(scope, receive, ex, template, param or "", cs, self._authorize)
         elif method == "GET":
@@ -449,6 +460,21 @@ class GatewayApp:
 
     async def _get_name(self, ex: Exchange, name: str) -> None:
         await ex.json(200, _name_doc(await self.backend.get_name(name)))
+
+    async def _list_names(self, scope: Scope, ex: Exchange) -> None:
+        """``GET /names?prefix=P&after=A&max=N``: names in order, ``more`` when there are more."""
+        query = mail_routes.query_of(scope)
+        unknown = set(query) - {"prefix", "after", "max"}
+        if unknown:
+            raise GatewayError("schema_invalid", f"unknown parameter {sorted(unknown)[0]!r}")
+        limit = mail_routes.count_of(query, "max", 100, index_proto.LIST_MAX)
+        prefix, after = query.get("prefix", ""), query.get("after", "")
+        if len(prefix) > index_proto.NAME_MAX or len(after) > index_proto.NAME_MAX:
+            raise GatewayError(
+                "schema_invalid", f"prefix and after are at most {index_proto.NAME_MAX} characters"
+            )
+        listed = await self.backend.list_names(prefix, after, limit)
+        await ex.json(200, {"names": [_name_doc(r) for r in listed.names], "more": listed.more})
 
     async def _put_name(
         self, scope: Scope, receive: Receive, ex: Exchange, name: str, cs: trio.CancelScope

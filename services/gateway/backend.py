@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ipc.proto.index import NameRecord
+from ipc.proto.index import NameList, NameRecord
 from ipc.proto.storage import Stored
 
 __all__ = ["Backend", "NameRecord", "Stored", "StoredObject", "Upload"]
@@ -55,6 +55,8 @@ class Backend(Protocol):
     async def get_name(self, name: str) -> NameRecord: ...
 
     async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord: ...
+
+    async def list_names(self, prefix: str, after: str, limit: int) -> NameList: ...
 
     async def mail(self, request: Any, timeout: float) -> Any:
         """svc-mailbox's typed reply to ``request`` (``ipc.proto.mailbox``), else GatewayError."""

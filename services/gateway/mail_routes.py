@@ -36,7 +36,7 @@ from services.gateway.errors import GatewayError
 from services.gateway.exchange import BodyReader, Exchange, content_length, header, read_all
 from services.gateway.limits import BodyCounter
 
-__all__ = ["ALLOW", "OPS", "POLL", "SEND", "MailRoutes", "route"]
+__all__ = ["ALLOW", "OPS", "POLL", "SEND", "MailRoutes", "count_of", "query_of", "route"]
 
 JSON_CAP = 65_536
 SEND = "/mb/{mailbox}"
@@ -80,7 +80,8 @@ def route(rest: str) -> tuple[str, str | None]:
     return "unmatched", None
 
 
-def _query(scope: Scope) -> dict[str, str]:
+def query_of(scope: Scope) -> dict[str, str]:
+    """The query string as a map (the last of a repeated key); 400 when it is not ASCII."""
     try:
         raw = parse_qs(
             bytes(scope.get("query_string", b"")).decode("ascii"), keep_blank_values=True
@@ -103,8 +104,9 @@ def _number(query: dict[str, str], key: str, default: float, low: float, high: f
     return value
 
 
-def _count(query: dict[str, str], key: str, default: int) -> int:
-    value = _number(query, key, default, 1, proto.MAX_BATCH)
+def count_of(query: dict[str, str], key: str, default: int, most: int = proto.MAX_BATCH) -> int:
+    """The whole number ``query[key]`` in 1..``most`` (``default`` when absent), else 422."""
+    value = _number(query, key, default, 1, most)
     if value != int(value):
         raise GatewayError("schema_invalid", f"{key} must be a whole number")
     return int(value)
@@ -143,7 +145,7 @@ class MailRoutes:
         parts = rest.split("/")
         address = _mailbox(parts[0])
         authorize(scope, "mail", address)
-        query = _query(scope)
+        query = query_of(scope)
         if template == SEND:
             await self._send(scope, receive, ex, address, cs)
             return
@@ -156,14 +158,14 @@ class MailRoutes:
             return
         if template == "/mb/{mailbox}/dlq":
             dead = await self.call(
-                proto.Dlq(mailbox=address, max=_count(query, "max", 100)), self.timeout
+                proto.Dlq(mailbox=address, max=count_of(query, "max", 100)), self.timeout
             )
             doc = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
             await ex.json(200, {"messages": doc})
             return
         if template == _REDRIVE:
             moved = await self.call(
-                proto.Redrive(mailbox=address, max=_count(query, "max", proto.MAX_BATCH)),
+                proto.Redrive(mailbox=address, max=count_of(query, "max", proto.MAX_BATCH)),
                 self.timeout,
             )
             await ex.json(200, {"redriven": moved.count})
@@ -196,7 +198,7 @@ class MailRoutes:
     async def _receive(
         self, ex: Exchange, address: str, query: dict[str, str], cs: trio.CancelScope
     ) -> None:
-        limit = _count(query, "max", 1)
+        limit = count_of(query, "max", 1)
         visibility = None
         if "visibility" in query:
             visibility = _number(query, "visibility", 0, 0, proto.MAX_VISIBILITY)

@@ -263,6 +263,9 @@ class StoreBackend:
     async def get_name(self, name: str) -> NameRecord:
         return await self.index_call(index.GetName(name=name))
 
+    async def list_names(self, prefix: str, after: str, limit: int) -> index.NameList:
+        return await self.index_call(index.ListNames(prefix=prefix, after=after, max=limit))
+
     async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord:
         return await self.index_call(
             index.PutName(name=name, id=obj_id, expect_version=expect_version)

@@ -22,13 +22,17 @@ INDEX_DIR = "index"
 def make_handler(
     ctx: ServiceContext, index: NameIndex
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    async def dispatch(req: Request[object]) -> proto.NameRecord:
+    async def dispatch(req: Request[object]) -> proto.NameRecord | proto.NameList:
         match req:
             case proto.GetName(name=name):
                 found = await index.get(proto.check_name(name))
                 if found is None:
                     raise oap.OapError("not_found", f"no name {name!r}")
                 return proto.NameRecord(name, found[0], found[1])
+            case proto.ListNames(prefix=prefix, after=after, max=limit):
+                rows, more = await index.list(prefix, after, limit)
+                records = tuple(proto.NameRecord(n, i, v) for n, i, v in rows)
+                return proto.NameList(names=records, more=more)
             case proto.PutName(name=name, id=obj_id, expect_version=expect):
                 version = await index.put(proto.check_name(name), obj_id, expect)
                 return proto.NameRecord(name, obj_id, version)

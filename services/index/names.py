@@ -88,6 +88,24 @@ class NameIndex:
         async with self._read_lock:
             return await trio.to_thread.run_sync(read)
 
+    async def list(
+        self, prefix: str, after: str, limit: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        """``(name, id, version)`` of up to ``limit`` names starting with ``prefix`` and sorting
+        after ``after``, in order; and whether there are more."""
+
+        def read() -> tuple[list[tuple[str, str, int]], bool]:
+            assert self._reader is not None
+            rows = self._reader.execute(
+                "SELECT name, id, version FROM names WHERE name > ? AND name >= ?"
+                " AND substr(name, 1, ?) = ? ORDER BY name LIMIT ?",
+                (after, prefix, len(prefix), prefix, limit + 1),
+            ).fetchall()
+            return [(r[0], r[1], r[2]) for r in rows[:limit]], len(rows) > limit
+
+        async with self._read_lock:
+            return await trio.to_thread.run_sync(read)
+
     async def put(self, name: str, obj_id: str, expect: int | None) -> int:
         """Set ``name`` to ``obj_id`` durably; returns the new version (raises 409 on conflict)."""
         job = _Put(name, obj_id, expect)

@@ -1,4 +1,4 @@
-"""Write ``specs/proto_vectors.json``: the storage and index protocols pinned byte for byte.
+"""Write ``specs/proto_vectors.json``: storage, index and mailbox protocols pinned byte for byte.
 
 Each valid vector is a request or reply as plain fields and the exact msgpack payload it travels
 as (hex); each invalid one is a payload a service must refuse, with the reason. The payloads are
@@ -41,7 +41,7 @@ def invalid(service: str, why: str, fields: object, reason: str = "schema_invali
 VECTORS = {
     "about": "specs/storage-protocol.md pinned: requests and replies as msgpack payloads (hex). "
     "Bytes fields are shown as hex in 'fields'. Regenerate: specs/tools/make_proto_vectors.py",
-    "app_proto_id": {"svc-storage": 0x0101, "svc-index": 0x0102},
+    "app_proto_id": {"svc-storage": 0x0101, "svc-index": 0x0102, "svc-mailbox": 0x0104},
     "requests": [
         request("svc-storage", "commit", {"tmp": TMP, "id": ID_A, "size": 70000}),
         request("svc-storage", "put", {"data": b"hello"}),
@@ -51,6 +51,13 @@ VECTORS = {
         request("svc-index", "get", {"name": "site/index.html"}),
         request("svc-index", "put", {"name": "a", "id": ID_A, "expect_version": None}),
         request("svc-index", "put", {"name": "a", "id": ID_B, "expect_version": 0}),
+        request("svc-index", "list", {"prefix": "site/", "after": "", "max": 100}),
+        request(
+            "svc-mailbox",
+            "receive",
+            {"mailbox": "jobs", "max": 10, "visibility": None, "wait": 1.5},
+        ),
+        request("svc-mailbox", "ack", {"mailbox": "jobs", "receipts": ["1.1.00ff00ff00ff00ff"]}),
     ],
     "replies": [
         reply("svc-storage", "commit", {"id": ID_A, "size": 70000, "created": True}),
@@ -93,6 +100,9 @@ VECTORS = {
             {"op": "put", "name": "a", "id": ID_A, "expect_version": 1.0},
         ),
         invalid("svc-index", "storage op", {"op": "usage"}),
+        invalid("svc-index", "list max 0", {"op": "list", "max": 0}),
+        invalid("svc-mailbox", "empty send", {"op": "send", "mailbox": "q", "messages": []}),
+        invalid("svc-mailbox", "wait over 20 s", {"op": "receive", "mailbox": "q", "wait": 21.0}),
     ],
 }
 

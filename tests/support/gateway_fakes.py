@@ -12,6 +12,7 @@ import attrs
 import blake3
 import trio
 
+from ipc.proto.index import NameList
 from kernel.http.server import ServerLimits, serve_h11
 from services.gateway.app import GatewayApp
 from services.gateway.backend import NameRecord, Stored
@@ -127,6 +128,11 @@ class FakeBackend:
             raise GatewayError("version_conflict", f"version is {current}")
         self.names[name] = (obj_id, current + 1)
         return NameRecord(name, obj_id, current + 1)
+
+    async def list_names(self, prefix: str, after: str, limit: int) -> NameList:
+        found = sorted(n for n in self.names if n.startswith(prefix) and n > after)
+        records = tuple(NameRecord(n, *self.names[n]) for n in found[:limit])
+        return NameList(names=records, more=len(found) > limit)
 
     async def mail(self, request: object, timeout: float) -> object:
         """Mailbox requests: the answer ``mail_answer`` gives (None: svc-mailbox is down)."""

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipc import ids, oap
-from ipc.proto import convert, index, storage
+from ipc.proto import convert, index, mailbox, storage
 from ipc.proto.codec import ServiceProtocol
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -22,13 +22,19 @@ VECTORS = json.loads((SPECS / "proto_vectors.json").read_text("utf-8"))
 PROTOCOLS: dict[str, ServiceProtocol] = {
     "svc-storage": storage.PROTOCOL,
     "svc-index": index.PROTOCOL,
+    "svc-mailbox": mailbox.PROTOCOL,
 }
 
 
 def _fields(cls: type, shown: dict[str, Any]) -> dict[str, Any]:
-    """Vector fields as constructor arguments (bytes fields are hex in the JSON)."""
+    """Vector fields as constructor arguments (bytes fields are hex in the JSON, tuples lists)."""
     kinds = {f.name: f.type for f in attrs.fields(cls)}
-    return {k: bytes.fromhex(v) if kinds[k] in (bytes, "bytes") else v for k, v in shown.items()}
+    return {
+        k: bytes.fromhex(v)
+        if kinds[k] in (bytes, "bytes")
+        else (tuple(v) if isinstance(v, list) else v)
+        for k, v in shown.items()
+    }
 
 
 def _frame(service: str, payload_hex: str, flags: int = oap.REQ) -> oap.Frame:
@@ -116,7 +122,23 @@ requests = st.one_of(
     st.just(storage.Usage()),
     st.builds(index.GetName, name=names),
     st.builds(index.PutName, name=names, id=content_ids, expect_version=st.none() | u64),
-)
+    st.builds(index.ListNames, prefix=st.text(max_size=20), after=st.text(max_size=20),
+              max=st.integers(1, index.LIST_MAX)),
+    st.builds(
+        mailbox.Send,
+        mailbox=st.from_regex(r"[a-z][a-z0-9._~-]{0,20}", fullmatch=True),
+        messages=st.lists(
+            st.builds(mailbox.Outgoing, body=st.binary(min_size=1, max_size=64),
+                      key=st.none() | st.text(min_size=1, max_size=20)),
+            min_size=1, max_size=5,
+        ).map(tuple),
+    ),
+    st.builds(mailbox.Receive, mailbox=st.just("q"), max=st.integers(1, mailbox.MAX_BATCH),
+              visibility=st.none() | st.floats(0, mailbox.MAX_VISIBILITY),
+              wait=st.floats(0, mailbox.MAX_WAIT)),
+    st.builds(mailbox.Ack, mailbox=st.just("q"),
+              receipts=st.lists(st.text(max_size=30), min_size=1, max_size=5).map(tuple)),
+)  # fmt: skip
 
 
 def _protocol_of(request: object) -> ServiceProtocol:
@@ -131,7 +153,7 @@ def test_every_request_round_trips(request: Any) -> None:
 
 
 @settings(max_examples=300)
-@given(st.sampled_from(("svc-storage", "svc-index")), st.binary(max_size=200))
+@given(st.sampled_from(("svc-storage", "svc-index", "svc-mailbox")), st.binary(max_size=200))
 def test_decoding_arbitrary_payloads_raises_only_the_typed_error(service: str, data: bytes) -> None:
     frame = oap.Frame(flags=oap.REQ, app_proto_id=PROTOCOLS[service].app_proto_id, payload=data)
     try:
