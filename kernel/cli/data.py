@@ -195,6 +195,33 @@ def with_retries(
         time.sleep(wait)  # a remote process is restarting: there is no event to wait on
 
 
+def gateway_call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    ok: tuple[int, ...] = (200, 201),
+) -> tuple[int, Any]:
+    """One request to the gateway with a JSON answer, retried like ``put`` (503/429 and
+    connection errors, for ``--retry-for``): ``(status, document)`` for a status in ``ok``,
+    else ``CliError`` with the gateway's one-line reason."""
+    url = resolve_gateway_url(args)
+
+    def attempt(conn: http.client.HTTPConnection) -> tuple[int, Any]:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status in ok:
+            return resp.status, json.loads(data)
+        if resp.status in RETRY_STATUS:
+            raise Retry(error_line(resp.status, data), retry_after_of(resp))
+        raise CliError(error_line(resp.status, data))
+
+    result: tuple[int, Any] = with_retries(url, args.retry_for, attempt)
+    return result
+
+
 # --- progress ------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import secrets
 import sys
@@ -29,16 +28,7 @@ from typing import Any
 from kernel.cli.auth import write_token
 from kernel.cli.client import AdminClient
 from kernel.cli.common import AdminArg, CliError, resolve_admin_url, runtime_dir_of
-from kernel.cli.data import (
-    RETRY_STATUS,
-    Retry,
-    Verb,
-    common_args,
-    error_line,
-    resolve_gateway_url,
-    retry_after_of,
-    with_retries,
-)
+from kernel.cli.data import Verb, common_args, gateway_call
 
 __all__ = ["register"]
 
@@ -120,25 +110,11 @@ def _call(
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
-    ok: tuple[int, ...] = (200, 201),
 ) -> tuple[int, Any]:
-    """One gateway request with a mail token, retried like ``put``; (status, JSON)."""
-    url = resolve_gateway_url(args)
+    """One gateway request with a mail token (``--token``, ``$RON_TOKEN`` or a minted one)."""
     token = write_token(args, "mail")
     auth = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def attempt(conn: http.client.HTTPConnection) -> tuple[int, Any]:
-        conn.request(method, path, body=body, headers={**auth, **(headers or {})})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status in ok:
-            return resp.status, json.loads(data)
-        if resp.status in RETRY_STATUS:
-            raise Retry(error_line(resp.status, data), retry_after_of(resp))
-        raise CliError(error_line(resp.status, data))
-
-    result: tuple[int, Any] = with_retries(url, args.retry_for, attempt)
-    return result
+    return gateway_call(args, method, path, body, {**auth, **(headers or {})})
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ Retries, the gateway URL and tokens work as for ``ronctl put`` (``kernel.cli.dat
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import urllib.parse
 from typing import Any
@@ -22,16 +21,7 @@ from typing import Any
 from ipc import ids
 from kernel.cli.auth import write_token
 from kernel.cli.common import AdminArg, CliError
-from kernel.cli.data import (
-    RETRY_STATUS,
-    Retry,
-    Verb,
-    common_args,
-    error_line,
-    resolve_gateway_url,
-    retry_after_of,
-    with_retries,
-)
+from kernel.cli.data import Verb, common_args, gateway_call
 
 __all__ = ["register"]
 
@@ -70,22 +60,10 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
 def _call(
     args: argparse.Namespace, method: str, path: str, body: bytes | None = None, token: str = ""
 ) -> Any:
-    url = resolve_gateway_url(args)
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-
-    def attempt(conn: http.client.HTTPConnection) -> Any:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status == 200:
-            return json.loads(data)
-        if resp.status in RETRY_STATUS:
-            raise Retry(error_line(resp.status, data), retry_after_of(resp))
-        raise CliError(error_line(resp.status, data))
-
-    return with_retries(url, args.retry_for, attempt)
+    return gateway_call(args, method, path, body, headers, ok=(200,))[1]
 
 
 def _path(name: str) -> str:
