@@ -20,6 +20,7 @@ from ipc.proto.codec import Request, ServiceProtocol
 from ipc.proto.fields import unsigned
 
 __all__ = [
+    "KEY_MAX",
     "MAILBOX_PROTO",
     "MAILBOX_RULE",
     "MAX_BATCH",
@@ -56,6 +57,8 @@ MAILBOX_PROTO: Final = 0x0104
 MAX_BODY: Final = 1_044_480
 """Largest message body (1020 KiB): with its envelope a message fits one OAP/1 frame (1 MiB),
 so it crosses IPC and the overlay whole."""
+KEY_MAX: Final = 128
+"""Most characters of an Idempotency-Key."""
 MAX_BATCH: Final = 256
 """Most messages (or receipts) in one request."""
 MAX_VISIBILITY: Final = 12 * 3600.0

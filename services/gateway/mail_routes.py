@@ -186,8 +186,8 @@ class MailRoutes:
         if not data:
             raise GatewayError("empty_body", "a message has at least one byte")
         key = header(scope, b"idempotency-key")
-        if key is not None and not 1 <= len(key) <= 128:
-            raise GatewayError("schema_invalid", "Idempotency-Key is 1-128 characters")
+        if key is not None and not 1 <= len(key) <= proto.KEY_MAX:
+            raise GatewayError("schema_invalid", f"Idempotency-Key is 1-{proto.KEY_MAX} characters")
         sent = await self.call(
             proto.Send(mailbox=address, messages=(proto.Outgoing(body=data, key=key),)),
             self.timeout,

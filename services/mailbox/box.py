@@ -75,7 +75,6 @@ class Mailboxes:
         self._waiting: dict[str, _Waiting] = {}
         self._read_lock = trio.Lock()
         self.outbox_wake = trio.Event()  # set (then replaced) when the outbox got entries
-        self.commits = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -97,7 +96,6 @@ class Mailboxes:
                     job.result = None
                     job.error = oap.OapError("internal", "the mailbox commit failed")
             else:
-                self.commits += 1
                 self._after(fx)
             finally:
                 for job in batch:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from ipc import oap
 from ipc.proto import mailbox as proto
 
-__all__ = ["KEY_MAX", "check_send"]
+__all__ = ["check_send"]
 
-KEY_MAX = 128  # characters of an Idempotency-Key
+KEY_MAX = proto.KEY_MAX
 _MSG_ID = re.compile(r"[0-9a-f]{32}")
 
 

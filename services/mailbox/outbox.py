@@ -57,7 +57,6 @@ class Forwarder:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.limiter = trio.CapacityLimiter(CONCURRENCY)
-        self.forwarded = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -109,5 +108,4 @@ class Forwarder:
                 await self.box.outbox_failed(ids, str(exc), self.box.clock() + pause)
                 return
         await self.box.outbox_done(ids)
-        self.forwarded += len(ids)
         logs.log("outbox_delivered", to=dest, n=len(ids))
