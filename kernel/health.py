@@ -33,6 +33,8 @@ class ServiceStatus:
     started_at: float | None = None  # time.monotonic() of the current process's spawn
     last_health: float | None = None  # time.monotonic() of the last Health event
     last_crash: str | None = None  # why its last process ended abnormally ("exit code 2", ...)
+    last_crash_at: float | None = None  # time.time() of that crash
+    held: bool = False  # stopped by an operator (``ronctl stop SERVICE``) until started again
 
     def uptime(self, now: float | None = None) -> float:
         if self.started_at is None or self.state in (
@@ -48,6 +50,7 @@ class ServiceStatus:
 class Readiness:
     ready: bool
     missing: tuple[str, ...]  # why not ready: service names, or "config" / "bus"
+    stopped: tuple[str, ...] = ()  # of those, the services an operator stopped
 
 
 class HealthState:
@@ -102,7 +105,10 @@ class HealthState:
                 status.required and status.state is not ServiceState.READY
             ):
                 missing.append(status.name)
-        return Readiness(ready=not missing, missing=tuple(missing))
+        stopped = tuple(
+            name for name in missing if (s := self._services.get(name)) is not None and s.held
+        )
+        return Readiness(ready=not missing, missing=tuple(missing), stopped=stopped)
 
     def all_ready(self) -> bool:
         return self.readiness().ready

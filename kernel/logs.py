@@ -29,6 +29,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import attrs
@@ -42,6 +43,7 @@ __all__ = [
     "log",
     "redact",
     "reemit",
+    "set_tap",
 ]
 
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -70,7 +72,10 @@ class _State:
     write_timeout: float = 1.0
 
 
+Tap = Callable[[dict[str, Any], str], None]
+
 _state = _State()
+_tap: Tap | None = None  # the supervisor's ring and files (kernel.log_ring): every line
 _dropped = 0  # lines lost since the last line that got out
 _torn = False  # the last line was cut short: the next write starts with a newline
 
@@ -105,6 +110,13 @@ def configure(
     )
 
 
+def set_tap(tap: Tap | None) -> None:
+    """Hand every line this process logs or re-emits to ``tap(record, line)`` too (the
+    supervisor's log ring). The tap must not block; if it raises, the line still goes out."""
+    global _tap
+    _tap = tap
+
+
 def dropped_total() -> int:
     """Lines lost since the last line that was written (0 when nothing is pending)."""
     return _dropped
@@ -125,6 +137,11 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def now_iso() -> str:
+    """The time as every log line's ``ts`` shows it (UTC, milliseconds, ``Z``)."""
+    return _now()
 
 
 def _now() -> str:
@@ -198,7 +215,11 @@ def _emit(record: dict[str, Any]) -> None:
     try:
         if _dropped:
             record["log_dropped"] = _dropped
-        ok = _write(_encode(record))
+        data = _encode(record)
+        if _tap is not None:
+            with contextlib.suppress(Exception):
+                _tap(record, data.decode("utf-8", errors="replace").rstrip("\n"))
+        ok = _write(data)
     except Exception:
         ok = False
     if ok:

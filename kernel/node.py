@@ -55,6 +55,8 @@ from kernel.datadir import DataDir, DataDirError
 from kernel.health import HealthState
 from kernel.launch import launcher_for, serve_launcher
 from kernel.launch._zygote_start import StartedZygote
+from kernel.log_files import LogFiles
+from kernel.log_ring import LogRing
 from kernel.metrics import Metrics
 from kernel.passport_link import PASSPORT, PassportLink, PassportUnavailable
 from kernel.runtime import (
@@ -64,6 +66,7 @@ from kernel.runtime import (
     default_runtime_dir,
     is_tmpfs,
 )
+from kernel.sd_notify import Notifier
 from kernel.supervisor import Supervisor
 
 VERSION = "0.1.0"
@@ -75,6 +78,22 @@ OVERLAY = "svc-overlay"
 MAILBOX = "svc-mailbox"
 AUDIT_DRAIN_S = 2.0  # at stop: how long queued audit records may take to reach svc-passport
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
+
+
+SUPERVISOR_TOPIC = "kernel.supervisor"  # admin-plane events (not KernelEvents) of the supervisor
+SUPERVISOR_EVENTS = frozenset(
+    {
+        "respawned",
+        "restart_scheduled",
+        "service_quarantined",
+        "service_released",
+        "service_held",
+        "service_restarting",
+        "service_started_by_operator",
+        "service_stopped",
+        "heartbeat_missed",
+    }
+)
 
 
 class FaultRefused(Exception):
@@ -110,6 +129,7 @@ class Node:
         self.mailbox_client: CommandClient | None = None  # svc-mailbox's
         self.listening: frozenset[str] = frozenset()  # sections whose sockets were bound at start
         self.last_reload: dict[str, list[str]] = {}
+        self.log_ring: LogRing | None = None  # recent log lines per service (`ronctl logs`)
         self._reload_lock = trio.Lock()
         self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
 
@@ -196,11 +216,31 @@ class Node:
     def supervisor_log(self, event: str, **fields: Any) -> None:
         """The supervisor's log, which also audits quarantines (a privileged act of its own)."""
         logs.log(event, **fields)
+        if event in SUPERVISOR_EVENTS:  # respawns, quarantines, operator acts: on /events too
+            self._fan_out(SUPERVISOR_TOPIC, {"type": "Supervisor", "event": event, **fields})
         if event == "service_quarantined":
             self.audit("quarantine", service=fields.get("service"), reason=fields.get("reason"))
 
     async def release(self, service: str) -> None:
         self.supervisor.release(service)
+
+    def service_spec(self, service: str) -> dict[str, Any] | None:
+        for spec in self.store.current.services:
+            if spec.name == service:
+                shown = attrs.asdict(spec)
+                shown.pop("settings", None)
+                return shown
+        return None
+
+    async def service_act(self, service: str, act: str) -> bool:
+        if act == "stop":
+            return self.supervisor.stop_service(service)
+        if act == "start":
+            return await self.supervisor.start_service(service)
+        if act == "restart":
+            await self.supervisor.restart_service(service)
+            return True
+        raise ValueError(f"unknown act {act!r}")
 
     async def reload(self) -> int:
         """Validate the new config, refuse it if it changes what only a restart applies
@@ -243,12 +283,16 @@ class Node:
             self._subscribers.remove(entry)
             send.close()
 
-    def _fan_out(self, event: events.KernelEvent) -> None:
-        topic = events.topic_of(event)
+    def _fan_out(self, topic: str, doc: dict[str, Any]) -> None:
+        """One event to every /events subscriber of its topic, stamped with the time it was
+        seen; a full subscriber loses it (counted), never holds up the node."""
+        if not self._subscribers:
+            return
+        stamped = {"ts": logs.now_iso(), **doc}
         for prefix, channel in self._subscribers:
             if topic.startswith(prefix):
                 try:
-                    channel.send_nowait(events.to_wire(event))
+                    channel.send_nowait(stamped)
                 except (trio.WouldBlock, trio.BrokenResourceError):
                     self.metrics.queue_dropped.labels(queue="admin_events").inc()
 
@@ -260,7 +304,7 @@ class Node:
                 self.supervisor.on_health(event.service, event.ok, sender=sender)
                 if not self.ready.is_set() and self.health.readiness().ready:
                     self.ready.set()
-            self._fan_out(event)
+            self._fan_out(events.topic_of(event), events.to_wire(event))
 
     async def handle_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -285,12 +329,15 @@ def run_node(
     overrides: Mapping[str, object] | None = None,
     *,
     zygote: StartedZygote | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     """Run a node in the foreground until stopped. Returns the process exit code.
 
     ``zygote``: one already started for this profile (``kernel.node_boot``); the fork server
     adopts it. The caller still owns it if the node never got that far (``discard``).
+    ``notifier``: systemd's notify socket, taken from the environment (default: taken here).
     """
+    notifier = notifier if notifier is not None else Notifier.take()
 
     def load() -> Config:
         # structure and rules, then what needs the services' code (modules, settings)
@@ -316,7 +363,7 @@ def run_node(
     data: DataDir | None = None
     try:
         data = _claim_data_dir(cfg, runtime)
-        trio.run(_run, cfg, load, runtime, data.path, zygote)
+        trio.run(_run, cfg, load, runtime, data.path, zygote, notifier)
     except* (AdminBindError, ControlBindError, RuntimeDirError, DataDirError, ListenError) as group:
         error = str(_first_leaf(group))
     except* OSError as group:  # the disk or the system refused something the node needs
@@ -387,7 +434,12 @@ def _url(section: str, sock: socket.socket) -> str:
 
 
 async def _run(
-    cfg: Config, load: Any, runtime: RuntimeDir, data_dir: Path, zygote: StartedZygote | None
+    cfg: Config,
+    load: Any,
+    runtime: RuntimeDir,
+    data_dir: Path,
+    zygote: StartedZygote | None,
+    notifier: Notifier,
 ) -> None:
     store = ConfigStore(cfg)
     metrics = Metrics(runtime.metrics_dir, amnesia=cfg.amnesia.enabled, reset=True)
@@ -402,11 +454,42 @@ async def _run(
             env[childenv.LISTEN_FDS] = childenv.encode_fds([listeners[spec.listen].fileno()])
         return env
 
-    with contextlib.ExitStack() as closing:
-        for sock in listeners.values():
-            closing.enter_context(sock)
-        await _serve_node(cfg, load, runtime, store, metrics, health, env_for, listeners, zygote)
-    logs.log("node_stopped")
+    ring = LogRing(max_lines=cfg.log.ring_lines)
+    files = None
+    if cfg.log.dir:  # never under amnesia (kernel.config.rules)
+        log_dir = Path(cfg.log.dir) if os.path.isabs(cfg.log.dir) else data_dir / cfg.log.dir
+        files = LogFiles(log_dir, file_bytes=cfg.log.file_bytes, files=cfg.log.files)
+
+    def tap(record: dict[str, Any], text: str) -> None:
+        ring.add(record, text)
+        if files is not None:
+            files.add(record, text)
+
+    logs.set_tap(tap)
+    try:
+        with contextlib.ExitStack() as closing:
+            for sock in listeners.values():
+                closing.enter_context(sock)
+            async with trio.open_nursery() as writing:
+                if files is not None:
+                    writing.start_soon(files.run)
+                await _serve_node(
+                    cfg,
+                    load,
+                    runtime,
+                    store,
+                    metrics,
+                    health,
+                    env_for,
+                    listeners,
+                    zygote,
+                    ring,
+                    notifier,
+                )
+                logs.log("node_stopped")
+                writing.cancel_scope.cancel()
+    finally:
+        logs.set_tap(None)
 
 
 async def _serve_node(
@@ -419,6 +502,8 @@ async def _serve_node(
     env_for: Any,
     listeners: dict[str, socket.socket],
     zygote: StartedZygote | None,
+    ring: LogRing,
+    notifier: Notifier,
 ) -> None:
     rt = runtime.path
     async with trio.open_nursery() as outer:
@@ -449,6 +534,7 @@ async def _serve_node(
                 runtime_dir=rt,
             )
             node.listening = frozenset(listeners)
+            node.log_ring = ring
             async with (
                 _passport_link(cfg, rt, metrics) as link,
                 _service_client(cfg, rt, OVERLAY) as overlay_client,
@@ -477,8 +563,10 @@ async def _serve_node(
                 node.urls = urls
                 runtime.write_node_info({**urls, "profile": cfg.node.name})
                 logs.log("node_started", runtime_dir=str(rt), control=str(ctl), **urls)
-                nursery.start_soon(_announce_when_ready, node, cfg, urls)
+                nursery.start_soon(_announce_when_ready, node, cfg, urls, notifier)
+                nursery.start_soon(notifier.watchdog)
                 await node.stop_requested.wait()
+                notifier.notify(STOPPING=1, STATUS="stopping")
                 logs.log("node_stopping")
                 if link is not None and not await link.drained(AUDIT_DRAIN_S):
                     logs.log("audit_undelivered", level="warning", reason="svc-passport down")
@@ -520,11 +608,15 @@ async def _fold_metrics(metrics: Metrics) -> None:
         await trio.to_thread.run_sync(metrics.fold_dead)
 
 
-async def _announce_when_ready(node: Node, cfg: Config, urls: dict[str, str]) -> None:
-    """Print the single ``node_ready`` line on stdout once /readyz would say 200."""
+async def _announce_when_ready(
+    node: Node, cfg: Config, urls: dict[str, str], notifier: Notifier
+) -> None:
+    """Print the single ``node_ready`` line on stdout once /readyz would say 200 (and tell
+    systemd ``READY=1`` when it supervises the node)."""
     await node.ready.wait()
     if node.passport_link is not None:
         await node.passport_link.identity_known.wait()  # so /version shows node_id at once
     line = {"event": "node_ready", "profile": cfg.node.name, "pid": os.getpid(), **urls}
     print(json.dumps(line, separators=(",", ":")), flush=True)
     logs.log("node_ready", **urls)
+    notifier.notify(READY=1, MAINPID=os.getpid(), STATUS=f"ready: admin {urls['admin']}")

@@ -23,6 +23,9 @@ def run_node(
     profile: str, config_file: Path | None = None, overrides: Mapping[str, object] | None = None
 ) -> int:
     """``kernel.node.run_node``, with the zygote started before the node is imported."""
+    from kernel.sd_notify import Notifier
+
+    notifier = Notifier.take()  # before the zygote: no service inherits NOTIFY_SOCKET
     zygote = None
     with contextlib.suppress(Exception):  # run_node reports config and start errors itself
         from kernel.config import check_services, load_config
@@ -34,7 +37,7 @@ def run_node(
     try:
         from kernel import node
 
-        return node.run_node(profile, config_file, overrides, zygote=zygote)
+        return node.run_node(profile, config_file, overrides, zygote=zygote, notifier=notifier)
     finally:
         if zygote is not None:
             zygote.discard()  # nothing happens if the node adopted it

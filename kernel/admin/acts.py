@@ -33,6 +33,9 @@ class ActRoutes:
         return (
             Route("/stop", {"POST": self.stop}),
             Route("/release/{service}", {"POST": self.release}),
+            Route("/stop/{service}", {"POST": self.service_act}),
+            Route("/start/{service}", {"POST": self.service_act}),
+            Route("/restart/{service}", {"POST": self.service_act}),
             Route("/reload", {"POST": self.reload}),
             Route("/fault/{service}", {"POST": self.fault}),
             Route("/token/mint", {"POST": self.token_mint}),
@@ -110,6 +113,19 @@ class ActRoutes:
         else:
             self._control.audit("release", service=name, caller=req.caller)
             await send_json(req.send, 200, {"released": name})
+
+    async def service_act(self, req: Request) -> None:
+        """``POST /stop|start|restart/{service}``: ``200 {"service","act","changed"}``;
+        ``changed`` is false when there was nothing to do (stopping a stopped service)."""
+        name = req.params["service"]
+        act = req.path.strip("/").split("/")[-2]
+        try:
+            changed = await self._control.service_act(name, act)
+        except KeyError:
+            await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
+            return
+        self._control.audit(f"service_{act}", service=name, caller=req.caller)
+        await send_json(req.send, 200, {"service": name, "act": act, "changed": changed})
 
     async def reload(self, req: Request) -> None:
         try:

@@ -24,12 +24,22 @@ class NodeControl(Protocol):
         """{"version","profile","amnesia":bool,"pq":str,"config_version":int,"config_sha":str}"""
         ...
 
+    def service_spec(self, service: str) -> dict[str, Any] | None:
+        """The running config's spec of ``service`` (no settings: they may hold secrets);
+        None when the profile has no such service."""
+        ...
+
     async def stop(self) -> None:
         """Begin a graceful node shutdown; may return before it completes."""
         ...
 
     async def release(self, service: str) -> None:
         """Release a quarantined service. KeyError: unknown; ValueError: not quarantined."""
+        ...
+
+    async def service_act(self, service: str, act: str) -> bool:
+        """An operator's ``stop``, ``start`` or ``restart`` of one service (none counts toward
+        the quarantine cap); False when there was nothing to do. KeyError: unknown service."""
         ...
 
     async def reload(self) -> int:

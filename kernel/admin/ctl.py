@@ -28,6 +28,7 @@ from kernel.admin.acts import ActRoutes
 from kernel.admin.app import PlaneApp
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Scope, Send, send_error
+from kernel.admin.log_routes import LogRoutes
 from kernel.admin.routes import ReadRoutes
 from kernel.http.server import PeerCred, ServerLimits, serve_h11
 
@@ -71,7 +72,11 @@ def build_control_app(
         return False
 
     routes = ReadRoutes(control, retry_after=5, events_buffer=256, max_streams=4).table()
-    return PlaneApp(control, routes + ActRoutes(control).table(), admit=admit, alias=_ALIAS)
+    routes += ActRoutes(control).table()
+    ring = getattr(control, "log_ring", None)
+    if ring is not None:  # the node's log ring: for the node's user only, like the acts
+        routes += LogRoutes(ring, lambda name: control.health.get(name) is not None).table()
+    return PlaneApp(control, routes, admit=admit, alias=_ALIAS)
 
 
 def _bind(path: Path) -> socket.socket:

@@ -14,6 +14,7 @@ import trio
 from ipc import oap
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Request, Route, send_error, send_json
+from kernel.health import ServiceStatus
 
 RETRY = (b"retry-after", b"1")
 EVENTS_QUEUE = "admin_events"  # queue label of queue_dropped_total for slow /events clients
@@ -37,6 +38,7 @@ class ReadRoutes:
             Route("/healthz", {"GET": self.healthz}),
             Route("/readyz", {"GET": self.readyz}),
             Route("/version", {"GET": self.version}),
+            Route("/services/{service}", {"GET": self.service}),
             Route("/peers", {"GET": self.peers}),
             Route("/outbox", {"GET": self.outbox}),
             Route("/metrics", {"GET": self.metrics}),
@@ -51,35 +53,40 @@ class ReadRoutes:
         if readiness.ready:
             await send_json(req.send, 200, {"ready": True})
             return
+        doc: dict[str, Any] = {
+            "degraded": True,
+            "missing": list(readiness.missing),
+            "retry_after": self._retry_after,
+        }
+        if readiness.stopped:  # required services an operator stopped (`ronctl stop SERVICE`)
+            doc["stopped"] = list(readiness.stopped)
         await send_json(
             req.send,
             503,
-            {
-                "degraded": True,
-                "missing": list(readiness.missing),
-                "retry_after": self._retry_after,
-            },
+            doc,
             headers=[(b"retry-after", str(self._retry_after).encode())],
         )
 
     async def version(self, req: Request) -> None:
         info: dict[str, Any] = dict(self._control.node_info())
         info["services"] = [
-            {
-                "name": status.name,
-                "pid": status.pid,
-                "state": status.state.value,
-                "restarts": status.restarts,
-                "uptime": round(status.uptime(), 3),
-                "required": status.required,
-                "last_crash": status.last_crash,
-            }
+            service_row(status)
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
         ]
         peers = await self._peers_briefly()
         if peers is not None:  # the PQ posture negotiated with each peer (svc-overlay)
             info["peers"] = [{"node_id": p.get("node_id"), "pq": p.get("pq", "")} for p in peers]
         await send_json(req.send, 200, info)
+
+    async def service(self, req: Request) -> None:
+        """One service: its row of /version and its spec (module, restart mode, deadlines)."""
+        name = req.params["service"]
+        status = self._control.health.get(name)
+        spec = self._control.service_spec(name)
+        if status is None or spec is None:
+            await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
+            return
+        await send_json(req.send, 200, {**service_row(status), "spec": spec})
 
     async def _peers_briefly(self) -> list[dict[str, Any]] | None:
         """svc-overlay's peers if it answers within half a second; /version never waits on it."""
@@ -183,6 +190,21 @@ class ReadRoutes:
                 nursery.cancel_scope.cancel()  # the node ended the stream: stop watching
         if not disconnected:
             await req.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def service_row(status: ServiceStatus) -> dict[str, Any]:
+    """A service as /version and /services/{name} show it."""
+    return {
+        "name": status.name,
+        "pid": status.pid,
+        "state": status.state.value,
+        "restarts": status.restarts,
+        "uptime": round(status.uptime(), 3),
+        "required": status.required,
+        "last_crash": status.last_crash,
+        "last_crash_at": status.last_crash_at,
+        "held": status.held,
+    }
 
 
 async def _relay(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, data, mail, names, node
+from kernel.cli import auth, data, logs, mail, names, node, services
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Verbs by topic: the node, data (put/get), chaos drills.
     node.register(verb, add_admin_arg)
+    services.register(verb, add_admin_arg)
+    logs.register(verb, add_admin_arg)
     data.register(verb, add_admin_arg)
     auth.register(verb, add_admin_arg)
     mail.register(verb, add_admin_arg)

@@ -1,4 +1,4 @@
-"""``ronctl`` verbs that run a node or act on a running one: run, status, tail, stop, release,
+"""``ronctl`` verbs that run a node or act on a running one: run, status, peers, stop, release,
 config check|reload."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import argparse
 import importlib
 import json
 import os
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 from kernel import runtime
+from kernel.cli import services as service_verbs
 from kernel.cli.client import AdminUnreachable
 from kernel.cli.common import AdminArg, CliError, admin_client, control_client, first_line
 
@@ -114,6 +114,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.service:
+        return service_verbs.cmd_service_status(args)
     client = admin_client(args)
     version_resp = client.get("/version")
     if version_resp.status != 200:
@@ -157,19 +159,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
-    client = admin_client(args)
-    query = urllib.parse.urlencode({"topic": args.topic})
-    try:
-        for line in client.stream_lines(f"/events?{query}"):
-            sys.stdout.write(line.decode("utf-8", errors="replace") + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        return 0
-    return 0
-
-
 def cmd_stop(args: argparse.Namespace) -> int:
+    if args.service:
+        return service_verbs.cmd_service_act(args)
     client = control_client(args, timeout=min(5.0, max(0.5, args.timeout)))
     resp = client.post("/stop")
     if resp.status not in (200, 202):
@@ -261,9 +253,11 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "show the node's services and readiness",
         cmd_status,
         description="Show each service (state, pid, restarts, uptime, required, last crash "
-        "reason) and the node's profile, amnesia, pq mode, config version and readiness. Exit "
-        f"0 when the node is ready, {NOT_READY} when it is degraded, 1 when it cannot be read.",
+        "reason) and the node's profile, amnesia, pq mode, config version and readiness; with "
+        "SERVICE, that one service and its spec. Exit 0 when the node (or SERVICE) is ready, "
+        f"{NOT_READY} when it is not, 1 when it cannot be read.",
     )
+    p.add_argument("service", metavar="SERVICE", nargs="?", help="one service, e.g. svc-index")
     admin_arg(p)
     p.add_argument(
         "--json",
@@ -282,25 +276,17 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     p.add_argument("--json", action="store_true", help='print {"peers": [...]} as one JSON line')
 
     p = verb(
-        "tail",
-        "follow the node's events as JSON lines",
-        cmd_tail,
-        description="Print the node's bus events as JSON lines as they happen, until Ctrl-C.",
-    )
-    admin_arg(p)
-    p.add_argument("--topic", default="kernel", metavar="PREFIX", help="topic prefix (kernel)")
-
-    p = verb(
         "stop",
-        "stop the node gracefully and wait until it is gone",
+        "stop the node (or one SERVICE) gracefully and wait until it is gone",
         cmd_stop,
         description="Ask the node (through its control socket) to shut down, then wait until it "
-        "stops answering.",
+        "stops answering. With SERVICE: stop that service alone and keep it stopped until "
+        "`ronctl start SERVICE` (/readyz names it while it is required and stopped).",
     )
+    p.set_defaults(act="stop")
+    p.add_argument("service", metavar="SERVICE", nargs="?", help="one service, e.g. svc-index")
     admin_arg(p)
-    p.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="how long to wait (30)"
-    )
+    service_verbs.add_wait_args(p)
 
     p = verb(
         "release",

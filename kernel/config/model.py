@@ -88,6 +88,10 @@ class AuthConfig:
 @attrs.frozen
 class LogConfig:
     level: str = "info"
+    ring_lines: int = 2000  # per service, in the supervisor's RAM (`ronctl logs`)
+    dir: str = ""  # "" = no log files; relative = under the data dir (never under amnesia)
+    file_bytes: int = 16_777_216  # a log file is rotated at this size ...
+    files: int = 5  # ... and this many rotated files are kept
 
 
 @attrs.frozen

@@ -113,6 +113,7 @@ def validate(cfg: Config) -> None:
             )
         check_addr("overlay.peers", hostport)
     _one_of("log.level", cfg.log.level, LOG_LEVELS)
+    _log(cfg)
     _auth(cfg)
     _limits(cfg)
     _paths(cfg)
@@ -185,6 +186,26 @@ def _limits(cfg: Config) -> None:
             "limits.cmd_inflight", f"limits.cmd_inflight must be >= 1, got {lim.cmd_inflight}"
         )
     _positive("limits.cmd_timeout", lim.cmd_timeout)
+
+
+def _log(cfg: Config) -> None:
+    log = cfg.log
+    if not 10 <= log.ring_lines <= 100_000:
+        raise _fail("log.ring_lines", f"log.ring_lines must be 10 … 100000, got {log.ring_lines}")
+    if not 4096 <= log.file_bytes <= 1 << 30:
+        raise _fail(
+            "log.file_bytes", f"log.file_bytes must be 4096 … 1073741824, got {log.file_bytes}"
+        )
+    if not 1 <= log.files <= 100:
+        raise _fail("log.files", f"log.files must be 1 … 100, got {log.files}")
+    if "\x00" in log.dir:
+        raise _fail("log.dir", "log.dir must not contain a NUL byte")
+    if log.dir and cfg.amnesia.enabled:
+        raise _fail(
+            ("log.dir", "amnesia.enabled"),
+            "log.dir writes log files to disk, which amnesia forbids; under amnesia the "
+            "logs live in RAM only (`ronctl logs`)",
+        )
 
 
 def _paths(cfg: Config) -> None:

@@ -138,7 +138,14 @@ class _Stopped:
     returncode: int
 
 
-_Outcome = _Exited | _Hung | _SpawnFailed | _Stopped
+@attrs.frozen
+class _Interrupted:
+    """An operator's stop or restart ended the process: not a crash, never in the history."""
+
+    returncode: int
+
+
+_Outcome = _Exited | _Hung | _SpawnFailed | _Stopped | _Interrupted
 
 
 class Child:
@@ -162,6 +169,8 @@ class Child:
         self._watch_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._release: trio.Event | None = None
+        self._held: trio.Event | None = None  # set: an operator's stop holds the child down
+        self._interrupt = False  # an operator's stop/restart is ending the current process
         self._started_at = 0.0
         self._pending_respawn: tuple[float, float] | None = None  # (detected_at, backoff)
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -198,6 +207,45 @@ class Child:
             raise ValueError(f"{self.name} is not quarantined")
         self._release.set()
 
+    @property
+    def held(self) -> bool:
+        """Stopped by an operator (``ronctl stop SERVICE``): down until ``start``."""
+        return self._held is not None
+
+    def operator_stop(self) -> bool:
+        """Stop the service and keep it stopped until ``operator_start``; False if it already
+        was. The running process is drained like at a node stop (TERM, its shutdown
+        deadline, KILL); nothing of it counts as a crash."""
+        if self._held is not None:
+            return False
+        self._held = trio.Event()
+        self._interrupt_current()
+        return True
+
+    def operator_start(self) -> bool:
+        """Start a service an operator stopped, or release a quarantined one; False if it is
+        neither (already running or on its way)."""
+        if self._held is not None:
+            self._held.set()
+            return True
+        if self._release is not None:
+            self._release.set()
+            return True
+        return False
+
+    def operator_restart(self) -> None:
+        """Replace the running process now (TERM, deadline, KILL, spawn at once, no backoff).
+        An operator's restart never counts toward the quarantine cap; on a stopped or
+        quarantined service it is a start."""
+        if not self.operator_start():
+            self._interrupt_current()
+
+    def _interrupt_current(self) -> None:
+        self._interrupt = True
+        for scope in (self._watch_scope, self._wait_scope):
+            if scope is not None:
+                scope.cancel()
+
     def request_stop(self, *, term_now: bool = False) -> None:
         """Stop for good: interrupt any wait; a running process is drained, then stopped.
         ``term_now``: this child alone stops (a reload removed or changed it; no ``Shutdown``
@@ -215,11 +263,22 @@ class Child:
         self._task_status = task_status
         try:
             while not self._stopping:
+                if self._held is not None and not await self._stay_stopped():
+                    break
+                self._interrupt = False
                 outcome = await self._one_lifetime()
                 self._signal_started()
                 if self._stopping or isinstance(outcome, _Stopped):
                     break
-                if not await self._after_exit(outcome):
+                if isinstance(outcome, _Interrupted):
+                    self._deps.log(
+                        "service_restarting" if self._held is None else "service_held",
+                        service=self.name,
+                        returncode=outcome.returncode,
+                        by="operator",
+                    )
+                    continue
+                if not await self._after_exit(outcome) and self._held is None:
                     break
             self._signal_started()  # stopped before the first spawn: still report started
         finally:
@@ -227,6 +286,21 @@ class Child:
                 self._deps.health.update(self.name, state=ServiceState.STOPPED, pid=None)
             self.done.set()
         self._deps.log("service_stopped", service=self.name)
+
+    async def _stay_stopped(self) -> bool:
+        """Down until an operator starts it again (True) or the node stops (False)."""
+        held = self._held
+        assert held is not None
+        self._deps.health.update(self.name, state=ServiceState.STOPPED, pid=None, held=True)
+        self._signal_started()
+        try:
+            if not await self._interruptible(held.wait):
+                return False
+        finally:
+            self._held = None
+        self._deps.health.update(self.name, held=False)
+        self._deps.log("service_started_by_operator", service=self.name)
+        return True
 
     def _signal_started(self) -> None:
         status, self._task_status = self._task_status, trio.TASK_STATUS_IGNORED
@@ -302,10 +376,14 @@ class Child:
                 rc = await proc.wait()
         finally:
             self._watch_scope = None
-        if rc is not None:
+        if rc is not None and not self._interrupt:
             return _Exited(rc, time.monotonic())
         if self._stopping:
-            return _Stopped(await self._drain(proc))
+            return _Stopped(rc if rc is not None else await self._drain(proc))
+        if self._interrupt:  # an operator's stop or restart: drained, never a crash
+            if rc is None:
+                rc = await _terminate(proc, self.spec.shutdown_deadline)
+            return _Interrupted(rc)
         self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
         # A hung process gets the short grace, not the drain deadline: it is not draining anything.
         rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
@@ -338,7 +416,7 @@ class Child:
         mode = self.spec.restart
         deps = self._deps
         if abnormal or mode == "permanent":
-            deps.health.update(self.name, last_crash=reason)
+            deps.health.update(self.name, last_crash=reason, last_crash_at=time.time())
             deps.bus.publish(ServiceCrashed(service=self.name, reason=reason))
             deps.log(
                 "service_crashed",

@@ -163,6 +163,38 @@ class Supervisor:
         child.release()
         self._log("release_requested", service=name)
 
+    def stop_service(self, name: str) -> bool:
+        """An operator's stop of one service: drained, then kept down until ``start_service``
+        (a node stop or a reload still ends it as usual). KeyError: unknown; False: it was
+        already stopped."""
+        stopped = self._children[name].operator_stop()
+        if stopped:
+            self._log("stop_requested", service=name, by="operator")
+        return stopped
+
+    async def start_service(self, name: str) -> bool:
+        """Start a service an operator stopped (or release a quarantined one, or run again a
+        ``transient``/``temporary`` one that exited). KeyError: unknown; False: it runs."""
+        child = self._children[name]
+        if child.done.is_set() and not self._stop.is_set() and self._nursery is not None:
+            fresh = Child(child.spec, deps=self._deps, history=child.history, timing=child.timing)
+            self._children[name] = fresh
+            await self._nursery.start(fresh.run)
+            started = True
+        else:
+            started = child.operator_start()
+        if started:
+            self._log("start_requested", service=name, by="operator")
+        return started
+
+    async def restart_service(self, name: str) -> None:
+        """An operator's restart: the running process is drained and replaced at once. It never
+        counts toward the quarantine cap (nor as a restart in ``status``); a stopped or
+        quarantined service is started. KeyError: unknown."""
+        if not await self.start_service(name):
+            self._children[name].operator_restart()
+            self._log("restart_requested", service=name, by="operator")
+
     def quarantined(self) -> list[str]:
         return [name for name, child in self._children.items() if child.quarantined]
 

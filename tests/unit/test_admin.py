@@ -290,7 +290,17 @@ async def test_version_is_node_info_plus_services(addr: str, control: FakeContro
     assert body == control.node_info()
     assert [s["name"] for s in services] == ["svc-dht", "svc-index"]
     index = services[1]
-    assert set(index) == {"name", "pid", "state", "restarts", "uptime", "required", "last_crash"}
+    assert set(index) == {
+        "name",
+        "pid",
+        "state",
+        "restarts",
+        "uptime",
+        "required",
+        "last_crash",
+        "last_crash_at",
+        "held",
+    }
     assert (index["pid"], index["state"], index["restarts"], index["required"]) == (
         4242,
         "starting",

@@ -432,10 +432,22 @@ def stream_events(fake: FakeAdmin, *, hold_open: bool) -> Callable[[BaseHTTPRequ
 
 def test_tail_prints_each_line_until_the_stream_ends(admin, capsys):
     admin.routes[("GET", "/events")] = stream_events(admin, hold_open=False)
-    code, out, _ = run(capsys, "tail", "--admin", admin.url, "--topic", "kernel.service")
+    code, out, _ = run(
+        capsys, "tail", "--admin", admin.url, "--topic", "kernel.service", "--heartbeats"
+    )
     assert code == 0
     assert [json.loads(line) for line in out.splitlines()] == EVENTS
     assert admin.requests[-1] == ("GET", "/events?topic=kernel.service")
+
+
+def test_tail_hides_heartbeats_unless_asked_and_renders_text(admin, capsys):
+    admin.routes[("GET", "/events")] = stream_events(admin, hold_open=False)
+    code, out, _ = run(capsys, "tail", "--admin", admin.url, "--json")
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == EVENTS[1:]
+    code, out, _ = run(capsys, "tail", "--admin", admin.url, "--text")
+    assert code == 0 and out == "svc-index ServiceCrashed reason=exit 1\n".replace(
+        "exit 1", '"exit 1"'
+    )
 
 
 def test_tail_default_topic_and_refusal(admin, capsys):
@@ -453,7 +465,7 @@ def test_tail_exits_0_on_ctrl_c_without_traceback(admin):
     admin.routes[("GET", "/events")] = stream_events(admin, hold_open=True)
     env = {k: v for k, v in os.environ.items() if k != cli.ADMIN_ENV}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel.cli", "tail", "--admin", admin.url],
+        [sys.executable, "-m", "kernel.cli", "tail", "--admin", admin.url, "--heartbeats"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -43,6 +43,10 @@ KEYS: dict[str, st.SearchStrategy] = {
     "auth.max_ttl": _secs,
     "auth.cli_ttl": _secs,
     "log.level": st.sampled_from(["debug", "info", "warning", "error"]),
+    "log.ring_lines": st.integers(10, 100_000),
+    "log.dir": st.just(""),  # any other value conflicts with a drawn amnesia.enabled = true
+    "log.file_bytes": st.integers(4096, 1 << 30),
+    "log.files": st.integers(1, 100),
     "limits.max_frame": st.integers(4096, 16 * 1024 * 1024),
     "limits.cmd_inflight": st.integers(1, 10_000),
     "limits.cmd_timeout": _secs,
