@@ -254,6 +254,31 @@ class Metrics:
             registry=None,
         )
 
+        self.storage_bytes = Gauge(
+            "storage_bytes",
+            "Bytes of objects svc-storage holds (its quota is storage_quota_bytes).",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.storage_objects = Gauge(
+            "storage_objects",
+            "Objects svc-storage holds.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.storage_quota_bytes = Gauge(
+            "storage_quota_bytes",
+            "svc-storage's max_bytes: a PUT that would go over it is refused 507.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.node_ready = Gauge(
+            "node_ready",
+            "1 while /readyz says 200 (every required service ready), else 0; set at each scrape.",
+            multiprocess_mode="livesum",  # only the supervisor sets it; the others hold 0
+            registry=None,
+        )
+
         declared = [
             family
             for wrapper in (
@@ -287,6 +312,9 @@ class Metrics:
                 self.service_quarantined,
                 self.integrity_fail,
                 self.auth_failures,
+                self.storage_bytes,
+                self.storage_objects,
+                self.node_ready,
             )
             for family in wrapper.describe()
         ]

@@ -104,6 +104,7 @@ class ReadRoutes:
         await _relay(req, "svc-mailbox", self._control.outbox, lambda outbox: outbox)
 
     async def metrics(self, req: Request) -> None:
+        self._control.metrics.node_ready.set(1 if self._control.health.readiness().ready else 0)
         # Reading every process's sample files is file I/O: keep it off the trio thread.
         body, content_type = await trio.to_thread.run_sync(self._control.metrics.render)
         await req.send(

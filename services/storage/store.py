@@ -84,6 +84,7 @@ class Store:
 
         used, count, swept = await trio.to_thread.run_sync(prepare)
         self.usage = Usage(used, count)
+        self.publish_usage()
         logs.log("store_opened", bytes=used, objects=count, swept_temps=swept)
 
     async def sweep_forever(self) -> None:
@@ -169,6 +170,7 @@ class Store:
                 return False
             self.usage.bytes -= size
             self.usage.objects -= 1
+        self.publish_usage()
         if self.metrics is not None:
             self.metrics.integrity_fail.inc()
         logs.log("object_quarantined", level="error", reason="integrity_failure", id=obj_id)
@@ -327,6 +329,7 @@ class Store:
         for job in jobs:
             self.usage.bytes -= job.size
             self.usage.objects -= 1
+        self.publish_usage()
 
     def _admit(self, batch: list[_Job]) -> list[_Job]:
         """Decide in arrival order which jobs create an object (quota reserved for them); the
@@ -351,7 +354,16 @@ class Store:
             self.usage.bytes += job.size
             self.usage.objects += 1
             new.append(job)
+        if new:
+            self.publish_usage()
         return new
+
+    def publish_usage(self) -> None:
+        """``storage_bytes`` / ``storage_objects`` / ``storage_quota_bytes`` as they are now."""
+        if self.metrics is not None:
+            self.metrics.storage_bytes.set(self.usage.bytes)
+            self.metrics.storage_objects.set(self.usage.objects)
+            self.metrics.storage_quota_bytes.set(self.settings.max_bytes)
 
     def _install_all(self, batch: list[_Job], new: list[_Job]) -> None:
         """Renames, in arrival order.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.support.node_harness import (
     ronctl_cmd,
     start_node,
 )
+from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.slow
 ECHO = "svc-echo"
@@ -258,9 +258,7 @@ async def test_a_live_scrape_names_every_golden_metric_and_passes_promtool(tmp_p
         assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
     samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert samples and all('amnesia="on"' in ln for ln in samples)
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package: prometheus); golden names checked")
+    promtool = need_tool("promtool", "prometheus")  # the golden names were checked above
     lint = await trio.run_process(
         [promtool, "check", "metrics"],
         stdin=scrape,

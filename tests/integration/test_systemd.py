@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from tests.support.node_harness import REPO, start_node
+from tests.support.tools import need_tool
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ async def test_notify_ready_after_node_ready_watchdog_and_stopping(tmp_path: Pat
                 watchdogs = sum(b"WATCHDOG=1" in d for d in got)
                 await _datagrams_more(sock, got, watchdogs + 2)  # keeps pinging
                 pid = (await node.service("svc-index"))["pid"]
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                environ = (await trio.Path(f"/proc/{pid}/environ").read_bytes()).split(b"\0")
                 assert not any(v.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_")) for v in environ)
                 node.proc.send_signal(signal.SIGTERM)
                 await _datagrams(sock, b"STOPPING=1", got)
@@ -61,18 +62,18 @@ async def _datagrams_more(sock: trio.socket.SocketType, got: list[bytes], watchd
         got.append(await sock.recv(4096))
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_systemd_analyze_verify_accepts_the_unit(unit: Path, tmp_path: Path) -> None:
     """The unit as shipped, with ExecStart pointed at this venv's ronctl (verify insists the
     binary exists) and the user it names replaced by root (verify checks it too)."""
+    analyze = need_tool("systemd-analyze", "systemd")
     ronctl = Path(sys.executable).with_name("ronctl")
     text = unit.read_text().replace("/usr/local/bin/ronctl", str(ronctl))
     text = text.replace("User=ron", "User=root").replace("Group=ron", "Group=root")
     copy = tmp_path / unit.name
     copy.write_text(text)
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy)],
+        [analyze, "verify", "--man=no", str(copy)],
         capture_output=True,
         text=True,
         timeout=60,
