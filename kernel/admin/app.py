@@ -30,6 +30,7 @@ from kernel.admin.http import (
     send_json,
 )
 from kernel.admin.routes import ReadRoutes
+from kernel.admin.ui_routes import UiRoutes
 from kernel.http.asgi import ASGIApp, answer_lifespan
 from kernel.http.server import PeerCred, ServerLimits, serve_h11
 
@@ -160,7 +161,7 @@ def build_admin_app(
         events_buffer=events_buffer,
         max_streams=max_event_streams,
     )
-    return PlaneApp(control, routes.table())
+    return PlaneApp(control, routes.table() + UiRoutes().table())
 
 
 def _split_bind(bind: str) -> tuple[str, int]:
