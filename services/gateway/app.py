@@ -397,6 +397,17 @@ class GatewayApp:
         if start == end:
             await ex.body(b"")
 
+    async def _check_room(self, length: int) -> None:
+        """507 before the body is read (and before ``100 Continue``) when the announced
+        ``Content-Length`` cannot fit the store: the client learns it without uploading."""
+        free = await self.backend.free_space()
+        if free is not None and (length > free[0] or free[1] < 1):
+            raise GatewayError(
+                "insufficient_storage",
+                f"the store can take {free[0]} more bytes and {free[1]} more objects; "
+                f"this object is {length} bytes",
+            )
+
     async def _put_object(
         self,
         scope: Scope,
@@ -407,6 +418,8 @@ class GatewayApp:
     ) -> None:
         length = content_length(scope)
         chunked = (header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
+        if length:
+            await self._check_room(length)
         if length is not None and length > self.settings.body_cap:
             raise GatewayError(
                 "body_too_large",

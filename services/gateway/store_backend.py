@@ -107,6 +107,7 @@ class _TempUpload:
         except (objstore.StoreError, OSError) as exc:
             raise _store_error(exc) from None
         self._open = False  # from here svc-storage owns the temp file (commit moves it)
+        self._backend.forget_usage()
         return await self._backend.storage_call(storage.Commit(tmp=tmp_name, id=obj_id, size=size))
 
     async def abort(self) -> None:
@@ -114,6 +115,9 @@ class _TempUpload:
             self._open = False
             with trio.CancelScope(shield=True):
                 await _in_thread(self._temp.abort)
+
+
+USAGE_TTL = 0.5  # seconds: how stale the early quota check's view of the store may be
 
 
 class StoreBackend:
@@ -133,6 +137,24 @@ class StoreBackend:
         self._index = index
         self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
         self._sizes: dict[str, int] = {}
+        self._usage: tuple[float, storage.UsageReply] | None = None  # (when read, reply)
+
+    async def free_space(self) -> tuple[int, int] | None:
+        """(bytes, objects) svc-storage can still take, read at most once per
+        ``USAGE_TTL`` seconds; None if it did not answer (the PUT goes on: svc-storage
+        refuses it itself if it does not fit)."""
+        now = trio.current_time()
+        if self._usage is None or now - self._usage[0] > USAGE_TTL:
+            try:
+                self._usage = (now, await self.storage_call(storage.Usage()))
+            except GatewayError:
+                return None
+        usage = self._usage[1]
+        return max(0, usage.max_bytes - usage.bytes), max(0, usage.max_objects - usage.objects)
+
+    def forget_usage(self) -> None:
+        """A write is on its way: the next early check reads the usage afresh."""
+        self._usage = None
 
     @classmethod
     @asynccontextmanager
@@ -248,6 +270,7 @@ class StoreBackend:
     async def put_small(self, data: bytes) -> Stored:
         """One command carries the bytes: svc-storage writes, syncs and renames them in its
         commit round (one thread, no file creation racing a sync: see ``Store.put``)."""
+        self.forget_usage()
         return await self.storage_call(storage.Put(data=data))
 
     async def begin_upload(self, max_size: int) -> Upload:

@@ -80,6 +80,7 @@ class FakeBackend:
         self.entered = 0
         self.mail_requests: list[object] = []
         self.mail_answer: Callable[[object], object] | None = None
+        self.free: tuple[int, int] | None = None  # what free_space() says (None: unknown)
 
     def store(self, data: bytes) -> Stored:
         if self.writes_down:
@@ -105,6 +106,9 @@ class FakeBackend:
 
     async def put_small(self, data: bytes) -> Stored:
         return self.store(data)
+
+    async def free_space(self) -> tuple[int, int] | None:
+        return self.free
 
     async def begin_upload(self, max_size: int) -> FakeUpload:
         return FakeUpload(self, max_size)

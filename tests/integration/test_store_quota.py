@@ -1,0 +1,57 @@
+"""A PUT whose ``Content-Length`` cannot fit the store is refused 507 before its body is read
+(and before ``100 Continue``), and ``storage_bytes`` / ``storage_objects`` show the usage."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.integration.test_gateway_node import gateway_node
+
+pytestmark = pytest.mark.integration
+
+
+def _headers_only(url: str, token: str, length: int, expect: bool) -> bytes:
+    """Send a PUT's head and never its body; what the gateway answers (or b"" at timeout)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    head = (
+        f"PUT /o HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Length: {length}\r\n" + ("Expect: 100-continue\r\n" if expect else "") + "\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or b'"detail"' not in answer:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                answer += piece
+        except TimeoutError:
+            pass
+    return answer
+
+
+async def test_an_upload_that_cannot_fit_is_refused_before_its_body(tmp_path: Path) -> None:
+    with trio.fail_after(90):
+        async with gateway_node(
+            tmp_path, "macronode", body_cap=1000000, storage_max_bytes=300000
+        ) as (node, gw):
+            first = await gw.req("PUT", "/o", b"a" * 200000)
+            assert first.status == 201
+            assert await node.metric("storage_bytes") == 200000
+            assert await node.metric("storage_objects") == 1
+            assert await node.metric("storage_quota_bytes") == 300000
+            for expect in (True, False):
+                answer = await trio.to_thread.run_sync(
+                    _headers_only, node.ready_line["gateway"], gw.token, 200000, expect
+                )
+                assert answer.startswith(b"HTTP/1.1 507 "), answer[:200]
+                assert b"100 Continue" not in answer
+                assert b'"insufficient_storage"' in answer and b"this object is 200000" in answer
+            fits = await gw.req("PUT", "/o", b"b" * 90000)  # what fits still goes in
+            assert fits.status == 201
+            assert await node.metric("storage_objects") == 2
