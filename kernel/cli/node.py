@@ -156,7 +156,42 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"pq {_onoff(version.get('pq'))}  config v{version.get('config_version', '?')}  "
         f"{_readiness_text(ready)}"
     )
+    store = _store_usage(client)
+    if store is not None:
+        used, quota, objects = store
+        share = f" ({100 * used / quota:.1f}% of {_size(quota)})" if quota else ""
+        print(f"store {_size(used)}{share}, {objects} objects")
     return code
+
+
+def _store_usage(client: Any) -> tuple[int, int, int] | None:
+    """(bytes, quota, objects) from the scrape's storage_* gauges; None without a store."""
+    try:
+        resp = client.get("/metrics")
+    except AdminUnreachable:
+        return None
+    if resp.status != 200:
+        return None
+    found: dict[str, float] = {}
+    for line in resp.body.decode(errors="replace").splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in ("storage_bytes", "storage_quota_bytes", "storage_objects"):
+            found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    if "storage_bytes" not in found:
+        return None
+    return (
+        int(found["storage_bytes"]),
+        int(found.get("storage_quota_bytes", 0)),
+        int(found.get("storage_objects", 0)),
+    )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -45,6 +45,10 @@ async def test_an_upload_that_cannot_fit_is_refused_before_its_body(tmp_path: Pa
             assert await node.metric("storage_bytes") == 200000
             assert await node.metric("storage_objects") == 1
             assert await node.metric("storage_quota_bytes") == 300000
+            status = await node.ronctl("status")
+            assert status.returncode == 0, status.stderr
+            last = status.stdout.decode().splitlines()[-1]
+            assert last == "store 195.3 KiB (66.7% of 293.0 KiB), 1 objects"
             for expect in (True, False):
                 answer = await trio.to_thread.run_sync(
                     _headers_only, node.ready_line["gateway"], gw.token, 200000, expect
