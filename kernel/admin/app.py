@@ -2,7 +2,8 @@
 HTTP server (``kernel.http.server``, the one the gateway runs on too).
 
 Admin routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``,
-``GET /metrics`` (Prometheus text), ``GET /events?topic=kernel`` (live JSON lines). Nothing on TCP
+``GET /services/{name}``, ``GET /metrics`` (Prometheus text), ``GET /events?topic=kernel`` (live
+JSON lines), ``GET /ui`` (the dashboard, ``kernel.admin.ui_routes``). Nothing on TCP
 changes the node: any other path is 404, any other method 405 (DESIGN.md §6, §8); the acts are on
 the control socket (``kernel.admin.ctl``). Every request is counted in
 ``http_requests_total{route,method,status}`` with the route *template*, so a scanner probing

@@ -8,7 +8,9 @@ answered 403 ``not_permitted``, logged (uid and pid, never what was asked) and c
 ``rejected_total{reason="peer_uid"}``.
 
 Routes: the read-only ones of the admin plane, and the acts (``kernel.admin.acts``):
-``POST /stop``, ``POST /release/{service}``, ``POST /reload``, ``POST /fault/{service}?fault=...``.
+``POST /stop``, ``POST /stop|start|restart/{service}``, ``POST /release/{service}``,
+``POST /reload``, ``POST /fault/{service}?fault=...``, the token routes; and ``GET /logs``
+(``kernel.admin.log_routes``: the supervisor's log ring, for the node's user only).
 A ``/control`` prefix is accepted too (``/control/stop`` is ``/stop``), so scripts written for the
 old TCP routes only change where they connect.
 """

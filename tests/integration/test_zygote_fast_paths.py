@@ -102,7 +102,9 @@ def test_node_boot_starts_the_zygote_before_the_node_and_cleans_up(
 ) -> None:
     seen: list[Any] = []
 
-    def run_node(profile: str, config_file: Any, overrides: Any, *, zygote: Any) -> int:
+    def run_node(
+        profile: str, config_file: Any, overrides: Any, *, zygote: Any, notifier: Any
+    ) -> int:
         seen.append(zygote)
         if zygote is not None:
             assert pid_alive(zygote.popen.pid)  # started before the node was imported
