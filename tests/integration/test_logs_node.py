@@ -81,6 +81,12 @@ async def test_logs_follow_and_tail_show_the_restart_without_heartbeats(tmp_path
                 await poll_until(
                     lambda: seen("follow", follow.stdout, b"\n"), 10, "the first log line"
                 )
+
+                async def tail_subscribed() -> bool:  # a reload's ConfigUpdated reaches it
+                    assert (await node.ronctl("config", "reload")).returncode == 0
+                    return await seen("tail", tail.stdout, b"ConfigUpdated")
+
+                await poll_until(tail_subscribed, 20, "tail to subscribe")
                 old = (await node.service("svc-index"))["pid"]
                 assert (await node.post("/fault/svc-index?fault=kill")).status == 200
                 await poll_until(respawn_shown, 20, "tail to show the respawn")
