@@ -77,6 +77,20 @@ def parse_query(raw: bytes) -> dict[str, list[str]]:
     return parse_qs(raw.decode("latin-1"), keep_blank_values=True)
 
 
+async def start_json_lines(send: Send) -> None:
+    """The head of a 200 stream of JSON lines (``/events``, ``/logs``), never cached."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/x-ndjson"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+
+
 async def send_json(
     send: Send,
     status: int,

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from kernel.admin.http import Request, Route, send_error
+from kernel.admin.http import Request, Route, send_error, start_json_lines
 from kernel.log_ring import LogRing
 
 __all__ = ["MAX_LINES", "LogRoutes"]
@@ -49,16 +49,7 @@ class LogRoutes:
         if not known and service not in self._ring.services():
             await send_error(req.send, 404, "unknown_service", f"no service named {service!r}")
             return
-        await req.send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/x-ndjson"),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
+        await start_json_lines(req.send)
         if not follow:
             lines = self._ring.recent(service, since=since, limit=limit)
             body = "".join(line.text + "\n" for line in lines).encode()

@@ -13,7 +13,7 @@ import trio
 
 from ipc import oap
 from kernel.admin.control import NodeControl
-from kernel.admin.http import Request, Route, send_error, send_json
+from kernel.admin.http import Request, Route, send_error, send_json, start_json_lines
 from kernel.health import ServiceStatus
 
 RETRY = (b"retry-after", b"1")
@@ -149,16 +149,7 @@ class ReadRoutes:
         dropped = self._control.metrics.queue_dropped.labels(queue=EVENTS_QUEUE)
         disconnected = False
         async with self._control.open_events(topic) as source:
-            await req.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/x-ndjson"),
-                        (b"cache-control", b"no-store"),
-                    ],
-                }
-            )
+            await start_json_lines(req.send)
             # An empty piece sends the head now: the client learns at once that it is subscribed
             # (the server otherwise sends the head together with the first piece of body).
             await req.send({"type": "http.response.body", "body": b"", "more_body": True})

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kernel.cli.common import AdminArg, CliError, admin_client, control_client
+from kernel.cli.services import unknown
 
 __all__ = ["parse_since", "register", "render"]
 
@@ -110,7 +111,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return _drain(client.stream_lines(path), _printer(args))
     resp = client.get(path)
     if resp.status == 404:
-        raise CliError(f"unknown service: {args.service} (see `ronctl status`)")
+        raise unknown(args.service)
     if resp.status != 200:
         raise CliError(f"the node answered /logs with {resp.error_text()}")
     show = _printer(args)

@@ -30,11 +30,15 @@ def _quoted(service: str) -> str:
     return urllib.parse.quote(service, safe="")
 
 
+def unknown(service: str) -> CliError:
+    return CliError(f"unknown service: {service} (see `ronctl status`)")
+
+
 def service_doc(args: argparse.Namespace, service: str) -> dict[str, Any]:
     """``GET /services/{service}`` of the node ``args`` names; CliError if unknown."""
     resp = admin_client(args).get(f"/services/{_quoted(service)}")
     if resp.status == 404:
-        raise CliError(f"unknown service: {service} (see `ronctl status`)")
+        raise unknown(service)
     doc = resp.json() if resp.status == 200 else None
     if not isinstance(doc, dict):
         raise CliError(f"the admin plane answered /services/{service} with {resp.error_text()}")
@@ -53,7 +57,7 @@ def cmd_service_act(args: argparse.Namespace) -> int:
     before = service_doc(args, service)
     resp = control_client(args).post(f"/{act}/{_quoted(service)}")
     if resp.status == 404:
-        raise CliError(f"unknown service: {service} (see `ronctl status`)")
+        raise unknown(service)
     doc = resp.json() if resp.status == 200 else None
     if not isinstance(doc, dict):
         raise CliError(f"{act} {service} failed ({resp.error_text()})")
