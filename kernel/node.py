@@ -32,6 +32,7 @@ from ipc.bus import Bus
 from ipc.bus_proxy import BusProxy
 from ipc.commands import CommandClient
 from ipc.proto import mailbox, overlay
+from ipc.proto import storage as storage_proto
 from ipc.proto.codec import call
 from kernel import childenv, faults, logs
 from kernel.admin import (
@@ -68,14 +69,15 @@ from kernel.runtime import (
 )
 from kernel.sd_notify import Notifier
 from kernel.supervisor import Supervisor
+from kernel.version import VERSION
 
-VERSION = "0.1.0"
 EVENTS_BUFFER = 256
 METRICS_FOLD_INTERVAL = 30.0
 
 
 OVERLAY = "svc-overlay"
 MAILBOX = "svc-mailbox"
+STORAGE = "svc-storage"
 AUDIT_DRAIN_S = 2.0  # at stop: how long queued audit records may take to reach svc-passport
 FAULT_TIMEOUT = 2.0  # how long an in-service fault request may take to be acknowledged
 
@@ -127,6 +129,7 @@ class Node:
         self.passport_link: PassportLink | None = None
         self.overlay_client: CommandClient | None = None  # svc-overlay's command socket
         self.mailbox_client: CommandClient | None = None  # svc-mailbox's
+        self.storage_client: CommandClient | None = None  # svc-storage's (housekeeping)
         self.listening: frozenset[str] = frozenset()  # sections whose sockets were bound at start
         self.last_reload: dict[str, list[str]] = {}
         self.log_ring: LogRing | None = None  # recent log lines per service (`ronctl logs`)
@@ -206,6 +209,11 @@ class Node:
             return None
         reply = await call(self.overlay_client, overlay.LOCAL, overlay.Peers(), timeout=2.0)
         return [attrs.asdict(peer) for peer in reply.peers]
+
+    async def storage(self, request: Any, timeout: float) -> Any:
+        if self.storage_client is None:
+            return None
+        return await call(self.storage_client, storage_proto.PROTOCOL, request, timeout=timeout)
 
     async def outbox(self) -> dict[str, Any] | None:
         if self.mailbox_client is None:
@@ -539,11 +547,13 @@ async def _serve_node(
                 _passport_link(cfg, rt, metrics) as link,
                 _service_client(cfg, rt, OVERLAY) as overlay_client,
                 _service_client(cfg, rt, MAILBOX) as mailbox_client,
+                _service_client(cfg, rt, STORAGE) as storage_client,
                 trio.open_nursery() as nursery,
             ):
                 node.passport_link = link
                 node.overlay_client = overlay_client
                 node.mailbox_client = mailbox_client
+                node.storage_client = storage_client
                 if link is not None:
                     nursery.start_soon(link.run_outbox)
                     nursery.start_soon(link.learn_identity)

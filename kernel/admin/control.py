@@ -66,6 +66,11 @@ class NodeControl(Protocol):
         runs no overlay. ``oap.OapError``: svc-overlay did not answer."""
         ...
 
+    async def storage(self, request: Any, timeout: float) -> Any:
+        """A typed svc-storage request's reply (store listing, pins, GC); None when the node
+        runs no svc-storage. ``oap.OapError``: refused, or no answer in ``timeout`` s."""
+        ...
+
     async def outbox(self) -> dict[str, Any] | None:
         """svc-mailbox's outbox (``{"depth", "entries"}``: messages waiting for another node to
         accept them); None when the node runs no mailbox. ``oap.OapError``: no answer."""

@@ -32,6 +32,7 @@ from kernel.admin.control import NodeControl
 from kernel.admin.http import Scope, Send, send_error
 from kernel.admin.log_routes import LogRoutes
 from kernel.admin.routes import ReadRoutes
+from kernel.admin.store_routes import StoreRoutes
 from kernel.http.server import PeerCred, ServerLimits, serve_h11
 
 __all__ = ["CTL_SOCKET", "ControlBindError", "build_control_app", "serve_control"]
@@ -75,6 +76,7 @@ def build_control_app(
 
     routes = ReadRoutes(control, retry_after=5, events_buffer=256, max_streams=4).table()
     routes += ActRoutes(control).table()
+    routes += StoreRoutes(control).table()
     ring = getattr(control, "log_ring", None)
     if ring is not None:  # the node's log ring: for the node's user only, like the acts
         routes += LogRoutes(ring, lambda name: control.health.get(name) is not None).table()

@@ -20,6 +20,7 @@ __all__ = [
     "admin_client",
     "control_client",
     "first_line",
+    "human_size",
     "resolve_admin_url",
     "runtime_dir_of",
 ]
@@ -74,6 +75,15 @@ def control_client(args: argparse.Namespace, timeout: float = 5.0) -> ControlCli
 def first_line(e: BaseException, fallback: str) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else fallback
+
+
+def human_size(n: float) -> str:
+    """``512 B``, ``1.5 KiB`` ... ``3.0 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def add_admin_arg(p: argparse._ActionsContainer) -> None:

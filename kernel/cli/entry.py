@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, data, logs, mail, names, node, services
+from kernel.cli import auth, completion, data, logs, mail, names, node, services, store
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ronctl",
         description="Run a RustyOnions node, and inspect or control a running one.",
     )
+    parser.add_argument("--version", action="version", version=f"ronctl {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
     def verb(
@@ -49,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     auth.register(verb, add_admin_arg)
     mail.register(verb, add_admin_arg)
     names.register(verb, add_admin_arg)
+    store.register(verb, add_admin_arg)
     verbs.register(verb, add_admin_arg)
+    completion.register(verb, build_parser)
     return parser
+
+
+def _version() -> str:
+    from kernel.version import VERSION  # reads the installed metadata: only when asked
+
+    return VERSION
 
 
 def _fail(message: str, code: int) -> int:

@@ -15,7 +15,14 @@ from typing import Any
 from kernel import runtime
 from kernel.cli import services as service_verbs
 from kernel.cli.client import AdminUnreachable
-from kernel.cli.common import AdminArg, CliError, admin_client, control_client, first_line
+from kernel.cli.common import (
+    AdminArg,
+    CliError,
+    admin_client,
+    control_client,
+    first_line,
+    human_size,
+)
 
 __all__ = ["register"]
 
@@ -159,8 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store_usage(client)
     if store is not None:
         used, quota, objects = store
-        share = f" ({100 * used / quota:.1f}% of {_size(quota)})" if quota else ""
-        print(f"store {_size(used)}{share}, {objects} objects")
+        share = f" ({100 * used / quota:.1f}% of {human_size(quota)})" if quota else ""
+        print(f"store {human_size(used)}{share}, {objects} objects")
     return code
 
 
@@ -184,14 +191,6 @@ def _store_usage(client: Any) -> tuple[int, int, int] | None:
         int(found.get("storage_quota_bytes", 0)),
         int(found.get("storage_objects", 0)),
     )
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

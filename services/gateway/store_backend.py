@@ -290,6 +290,9 @@ class StoreBackend:
         return await self.index_call(index.ListNames(prefix=prefix, after=after, max=limit))
 
     async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord:
+        # Touch first: a GC that began before this name lands keeps its target (its grace
+        # window starts again now); the name may still point at an id this node lacks.
+        await self.storage_call(storage.Touch(id=obj_id))
         return await self.index_call(
             index.PutName(name=name, id=obj_id, expect_version=expect_version)
         )

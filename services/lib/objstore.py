@@ -7,6 +7,7 @@ defined once::
     <data_dir>/objects/<hex[:2]>/<hex>   committed objects, immutable (256 fan-out dirs)
     <data_dir>/objects/tmp/<name>        uploads in progress (0600, created O_EXCL)
     <data_dir>/objects/quarantine/...    objects whose bytes no longer match their id
+    <data_dir>/objects/pins/<hex>        empty files: pinned objects (a GC keeps them)
 
 Guarantees:
 - ``open_verified`` hashes the whole object and compares it to the id BEFORE it returns; a
@@ -35,7 +36,9 @@ import blake3
 from ipc import ids
 
 __all__ = [
+    "FANOUT",
     "OBJECTS_DIR",
+    "PINS_DIR",
     "QUARANTINE_DIR",
     "READ_CHUNK",
     "TMP_DIR",
@@ -65,9 +68,10 @@ __all__ = [
 OBJECTS_DIR: Final = "objects"
 TMP_DIR: Final = "tmp"
 QUARANTINE_DIR: Final = "quarantine"
+PINS_DIR: Final = "pins"
 READ_CHUNK: Final = 1 << 20  # hashing reads: 1 MiB (blake3 releases the GIL on large updates)
 SERVE_CHUNK: Final = 1 << 16  # what ``VerifiedObject.chunks`` yields: 64 KiB
-_FANOUT: Final = tuple(f"{i:02x}" for i in range(256))
+FANOUT: Final = tuple(f"{i:02x}" for i in range(256))
 _TMP_NAME_RE: Final = re.compile(r"[0-9a-f]{1,16}-[0-9a-f]{32}")
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
@@ -106,7 +110,8 @@ def store_root(data_dir: Path | str) -> Path:
 
 
 def ensure_layout(root: Path) -> None:
-    """Create the root, the 256 fan-out dirs, ``tmp`` and ``quarantine`` (0700); idempotent.
+    """Create the root, the 256 fan-out dirs, ``tmp``, ``quarantine`` and ``pins`` (0700);
+    idempotent.
 
     New directories are fsynced into their parent, so a later rename into them is durable."""
     created = not root.is_dir()
@@ -114,7 +119,7 @@ def ensure_layout(root: Path) -> None:
     if created:
         fsync_dir(root.parent)
     new = False
-    for name in (*_FANOUT, TMP_DIR, QUARANTINE_DIR):
+    for name in (*FANOUT, TMP_DIR, QUARANTINE_DIR, PINS_DIR):
         try:
             (root / name).mkdir(mode=_DIR_MODE)
             new = True
@@ -419,7 +424,7 @@ def sweep_temps(root: Path, max_age: float, *, now: float | None = None) -> int:
 def scan_usage(root: Path) -> tuple[int, int]:
     """(bytes, objects) committed in the store, by walking the fan-out dirs."""
     total = count = 0
-    for name in _FANOUT:
+    for name in FANOUT:
         with os.scandir(root / name) as entries:
             for entry in entries:
                 try:

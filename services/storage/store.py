@@ -7,6 +7,7 @@ package docstring (``services.storage``).
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
@@ -65,7 +66,7 @@ class Store:
         self.metrics = metrics
         self.usage = Usage()
         self._send, self._recv = trio.open_memory_channel[_Job](settings.batch_max * 4)
-        self._lock = trio.Lock()  # batches and quarantines never interleave
+        self.lock = trio.Lock()  # batches, quarantines, pins and GC sweeps never interleave
         self._limiter = trio.CapacityLimiter(_THREADS)
         self._pool: ThreadPoolExecutor | None = None  # parallel fsyncs (group_sync = false)
         self.batches = 0
@@ -161,7 +162,7 @@ class Store:
             ids.parse_id(obj_id)
         except ids.BadId as exc:
             raise oap.OapError("schema_invalid", str(exc)) from None
-        async with self._lock:
+        async with self.lock:
             try:
                 size = await trio.to_thread.run_sync(objstore.quarantine, self.root, obj_id)
             except objstore.NotFound:
@@ -187,7 +188,7 @@ class Store:
         pending: list[_Job] = []  # renamed (or duplicate) jobs waiting for their barrier
         while True:
             batch = await take_batch(self._recv, self.settings.batch_max, wait=not pending)
-            async with self._lock:
+            async with self.lock:
                 try:
                     waiting = await self._round(batch, pending)
                 except BaseException:  # nothing of this round is known durable
@@ -259,7 +260,7 @@ class Store:
             job.fail(oap.OapError("internal", f"write: {exc}"))
 
     def _round_sync(self, batch: list[_Job], pending: list[_Job], verify: bool) -> list[_Job]:
-        """Everything after hashing, in one worker thread (the committer holds ``_lock``, so
+        """Everything after hashing, in one worker thread (the committer holds ``lock``, so
         nothing else touches ``usage`` meanwhile). Returns the jobs awaiting the next barrier
         and marks ``pending`` ready to acknowledge (or failed)."""
         for job in batch:
@@ -379,7 +380,9 @@ class Store:
                     job.created = objstore.install(self.root, job.tmp, job.obj_id)
                 else:
                     objstore.remove_temp(self.root, job.tmp)
-                    if not objstore.object_path(self.root, job.obj_id).exists():
+                    try:  # acknowledged again: its GC grace window starts again too
+                        os.utime(objstore.object_path(self.root, job.obj_id))
+                    except FileNotFoundError:
                         job.fail(oap.OapError("internal", "a concurrent commit failed; retry"))
                         continue
                     job.created = False

@@ -32,9 +32,9 @@ def committed(root: Path, data: bytes) -> str:
     return obj_id
 
 
-def test_layout_has_256_fanout_dirs_tmp_and_quarantine_private(root: Path) -> None:
+def test_layout_has_256_fanout_dirs_tmp_quarantine_and_pins_private(root: Path) -> None:
     names = {p.name for p in root.iterdir()}
-    assert names == {f"{i:02x}" for i in range(256)} | {"tmp", "quarantine"}
+    assert names == {f"{i:02x}" for i in range(256)} | {"tmp", "quarantine", "pins"}
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     objstore.ensure_layout(root)  # idempotent
 

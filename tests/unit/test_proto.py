@@ -68,7 +68,7 @@ def test_requests_encode_and_decode_as_pinned(vector: dict[str, Any]) -> None:
 def test_replies_encode_and_decode_as_pinned(vector: dict[str, Any]) -> None:
     proto = PROTOCOLS[vector["service"]]
     request_cls = proto.request_class(vector["op"])
-    reply = request_cls.REPLY(**vector["fields"])
+    reply = convert.structure(vector["fields"], request_cls.REPLY)  # nested rows too
     req = oap.Frame(flags=oap.REQ, app_proto_id=proto.app_proto_id, corr_id=9)
     frame = proto.reply_frame(req, reply)
     assert (frame.code, frame.corr_id, frame.payload.hex()) == (200, 9, vector["payload"])
