@@ -21,7 +21,14 @@ from typing import Any
 from ipc import caps
 from kernel import childenv
 from kernel.cli.client import AdminError
-from kernel.cli.common import AdminArg, CliError, admin_client, control_client
+from kernel.cli.common import (
+    AdminArg,
+    CliError,
+    add_json_arg,
+    admin_client,
+    control_client,
+    emit,
+)
 
 __all__ = ["TOKEN_ENV", "parse_duration", "register", "write_token"]
 
@@ -99,7 +106,7 @@ def cmd_mint(args: argparse.Namespace) -> int:
     if args.max_size is not None:
         doc["max_size"] = args.max_size
     minted = _answer(control_client(args).post("/token/mint", doc), "token mint")
-    print(minted["token"])
+    emit(args, minted, minted["token"])
     return 0
 
 
@@ -117,9 +124,10 @@ def cmd_attenuate(args: argparse.Namespace) -> int:
     if not narrower:
         raise CliError("say how to narrow it: --ttl, --ops, --prefix or --max-size", code=2)
     try:
-        print(caps.attenuate(token, *narrower).encode())
+        narrowed = caps.attenuate(token, *narrower).encode()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    emit(args, {"token": narrowed}, narrowed)
     return 0
 
 
@@ -133,22 +141,27 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if token_id.startswith(caps.PREFIX):
         token_id = _decode(token_id).id.hex()  # a whole token: revoke its id
     body = _answer(control_client(args).post("/token/revoke", {"id": token_id}), "revoke")
-    print(f"revoked {body['id']}" + (" (already revoked)" if body.get("already") else ""))
+    emit(
+        args, body, f"revoked {body['id']}" + (" (already revoked)" if body.get("already") else "")
+    )
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     body = _answer(control_client(args).post("/token/rotate"), "rotate")
     until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(body["previous_until"]))
-    print(f"active key {body['kid']}; {body['previous']} still verifies until {until}")
+    emit(args, body, f"active key {body['kid']}; {body['previous']} still verifies until {until}")
     return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     body = _answer(control_client(args).get("/audit/verify"), "audit verify")
     if body.get("ok"):
-        print(f"audit log intact: {body.get('records')} records")
+        emit(args, body, f"audit log intact: {body.get('records')} records")
         return 0
+    if args.json:
+        emit(args, body, "")
+        return 1
     raise CliError(f"audit log broken at record {body.get('first_bad')}: {body.get('reason')}")
 
 
@@ -194,6 +207,8 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         for arg in positional:
             a.add_argument(arg.lower(), metavar=arg)
         admin_arg(a)  # every verb takes them; the offline ones need no node
+        if func is not cmd_inspect:  # inspect prints JSON already
+            add_json_arg(a)
         a.set_defaults(func=func)
         return a
 
@@ -249,4 +264,5 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="Check every record of the signed hash chain; exit 1 naming the first bad one.",
     )
     admin_arg(v)
+    add_json_arg(v, '{"ok", "records", "first_bad", "reason"}')
     v.set_defaults(func=cmd_audit_verify)

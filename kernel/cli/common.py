@@ -5,9 +5,11 @@ import this, never ``kernel.cli.entry``."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kernel import childenv, runtime
 from kernel.cli.client import AdminClient, ControlClient
@@ -17,8 +19,10 @@ __all__ = [
     "AdminArg",
     "CliError",
     "add_admin_arg",
+    "add_json_arg",
     "admin_client",
     "control_client",
+    "emit",
     "first_line",
     "human_size",
     "resolve_admin_url",
@@ -75,6 +79,16 @@ def control_client(args: argparse.Namespace, timeout: float = 5.0) -> ControlCli
 def first_line(e: BaseException, fallback: str) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else fallback
+
+
+def add_json_arg(p: argparse._ActionsContainer, what: str = "the answer") -> None:
+    """``--json``: print ``what`` as one JSON object instead of the line for people."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
+
+
+def emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    """The verb's result: ``doc`` as one JSON line with ``--json``, else ``text``."""
+    print(json.dumps(doc, sort_keys=True) if getattr(args, "json", False) else text)
 
 
 def human_size(n: float) -> str:

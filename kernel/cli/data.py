@@ -43,7 +43,15 @@ from ipc import ids
 from kernel import childenv, runtime
 from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.client import AdminClient
-from kernel.cli.common import ADMIN_ENV, AdminArg, CliError, resolve_admin_url, runtime_dir_of
+from kernel.cli.common import (
+    ADMIN_ENV,
+    AdminArg,
+    CliError,
+    add_json_arg,
+    emit,
+    resolve_admin_url,
+    runtime_dir_of,
+)
 
 Verb = Callable[..., argparse.ArgumentParser]
 
@@ -63,6 +71,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "(b3:<hex>) once the node holds it durably.",
     )
     p.add_argument("file", metavar="FILE")
+    add_json_arg(p, '{"id", "size"}')
     p.add_argument(
         "--token",
         metavar="T",
@@ -324,7 +333,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             raise CliError(error_line(resp.status, body))
 
         stored = with_retries(url, args.retry_for, attempt)
-    print(stored["id"])
+    emit(args, stored, stored["id"])
     return 0
 
 

@@ -27,7 +27,14 @@ from typing import Any
 
 from kernel.cli.auth import write_token
 from kernel.cli.client import AdminClient
-from kernel.cli.common import AdminArg, CliError, resolve_admin_url, runtime_dir_of
+from kernel.cli.common import (
+    AdminArg,
+    CliError,
+    add_json_arg,
+    emit,
+    resolve_admin_url,
+    runtime_dir_of,
+)
 from kernel.cli.data import Verb, common_args, gateway_call
 
 __all__ = ["register"]
@@ -53,6 +60,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     q.add_argument("mailbox", metavar="MAILBOX")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--key", metavar="K", help="Idempotency-Key (1-128 characters)")
+    add_json_arg(q, '{"msg_id"}')
     _with_token(q, admin_arg)
 
     q = action(
@@ -72,6 +80,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     _with_token(q, admin_arg)
 
     q = action("ack", "ack deliveries by receipt", cmd_ack)
+    add_json_arg(q, '{"acked"}')
     q.add_argument("mailbox", metavar="MAILBOX")
     q.add_argument("receipts", metavar="RECEIPT", nargs="+")
     _with_token(q, admin_arg)
@@ -82,6 +91,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     _with_token(q, admin_arg)
 
     q = action("redrive", "move a mailbox's dead letters back to it", cmd_redrive)
+    add_json_arg(q, '{"redriven"}')
     q.add_argument("mailbox", metavar="MAILBOX")
     _with_token(q, admin_arg)
 
@@ -129,7 +139,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         "Idempotency-Key": args.key if args.key is not None else "ronctl-" + secrets.token_hex(12),
     }
     _status, doc = _call(args, "POST", _path(args.mailbox), data, headers)
-    print(doc["msg_id"])
+    emit(args, doc, doc["msg_id"])
     return 0
 
 
@@ -158,7 +168,7 @@ _JSON = {"Content-Type": "application/json"}
 def cmd_ack(args: argparse.Namespace) -> int:
     body = json.dumps({"receipts": args.receipts}).encode()
     _status, doc = _call(args, "POST", _path(args.mailbox, "/ack"), body, _JSON)
-    print(f"acked {doc['acked']}")
+    emit(args, doc, f"acked {doc['acked']}")
     return 0
 
 
@@ -171,7 +181,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_redrive(args: argparse.Namespace) -> int:
     _status, doc = _call(args, "POST", _path(args.mailbox, "/dlq/redrive"))
-    print(f"redriven {doc['redriven']}")
+    emit(args, doc, f"redriven {doc['redriven']}")
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ipc import ids
 from kernel.cli.auth import write_token
-from kernel.cli.common import AdminArg, CliError
+from kernel.cli.common import AdminArg, CliError, add_json_arg, emit
 from kernel.cli.data import Verb, common_args, gateway_call
 
 __all__ = ["register"]
@@ -43,11 +43,13 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     q.add_argument("id", metavar="ID", help="object id, b3:<hex>")
     q.add_argument("--expect-version", type=int, metavar="N", help="only from version N")
     q.add_argument("--token", metavar="T", help="capability token (default: $RON_TOKEN, ...)")
+    add_json_arg(q, '{"name", "id", "version"}')
     common_args(q, admin_arg)
 
     q = sub.add_parser("get", help="the id NAME points at, and its version")
     q.set_defaults(func=cmd_get)
     q.add_argument("name", metavar="NAME")
+    add_json_arg(q, '{"name", "id", "version"}')
     common_args(q, admin_arg)
 
     q = sub.add_parser("ls", help="the names starting with PREFIX, in order")
@@ -78,13 +80,13 @@ def cmd_set(args: argparse.Namespace) -> int:
         doc["expect_version"] = args.expect_version
     token = write_token(args, "name") or ""
     record = _call(args, "PUT", _path(args.name), json.dumps(doc).encode(), token)
-    print(f"{record['name']} {record['id']} version {record['version']}")
+    emit(args, record, f"{record['name']} {record['id']} version {record['version']}")
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     record = _call(args, "GET", _path(args.name))
-    print(f"{record['id']} version {record['version']}")
+    emit(args, record, f"{record['id']} version {record['version']}")
     return 0
 
 

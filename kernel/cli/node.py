@@ -18,8 +18,10 @@ from kernel.cli.client import AdminUnreachable
 from kernel.cli.common import (
     AdminArg,
     CliError,
+    add_json_arg,
     admin_client,
     control_client,
+    emit,
     first_line,
     human_size,
 )
@@ -212,7 +214,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 "check `ronctl status` (a longer --timeout may help)"
             )
         time.sleep(0.1)  # polling a remote process with a deadline: there is no event to wait on
-    print("stopped")
+    emit(args, {"stopped": True}, "stopped")
     return 0
 
 
@@ -220,7 +222,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     client = control_client(args)
     resp = client.post(f"/release/{urllib.parse.quote(args.service, safe='')}")
     if resp.status == 200:
-        print(f"released {args.service}")
+        emit(args, {"released": args.service}, f"released {args.service}")
         return 0
     if resp.status == 404:
         raise CliError(f"unknown service: {args.service} (see `ronctl status`)")
@@ -237,7 +239,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         raise CliError(first_line(e, f"invalid config: {args.file}")) from e
     except OSError as e:
         raise CliError(f"cannot read {args.file}: {e.strerror or e}") from e
-    print(f"OK: {args.file}")
+    emit(args, {"ok": True, "file": args.file}, f"OK: {args.file}")
     return 0
 
 
@@ -252,10 +254,8 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
             for what, names in (body.get("changes") or {}).items()
             if isinstance(names, list) and names
         ]
-        print(
-            f"config reloaded: version {body.get('config_version')}"
-            + "".join(f"; {d}" for d in done)
-        )
+        text = f"config reloaded: version {body.get('config_version')}"
+        emit(args, body, text + "".join(f"; {d}" for d in done))
         return 0
     if resp.status == 422:
         body = resp.json()
@@ -330,6 +330,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     )
     p.add_argument("service", metavar="SERVICE", help="service name, e.g. svc-index")
     admin_arg(p)
+    add_json_arg(p, '{"released"}')
 
     p = verb("config", "check a config file or reload the node's config", None)
     config_sub = p.add_subparsers(dest="config_verb", metavar="ACTION", required=True)
@@ -339,6 +340,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="Validate a config TOML without a running node: prints OK: FILE or one error.",
     )
     c.add_argument("file", metavar="FILE")
+    add_json_arg(c, '{"ok", "file"}')
     admin_arg(c)  # accepted like on every verb; the check itself needs no node
     c.set_defaults(func=cmd_config_check)
     c = config_sub.add_parser(
@@ -348,4 +350,5 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "running one stays.",
     )
     admin_arg(c)
+    add_json_arg(c, '{"config_version", "changes"}')
     c.set_defaults(func=cmd_config_reload)

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from kernel.cli.common import AdminArg, CliError, admin_client, control_client
+from kernel.cli.common import AdminArg, CliError, add_json_arg, admin_client, control_client, emit
 
 __all__ = ["cmd_service_act", "cmd_service_status", "register"]
 
@@ -62,10 +62,11 @@ def cmd_service_act(args: argparse.Namespace) -> int:
     if not isinstance(doc, dict):
         raise CliError(f"{act} {service} failed ({resp.error_text()})")
     if not doc.get("changed", True):
-        print(f"{service} is already {'stopped' if act == 'stop' else 'running'}")
+        state = "stopped" if act == "stop" else "running"
+        emit(args, _result(act, before, False), f"{service} is already {state}")
         return 0
     if args.no_wait:
-        print(f"{act} {service}: requested")
+        emit(args, _result(act, before, True, arrived=False), f"{act} {service}: requested")
         return 0
     deadline = time.monotonic() + args.timeout
     now = before
@@ -79,8 +80,20 @@ def cmd_service_act(args: argparse.Namespace) -> int:
         now = service_doc(args, service)
     done = {"stop": "stopped", "start": "started", "restart": "restarted"}[act]
     pid = f" (pid {now['pid']})" if now.get("pid") else ""
-    print(f"{done} {service}{pid}")
+    emit(args, _result(act, now, True), f"{done} {service}{pid}")
     return 0
+
+
+def _result(act: str, doc: dict[str, Any], changed: bool, arrived: bool = True) -> dict[str, Any]:
+    """What ``--json`` prints after an act: the service's state as last read."""
+    return {
+        "service": doc.get("name"),
+        "act": act,
+        "changed": changed,
+        "arrived": arrived,
+        "state": doc.get("state"),
+        "pid": doc.get("pid"),
+    }
 
 
 def _when(epoch: Any) -> str:
@@ -136,6 +149,8 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
 
 
 def add_wait_args(p: argparse.ArgumentParser) -> None:
+    """``--no-wait``, ``--timeout`` and ``--json`` of the verbs that act on one service."""
+    add_json_arg(p, '{"service", "act", "changed", "arrived", "state", "pid"}')
     p.add_argument("--no-wait", action="store_true", help="return once the act is accepted")
     p.add_argument(
         "--timeout", type=float, default=30.0, metavar="SECONDS", help="how long to wait (30)"

@@ -3,6 +3,7 @@ line on stderr, a non-zero exit, never a traceback)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -776,3 +777,47 @@ def test_another_users_act_is_one_permission_line(ctl, capsys, monkeypatch):
         assert code == 1 and err.count("\n") == 1, err
         assert err.startswith("ronctl: permission denied on ") and "node's user" in err
     assert [r for r in ctl.requests if r[0] == "POST"] == []
+
+
+# --- --json on every verb -----------------------------------------------------------------------
+
+ALWAYS_JSON_OR_BYTES = {
+    "run",  # its one stdout line is the node_ready JSON (DESIGN.md §8)
+    "get",  # the object's bytes
+    "token inspect",  # JSON already
+    "mail recv",  # JSON lines already
+    "mail dlq",
+    "mail status",
+    "completion",  # a shell script
+    "chaos restart-storm",  # a report file (--report) and a table
+    "chaos inject",
+    "chaos bus-flood",
+}
+
+
+def _leaf_verbs(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(path), {s for a in parser._actions for s in a.option_strings}
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaf_verbs(child, (*path, name))
+
+
+def test_every_verb_that_prints_a_result_takes_json():
+    lacking = {verb for verb, options in _leaf_verbs(cli.build_parser()) if "--json" not in options}
+    assert lacking == ALWAYS_JSON_OR_BYTES
+
+
+def test_json_results_of_acts(ctl, capsys, fake_config, tmp_path):
+    ctl.routes[("POST", "/release/svc-index")] = (200, {"released": "svc-index"})
+    code, out, _ = run(capsys, "release", "svc-index", "--json", "--runtime-dir", ctl.runtime_dir)
+    assert (code, json.loads(out)) == (0, {"released": "svc-index"})
+    reload_body = {"config_version": 3, "changes": {"restarted": ["svc-index"]}}
+    ctl.routes[("POST", "/reload")] = (200, reload_body)
+    code, out, _ = run(capsys, "config", "reload", "--json", "--runtime-dir", ctl.runtime_dir)
+    assert (code, json.loads(out)) == (0, reload_body)
+    good = tmp_path / "good.toml"
+    good.write_text("[bus]\n")
+    code, out, _ = run(capsys, "config", "check", str(good), "--json")
+    assert (code, json.loads(out)) == (0, {"ok": True, "file": str(good)})
