@@ -87,8 +87,10 @@ class PeerClient:
         with trio.fail_after(timeout):
             async with self.exchange(first) as answers:
                 corr_id = self._last_corr
-                for frame in rest:
-                    if answers.statistics().current_buffer_used:  # refused already: stop
+                for i, frame in enumerate(rest):
+                    if answers.statistics().current_buffer_used:  # refused already: stop,
+                        if rest[-1].flags & oap.END and i < len(rest) - 1:  # but say so
+                            await self.conn.channel.send(_with_corr(rest[-1], corr_id))
                         break
                     await self.conn.channel.send(_with_corr(frame, corr_id))
                 try:

@@ -60,7 +60,14 @@ def check_token(
 
 
 class Uploads:
-    """The open uploads of one connection, by corr_id."""
+    """The open uploads of one connection, by corr_id.
+
+    A refused or failed upload is remembered as "dropping" so its remaining frames are dropped
+    until its END. Its sender may never send that END (the SDK stops at the refusal), so a
+    dropping entry never counts toward ``limit``, and at most ``DROPPING_FACTOR * limit`` are
+    remembered (the oldest is forgotten first): memory stays bounded either way."""
+
+    DROPPING_FACTOR = 4
 
     def __init__(self, conn: Connection, root: Path, commit: Commit, limit: int) -> None:
         self.conn = conn
@@ -68,6 +75,7 @@ class Uploads:
         self.commit = commit
         self.limit = limit
         self._open: dict[int, trio.MemorySendChannel[oap.Frame] | None] = {}  # None: dropping
+        self._live = 0  # entries that are not None: uploads being received
 
     def owns(self, frame: oap.Frame) -> bool:
         return frame.corr_id in self._open and not oap.is_hello_request(frame)
@@ -81,22 +89,41 @@ class Uploads:
         try:
             await dest.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._open[frame.corr_id] = None  # it failed meanwhile: drop the rest
+            if self._open.get(frame.corr_id) is not None:  # it failed meanwhile: drop the rest
+                self._drop(frame.corr_id)
             if frame.flags & oap.END:
-                del self._open[frame.corr_id]
+                self._open.pop(frame.corr_id, None)
 
     def refuse(self, frame: oap.Frame) -> None:
         """Drop the frames that follow this refused upload's START (unless it ended there)."""
         if not frame.flags & oap.END:
             self._open[frame.corr_id] = None
+            self._forget_oldest_dropping()
+
+    def _drop(self, corr_id: int) -> None:
+        """A live upload failed: drop the rest of its frames (until its END)."""
+        if self._open.get(corr_id) is not None:
+            self._live -= 1
+        self._open[corr_id] = None
+        self._forget_oldest_dropping()
+
+    def _forget_oldest_dropping(self) -> None:
+        dropping = [c for c, dest in self._open.items() if dest is None]
+        for corr_id in dropping[: max(0, len(dropping) - self.DROPPING_FACTOR * self.limit)]:
+            del self._open[corr_id]
+
+    def _finish(self, corr_id: int) -> None:
+        if self._open.pop(corr_id, None) is not None:
+            self._live -= 1
 
     def start(self, nursery: trio.Nursery, frame: oap.Frame, request: overlay.Put) -> None:
-        if len(self._open) >= self.limit:
+        if self._live >= self.limit:
             raise oap.OapError(
                 "busy", f"{self.limit} uploads open on this connection", retry_after=1
             )
         send, receive = trio.open_memory_channel[oap.Frame](QUEUE)
         self._open[frame.corr_id] = send
+        self._live += 1
         nursery.start_soon(self._receive, frame, request, receive)
 
     async def _receive(
@@ -145,12 +172,12 @@ class Uploads:
                     "object_too_large" if isinstance(exc, objstore.ObjectTooLarge) else "internal"
                 )
                 exc = oap.OapError(reason, str(exc))
-            self._open[req.corr_id] = None  # drop the rest of its frames (until its END)
+            self._drop(req.corr_id)  # drop the rest of its frames (until its END)
             with contextlib.suppress(ChannelClosed):
                 await self.conn.channel.send(oap.error_frame(req, exc))
         finally:
             if ended or self._open.get(req.corr_id) is not None:
-                self._open.pop(req.corr_id, None)
+                self._finish(req.corr_id)
             if temp is not None:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(temp.abort)

@@ -111,3 +111,31 @@ async def test_bytes_that_are_not_their_claimed_id_are_refused(tmp_path: Path) -
 
     with trio.fail_after(20):
         await uploading(tmp_path, case)
+
+
+async def test_refused_uploads_that_never_end_do_not_use_up_the_connection(
+    tmp_path: Path,
+) -> None:
+    """A client may stop sending once it sees the refusal (the SDK does), so a refused upload's
+    END may never come; it must not hold one of the connection's upload slots."""
+    data = os.urandom(100_000)
+    obj_id = ids.id_of(data)
+
+    async def case(node: Any, committer: Committer) -> None:
+        assert node.server is not None
+        async with trio.open_nursery() as nursery:
+            conn = await dial(PeerAddr.parse(node.addr), None, nursery)
+            client = PeerClient(conn)
+            await nursery.start(client.run)
+            refused, _rest = upload_frames(obj_id, data, "")  # no token: 401 at once
+            for _ in range(node.server.inflight + 1):
+                answer = await client.upload(refused, [], timeout=10)  # START only, no END
+                assert answer.code == 401
+            first, rest = upload_frames(obj_id, data, token(node.cert.node_id))
+            stored = await client.upload(first, rest, timeout=10)
+            oap.raise_for_status(stored)
+            assert committer.calls == 1
+            await conn.channel.aclose()
+
+    with trio.fail_after(20):
+        await uploading(tmp_path, case)
