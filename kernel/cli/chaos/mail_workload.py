@@ -13,7 +13,10 @@ What is checked once the node is ready again and the mailbox is drained (``drain
 - no message whose ack was answered 200 was delivered again (``came_back``) or acked twice;
 - the deliveries beyond a message's first (``redelivered``) all follow a delivery whose ack
   was never answered 200 (lost, stale after a restart, or not sent): they are allowed and
-  counted, not hidden.
+  counted, not hidden;
+- a message whose ``max_deliver`` deliveries all lost their acks is in the dead-letter queue:
+  held, not lost. The drain redrives it (``dead_lettered`` counts it) so it is received and
+  acked like the rest.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ VISIBILITY = 3.0  # seconds a delivery stays hidden: a lost ack shows up again w
 BATCH = 16
 TIMEOUT = 10.0
 PAUSE = 0.05  # seconds before sending again after a failed answer
+DLQ_POLL = 0.5  # seconds between looks at the dead-letter queue while draining
 
 
 @attrs.define
@@ -44,6 +48,7 @@ class MailLedger:
     ack_unknown: set[str] = attrs.field(factory=set)  # ack sent, no answer: maybe applied
     came_back: list[str] = attrs.field(factory=list)  # delivered again after an ack of 200
     send_failures: int = 0
+    dead_lettered: int = 0  # acknowledged sends found in the DLQ while draining (redriven)
     ack_failures: int = 0  # acks not answered 200 (their messages come back: redelivered)
 
     @property
@@ -105,11 +110,35 @@ class MailWorkload:
             async with trio.open_nursery() as nursery:
                 for _ in range(self.consumers):
                     nursery.start_soon(self._consume)
+                nursery.start_soon(self._redrive_dead_letters)
                 if self.ledger.lost() or self.ledger.unsettled():
                     await self.settled.wait()
                 nursery.cancel_scope.cancel()
             return True
         return False
+
+    async def _redrive_dead_letters(self) -> None:
+        """While draining: every ``DLQ_POLL`` s, move our acknowledged sends that were
+        dead-lettered back into the mailbox, so the consumers get them once more."""
+        ours = set(self.ledger.acked_sends.values())
+        while True:
+            await trio.sleep(DLQ_POLL)
+            try:
+                resp = await request(
+                    "GET", f"{self.base}/dlq?max=100", headers=self.auth, timeout=TIMEOUT
+                )
+                if resp.status != 200:
+                    continue
+                dead = {m["msg_id"] for m in json.loads(resp.body)["messages"]} & ours
+                if not dead:
+                    continue
+                redriven = await request(
+                    "POST", f"{self.base}/dlq/redrive", headers=self.auth, timeout=TIMEOUT
+                )
+            except (HttpError, ValueError, KeyError, TypeError):
+                continue
+            if redriven.status == 200:
+                self.ledger.dead_lettered += len(dead)
 
     async def _send_until_acked(self, key: str, *, while_sending: bool = False) -> None:
         while True:

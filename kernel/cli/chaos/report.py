@@ -95,6 +95,7 @@ def build_report(state: StormState, checks: list[Check], readback: ReadBack | No
             "unsettled": led.unsettled(),
             "send_failures": led.send_failures,
             "ack_failures": led.ack_failures,
+            "dead_lettered": led.dead_lettered,
             "drained": state.mail_drained,
         }
     return report

@@ -207,6 +207,8 @@ def mail_check(state: StormState) -> Check:
         f"{led.redelivered} redeliveries of never-acked deliveries, "
         f"{len(led.came_back)} after an ack"
     )
+    if led.dead_lettered:
+        detail += f"; {led.dead_lettered} dead-lettered (max_deliver) and redriven"
     if lost or unsettled:
         detail += f"; LOST {len(lost)}, unsettled {len(unsettled)} (e.g. {(lost + unsettled)[0]})"
     if not state.mail_drained:
