@@ -397,16 +397,24 @@ class GatewayApp:
         if start == end:
             await ex.body(b"")
 
-    async def _check_room(self, length: int) -> None:
-        """507 before the body is read (and before ``100 Continue``) when the announced
-        ``Content-Length`` cannot fit the store: the client learns it without uploading."""
+    async def _check_room(self, length: int, *, so_far: str = "") -> int:
+        """507 when ``length`` bytes cannot fit the store; else the bytes it can take (-1:
+        unknown). Before the body, on the announced ``Content-Length`` (so before ``100
+        Continue``): the client learns it without uploading; during a chunked upload, on the
+        bytes received so far. A refusal is always checked against a fresh view (a GC may
+        just have made room)."""
         free = await self.backend.free_space()
         if free is not None and (length > free[0] or free[1] < 1):
+            free = await self.backend.free_space(fresh=True)
+        if free is None:
+            return -1
+        if length > free[0] or free[1] < 1:
             raise GatewayError(
                 "insufficient_storage",
                 f"the store can take {free[0]} more bytes and {free[1]} more objects; "
-                f"this object is {length} bytes",
+                f"this object is {so_far}{length} bytes",
             )
+        return free[0]
 
     async def _put_object(
         self,
@@ -454,7 +462,11 @@ class GatewayApp:
         try:
             await upload.write(b"".join(pieces))
             del pieces
+            room = -1 if length else await self._check_room(buffered)
             while (piece := await body.next()) is not None:
+                buffered += len(piece)
+                if 0 <= room < buffered:  # past what the store could take: look again, now
+                    room = await self._check_room(buffered, so_far="already ")
                 await upload.write(piece)
             ex.waiting_on_client = False
             stored = await upload.commit()

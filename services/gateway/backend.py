@@ -50,8 +50,9 @@ class Backend(Protocol):
 
     async def begin_upload(self, max_size: int) -> Upload: ...
 
-    async def free_space(self) -> tuple[int, int] | None:
-        """(bytes, objects) the store can still take (a recent view), None if unknown."""
+    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
+        """(bytes, objects) the store can still take (a recent view, or read now when
+        ``fresh``), None if unknown."""
 
     async def quarantine(self, obj_id: str) -> None: ...
 

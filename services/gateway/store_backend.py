@@ -139,12 +139,12 @@ class StoreBackend:
         self._sizes: dict[str, int] = {}
         self._usage: tuple[float, storage.UsageReply] | None = None  # (when read, reply)
 
-    async def free_space(self) -> tuple[int, int] | None:
+    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
         """(bytes, objects) svc-storage can still take, read at most once per
-        ``USAGE_TTL`` seconds; None if it did not answer (the PUT goes on: svc-storage
-        refuses it itself if it does not fit)."""
+        ``USAGE_TTL`` seconds (``fresh``: now); None if it did not answer (the PUT goes on:
+        svc-storage refuses it itself if it does not fit)."""
         now = trio.current_time()
-        if self._usage is None or now - self._usage[0] > USAGE_TTL:
+        if fresh or self._usage is None or now - self._usage[0] > USAGE_TTL:
             try:
                 self._usage = (now, await self.storage_call(storage.Usage()))
             except GatewayError:

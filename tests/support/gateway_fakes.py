@@ -107,7 +107,7 @@ class FakeBackend:
     async def put_small(self, data: bytes) -> Stored:
         return self.store(data)
 
-    async def free_space(self) -> tuple[int, int] | None:
+    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
         return self.free
 
     async def begin_upload(self, max_size: int) -> FakeUpload:
