@@ -9,8 +9,10 @@ answered 403 ``not_permitted``, logged (uid and pid, never what was asked) and c
 
 Routes: the read-only ones of the admin plane, and the acts (``kernel.admin.acts``):
 ``POST /stop``, ``POST /stop|start|restart/{service}``, ``POST /release/{service}``,
-``POST /reload``, ``POST /fault/{service}?fault=...``, the token routes; and ``GET /logs``
-(``kernel.admin.log_routes``: the supervisor's log ring, for the node's user only).
+``POST /reload``, ``POST /fault/{service}?fault=...``, the token routes; ``GET /logs``
+(``kernel.admin.log_routes``: the supervisor's log ring, for the node's user only); and the
+store's housekeeping (``kernel.admin.store_routes``: ``GET /store/objects``, ``GET|PUT|DELETE
+/store/pins[/{id}]``, ``POST /store/gc``).
 A ``/control`` prefix is accepted too (``/control/stop`` is ``/stop``), so scripts written for the
 old TCP routes only change where they connect.
 """
