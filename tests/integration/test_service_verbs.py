@@ -37,10 +37,20 @@ async def test_operator_restarts_never_quarantine_and_crashes_still_count(tmp_pa
                 assert (await node.post("/fault/svc-index?fault=kill")).status == 200
                 state = "quarantined" if n == 2 else "ready"
                 await node.wait_service("svc-index", state=state, not_pid=pid)
-            # ... and an operator's restart of a quarantined service starts it
-            done = await node.ronctl("restart", "svc-index")
+            # ... and an operator's restart of a quarantined service starts it (--json: its
+            # state as the verb saw it arrive, for scripts)
+            done = await node.ronctl("restart", "svc-index", "--json")
             assert done.returncode == 0, done.stderr
-            assert (await node.service("svc-index"))["state"] == "ready"
+            svc = await node.service("svc-index")
+            assert svc["state"] == "ready"
+            assert json.loads(done.stdout) == {
+                "service": "svc-index",
+                "act": "restart",
+                "changed": True,
+                "arrived": True,
+                "state": "ready",
+                "pid": svc["pid"],
+            }
 
 
 async def test_a_stopped_service_stays_stopped_and_readyz_says_so(tmp_path: Path) -> None:
