@@ -203,6 +203,9 @@ class MailWorkload:
         for m in messages:
             body = json.dumps({"receipts": [m["receipt"]]}).encode()
             msg_id = m["msg_id"]
+            # unknown until answered: if we are cancelled with the ack on the wire (the storm
+            # ended), the node may have applied it, and then the message never comes back
+            self.ledger.ack_unknown.add(msg_id)
             try:
                 resp = await request(
                     "POST", f"{self.base}/ack", body=body, headers=headers, timeout=TIMEOUT
@@ -216,8 +219,9 @@ class MailWorkload:
                     self.ledger.came_back.append(msg_id)  # acked twice
                 self.ledger.acked.add(msg_id)
                 self.ledger.ack_unknown.discard(msg_id)
-            elif resp.status == 409:
+            elif resp.status == 409:  # not applied: the message comes back
                 self.ledger.ack_failures += 1
+                self.ledger.ack_unknown.discard(msg_id)
             else:  # a 5xx: the mailbox may have applied it before it went down
                 self.ledger.ack_failures += 1
                 self.ledger.ack_unknown.add(msg_id)
