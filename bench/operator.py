@@ -78,6 +78,7 @@ def ours(runs: int) -> tuple[list[float], list[float]]:
         node.terminate()
         node.wait(30)
         shutil.rmtree(rt, ignore_errors=True)
+        cfg.unlink(missing_ok=True)
     return times, times  # it returns once the new process is ready
 
 

@@ -144,6 +144,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+        (rt.parent / f"{rt.name}.toml").unlink(missing_ok=True)
     rows = [
         ("writes, no GC (baseline)", base, base_err, base_wall),
         ("writes during the GC", during, gc_err, gc_wall),
