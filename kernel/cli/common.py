@@ -16,6 +16,7 @@ from kernel.cli.client import AdminClient, ControlClient
 
 __all__ = [
     "ADMIN_ENV",
+    "RUNTIME_ENV",
     "AdminArg",
     "CliError",
     "add_admin_arg",

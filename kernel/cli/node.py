@@ -16,6 +16,7 @@ from kernel import runtime
 from kernel.cli import services as service_verbs
 from kernel.cli.client import AdminUnreachable
 from kernel.cli.common import (
+    RUNTIME_ENV,
     AdminArg,
     CliError,
     add_json_arg,
@@ -55,6 +56,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # where the other verbs look for the node (kernel.cli.common.runtime_dir_of): the flag,
+    # else $RON_RUNTIME_DIR; neither: the node's config decides (default: the default dir)
+    args.runtime_dir = args.runtime_dir or os.environ.get(RUNTIME_ENV) or None
     if args.runtime_dir:
         # Fail before importing the node: the message names the flag to fix.
         runtime.check_path_budget(os.path.abspath(args.runtime_dir))

@@ -306,6 +306,18 @@ def test_run_without_flags_has_no_overrides(fake_node, capsys):
     assert fake_node == [("micronode", None, {})]
 
 
+def test_run_finds_its_runtime_dir_where_the_other_verbs_look(fake_node, capsys, monkeypatch):
+    """``$RON_RUNTIME_DIR`` (README: how every verb finds the node) places the node too, so
+    ``export RON_RUNTIME_DIR=...; ronctl run ...`` and ``ronctl status`` meet; the flag wins."""
+    monkeypatch.setenv("RON_RUNTIME_DIR", "/dev/shm/ron-env")
+    assert run(capsys, "run", "micronode")[0] == 0
+    assert run(capsys, "run", "micronode", "--runtime-dir", "rt")[0] == 0
+    assert fake_node == [
+        ("micronode", None, {"paths.runtime_dir": "/dev/shm/ron-env"}),
+        ("micronode", None, {"paths.runtime_dir": "rt"}),
+    ]
+
+
 def test_run_config_error_is_one_line(fake_node, capsys):
     code, _, err = run(capsys, "run", "broken")
     assert code == 1
