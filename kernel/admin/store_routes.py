@@ -32,7 +32,7 @@ CALL_TIMEOUT = 10.0
 _STATUS = {
     "schema_invalid": 400,
     "not_found": 404,
-    "busy": 409,
+    "busy": 429,
     "unavailable": 503,
     "timeout": 503,
     "not_ready": 503,
@@ -57,7 +57,7 @@ class StoreRoutes:
             reply = await self._control.storage(request, timeout)
         except oap.OapError as exc:
             status = _STATUS.get(exc.reason, 502)
-            headers = [(b"retry-after", b"1")] if status == 503 else []
+            headers = [(b"retry-after", b"1")] if status in (429, 503) else []
             body = {"error": exc.reason if status != 400 else "bad_request"}
             body["detail"] = exc.detail or exc.reason
             await send_json(req.send, status, body, headers=headers)

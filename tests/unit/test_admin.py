@@ -19,6 +19,7 @@ import trio
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
+from ipc import oap
 from kernel.admin import (
     AdminBindError,
     build_admin_app,
@@ -48,6 +49,7 @@ class FakeControl:
         self.last_reload: dict[str, list[str]] = {}
         self.passport_requests: list[Any] = []
         self.passport_reply: Any = None
+        self.storage_reply: Any = None
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,11 @@ class FakeControl:
         if isinstance(self.passport_reply, Exception):
             raise self.passport_reply
         return self.passport_reply
+
+    async def storage(self, request: Any, timeout: float) -> Any:
+        if isinstance(self.storage_reply, Exception):
+            raise self.storage_reply
+        return self.storage_reply
 
     async def release(self, service: str) -> None:
         status = self.health.get(service)
@@ -663,3 +670,21 @@ async def test_passport_down_is_503_and_acts_are_audited(ctl: str, control: Fake
     acts = [(act, detail.get("service")) for act, detail in control.audited]
     assert acts == [("release", "svc-a"), ("reload", None), ("stop", None)]
     assert all(d["caller"].startswith("uid ") for _, d in control.audited)
+
+
+async def test_store_gc_errors_are_the_canon_statuses(ctl: str, control: FakeControl) -> None:
+    """``POST /store/gc``: a GC already running is 429 ``busy`` with Retry-After (the canon's
+    code, as specs/storage-protocol.md says), svc-index down is 503, a bad grace is 400."""
+    with trio.fail_after(DEADLINE):
+        control.storage_reply = oap.OapError("busy", "a GC is already running")
+        busy = await http(ctl, "POST", "/store/gc", body=b"{}")
+        control.storage_reply = oap.OapError("unavailable", "svc-index did not list the names")
+        down = await http(ctl, "POST", "/store/gc", body=b"{}")
+        short = await http(ctl, "POST", "/store/gc", body=b'{"grace": 5}')
+    assert (busy.status, busy.json()["error"], busy.headers.get("retry-after")) == (
+        429,
+        "busy",
+        "1",
+    )
+    assert (down.status, down.headers.get("retry-after")) == (503, "1")
+    assert short.status == 400 and "at least 60" in short.json()["detail"]
