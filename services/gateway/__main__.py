@@ -58,8 +58,16 @@ async def main(ctx: ServiceContext) -> None:
             if guard is not None:
                 await nursery.start(KeyFeed(passport, guard).run)
             await nursery.start(serve, app, sock, settings)
+            nursery.start_soon(_judge_shedding_every_second, app)
             logs.log("gateway_serving", addr=str(sock.getsockname()), server=settings.server)
             ctx.ready()
+
+
+async def _judge_shedding_every_second(app: GatewayApp) -> None:
+    """The shed window clears on the clock: /readyz recovers with no further write."""
+    while True:
+        await trio.sleep(1.0)
+        app.shedding.tick()
 
 
 PASSPORT = "svc-passport"  # where the key set comes from (the kernel's PassportLink says so too)

@@ -111,7 +111,8 @@ class Deadline:
 class ShedWatch:
     """Says when writes are being shed for a sustained while: over the last ``window`` seconds
     (1 s buckets), at least ``min_sheds`` writes were refused and they were more than half of
-    all writes; it clears once the window holds no more than a tenth. ``on_change(degraded)``
+    all writes; it clears once the window holds no more than a tenth (judged on every write and
+    on every ``tick``, so it clears when writes stop too). ``on_change(degraded)``
     is called on every change (the gateway reports itself not-ready meanwhile, so /readyz and
     load balancers see the pressure before the node collapses)."""
 
@@ -134,10 +135,23 @@ class ShedWatch:
         now = int(self._clock())
         bucket = self._buckets.get(now)
         if bucket is None:
-            for old in [k for k in self._buckets if k <= now - self._window]:
-                del self._buckets[old]
+            self._expire(now)
             bucket = self._buckets[now] = [0, 0]
         bucket[index] += 1
+        self._judge()
+
+    def tick(self) -> None:
+        """Re-judge on the clock alone. Called about once a second by the gateway: once writes
+        are shed, a load balancer honouring /readyz sends no more, so waiting for the next write
+        to clear the window would keep the node not-ready for as long as it is left alone."""
+        self._expire(int(self._clock()))
+        self._judge()
+
+    def _expire(self, now: int) -> None:
+        for old in [k for k in self._buckets if k <= now - self._window]:
+            del self._buckets[old]
+
+    def _judge(self) -> None:
         admitted = sum(b[0] for b in self._buckets.values())
         shed = sum(b[1] for b in self._buckets.values())
         total = admitted + shed

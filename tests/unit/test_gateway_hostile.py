@@ -371,3 +371,21 @@ def test_shedding_is_reported_when_sustained_and_cleared_after() -> None:
     for _ in range(10):
         watch.admitted()
     assert changes == [True, False] and not watch.degraded
+
+
+def test_shedding_clears_by_itself_when_no_write_arrives() -> None:
+    """A load balancer honouring /readyz sends no more writes to a degraded gateway: the shed
+    window must clear on the clock alone, not only when the next write is noted."""
+    from services.gateway.limits import ShedWatch
+
+    now = [100.0]
+    changes: list[bool] = []
+    watch = ShedWatch(changes.append, window=5, min_sheds=20, clock=lambda: now[0])
+    for _ in range(40):
+        watch.shed()
+    assert changes == [True]
+    watch.tick()
+    assert changes == [True]  # the pressure is still in the window
+    now[0] += 6  # nothing arrived since
+    watch.tick()
+    assert changes == [True, False] and not watch.degraded
