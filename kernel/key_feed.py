@@ -1,7 +1,14 @@
 """Keeps a service's ``TokenGate`` (``services.lib.tokens``) fed with svc-passport's key set.
 
-Polled every ``POLL_S`` with the version last seen, so a rotation, a revocation or the end of an
-overlap takes effect within about that long, and a poll that changed nothing is one small frame.
+A long poll (``Keys(since, wait=LONG_POLL_S)``) named after the service: svc-passport answers at
+once when the set changes (a rotation, a revocation, the end of an overlap), so a change takes
+effect in about a round trip; an unchanged set costs one small frame per ``LONG_POLL_S``. Each
+poll's ``since`` tells svc-passport which version this verifier applied: a revocation answers
+only once every verifier has applied it (``services/passport/verifiers.py``).
+
+Guarantees: ``set_keys`` runs before the next poll is sent (so the ack is true); the gap between
+two polls never exceeds ``LONG_POLL_S + CALL_SLACK`` (or ``RETRY_S`` after a failure), which is
+what svc-passport's liveness window relies on.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from ipc.proto import passport as proto
 from ipc.proto.codec import call
 from kernel import logs
 
-__all__ = ["POLL_S", "KeyFeed"]
+__all__ = ["LONG_POLL_S", "KeyFeed"]
 
-POLL_S = 0.5
+LONG_POLL_S = 1.0
+CALL_SLACK = 0.8  # a long poll's call timeout is LONG_POLL_S + this (< svc-passport's LIVE_S)
+RETRY_S = 0.2  # after a failed poll (svc-passport restarting, busy)
 
 
 class _Gate(Protocol):
@@ -28,16 +37,16 @@ class _Gate(Protocol):
 
 
 class KeyFeed:
-    def __init__(self, client: CommandClient, gate: _Gate) -> None:
+    def __init__(self, client: CommandClient, gate: _Gate, *, verifier: str) -> None:
         self._client = client
         self._gate = gate
+        self._verifier = verifier
 
-    async def poll_once(self) -> bool:
-        """One poll; True if svc-passport answered."""
+    async def poll_once(self, wait: float = 0.0) -> bool:
+        """One poll (a long one when ``wait`` > 0); True if svc-passport answered."""
+        request = proto.Keys(since=self._gate.version, verifier=self._verifier, wait=wait)
         try:
-            keyset = await call(
-                self._client, proto.PROTOCOL, proto.Keys(since=self._gate.version), timeout=2.0
-            )
+            keyset = await call(self._client, proto.PROTOCOL, request, timeout=wait + CALL_SLACK)
         except oap.OapError:
             return False
         if keyset.version != self._gate.version:
@@ -51,5 +60,5 @@ class KeyFeed:
         await self.poll_once()
         task_status.started()
         while True:
-            await trio.sleep(POLL_S)
-            await self.poll_once()
+            if not await self.poll_once(LONG_POLL_S):
+                await trio.sleep(RETRY_S)

@@ -18,6 +18,7 @@ from ipc.proto.codec import Request, ServiceProtocol
 from ipc.proto.fields import unsigned
 
 __all__ = [
+    "MAX_KEYS_WAIT",
     "PASSPORT_PROTO",
     "PROTOCOL",
     "Audit",
@@ -38,6 +39,7 @@ __all__ = [
 
 PASSPORT_PROTO: Final = 0x0103
 MAX_DETAIL = 16  # keys in an audit record's detail
+MAX_KEYS_WAIT = 5.0  # seconds a Keys long poll may wait
 
 
 def _ops(_inst: object, attr: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
@@ -49,6 +51,11 @@ def _ops(_inst: object, attr: attrs.Attribute[tuple[str, ...]], value: tuple[str
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attr.name} must be > 0, got {value}")
+
+
+def _wait(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value <= MAX_KEYS_WAIT:
+        raise ValueError(f"{attr.name} must be 0..{MAX_KEYS_WAIT}, got {value}")
 
 
 @attrs.frozen
@@ -88,8 +95,12 @@ class Mint(Request[Minted]):
 
 @attrs.frozen
 class Revoked:
+    """``pending``: verifiers that had not confirmed the new key set when svc-passport stopped
+    waiting (empty: every live verifier of the node refuses the token now)."""
+
     id: str
     already: bool  # it was revoked before
+    pending: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -126,11 +137,18 @@ class KeySet:
 
 @attrs.frozen
 class Keys(Request[KeySet]):
-    """The key set, or only ``KeySet(version=since)`` (empty) when ``since`` is current."""
+    """The key set, or only ``KeySet(version=since)`` (empty) when ``since`` is current.
+
+    ``wait``: a long poll: when ``since`` is current, answer once the set changes or after
+    ``wait`` seconds (at most ``MAX_KEYS_WAIT``). ``verifier`` names the caller (its service);
+    its next poll's ``since`` tells svc-passport which version it has applied, which is how a
+    revocation knows when every verifier refuses the token."""
 
     OP: ClassVar[str] = "keys"
     REPLY: ClassVar[type] = KeySet
     since: int = attrs.field(default=0, validator=unsigned)
+    verifier: str = attrs.field(default="", validator=attrs.validators.max_len(64))
+    wait: float = attrs.field(default=0.0, validator=_wait)
 
 
 @attrs.frozen

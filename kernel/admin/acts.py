@@ -79,10 +79,24 @@ class ActRoutes:
             await send_error(req.send, 400, "bad_request", one_line(exc))
             return
         revoked = await self._passport(req, proto.Revoke(id=token_id, caller=req.caller))
-        if revoked is not None:
+        if revoked is None:
+            return
+        if revoked.pending:  # durable, but not yet refused everywhere: not done (DESIGN §8)
+            behind = ", ".join(revoked.pending)
             await send_json(
-                req.send, 200, {"id": revoked.id, "revoked": True, "already": revoked.already}
+                req.send,
+                503,
+                {
+                    "error": "unavailable",
+                    "detail": f"revoked {revoked.id} durably, but {behind} has not applied it "
+                    "yet; run the revoke again to wait for it",
+                },
+                headers=[(b"retry-after", b"1")],
             )
+            return
+        await send_json(
+            req.send, 200, {"id": revoked.id, "revoked": True, "already": revoked.already}
+        )
 
     async def token_rotate(self, req: Request) -> None:
         await self._answer_with(req, proto.Rotate(caller=req.caller))  # kid, previous, until

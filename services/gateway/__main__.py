@@ -56,7 +56,7 @@ async def main(ctx: ServiceContext) -> None:
         )
         async with trio.open_nursery() as nursery:
             if guard is not None:
-                await nursery.start(KeyFeed(passport, guard).run)
+                await nursery.start(KeyFeed(passport, guard, verifier=ctx.name).run)
             await nursery.start(serve, app, sock, settings)
             nursery.start_soon(_judge_shedding_every_second, app)
             logs.log("gateway_serving", addr=str(sock.getsockname()), server=settings.server)

@@ -7,8 +7,9 @@ expiry or revocation → 401 ``cap_invalid``; a valid token whose caveat does no
 ``auth_failures_total{service="svc-gateway",reason}`` and ``rejected_total{reason="unauth"}``;
 the token is never logged, only its id may be.
 
-The keys come from svc-passport (``kernel.key_feed.KeyFeed``, polled every ``POLL_S``), so a
-rotation, a revocation or the end of an overlap takes effect here within about that long. Until
+The keys come from svc-passport (``kernel.key_feed.KeyFeed``, a long poll), so a
+rotation, a revocation or the end of an overlap takes effect here within a round trip (a
+revocation answers only once it has). Until
 the first key set arrives a write answers 503 ``unavailable`` (Retry-After 1), never an open door.
 The verification itself is ``services.lib.tokens.TokenGate``, shared with svc-overlay.
 """
@@ -18,11 +19,11 @@ from __future__ import annotations
 from ipc import caps
 from ipc.proto import passport as proto
 from kernel.http.asgi import Scope
-from kernel.key_feed import POLL_S, KeyFeed
+from kernel.key_feed import KeyFeed
 from services.gateway.errors import GatewayError
 from services.lib.tokens import KeysNotLoaded, TokenGate
 
-__all__ = ["POLL_S", "Guard", "KeyFeed"]
+__all__ = ["Guard", "KeyFeed"]
 _CHALLENGE = ((b"www-authenticate", b'Bearer realm="ron"'),)
 _INVALID = ((b"www-authenticate", b'Bearer realm="ron", error="invalid_token"'),)
 

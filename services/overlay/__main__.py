@@ -188,7 +188,7 @@ async def main(ctx: ServiceContext) -> None:
         server = ctx.command_server(handler)
         async with trio.open_nursery() as nursery:
             if gate is not None:
-                await nursery.start(KeyFeed(pp, gate).run)
+                await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)
             await nursery.start(fetcher.run)
             await nursery.start(listener.serve)
             await nursery.start(server.run)

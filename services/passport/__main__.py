@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 from ipc import oap
@@ -18,13 +19,19 @@ from services.lib.keys import KeyCustodyError
 from services.passport.authority import Authority
 from services.passport.revocations import RevocationFull
 from services.passport.settings import PassportSettings
+from services.passport.verifiers import Verifiers
 
 FEATURES = ("passport", "audit")
 TICK_MAX = 60.0  # seconds between schedule checks at most
+REVOKE_WAIT = 2.5  # seconds a revoke waits for the verifiers (within the kernel's call timeout)
 
 
 def make_handler(
-    ctx: ServiceContext, authority: Authority, lock: trio.Lock, schedule: Schedule
+    ctx: ServiceContext,
+    authority: Authority,
+    lock: trio.Lock,
+    schedule: Schedule,
+    verifiers: Verifiers,
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
     """``lock``: one act at a time (the files have one writer), shared with the schedule."""
 
@@ -32,14 +39,24 @@ def make_handler(
         async with lock:
             result = await trio.to_thread.run_sync(fn)
         schedule.changed()
+        verifiers.changed()  # long polls answer with the new version at once
         return result
+
+    async def keys(req: proto.Keys) -> proto.KeySet:
+        verifiers.poll_started(req.verifier, req.since)
+        try:
+            if req.since == authority.version and req.wait > 0:
+                await verifiers.wait_changed(req.wait)
+            return authority.keyset(req.since, time.time())
+        finally:
+            verifiers.poll_ended(req.verifier)
 
     async def dispatch(req: Request[object]) -> object:
         now = time.time()
         try:
             match req:
-                case proto.Keys(since=since):
-                    return authority.keyset(since, now)
+                case proto.Keys():
+                    return await keys(req)
                 case proto.Identity():
                     return authority.identity()
                 case proto.Mint():
@@ -48,8 +65,15 @@ def make_handler(
                     return minted
                 case proto.Revoke():
                     revoked = await act(lambda: authority.revoke(req, now))
-                    logs.log("token_revoked", id=revoked.id, already=revoked.already)
-                    return revoked
+                    # Acts take effect before they answer (DESIGN §8): every verifier refuses it.
+                    pending = await verifiers.wait_applied(authority.version, REVOKE_WAIT)
+                    logs.log(
+                        "token_revoked",
+                        id=revoked.id,
+                        already=revoked.already,
+                        pending=",".join(pending),
+                    )
+                    return attrs.evolve(revoked, pending=",".join(pending))
                 case proto.Rotate(caller=caller):
                     rotated = await act(lambda: authority.rotate(now, caller=caller))
                     logs.log("key_rotated", kid=rotated.kid, previous=rotated.previous)
@@ -73,9 +97,10 @@ class Schedule:
     """Rotates and expires on time: sleeps until the next change (at most a minute), then
     ticks; an act that moves the next change (a rotation) wakes it through ``changed``."""
 
-    def __init__(self, authority: Authority, lock: trio.Lock) -> None:
+    def __init__(self, authority: Authority, lock: trio.Lock, on_tick: Callable[[], None]) -> None:
         self._authority = authority
         self._lock = lock
+        self._on_tick = on_tick  # a tick may change the key set: wake the long polls
         self._wake = trio.Event()
 
     def changed(self) -> None:
@@ -90,6 +115,7 @@ class Schedule:
             if slept.cancelled_caught:
                 async with self._lock:
                     await trio.to_thread.run_sync(lambda: self._authority.tick(time.time()))
+                self._on_tick()
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -103,8 +129,9 @@ async def main(ctx: ServiceContext) -> None:
         raise SystemExit(2) from None
     logs.log("passport_ready", node_id=authority.node_id, kid=authority.keys.active.kid)
     lock = trio.Lock()
-    schedule = Schedule(authority, lock)
-    server = ctx.command_server(make_handler(ctx, authority, lock, schedule))
+    verifiers = Verifiers()
+    schedule = Schedule(authority, lock, verifiers.changed)
+    server = ctx.command_server(make_handler(ctx, authority, lock, schedule, verifiers))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(schedule.run)
         await nursery.start(server.run)

@@ -3,18 +3,20 @@ a worker thread, one at a time): keys, revocations and the audit log together.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ipc import caps
 from ipc.proto import passport as proto
 from kernel.config import AuthConfig
 from services.lib import audit
-from services.lib.keys import KEYS_DIR, KeyStore
+from services.lib.keys import KEYS_DIR, KeyStore, write_private
 from services.passport.revocations import Revocations
 
 __all__ = ["Authority"]
 
 REVOKED_FILE = "passport/revoked.log"
+EPOCH_FILE = "passport/epoch"
 AUDIT_DIR = "audit"
 
 
@@ -27,7 +29,10 @@ class Authority:
         self.revocations = Revocations(data_dir / REVOKED_FILE, keep_for=auth.max_ttl)
         self.revocations.load(now)
         self.log = audit.AuditLog(data_dir / AUDIT_DIR, self.keys)
-        self.version = 1
+        # The version a verifier compares with; it must never repeat across starts, or a
+        # verifier holding "version 3" from the last life would be told "nothing new" about a
+        # revocation made since: a durable start counter in the high bits.
+        self.version = next_epoch(data_dir / EPOCH_FILE) << 32 | 1
         if self.log.seq == 0:
             self.log.append("node_identity", {"node_id": self.keys.node_id}, now=now)
 
@@ -114,3 +119,17 @@ class Authority:
     def audit_check(self) -> proto.AuditReport:
         report = audit.verify(self.log.directory, self.keys.public_key)
         return proto.AuditReport(report.ok, report.records, report.first_bad, report.reason)
+
+
+def next_epoch(path: Path) -> int:
+    """This start's number, one more than the last one's (fsynced before it is used)."""
+    try:
+        last = int(path.read_text())
+    except FileNotFoundError:
+        last = 0
+    except ValueError:  # edited by hand (a write is atomic): past any count of starts
+        last = int(time.time())
+    epoch = last + 1
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, str(epoch).encode())
+    return epoch

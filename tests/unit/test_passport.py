@@ -118,3 +118,17 @@ def test_every_act_is_in_a_chain_that_verifies(authority: Authority, tmp_path: P
     path.write_text(path.read_text().replace('"reload"', '"reloaD"'))
     report = authority.audit_check()
     assert (report.ok, report.first_bad) == (False, 5)
+
+
+def test_the_key_set_version_never_repeats_across_starts(tmp_path: Path) -> None:
+    """A verifier holding the last life's version must be told about a change made since: the
+    old version restarted at 1, so a poll 'since 1' heard nothing after a passport crash."""
+    first = Authority(tmp_path, AUTH, now=T0)
+    minted = first.mint(proto.Mint(ops=("put",), ttl=60.0), T0)
+    held = first.keyset(0, T0).version  # what a verifier holds
+    second = Authority(tmp_path, AUTH, now=T0 + 1)  # a restart, before anything changed
+    assert second.version > held
+    second.revoke(proto.Revoke(id=minted.id), T0 + 1)
+    third = Authority(tmp_path, AUTH, now=T0 + 2)  # crashed before the verifier polled
+    news = third.keyset(held, T0 + 2)
+    assert news.version > second.version and bytes.fromhex(minted.id) in news.revoked
