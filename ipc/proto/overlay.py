@@ -98,21 +98,29 @@ class Pq(Request[PqReply]):
 
 @attrs.frozen
 class Fetched:
-    """The object is now in the local store (durable), fetched from ``peer`` (a node id)."""
+    """``done``: the object is now in the local store (durable), fetched from ``peer`` (a node
+    id). Not ``done`` (a long poll that ran out of ``wait``): the fetch goes on; ``received``
+    bytes so far of ``size`` (0 until a provider announced it); ask again to keep it going."""
 
     id: str = attrs.field(validator=content_id)
     size: int = attrs.field(validator=unsigned)
     peer: str
+    done: bool = True
+    received: int = attrs.field(default=0, validator=unsigned)
 
 
 @attrs.frozen
 class Fetch(Request[Fetched]):
-    """Fetch ``id`` from the peers into the local store; 404 ``not_found`` if no peer has it,
-    503 ``unavailable`` (+ retry_after) if no peer could be reached."""
+    """Fetch ``id`` from the peers into the local store; 404 ``not_found`` only if every peer
+    asked said so, 503 ``unavailable`` (+ retry_after) if any could not be reached or timed out,
+    507 ``insufficient_storage`` if the object cannot fit. ``wait`` > 0: answer after that many
+    seconds at the latest (``done`` false, with the progress), so the caller can tell a fetch
+    that moves from one that is stuck; a fetch nobody asks about for a few seconds stops."""
 
     OP: ClassVar[str] = "fetch"
     REPLY: ClassVar[type] = Fetched
     id: str = attrs.field(validator=content_id)
+    wait: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
 
 
 @attrs.frozen
@@ -132,11 +140,15 @@ class Deliver(Request[Sent]):
 class PeerState:
     node_id: str
     addr: str
-    state: str  # "connected", "idle" (not dialed yet or closed cleanly), "down"
+    # "connected", "idle" (not dialed yet or closed cleanly), "down", "banned" (sent bytes that
+    # did not verify too often: not asked again for ``banned_for`` seconds)
+    state: str
     pq: str  # the negotiated posture of the last connection: "pq", "fallback", "off" or ""
     bytes_in: int = attrs.field(validator=unsigned)
     bytes_out: int = attrs.field(validator=unsigned)
     last_error: str = ""
+    integrity_failures: int = attrs.field(default=0, validator=unsigned)  # in the ban window
+    banned_for: float = 0.0
 
 
 @attrs.frozen

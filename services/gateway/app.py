@@ -36,7 +36,7 @@ from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from services.gateway import mail_routes
 from services.gateway.auth import Guard
-from services.gateway.backend import Backend, NameRecord, Stored, StoredObject
+from services.gateway.backend import Backend, FetchWatch, NameRecord, Stored, StoredObject
 from services.gateway.errors import GatewayError
 from services.gateway.exchange import BodyReader, Exchange, content_length, header
 from services.gateway.limits import (
@@ -301,7 +301,7 @@ class GatewayApp:
             token = self._authorize(scope, "put", None)
             await self._put_object(scope, receive, ex, cs, token)
         elif template == "/o/{id}":
-            await self._get_object(scope, ex, parse_object_id(param or ""), method, cs)
+            await self._get_object(scope, receive, ex, parse_object_id(param or ""), method, cs)
         elif template == "/names":
             await self._list_names(scope, ex)
         elif template.startswith("/mb/"):
@@ -322,7 +322,13 @@ class GatewayApp:
     # --- objects ---------------------------------------------------------------------------
 
     async def _get_object(
-        self, scope: Scope, ex: Exchange, obj_id: str, method: str, cs: trio.CancelScope
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: Exchange,
+        obj_id: str,
+        method: str,
+        cs: trio.CancelScope,
     ) -> None:
         etag = f'"{obj_id}"'
         common = [
@@ -337,7 +343,7 @@ class GatewayApp:
             await ex.start(304, common)
             await ex.body(b"")
             return
-        obj = await self._open_verified(obj_id)
+        obj = await self._open_verified(obj_id, ex, receive)
         try:
             span = parse_range(header(scope, b"range"), obj.size)
             start, end = span if span is not None else (0, obj.size)
@@ -358,9 +364,14 @@ class GatewayApp:
             with trio.CancelScope(shield=True):
                 await obj.aclose()
 
-    async def _open_verified(self, obj_id: str) -> StoredObject:
+    async def _open_verified(self, obj_id: str, ex: Exchange, receive: Receive) -> StoredObject:
+        async def hangup() -> None:  # a fetch through a peer stops when its client leaves
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watch = FetchWatch(ex.deadline.progress if ex.deadline is not None else None, hangup)
         try:
-            return await self.backend.open_object(obj_id, self.settings.chunk)
+            return await self.backend.open_object(obj_id, self.settings.chunk, watch)
         except GatewayError as err:
             if err.reason == "integrity_failure":
                 await self._integrity_failure(obj_id)

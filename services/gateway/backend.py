@@ -7,12 +7,15 @@ stable reason.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+import attrs
 
 from ipc.proto.index import NameList, NameRecord
 from ipc.proto.storage import Stored
 
-__all__ = ["Backend", "NameRecord", "Stored", "StoredObject", "Upload"]
+__all__ = ["Backend", "FetchWatch", "NameRecord", "Stored", "StoredObject", "Upload"]
 
 
 class StoredObject(Protocol):
@@ -38,9 +41,22 @@ class Upload(Protocol):
     async def abort(self) -> None: ...
 
 
+@attrs.frozen
+class FetchWatch:
+    """A request's side of a fetch through a peer: ``progress(n)``, n more bytes arrived (the
+    request's deadline moves back); ``hangup()`` returns when the client has gone (the fetch
+    then stops: nobody would get the object)."""
+
+    progress: Callable[[int], None] | None
+    hangup: Callable[[], Awaitable[None]]
+
+
 class Backend(Protocol):
-    async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
-        """Raises ``not_found``, or ``integrity_failure`` (never serve it: quarantine it)."""
+    async def open_object(
+        self, obj_id: str, prefetch: int, watch: FetchWatch | None = None
+    ) -> StoredObject:
+        """Raises ``not_found``, or ``integrity_failure`` (never serve it: quarantine it).
+        ``watch``: what a fetch through a peer reports to and stops on."""
 
     async def exists(self, obj_id: str) -> bool:
         """Whether the store holds ``obj_id`` (no verification: for a conditional GET)."""

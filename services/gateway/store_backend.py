@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,8 +26,9 @@ from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
-from services.gateway.backend import NameRecord, Stored, StoredObject, Upload
+from services.gateway.backend import FetchWatch, NameRecord, Stored, StoredObject, Upload
 from services.gateway.errors import GatewayError, from_oap
+from services.gateway.exchange import ClientGone
 from services.lib import objstore
 
 __all__ = ["INDEX", "OVERLAY", "STORAGE", "StoreBackend"]
@@ -36,6 +37,7 @@ STORAGE = "svc-storage"
 OVERLAY = "svc-overlay"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
 INDEX = "svc-index"
+FETCH_POLL_S = 1.0  # a fetch through a peer reports its progress at least this often
 MAILBOX = "svc-mailbox"
 _SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
 R = TypeVar("R")
@@ -215,7 +217,9 @@ class StoreBackend:
         except oap.OapError as exc:
             raise from_oap(exc) from None
 
-    async def open_object(self, obj_id: str, prefetch: int) -> StoredObject:
+    async def open_object(
+        self, obj_id: str, prefetch: int, watch: FetchWatch | None = None
+    ) -> StoredObject:
         try:
             return await self._open_local(obj_id, prefetch)
         except GatewayError as err:
@@ -223,11 +227,42 @@ class StoreBackend:
                 raise
         # Fetch by id: svc-overlay gets it from a peer, verifies it and commits it here; then
         # it is served like any local object (verified again as it is opened).
-        try:
-            await call(self._overlay, overlay.LOCAL, overlay.Fetch(id=obj_id))
-        except oap.OapError as exc:
-            raise from_oap(exc) from None
+        outcome: GatewayError | None = ClientGone()  # unless the fetch ends first
+        async with trio.open_nursery() as nursery:
+            if watch is not None:
+                nursery.start_soon(_cancel_on, watch.hangup, nursery.cancel_scope)
+            try:
+                await self._fetch(obj_id, watch.progress if watch is not None else None)
+                outcome = None
+            except GatewayError as err:  # raised here, not through the nursery (no group)
+                outcome = err
+            nursery.cancel_scope.cancel()
+        if outcome is not None:
+            raise outcome  # ClientGone: nobody to serve it to; svc-overlay stops it, unasked
         return await self._open_local(obj_id, prefetch)
+
+    async def _fetch(self, obj_id: str, progress: Callable[[int], None] | None) -> None:
+        """A long poll: each answer within FETCH_POLL_S says how far the fetch got, and
+        ``progress`` pushes the request's deadline back by that (a progress deadline: any size
+        the store accepts comes through; a stuck fetch is cut by svc-overlay's deadlines or the
+        request's idle timeout). When this stops asking, svc-overlay stops the fetch."""
+        assert self._overlay is not None
+        received = 0
+        while True:
+            try:
+                reply = await call(
+                    self._overlay,
+                    overlay.LOCAL,
+                    overlay.Fetch(id=obj_id, wait=FETCH_POLL_S),
+                    timeout=FETCH_POLL_S + 2.0,
+                )
+            except oap.OapError as exc:
+                raise from_oap(exc) from None
+            if reply.done:
+                return
+            if progress is not None and reply.received > received:
+                progress(reply.received - received)
+            received = reply.received
 
     async def _open_local(self, obj_id: str, prefetch: int) -> StoredObject:
         def open_and_read() -> tuple[Any, bytes]:
@@ -296,3 +331,8 @@ class StoreBackend:
         return await self.index_call(
             index.PutName(name=name, id=obj_id, expect_version=expect_version)
         )
+
+
+async def _cancel_on(event: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await event()
+    scope.cancel()

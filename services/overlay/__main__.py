@@ -113,6 +113,10 @@ async def main(ctx: ServiceContext) -> None:
         async def commit(req: storage.Commit) -> storage.Stored:
             return await call(st, storage.PROTOCOL, req)
 
+        async def room() -> int:
+            usage = await call(st, storage.PROTOCOL, storage.Usage(), timeout=5.0)
+            return max(0, usage.max_bytes - usage.bytes)
+
         async def mail(frame: oap.Frame, wait: float) -> oap.Frame:
             return await mb.request(frame, timeout=wait + MAIL_TIMEOUT)
 
@@ -162,11 +166,14 @@ async def main(ctx: ServiceContext) -> None:
             cert,
             root,
             commit,
+            room=room,
             limits=settings.limits(),
             tls=settings.tls,
             hedge_delay=settings.hedge_delay,
             fanout=settings.fanout,
             fetch_timeout=settings.fetch_timeout,
+            min_rate=settings.min_rate,
+            ban_window=settings.ban_window,
             max_object_size=settings.max_object_size,
             meter=meter,
             pq_mode=ctx.config.pq.mode,
@@ -174,8 +181,8 @@ async def main(ctx: ServiceContext) -> None:
 
         async def dispatch(req: Request[object]) -> object:
             match req:
-                case overlay.Fetch(id=obj_id):
-                    return await fetcher.fetch(obj_id)
+                case overlay.Fetch(id=obj_id, wait=wait):
+                    return await fetcher.fetch(obj_id, wait)
                 case overlay.Peers():
                     return fetcher.peers()
                 case overlay.Deliver(node_id=node, mailbox=mb, messages=messages):

@@ -3,17 +3,25 @@
 Guarantees:
 
 - bounded, hedged fan-out (bitswap's broadcasts are the lesson): the first provider is asked;
-  if it has not delivered after ``hedge_delay`` (or failed), the next one is asked too, up to
-  ``fanout`` providers; the first complete, verified copy wins and the others are cancelled;
+  if it has not delivered after ``hedge_delay`` (or failed), the next one is asked too, with at
+  most ``fanout`` asked at once, until every provider was asked; the first complete, verified
+  copy wins and the others are cancelled;
 - nothing unverified is kept: the bytes go to a temp object in the store, their BLAKE3 digest
   must equal the id and the size the announced size, else the copy is dropped (the peer is
   marked with the error); only a verified temp is committed through svc-storage, and the fetch
   is answered only once svc-storage has made it durable;
 - every DATA frame must name the object and continue exactly where the last one ended; an object
-  announced larger than ``max_object_size`` is refused before a byte is written;
-- the outcome is typed: ``Fetched``; 404 ``not_found`` when every asked provider said so; 503
-  ``unavailable`` (+ retry_after) when none could be reached; 504 ``timeout`` past
-  ``fetch_timeout``.
+  announced larger than ``max_object_size`` is refused before a byte is written, and its size is
+  reserved against the store's free space first (507 ``insufficient_storage`` if it cannot fit,
+  counting every other fetch's reservation);
+- a peer whose bytes do not verify is counted against it (``services.overlay.peers``: banned
+  after three);
+- a progress deadline, not a total one: a fetch may take ``fetch_timeout`` plus the time its
+  bytes need at ``min_rate``, and each frame must come within the read timeout;
+- the outcome is typed: ``Fetched``; 404 ``not_found`` only when every provider was asked and
+  every one said so; 503 ``unavailable`` (+ retry_after) when any could not be reached or timed
+  out (DESIGN §8: a client may retry, so never a 404 then); 504 ``timeout`` past the deadline.
+  Callers go through ``services.overlay.fetch_jobs`` (one fetch per id, stopped when orphaned).
 """
 
 from __future__ import annotations
@@ -41,40 +49,16 @@ from ipc.transport.client import PeerClient, read_object
 from ipc.transport.pq_exchange import PqRefused, dialer_exchange
 from kernel import logs
 from services.lib import objstore
+from services.overlay.fetch_jobs import FetchJobs, Progress
+from services.overlay.peers import PeerLink
 
-__all__ = ["Fetcher", "PeerLink"]
+__all__ = ["Fetcher", "Room"]
 
 Commit = Callable[[storage.Commit], Awaitable[Any]]
+Room = Callable[[], Awaitable[int]]
+"""The store's free bytes now (a fresh read of svc-storage's usage)."""
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)
 DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
-
-
-@attrs.define
-class PeerLink:
-    """One configured peer: its address, the connection if open, what went through it."""
-
-    addr: PeerAddr
-    client: PeerClient | None = None
-    bytes_in: int = 0
-    last_error: str = ""
-    pq: str = ""  # the last connection's posture: pq, fallback, off
-    lock: trio.Lock = attrs.field(factory=trio.Lock)
-
-    def state(self) -> str:
-        if self.client is not None and not self.client.closed.is_set():
-            return "connected"
-        return "down" if self.last_error else "idle"
-
-    def view(self) -> overlay.PeerState:
-        return overlay.PeerState(
-            node_id=self.addr.node_id,
-            addr=str(self.addr),
-            state=self.state(),
-            bytes_in=self.bytes_in,
-            bytes_out=0,
-            last_error=self.last_error,
-            pq=self.pq,
-        )
 
 
 class _NotThere(Exception):
@@ -96,77 +80,101 @@ class Fetcher:
         store_root: Path,
         commit: Commit,
         *,
+        room: Room,
         limits: Limits,
         tls: bool,
         hedge_delay: float,
         fanout: int,
         fetch_timeout: float,
+        min_rate: float,
         max_object_size: int,
         meter: Meter,
+        ban_window: float = 600.0,
         pq_mode: str = "off",
     ) -> None:
         self.pq_mode = pq_mode
-        self.links = [PeerLink(addr) for addr in peers]
+        self.links = [PeerLink(addr, ban_window=ban_window) for addr in peers]
         self.cert = cert
         self.root = store_root
         self.commit = commit
+        self.room = room
         self.limits = limits
         self.tls = tls
         self.context = client_context(cert) if tls else None
         self.hedge_delay = hedge_delay
         self.fanout = fanout
         self.fetch_timeout = fetch_timeout
+        self.min_rate = min_rate
         self.max_object_size = max_object_size
         self.meter = meter
+        self.reserved = 0  # bytes of the store promised to fetches under way
+        self.jobs = FetchJobs(self._fetch)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Owns the peer connections' tasks; runs until cancelled."""
+        """Owns the peer connections' tasks and the fetches; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.jobs.bind(nursery)
             task_status.started()
             await trio.sleep_forever()
 
     def peers(self) -> overlay.PeerList:
         return overlay.PeerList(peers=tuple(link.view() for link in self.links))
 
-    async def fetch(self, obj_id: str) -> overlay.Fetched:
+    async def fetch(self, obj_id: str, wait: float = 0.0) -> overlay.Fetched:
+        """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress."""
         if not self.links:
             raise oap.OapError("not_found", f"no object {obj_id} here, and no peers to ask")
+        return await self.jobs.ask(obj_id, wait)
+
+    async def _fetch(self, obj_id: str, progress: Progress) -> overlay.Fetched:
+        providers = self._providers(obj_id)
+        if not providers:
+            raise oap.OapError(
+                "unavailable", f"every peer is banned for now; none asked for {obj_id}",
+                retry_after=60,
+            )  # fmt: skip
         outcomes: list[str] = []
         won: list[_Copy] = []
-        try:
-            with trio.fail_after(self.fetch_timeout):
-                async with trio.open_nursery() as nursery:
-                    for n, link in enumerate(self._providers(obj_id)):
-                        failed = trio.Event()
-                        nursery.start_soon(
-                            self._attempt, link, obj_id, won, outcomes, failed, nursery
-                        )
-                        if n + 1 >= self.fanout:
-                            break
-                        with trio.move_on_after(self.hedge_delay):
-                            await failed.wait()  # a quick failure asks the next one at once
-                        if won:
-                            break
-        except trio.TooSlowError:
+        with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
+            progress_deadline = _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
+            await self._ask_all(obj_id, providers, won, outcomes, progress, progress_deadline)
+        if deadline.cancelled_caught:
             await self._drop(won)
             raise oap.OapError(
-                "timeout", f"no peer delivered {obj_id} in {self.fetch_timeout} s"
-            ) from None
-        if not won:
-            if outcomes and all(o == "not_found" for o in outcomes):
-                raise oap.OapError("not_found", f"no peer has {obj_id}")
-            if "not_found" in outcomes:
-                raise oap.OapError("not_found", f"no reachable peer has {obj_id}")
-            raise oap.OapError(
-                "unavailable", f"no peer could be reached for {obj_id}", retry_after=1
+                "timeout", f"no peer delivered {obj_id} in time (fetch_timeout + min_rate)"
             )
+        if not won:
+            raise _no_copy(obj_id, outcomes, len(providers))
         copy = won[0]
         await self._drop(won[1:])
         reply = await self.commit(storage.Commit(tmp=copy.tmp, id=obj_id, size=copy.size))
         logs.log("object_fetched", id=obj_id, size=reply.size, peer=copy.peer)
         return overlay.Fetched(id=obj_id, size=copy.size, peer=copy.peer)
+
+    async def _ask_all(
+        self,
+        obj_id: str,
+        providers: list[PeerLink],
+        won: list[_Copy],
+        outcomes: list[str],
+        progress: Progress,
+        deadline: _ProgressDeadline,
+    ) -> None:
+        """Every provider in turn, the next one after ``hedge_delay`` or a failure, at most
+        ``fanout`` at once, until one delivers a verified copy."""
+        slots = trio.Semaphore(self.fanout)
+        async with trio.open_nursery() as nursery:
+            for link in providers:
+                await slots.acquire()
+                failed = trio.Event()
+                nursery.start_soon(
+                    self._attempt, link, obj_id, won, outcomes, failed, nursery, progress,
+                    deadline, slots,
+                )  # fmt: skip
+                with trio.move_on_after(self.hedge_delay):
+                    await failed.wait()  # a quick failure asks the next one at once
 
     async def deliver(self, node_id: str, request: mailbox.Send) -> mailbox.Sent:
         """``request`` sent to svc-mailbox on the configured peer ``node_id`` over its link;
@@ -191,10 +199,13 @@ class Fetcher:
 
     def _providers(self, obj_id: str) -> list[PeerLink]:
         """Peers to ask, in order: a start that depends on the id (spreads load), the ones that
-        failed last time at the end."""
+        failed last time at the end, the banned ones not at all."""
         start = int(obj_id[3:11], 16) % len(self.links)
         ring = self.links[start:] + self.links[:start]
-        return sorted(ring, key=lambda link: link.state() == "down")
+        return sorted(
+            (link for link in ring if not link.banned_for()),
+            key=lambda link: link.state() == "down",
+        )
 
     async def _attempt(
         self,
@@ -204,12 +215,14 @@ class Fetcher:
         outcomes: list[str],
         failed: trio.Event,
         nursery: trio.Nursery,
+        progress: Progress,
+        deadline: _ProgressDeadline,
+        slot: trio.Semaphore,
     ) -> None:
         try:
-            copy = await self._download(link, obj_id)
+            copy = await self._download(link, obj_id, progress, deadline)
         except _NotThere:
             outcomes.append("not_found")
-            failed.set()
             return
         except (
             DialError,
@@ -228,9 +241,14 @@ class Fetcher:
                 reason=link.last_error,
                 conn_id=link.client.conn.conn_id if link.client else None,
             )
-            outcomes.append("unreachable")
-            failed.set()
+            reason = exc.reason if isinstance(exc, oap.OapError) else ""
+            if reason in UNVERIFIED:
+                link.integrity_failure(obj_id, link.last_error)
+            outcomes.append("insufficient_storage" if reason == "insufficient_storage" else "down")
             return
+        finally:
+            failed.set()
+            slot.release()
         won.append(copy)
         nursery.cancel_scope.cancel()  # the others lose
 
@@ -269,13 +287,27 @@ class Fetcher:
             link.last_error = ""
             return client
 
-    async def _download(self, link: PeerLink, obj_id: str) -> _Copy:
+    async def _download(
+        self, link: PeerLink, obj_id: str, progress: Progress, deadline: _ProgressDeadline
+    ) -> _Copy:
         client = await self._client(link)
         frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
         temp: objstore.TempObject | None = None
+        reserved = 0
+        streaming = False
 
         async def begin(size: int) -> None:
-            nonlocal temp
+            nonlocal temp, reserved, streaming
+            streaming = True
+            free = await self.room()
+            if size > free - self.reserved:
+                raise oap.OapError(
+                    "insufficient_storage",
+                    f"{obj_id} is {size} bytes; the store has room for {free - self.reserved}",
+                )
+            self.reserved += size
+            reserved = size
+            progress.size = max(progress.size, size)
             temp = await trio.to_thread.run_sync(
                 lambda: objstore.TempObject(self.root, max_size=max(size, 1))
             )
@@ -284,6 +316,8 @@ class Fetcher:
             assert temp is not None
             await trio.to_thread.run_sync(temp.write, piece)
             link.bytes_in += len(piece)
+            progress.received += len(piece)
+            deadline.moved(len(piece))
 
         try:
             async with client.exchange(frame) as answers:
@@ -302,6 +336,7 @@ class Fetcher:
                     if exc.reason == "not_found":
                         raise _NotThere() from None
                     raise
+            streaming = False
             assert temp is not None
             got, size, tmp = await trio.to_thread.run_sync(temp.finish)
             temp = None  # finished: the temp file is ours to commit or remove
@@ -310,11 +345,47 @@ class Fetcher:
                 raise oap.OapError("digest_mismatch", f"the bytes hash to {got}")
             return _Copy(tmp, size, link.addr.node_id)
         finally:
-            if temp is not None:
-                with trio.CancelScope(shield=True):
+            self.reserved -= reserved
+            with trio.CancelScope(shield=True):
+                if streaming:  # abandoned mid-stream: OAP/1 has no cancel, so the peer would
+                    await client.conn.channel.aclose()  # go on sending; close its connection
+                if temp is not None:
                     await trio.to_thread.run_sync(temp.abort)
 
     async def _drop(self, copies: list[_Copy]) -> None:
         with trio.CancelScope(shield=True):
             for copy in copies:
                 await trio.to_thread.run_sync(objstore.remove_temp, self.root, copy.tmp)
+
+
+# Errors that mean the peer's bytes (or its claims about them) did not verify: held against it.
+UNVERIFIED = frozenset({"digest_mismatch", "schema_invalid"})
+
+
+class _ProgressDeadline:
+    """A fetch may take ``timeout`` plus the time its bytes need at ``min_rate``: a 1 GiB
+    object through a fast peer is never cut, a trickling one is."""
+
+    def __init__(self, scope: trio.CancelScope, timeout: float, min_rate: float) -> None:
+        self._scope = scope
+        self._base = trio.current_time() + timeout
+        self._min_rate = min_rate
+        self._moved = 0
+
+    def moved(self, n: int) -> None:
+        self._moved += n
+        self._scope.deadline = self._base + self._moved / self._min_rate
+
+
+def _no_copy(obj_id: str, outcomes: list[str], asked: int) -> oap.OapError:
+    """The error when no provider delivered: 404 only if every one of them said not found."""
+    if outcomes.count("not_found") == asked:
+        return oap.OapError("not_found", f"none of the {asked} peers has {obj_id}")
+    if "insufficient_storage" in outcomes:
+        return oap.OapError("insufficient_storage", f"{obj_id} does not fit in the store")
+    down = len(outcomes) - outcomes.count("not_found")
+    return oap.OapError(
+        "unavailable",
+        f"{down} of {asked} peers could not be reached or timed out for {obj_id}",
+        retry_after=1,
+    )

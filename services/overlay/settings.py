@@ -28,7 +28,10 @@ class OverlaySettings:
     ``max_conns`` / ``per_peer``: connections served at once, in all and from one peer;
     ``read_timeout`` / ``write_timeout`` / ``idle_timeout`` / ``handshake_timeout``: seconds;
     ``hedge_delay``: seconds before a fetch also asks the next provider; ``fanout``: providers
-    asked at most per fetch; ``fetch_timeout``: seconds a whole fetch may take;
+    asked at once by one fetch (every peer is asked in turn before a 404); ``fetch_timeout``:
+    seconds a fetch may take, plus the time its bytes need at ``min_rate`` bytes/s (a progress
+    deadline: large objects are never cut for their size); ``ban_window``: seconds in which 3
+    integrity failures from one peer ban it, and how long the ban lasts;
     ``max_object_size``: the largest object fetched or served (bytes); ``rate_conn`` /
     ``rate_peer`` / ``rate_global``: bytes/s sent on one connection, to one peer, in all
     (token buckets; 0 = off)."""
@@ -43,6 +46,8 @@ class OverlaySettings:
     hedge_delay: float = attrs.field(default=0.25, validator=_positive)
     fanout: int = attrs.field(default=2, validator=_positive)
     fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
+    min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)
+    ban_window: float = attrs.field(default=600.0, validator=_positive)
     max_object_size: int = attrs.field(default=1 << 30, validator=_positive)
     inflight_per_conn: int = attrs.field(default=16, validator=_positive)
     rate_conn: float = attrs.field(default=0.0, validator=_non_negative)

@@ -90,7 +90,7 @@ class FakeBackend:
         self.objects[obj_id] = data
         return Stored(obj_id, len(data), created)
 
-    async def open_object(self, obj_id: str, prefetch: int) -> FakeObject:
+    async def open_object(self, obj_id: str, prefetch: int, watch: object = None) -> FakeObject:
         self.entered += 1
         if self.gate is not None:
             await self.gate.wait()
