@@ -6,6 +6,7 @@ store's quota before the first byte, a fetch that stops with its caller, bad pee
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 import trio
 
 from tests.integration.test_overlay_nodes import gateway_get, node, overlay_addr, put
-from tests.support.node_harness import FAST_CONFIG, REPO, child_env, start_node
+from tests.support.node_harness import FAST_CONFIG, REPO, child_env, http_request, start_node
 from tests.support.profile_config import services_toml
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,33 @@ async def test_a_peer_whose_bytes_never_verify_is_banned_after_three(tmp_path: P
             table = (await n.ronctl("peers")).stdout.decode()
             assert "banned" in table
             assert "peer_banned" in n.logs()
+
+
+async def test_a_fetch_that_outlasts_the_gateway_timeout_succeeds_while_bytes_move(
+    tmp_path: Path,
+) -> None:
+    """The gateway's call to svc-overlay had a 5 s total timeout: any object that took longer to
+    come through a peer (1 GiB did) was 503. A peer paced at 2 MB/s sends 12 MB in ~6 s."""
+    data = os.urandom(12_000_000)
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            (tmp_path / "a").mkdir()
+            slow = services_toml("micronode", {"svc-overlay": {"rate_conn": 2_000_000.0}})
+            a = await stack.enter_async_context(
+                start_node(tmp_path / "a", config=FAST_CONFIG + "\n" + slow)
+            )
+            token = await a.mint(ops=["put"], ttl=600)
+            pieces = (data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20))
+            host, port = a.ready_line["gateway"].removeprefix("http://").rsplit(":", 1)
+            stored = await trio.to_thread.run_sync(
+                lambda: http_request(
+                    host, int(port), "PUT", "/o", pieces, {"authorization": f"Bearer {token}"}
+                )
+            )
+            assert stored.status == 201, stored.body
+            b = await stack.enter_async_context(node(tmp_path, "b", [await overlay_addr(a)]))
+            start = trio.current_time()
+            status, body = await trio.to_thread.run_sync(gateway_get, b, id_of(data))
+            took = trio.current_time() - start
+            assert status == 200 and body == data, (status, body[:200])
+            assert took > 5.0  # it did outlast the gateway's 5 s request timeout
