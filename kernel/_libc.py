@@ -10,10 +10,16 @@ import ctypes
 import functools
 from typing import Any
 
-__all__ = ["prctl"]
+__all__ = ["malloc_trim", "prctl"]
 
 
 @functools.cache
 def prctl() -> Any:
     """``prctl(2)``; errors through ``ctypes.get_errno()``."""
     return ctypes.CDLL(None, use_errno=True).prctl
+
+
+@functools.cache
+def malloc_trim() -> Any:
+    """glibc's ``malloc_trim(3)``: give freed heap memory back to the system (every arena)."""
+    return ctypes.CDLL(None).malloc_trim

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import ssl
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -47,6 +47,12 @@ QUEUE = 16  # frames waiting for the writer, at most
 READ_SIZE = 1 << 18
 GROUPS = 2  # send_many lists waiting at once per channel (with 1 MiB lists: 2 MiB)
 BATCH = 256 * 1024  # bytes of queued frames joined into one write (fewer TLS records, syscalls)
+
+
+@attrs.frozen
+class _Group:
+    frames: list[oap.Frame]
+    on_written: Callable[[], None] | None
 
 
 @attrs.frozen
@@ -86,9 +92,8 @@ class Channel:
         self._decoder = oap.FrameDecoder(max_frame)
         self._ready: deque[oap.Frame] = deque()
         # encoded frames, or a Frame to seal (APP_E2E) in the writer, where wire order is fixed
-        self._send, self._queue = trio.open_memory_channel[bytes | oap.Frame | list[oap.Frame]](
-            QUEUE
-        )
+        self._send, self._queue = trio.open_memory_channel[bytes | oap.Frame | _Group](QUEUE)
+        self._unwritten: deque[Callable[[], None]] = deque()  # groups taken, not yet written
         self._groups = trio.Semaphore(GROUPS)  # send_many items waiting in the queue
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
@@ -228,24 +233,31 @@ class Channel:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ChannelClosed("the channel is closed") from None
 
-    async def send_many(self, frames: list[oap.Frame]) -> None:
+    async def send_many(
+        self, frames: list[oap.Frame], on_written: Callable[[], None] | None = None
+    ) -> None:
         """Queue ``frames`` as one item: they leave in this order, in one write (a stream's
-        DATA chunks of one block: one hand-off to the writer instead of one per chunk)."""
+        DATA chunks of one block: one hand-off to the writer instead of one per chunk).
+        ``on_written`` is called exactly once when it returns normally: after the frames were
+        written to the stream, or when the channel closes with them unsent (a sender's memory
+        budget is given back then); if it raises, it was not queued and is not called."""
         if any(f.flags & oap.APP_E2E for f in frames) and self._sealer is None:
             raise oap.OapError("schema_invalid", "APP_E2E needs PQ keys on this channel")
         await self._groups.acquire()  # at most GROUPS of them wait: bounded bytes per channel
         try:
-            await self._send.send(frames)
+            await self._send.send(_Group(frames, on_written))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._groups.release()
             raise ChannelClosed("the channel is closed") from None
 
-    def _bytes_of(self, item: bytes | oap.Frame | list[oap.Frame]) -> bytes:
+    def _bytes_of(self, item: bytes | oap.Frame | _Group) -> bytes:
         if isinstance(item, bytes):
             return item
-        if isinstance(item, list):
+        if isinstance(item, _Group):
             self._groups.release()  # taken off the queue: another group may wait
-            return b"".join(self._bytes_of(f) for f in item)
+            if item.on_written is not None:
+                self._unwritten.append(item.on_written)
+            return b"".join(self._bytes_of(f) for f in item.frames)
         if item.flags & oap.APP_E2E:
             return self._seal(item)
         return oap.encode(item, max_frame=self._decoder.max_frame)
@@ -278,8 +290,13 @@ class Channel:
                     self._meter.io_timeout("write")
                     break
                 self._meter.moved("out", len(data))
+                self._report_written()
         self._written.set()
         await self.aclose()
+
+    def _report_written(self) -> None:
+        while self._unwritten:
+            self._unwritten.popleft()()
 
     def _seal(self, frame: oap.Frame) -> bytes:
         assert self._sealer is not None
@@ -299,6 +316,14 @@ class Channel:
             return
         self._closed = True
         self._send.close()
+        while True:  # groups that will never be written: their senders' budgets come back
+            try:
+                item = self._queue.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(item, _Group) and item.on_written is not None:
+                self._unwritten.append(item.on_written)
+        self._report_written()
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self.stream.aclose()
 

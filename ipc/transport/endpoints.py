@@ -6,10 +6,14 @@ Guarantees:
   certificate does not carry the address's node id is refused before any application byte
   (``PinMismatch``), counted (``dialed("pin_mismatch")``) and logged by the caller;
 - ``Listener`` serves at most ``max_conns`` connections at once (one more is closed at once,
-  before any handshake: counted as ``busy``) and ``per_peer`` per peer (a node by its node id,
-  an anonymous client by its IP address; one more gets one OAP error frame ``peer_limit`` with
-  ``retry_after``, then the close), before the handler sees anything. Every limit is a setting
-  (libp2p's hidden limits are the lesson);
+  before any handshake: counted as ``busy``), ``per_ip`` from one IP address and ``per_peer``
+  per peer (a node by its node id, an anonymous client by its IP address; one more gets one OAP
+  error frame ``peer_limit`` with ``retry_after``, then the close), before the handler sees
+  anything. Connections still in their TLS handshake count apart, at most ``max_handshakes``
+  in all and ``handshakes_per_ip`` from one IP (one more is closed at once: ``handshake_limit``),
+  each cut at ``handshake_timeout``: sockets that never handshake cannot take the places of
+  established peers (kubo's resource manager is the model). Every limit is a setting (libp2p's
+  hidden limits are the lesson);
 - the handler gets a ``Connection`` whose ``channel`` writer is already running; when the
   handler returns or the peer goes away, its tasks are cancelled and the socket closed;
 - plain TCP (no TLS) only when ``tls=False`` is passed explicitly (tests, local development).
@@ -49,6 +53,9 @@ class Limits:
 
     max_conns: int = 1024
     per_peer: int = 8
+    per_ip: int = 64
+    max_handshakes: int = 256
+    handshakes_per_ip: int = 16
     handshake_timeout: float = 5.0
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_frame: int = oap.MAX_FRAME
@@ -164,8 +171,11 @@ class Listener:
         self.limits = limits or Limits()
         self.meter = meter
         self.context = server_context(cert) if tls else None
-        self.open = 0
+        self.open = 0  # established (handshake done)
         self.per_peer: Counter[str] = Counter()
+        self.per_ip: Counter[str] = Counter()
+        self.handshaking: Counter[str] = Counter()  # by IP
+        self.shaking = 0  # in all
         self._node_rate = Bucket(self.limits.rate_global)
         self._peer_rates: dict[str, Bucket] = {}  # while the peer has a connection
         self.on_refused = on_refused  # (reason, detail, remote): the service logs it
@@ -182,36 +192,58 @@ class Listener:
 
     async def _connection(self, tcp: trio.SocketStream) -> None:
         remote = _remote(tcp)
+        ip = remote[0]
         if self.open >= self.limits.max_conns:  # before any work: no handshake, just close
             self._refused("busy", f"{self.limits.max_conns} connections open", remote)
             await trio.aclose_forcefully(tcp)
             return
-        self.open += 1
+        if (
+            self.shaking >= self.limits.max_handshakes
+            or self.handshaking[ip] >= self.limits.handshakes_per_ip
+        ):
+            self._refused("handshake_limit", "too many handshakes under way", remote)
+            await trio.aclose_forcefully(tcp)
+            return
         self.meter.inflight(1)
         try:
-            shaken = await self._handshake(tcp, remote)
+            self.handshaking[ip] += 1
+            self.shaking += 1
+            try:
+                shaken = await self._handshake(tcp, remote)
+            finally:
+                self.shaking -= 1
+                _forget(self.handshaking, ip)
             if shaken is None:
                 return
             peer_id, stream = shaken
-            key = peer_id or remote[0]
-            if self.per_peer[key] >= self.limits.per_peer:
-                detail = f"{self.limits.per_peer} connections from this peer already"
+            key = peer_id or ip
+            if self.open >= self.limits.max_conns:
+                await self._refuse(stream, "busy", f"{self.limits.max_conns} open", remote)
+                return
+            if self.per_ip[ip] >= self.limits.per_ip or self.per_peer[key] >= self.limits.per_peer:
+                detail = "too many connections from this peer or address already"
                 await self._refuse(stream, "peer_limit", detail, remote)
                 return
-            self.per_peer[key] += 1
-            if key not in self._peer_rates:
-                self._peer_rates[key] = Bucket(self.limits.rate_peer)
-            pacers = (Bucket(self.limits.rate_conn), self._peer_rates[key], self._node_rate)
-            try:
-                await self._serve_one(stream, peer_id, remote, pacers)
-            finally:
-                self.per_peer[key] -= 1
-                if not self.per_peer[key]:
-                    del self.per_peer[key]
-                    del self._peer_rates[key]
+            await self._established(stream, peer_id, key, remote)
+        finally:
+            self.meter.inflight(-1)
+
+    async def _established(
+        self, stream: trio.abc.Stream, peer_id: str | None, key: str, remote: tuple[str, int]
+    ) -> None:
+        self.open += 1
+        self.per_ip[remote[0]] += 1
+        self.per_peer[key] += 1
+        if key not in self._peer_rates:
+            self._peer_rates[key] = Bucket(self.limits.rate_peer)
+        pacers = (Bucket(self.limits.rate_conn), self._peer_rates[key], self._node_rate)
+        try:
+            await self._serve_one(stream, peer_id, remote, pacers)
         finally:
             self.open -= 1
-            self.meter.inflight(-1)
+            _forget(self.per_ip, remote[0])
+            if _forget(self.per_peer, key):
+                del self._peer_rates[key]
 
     async def _handshake(
         self, tcp: trio.SocketStream, remote: tuple[str, int]
@@ -274,6 +306,15 @@ class Listener:
         self.meter.rejected(reason)
         if self.on_refused is not None:
             self.on_refused(reason, detail, remote)
+
+
+def _forget(counts: Counter[str], key: str) -> bool:
+    """One fewer under ``key``; True when none is left (the entry is gone: bounded memory)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
+        return True
+    return False
 
 
 def _remote(stream: trio.SocketStream) -> tuple[str, int]:

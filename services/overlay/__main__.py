@@ -17,7 +17,9 @@ from ipc.commands import CommandClient
 from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
 from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
+from ipc.transport.budget import SendBudget
 from kernel import logs
+from kernel.heap import give_back_memory
 from kernel.identity import wait_identity
 from kernel.key_feed import KeyFeed
 from kernel.metrics import Metrics
@@ -86,6 +88,20 @@ async def node_certificate(ctx: ServiceContext, passport_client: CommandClient) 
     return cert
 
 
+TRIM_AFTER = 16  # connections closed since the busiest moment: give their memory back
+
+
+async def _trim_after_bursts(listener: Listener) -> None:
+    """After many connections closed (an attack, a spike), RSS returns to its baseline."""
+    high = 0
+    while True:
+        await trio.sleep(2.0)
+        high = max(high, listener.open + listener.shaking)
+        if high - (listener.open + listener.shaking) >= TRIM_AFTER:
+            give_back_memory()
+            high = listener.open + listener.shaking
+
+
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings_as(OverlaySettings)
     if not settings.tls:
@@ -141,6 +157,7 @@ async def main(ctx: ServiceContext) -> None:
             commit=commit,
             mail=mail if any(spec.name == MAILBOX for spec in ctx.config.services) else None,
             federation=frozenset(PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers),
+            budget=SendBudget(settings.send_budget, settings.send_budget_per_source),
         )
 
         def refused(reason: str, detail: str, remote: tuple[str, int]) -> None:
@@ -198,6 +215,7 @@ async def main(ctx: ServiceContext) -> None:
                 await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)
             await nursery.start(fetcher.run)
             await nursery.start(listener.serve)
+            nursery.start_soon(_trim_after_bursts, listener)
             await nursery.start(server.run)
             logs.log(
                 "overlay_serving",

@@ -29,6 +29,7 @@ from ipc import ids, oap
 from ipc.proto import index, mailbox, overlay
 from ipc.proto.codec import Request
 from ipc.transport import ChannelClosed, Connection
+from ipc.transport.budget import Grant, SendBudget
 from ipc.transport.pq_exchange import listener_answer
 from kernel import logs
 from services.lib import objstore
@@ -39,6 +40,8 @@ from services.overlay.upload import Commit, Uploads, authorize
 __all__ = ["PeerServer"]
 
 BLOCK = 1 << 20  # bytes read from the store per thread hop (sent as 64 KiB DATA chunks)
+VERIFIERS = 4
+DEFAULT_BUDGET = 64 << 20  # bytes held for sending by all streams at once (``send_budget``)
 GROUP = 16  # DATA chunks handed to the writer at once (1 MiB: the channel bounds how many wait)
 IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
 Quarantine = Callable[[str], Awaitable[None]]
@@ -63,7 +66,14 @@ class PeerServer:
         commit: Commit | None = None,
         mail: MailCall | None = None,
         federation: frozenset[str] = frozenset(),
+        budget: SendBudget | None = None,
     ) -> None:
+        # bytes held for sending, in all and per source IP / node id (a reader that does not
+        # read holds its share until the write timeout cuts it, never more)
+        self.budget = budget or SendBudget(DEFAULT_BUDGET, DEFAULT_BUDGET // 4)
+        # whole-object verifications at once (each hashes the object before its first byte):
+        # a flood of GETs costs a queue, not a thread and a buffer each
+        self.verifying = trio.CapacityLimiter(VERIFIERS)
         self.mail = mail  # None: this node runs no svc-mailbox
         self.federation = federation  # node ids whose outboxes may forward without a token
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
@@ -195,7 +205,9 @@ class PeerServer:
 
     async def _stream(self, conn: Connection, req: oap.Frame, obj_id: str) -> None:
         try:
-            obj = await trio.to_thread.run_sync(objstore.open_verified, self.root, obj_id)
+            obj = await trio.to_thread.run_sync(
+                objstore.open_verified, self.root, obj_id, limiter=self.verifying
+            )
         except objstore.NotFound:
             raise oap.OapError("not_found", f"no object {obj_id} here") from None
         except objstore.IntegrityError:
@@ -217,32 +229,54 @@ class PeerServer:
             start = oap.Start(obj=obj_id, size=obj.size)
             await conn.channel.send(_part(req, oap.START, oap.pack_payload(start)))
             off = 0
+            keys = (conn.remote[0], conn.peer_id) if conn.peer_id else (conn.remote[0],)
             while off < obj.size:
-                if obj.size <= objstore.READ_CHUNK:
-                    block = obj.read(off, BLOCK)  # a slice of the verified copy
-                else:  # one thread hop per BLOCK, not per 64 KiB chunk
-                    block = await trio.to_thread.run_sync(obj.read, off, BLOCK)
-                view = memoryview(block)
-                parts = [
-                    _part(
-                        req,
-                        sealed,
-                        oap.pack_payload(
-                            oap.Data(
-                                obj=obj_id, off=off + at, data=bytes(view[at : at + oap.CHUNK])
-                            )
-                        ),
-                    )
-                    for at in range(0, len(block), oap.CHUNK)
-                ]
-                for at in range(0, len(parts), GROUP):  # one hand-off per GROUP chunks
-                    await conn.channel.send_many(parts[at : at + GROUP])
-                off += len(block)
+                grant = await self.budget.acquire(keys, min(BLOCK, obj.size - off))
+                try:
+                    await self._send_block(conn, req, obj, obj_id, off, grant, sealed)
+                except BaseException:
+                    grant.release()  # not queued: ours to give back (else the channel's)
+                    raise
+                off += grant.n
             end = oap.End(obj=obj_id)
             await conn.channel.send(_part(req, oap.END, oap.pack_payload(end)))
         finally:
             self.streams -= 1
             obj.close()
+
+    async def _send_block(
+        self,
+        conn: Connection,
+        req: oap.Frame,
+        obj: objstore.VerifiedObject,
+        obj_id: str,
+        off: int,
+        grant: Grant,
+        sealed: int,
+    ) -> None:
+        """``grant.n`` bytes from ``off``, as DATA chunks in groups; the grant goes back when
+        the last group is written."""
+        if obj.size <= objstore.READ_CHUNK:
+            block = obj.read(off, grant.n)  # a slice of the verified copy
+        else:  # one thread hop per block, not per 64 KiB chunk
+            block = await trio.to_thread.run_sync(obj.read, off, grant.n)
+        view = memoryview(block)
+        parts = [
+            _part(
+                req,
+                sealed,
+                oap.pack_payload(
+                    oap.Data(obj=obj_id, off=off + at, data=bytes(view[at : at + oap.CHUNK]))
+                ),
+            )
+            for at in range(0, len(block), oap.CHUNK)
+        ]
+        del block, view  # the frames hold the bytes now
+        for at in range(0, len(parts), GROUP):  # one hand-off per GROUP chunks
+            last = at + GROUP >= len(parts)
+            await conn.channel.send_many(
+                parts[at : at + GROUP], on_written=grant.release if last else None
+            )
 
 
 async def _no_commit(_req: object) -> object:

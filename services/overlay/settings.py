@@ -34,7 +34,12 @@ class OverlaySettings:
     integrity failures from one peer ban it, and how long the ban lasts;
     ``max_object_size``: the largest object fetched or served (bytes); ``rate_conn`` /
     ``rate_peer`` / ``rate_global``: bytes/s sent on one connection, to one peer, in all
-    (token buckets; 0 = off)."""
+    (token buckets; 0 = off); ``send_budget`` / ``send_budget_per_source``: bytes held for
+    sending at once, in all and per source IP or node id (a reader that does not read holds
+    at most its share until ``write_timeout`` cuts it); ``per_ip``: established connections
+    from one IP address; ``max_handshakes`` / ``handshakes_per_ip``: connections still in their
+    TLS handshake, in all and from one IP (one more is closed at once: idle sockets cannot
+    crowd out peers)."""
 
     tls: bool = True
     max_conns: int = attrs.field(default=1024, validator=_positive)
@@ -53,11 +58,19 @@ class OverlaySettings:
     rate_conn: float = attrs.field(default=0.0, validator=_non_negative)
     rate_peer: float = attrs.field(default=0.0, validator=_non_negative)
     rate_global: float = attrs.field(default=0.0, validator=_non_negative)
+    send_budget: int = attrs.field(default=64 << 20, validator=_positive)
+    send_budget_per_source: int = attrs.field(default=16 << 20, validator=_positive)
+    per_ip: int = attrs.field(default=64, validator=_positive)
+    max_handshakes: int = attrs.field(default=256, validator=_positive)
+    handshakes_per_ip: int = attrs.field(default=16, validator=_positive)
 
     def limits(self) -> Limits:
         return Limits(
             max_conns=self.max_conns,
             per_peer=self.per_peer,
+            per_ip=self.per_ip,
+            max_handshakes=self.max_handshakes,
+            handshakes_per_ip=self.handshakes_per_ip,
             handshake_timeout=self.handshake_timeout,
             timeouts=Timeouts(self.read_timeout, self.write_timeout, self.idle_timeout),
             rate_conn=self.rate_conn,

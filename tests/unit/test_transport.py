@@ -373,3 +373,27 @@ async def test_pacing_holds_the_set_rate_within_20_percent(limit: str, clients: 
         async with listening(server, stream_bytes, **{limit: RATE}) as (port, _):
             rate = await measured_rate(port, server, who)
     assert 0.8 * RATE <= rate <= 1.2 * RATE, f"{limit}: {rate:.0f} B/s for a limit of {RATE:.0f}"
+
+
+async def test_the_send_budget_bounds_the_total_and_each_source() -> None:
+    from ipc.transport.budget import SendBudget
+
+    budget = SendBudget(total=10, per_key=4)
+    a1 = await budget.acquire(("10.0.0.1",), 4)
+    with trio.move_on_after(0.05) as blocked:
+        await budget.acquire(("10.0.0.1",), 1)  # that source's share is used up
+    assert blocked.cancelled_caught and budget.used == 4
+    b = await budget.acquire(("10.0.0.2", "node:b"), 9)  # clamped to a share
+    assert b.n == 4 and budget.used == 8
+    got = []
+    async with trio.open_nursery() as nursery:
+
+        async def third() -> None:
+            got.append(await budget.acquire(("10.0.0.3",), 4))  # the total is short by 2
+
+        nursery.start_soon(third)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not got
+        a1.release()
+        a1.release()  # once only
+    assert budget.used == 8 and got[0].n == 4
