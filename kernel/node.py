@@ -219,7 +219,9 @@ class Node:
         if self.mailbox_client is None:
             return None
         reply = await call(self.mailbox_client, mailbox.PROTOCOL, mailbox.Outbox(), timeout=2.0)
-        return {"depth": reply.depth, "entries": [attrs.asdict(e) for e in reply.entries]}
+        # no message ids on the open admin plane: a stranger must not learn ids to reuse
+        entries = [attrs.asdict(e, filter=lambda a, _v: a.name != "msg_id") for e in reply.entries]
+        return {"depth": reply.depth, "entries": entries}
 
     def supervisor_log(self, event: str, **fields: Any) -> None:
         """The supervisor's log, which also audits quarantines (a privileged act of its own)."""

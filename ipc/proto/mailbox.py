@@ -101,8 +101,9 @@ def _batch(_inst: object, attr: attrs.Attribute[Any], value: tuple[Any, ...]) ->
 @attrs.frozen
 class Outgoing:
     """One message to send. ``key``: the sender's Idempotency-Key (a repeat within the dedup
-    window stores nothing and answers the first message's id). ``msg_id``: set by a node that
-    forwards from its outbox (a repeat within the retention stores nothing)."""
+    window stores nothing and answers the first message's id). ``msg_id``: set only by a node
+    that forwards from its outbox (``Send.origin``); a repeat of the same origin's id in the same
+    mailbox within the retention stores nothing. Any other sender's ``msg_id`` is 422."""
 
     body: bytes
     key: str | None = None
@@ -129,6 +130,9 @@ class Send(Request[Sent]):
     REPLY: ClassVar[type] = Sent
     mailbox: str
     messages: tuple[Outgoing, ...] = attrs.field(validator=_batch)
+    # The node that forwarded these from its outbox: set only by svc-overlay, from the peer's
+    # TLS identity (a client's own is refused). Message ids are that node's, scoped to it.
+    origin: str | None = None
 
 
 @attrs.frozen

@@ -202,7 +202,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 0
     print(f"{doc['depth']} message(s) waiting")
     for entry in doc["entries"]:
-        line = f"{entry['msg_id']}  to {entry['to']}  attempts {entry['attempts']}"
+        line = f"to {entry['to']}  attempts {entry['attempts']}"
         if entry.get("last_error"):
             line += f"  last error: {entry['last_error']}"
         print(line)

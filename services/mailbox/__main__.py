@@ -39,9 +39,9 @@ def make_handler(
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
     async def dispatch(req: Request[object]) -> object:
         match req:
-            case proto.Send(mailbox=address, messages=messages):
-                target, remote = check_send(address, messages, node_id)
-                return await box.send(target, remote, messages)
+            case proto.Send(mailbox=address, messages=messages, origin=origin):
+                target, remote = check_send(address, messages, node_id, origin)
+                return await box.send(target, remote, messages, origin)
             case proto.Receive(mailbox=mb, max=limit, visibility=vis, wait=wait):
                 return await box.receive(proto.check_mailbox(mb), limit, vis, wait)
             case proto.Ack(mailbox=mb, receipts=receipts):

@@ -140,9 +140,15 @@ class Mailboxes:
     # --- operations -------------------------------------------------------------------------
 
     async def send(
-        self, address: str, remote: bool, messages: Sequence[proto.Outgoing]
+        self,
+        address: str,
+        remote: bool,
+        messages: Sequence[proto.Outgoing],
+        origin: str | None = None,
     ) -> proto.Sent:
-        return await self._submit(lambda fx, now: self.db.send(fx, address, remote, messages, now))
+        return await self._submit(
+            lambda fx, now: self.db.send(fx, address, remote, messages, now, origin)
+        )
 
     async def receive(
         self, mailbox: str, limit: int, visibility: float | None, wait: float

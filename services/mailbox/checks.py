@@ -15,11 +15,14 @@ KEY_MAX = proto.KEY_MAX
 _MSG_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def check_send(address: str, messages: Sequence[proto.Outgoing], node_id: str) -> tuple[str, bool]:
+def check_send(
+    address: str, messages: Sequence[proto.Outgoing], node_id: str, origin: str | None = None
+) -> tuple[str, bool]:
     """``(where the messages go, whether that is another node)``: a mailbox name of this node,
     or a whole ``name@node:<hex>`` address for the outbox. Raises ``OapError``: 422
     ``bad_name``, 413 ``too_large`` for a body over ``MAX_BODY``, 422 ``schema_invalid`` for an
-    empty body, a key of more than ``KEY_MAX`` characters or a malformed ``msg_id``."""
+    empty body, a key of more than ``KEY_MAX`` characters, a malformed ``msg_id`` or one without
+    an ``origin`` (only a forwarding node, stamped by svc-overlay, chooses its ids)."""
     name, node = proto.split_address(address)
     for n, msg in enumerate(messages):
         if len(msg.body) > proto.MAX_BODY:
@@ -32,6 +35,10 @@ def check_send(address: str, messages: Sequence[proto.Outgoing], node_id: str) -
             raise oap.OapError("schema_invalid", f"message {n}: a key is 1-{KEY_MAX} characters")
         if msg.msg_id is not None and _MSG_ID.fullmatch(msg.msg_id) is None:
             raise oap.OapError("schema_invalid", f"message {n}: msg_id is 32 lowercase hex digits")
+        if msg.msg_id is not None and origin is None:
+            raise oap.OapError(
+                "schema_invalid", f"message {n}: msg_id is set only by a forwarding node"
+            )
     if node is None or node == node_id:
         return name, False
     return address, True

@@ -64,6 +64,13 @@ WAL_PAGES = 4096  # pages of WAL between checkpoints
 _ROWS = 200  # rows per multi-row statement (its parameters stay far under SQLite's bound)
 
 
+def _scoped(msg: proto.Outgoing, origin: str | None) -> proto.Outgoing:
+    """``msg`` as the dedup table sees it: a forwarded id is prefixed with its origin node."""
+    if msg.msg_id is None or origin is None:
+        return msg
+    return attrs.evolve(msg, msg_id=f"{origin}/{msg.msg_id}")
+
+
 def new_msg_ids(now: float, n: int) -> list[str]:
     """``n`` ids of 32 hex digits: milliseconds first (ids of one node sort by time: cheap
     index inserts), then 80 random bits (one read of the system's randomness for all)."""
@@ -265,6 +272,7 @@ class MailDb:
         remote: bool,
         messages: Sequence[proto.Outgoing],
         now: float,
+        origin: str | None = None,
     ) -> proto.Sent:
         """Store (or, ``remote``, queue for the outbox) each message unless it is a duplicate.
 
@@ -273,25 +281,30 @@ class MailDb:
         multi-row INSERT per table (``_flush``)."""
         p = self.policy
         usage_key = OUTBOX_KEY if remote else address
-        known = self._known(address, messages, now)
-        self._refuse_taken(address, remote, messages, known)
+        # a forwarded id is its origin's: deduplicated per origin and mailbox, so no other
+        # sender can pre-empt it
+        views = [_scoped(m, origin) for m in messages]
+        known = self._known(address, views, now)
+        taken = self._taken(remote, messages, views, known)
         results: list[proto.SentOne] = []
         rows: list[tuple[str, bytes]] = []
         remember: list[tuple[object, ...]] = []
         size = 0
         fresh_ids = iter(new_msg_ids(now, len(messages)))
-        for msg in messages:
-            dup = known.get((_KEY, msg.key)) or known.get((_MSG_ID, msg.msg_id))
+        for msg, view in zip(messages, views, strict=True):
+            dup = known.get((_KEY, msg.key)) or known.get((_MSG_ID, view.msg_id))
             if dup is not None:
                 results.append(proto.SentOne(msg_id=dup, created=False))
                 continue
-            msg_id = msg.msg_id or next(fresh_ids)
+            # the forwarder's id is kept end to end unless another message has it already
+            msg_id = msg.msg_id if msg.msg_id and msg.msg_id not in taken else next(fresh_ids)
+            taken.add(msg_id)
             if msg.key is not None:  # a repeat later in this batch is a duplicate too
                 known[(_KEY, msg.key)] = msg_id
                 remember.append((address, _KEY, msg.key, msg_id, now + p.dedup_window))
-            if msg.msg_id is not None:
-                known[(_MSG_ID, msg.msg_id)] = msg_id
-                remember.append((address, _MSG_ID, msg.msg_id, msg_id, now + p.retention))
+            if view.msg_id is not None:
+                known[(_MSG_ID, view.msg_id)] = msg_id
+                remember.append((address, _MSG_ID, view.msg_id, msg_id, now + p.retention))
             rows.append((msg_id, msg.body))
             size += len(msg.body)
             results.append(proto.SentOne(msg_id=msg_id, created=True))
@@ -321,30 +334,33 @@ class MailDb:
         fx.sent += len(rows)
         return proto.Sent(results=tuple(results))
 
-    def _refuse_taken(
+    def _taken(
         self,
-        address: str,
         remote: bool,
         messages: Sequence[proto.Outgoing],
+        views: Sequence[proto.Outgoing],
         known: dict[tuple[int, str | None], str],
-    ) -> None:
-        """422 when a message id the sender chose (a forwarding node does) is already another
-        message's: refused before anything of the send is written."""
+    ) -> set[str]:
+        """The ids a forwarder chose that another message has already (it then gets a fresh id
+        here; a forwarded batch is never refused for another sender's id)."""
         given = [
-            m.msg_id for m in messages if m.msg_id is not None and (_MSG_ID, m.msg_id) not in known
+            m.msg_id
+            for m, v in zip(messages, views, strict=True)
+            if m.msg_id is not None and (_MSG_ID, v.msg_id) not in known
         ]
         if not given:
-            return
-        taken = [m for m in given if m in self._pending.msg_ids]
+            return set()
+        taken = {m for m in given if m in self._pending.msg_ids}
         table = "outbox" if remote else "messages"
-        taken += [
-            row[0]
-            for row in self.w.execute(
-                f"SELECT msg_id FROM {table} WHERE msg_id IN ({_marks(len(given))})", given
-            ).fetchall()
-        ]
-        if taken or len(set(given)) < len(given):
-            raise oap.OapError("schema_invalid", f"msg_id {(taken or given)[0]} is taken")
+        for at in range(0, len(given), 500):  # under SQLite's bound on parameters
+            chunk = given[at : at + 500]
+            taken.update(
+                row[0]
+                for row in self.w.execute(
+                    f"SELECT msg_id FROM {table} WHERE msg_id IN ({_marks(len(chunk))})", chunk
+                ).fetchall()
+            )
+        return taken
 
     def _flush(self) -> None:
         """Write the buffered sends (before any other statement of the transaction, and at

@@ -7,13 +7,18 @@ Guarantees:
   ``max_size`` against the largest body);
 - without a token, only one thing is allowed: a send forwarded by a configured peer node
   (``overlay.peers``, pinned by TLS) from its outbox, every message carrying its id, to a
-  mailbox of this node (no relaying onwards); anything else is 401 ``cap_required``;
-- with ``auth.writes = "open"`` everything is allowed (development only).
+  mailbox of this node (no relaying onwards); it is relayed with ``origin`` = that node's id,
+  so its ids are scoped to it; anything else is 401 ``cap_required``;
+- a client (a token, or open writes) may not choose a message id nor an origin: 422
+  ``schema_invalid`` (a chosen id could pre-empt a forwarded message and swallow it);
+- with ``auth.writes = "open"`` everything else is allowed (development only).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import attrs
 
 from ipc import oap
 from ipc.proto import mailbox
@@ -31,21 +36,32 @@ def authorize_mail(
     peer_id: str | None,
     federation: frozenset[str],
     node_id: str,
-) -> None:
-    """Raise the ``OapError`` that refuses ``request`` (a ``mailbox.PROTOCOL`` request)."""
+) -> mailbox.Send | None:
+    """Raise the ``OapError`` that refuses ``request`` (a ``mailbox.PROTOCOL`` request); None:
+    relay it as it is; a ``Send``: relay that one instead (the forward, stamped with its
+    origin)."""
     address = getattr(request, "mailbox", None)
-    if frame.cap or gate is None:
+    forwarded = isinstance(request, mailbox.Send) and not frame.cap and peer_id in federation
+    if isinstance(request, mailbox.Send) and not forwarded and _chooses_ids(request):
+        raise oap.OapError(
+            "schema_invalid", "msg_id and origin are set only by a node forwarding its outbox"
+        )
+    if frame.cap or (gate is None and not forwarded):
         size = None
         if isinstance(request, mailbox.Send):
             size = max(len(m.body) for m in request.messages)
         check_token(gate, frame, "mail", address, size)
-        return
-    if isinstance(request, mailbox.Send) and peer_id is not None and peer_id in federation:
+        return None
+    if forwarded and isinstance(request, mailbox.Send) and peer_id is not None:
         _name, node = mailbox.split_address(request.mailbox)
         if node not in (None, node_id):
             raise oap.OapError("bad_name", "a forwarded message must be for this node")
         if all(m.msg_id is not None for m in request.messages):
-            return
+            return attrs.evolve(request, origin=peer_id)
     raise oap.OapError(
         "cap_required", "a mailbox request needs a capability token in the cap segment"
     )
+
+
+def _chooses_ids(request: mailbox.Send) -> bool:
+    return request.origin is not None or any(m.msg_id is not None for m in request.messages)

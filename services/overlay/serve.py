@@ -142,7 +142,7 @@ class PeerServer:
                         try:
                             if self.mail is None:
                                 raise oap.OapError("unavailable", "this node runs no mailbox")
-                            authorize_mail(
+                            stamped = authorize_mail(
                                 self.gate,
                                 frame,
                                 request,
@@ -153,6 +153,9 @@ class PeerServer:
                         except oap.OapError as exc:
                             await _answer_error(conn, frame, exc)
                             continue
+                        if stamped is not None:  # a forward: relayed with its origin
+                            request = stamped
+                            frame = mailbox.PROTOCOL.request_frame(stamped, corr_id=frame.corr_id)
                     try:
                         slots.acquire_nowait()
                     except trio.WouldBlock:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ipc.proto import mailbox as proto
 from ipc.sdk import Client, SdkError
 from tests.support.mail_client import MailHttp
 from tests.support.node_harness import FAST_CONFIG, poll_until, start_node
@@ -264,3 +265,29 @@ async def test_a_long_poll_over_the_overlay_outlasts_the_idle_timeout(tmp_path: 
 
             assert await trio.to_thread.run_sync(session) == ()
             assert await node.metric("io_timeouts_total", op="idle") == 0
+
+
+async def test_a_token_client_cannot_choose_a_message_id_or_an_origin(tmp_path: Path) -> None:
+    """A token holder used to send a message under an id read from /outbox: the real forward
+    was then answered as a duplicate and the inbox held only the forgery."""
+    from ipc.sdk import AsyncClient
+    from ipc.sdk.mail import Mailbox
+
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            version = (await node.get("/version")).json()
+            addr = f"{version['node_id']}@{node.ready_line['overlay'].removeprefix('tcp://')}"
+            token = await node.mint(ops=["mail"], ttl=600)
+            x = "0" * 31 + "7"
+            async with AsyncClient.connect(addr) as sdk:
+                box: Mailbox = sdk.mailbox("inbox", token)
+                for forged in (
+                    proto.Send(mailbox="inbox", messages=(proto.Outgoing(b"FORGED", msg_id=x),)),
+                    proto.Send(
+                        mailbox="inbox", messages=(proto.Outgoing(b"F"),), origin=version["node_id"]
+                    ),
+                ):
+                    with pytest.raises(SdkError) as err:
+                        await box._ask(forged, timeout=5, retry_lost=False)
+                    assert (err.value.reason, err.value.code) == ("schema_invalid", 422)
+                assert await box.receive(max=10) == ()  # nothing was stored

@@ -124,3 +124,30 @@ def test_retention_ends_messages_dead_letters_outbox_entries_and_keys(tmp_path: 
     (sent_id,) = [r[0] for r in db.w.execute("SELECT msg_id FROM sent").fetchall()]
     assert db.receipt(sent_id).state == "expired"
     db.close()
+
+
+async def test_forwarded_ids_are_scoped_to_their_origin_and_never_pre_empted(
+    tmp_path: Path,
+) -> None:
+    """A forwarded message's id is deduplicated per origin node and mailbox: another sender's
+    message under the same id (in this mailbox or another) neither swallows it nor gets the
+    whole batch refused; the same origin's repeat is a duplicate, as before."""
+    from services.mailbox.checks import check_send
+
+    box = Mailboxes(open_db(tmp_path))
+    x = "0" * 31 + "1"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(box.run)
+        forged = await box.send("inbox", False, [proto.Outgoing(b"FORGED", msg_id=x)], "node:m")
+        elsewhere = await box.send("other", False, [proto.Outgoing(b"o", msg_id=x)], "node:m")
+        real = await box.send("inbox", False, [proto.Outgoing(b"real", msg_id=x)], "node:a")
+        again = await box.send("inbox", False, [proto.Outgoing(b"real", msg_id=x)], "node:a")
+        assert forged.results[0].created and elsewhere.results[0].created
+        assert real.results[0].created and real.results[0].msg_id != x  # x was taken: fresh
+        assert again.results[0] == proto.SentOne(msg_id=real.results[0].msg_id, created=False)
+        got = await box.receive("inbox", 10, None, 0.0)
+        assert sorted(m.body for m in got.messages) == [b"FORGED", b"real"]
+        nursery.cancel_scope.cancel()
+    with pytest.raises(oap.OapError, match="forwarding node") as err:
+        check_send("inbox", [proto.Outgoing(b"b", msg_id=x)], "node:me")  # no origin: a client
+    assert err.value.code == 422
