@@ -53,6 +53,8 @@ REASONS: Final = MappingProxyType(
         "too_large": 413,
         "pq_required": 403,
         "cap_denied": 403,
+        # Addressing (svc-mailbox, svc-overlay): no listed peer and no lookup knows that node.
+        "node_unknown": 404,
     }
 )
 """reason -> status code. Append-only."""

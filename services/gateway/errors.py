@@ -56,6 +56,7 @@ REASONS: Final = MappingProxyType(
         "http_version_not_supported": 505,  # a request line of another HTTP than 1.0/1.1
         "stale_receipt": 409,  # a mailbox receipt of no current delivery (acked, redelivered)
         "too_large": 413,  # OAP canon (svc-mailbox): a message body over its cap
+        "node_unknown": 404,  # OAP canon (svc-mailbox): a mailbox on a node nobody knows
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

@@ -17,12 +17,13 @@ from ipc.commands import CommandClient
 from ipc.proto import mailbox as proto
 from ipc.proto import overlay
 from ipc.proto.codec import Request, call
+from ipc.transport import PeerAddr
 from kernel import logs
 from kernel.identity import wait_identity
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.mailbox.box import Mailboxes
-from services.mailbox.checks import check_send
+from services.mailbox.checks import check_reachable, check_send
 from services.mailbox.meter import DepthMeter
 from services.mailbox.outbox import Forwarder
 from services.mailbox.settings import MailboxSettings
@@ -37,10 +38,15 @@ DELIVER_TIMEOUT = 15.0  # seconds for a remote node to accept a batch
 def make_handler(
     ctx: ServiceContext, box: Mailboxes, node_id: str
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
+    # nodes the outbox can reach: the listed peers (and, once svc-dht lands, what it finds)
+    known_nodes = frozenset(PeerAddr.parse(text).node_id for text in ctx.config.overlay.peers)
+
     async def dispatch(req: Request[object]) -> object:
         match req:
             case proto.Send(mailbox=address, messages=messages, origin=origin):
                 target, remote = check_send(address, messages, node_id, origin)
+                if remote:
+                    check_reachable(target, known_nodes)
                 return await box.send(target, remote, messages, origin)
             case proto.Receive(mailbox=mb, max=limit, visibility=vis, wait=wait):
                 return await box.receive(proto.check_mailbox(mb), limit, vis, wait)

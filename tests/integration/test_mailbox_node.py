@@ -137,6 +137,14 @@ async def test_ronctl_mail_send_and_recv(tmp_path: Path) -> None:
             bad = await node.ronctl("mail", "send", "bad name", str(note))
             assert bad.returncode == 1 and bad.stderr.count(b"\n") == 1
             assert b"bad_name" in bad.stderr
+            # a node that is no listed peer (and no lookup finds): refused, nothing queued
+            stranger = "node:" + "ab" * 32
+            for to in (f"inbox@{stranger}", "inbox@node:" + "0" * 64):
+                far = await node.ronctl("mail", "send", to, str(note))
+                assert far.returncode == 1 and far.stderr.count(b"\n") == 1, far.stderr
+                assert b"node_unknown" in far.stderr
+            outbox = await node.ronctl("mail", "outbox")
+            assert outbox.stdout.startswith(b"0 message(s)")
 
 
 async def _burst(mb: MailHttp, sender: int, count: int, acked: dict[str, str]) -> None:
