@@ -60,6 +60,7 @@ from kernel.log_files import LogFiles
 from kernel.log_ring import LogRing
 from kernel.metrics import Metrics
 from kernel.passport_link import PASSPORT, PassportLink, PassportUnavailable
+from kernel.reaper import Reaper
 from kernel.runtime import (
     RuntimeDir,
     RuntimeDirError,
@@ -369,6 +370,7 @@ def run_node(
         runtime = RuntimeDir.create(path)
     except RuntimeDirError as exc:
         return _fail(str(exc))
+    reaper = Reaper(path) if amnesia else None  # keys must not outlive a kill -9 of us
     error: str | None = None
     data: DataDir | None = None
     try:
@@ -386,6 +388,8 @@ def run_node(
             runtime.remove()
         else:
             runtime.close()
+        if reaper is not None:
+            reaper.finish()
     return _fail(error) if error else 0
 
 

@@ -39,6 +39,7 @@ MAX_SOCKET_PATH = 107
 SOCKET_NAME_BUDGET = 32
 NODE_INFO = "node.json"
 _LOCK = "node.lock"
+LOCK_NAME = _LOCK  # for the amnesia reaper (kernel.reaper)
 _METRICS = "metrics"
 _TMPFS_TYPES = frozenset({"tmpfs", "ramfs"})
 

@@ -114,3 +114,23 @@ def _holders(data: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+async def test_a_kill_9_of_the_micronode_supervisor_leaves_no_key_on_tmpfs(tmp_path: Path) -> None:
+    """The keys (identity.key, caps.keys) stayed on /dev/shm after the supervisor was killed,
+    until the next start in that dir; the reaper now wipes them as soon as it is gone."""
+    import os
+    import signal
+
+    from tests.support.node_harness import pid_alive, poll_until, start_node
+
+    with trio.fail_after(60):
+        async with start_node(tmp_path) as node:
+            keys = node.runtime_dir / "data" / "keys"
+            await poll_until(lambda: any(keys.glob("*")), 20, "the node's key files")
+            assert any(p.name == "identity.key" for p in keys.iterdir())
+            os.kill(node.proc.pid, signal.SIGKILL)
+            await poll_until(
+                lambda: not node.runtime_dir.exists(), 15, "the runtime dir to be wiped"
+            )
+            await poll_until(lambda: not pid_alive(node.proc.pid), 5, "the supervisor gone")
