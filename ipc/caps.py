@@ -64,6 +64,7 @@ __all__ = [
     "check_need",
     "keyed_blake3",
     "mint",
+    "owner",
     "verify",
 ]
 
@@ -497,12 +498,28 @@ def check_chain(token: Token | str, keys: Mapping[str, bytes], *, mac: Mac = key
     return tok
 
 
+def owner(token: Token) -> str:
+    """Whose share a write counts toward: the token's tenant when it names one, else the token
+    itself (its id: attenuated copies share it, so narrowing one does not escape the share)."""
+    for caveat in token.caveats:
+        if isinstance(caveat, Tenant):
+            return f"tenant:{caveat.tenant}"
+    return f"token:{token.id.hex()}"
+
+
 def check_need(token: Token, need: Need, *, revoked: Container[bytes] = frozenset()) -> Token:
-    """``token`` (already chain-checked) if not revoked and every caveat holds for ``need``."""
+    """``token`` (already chain-checked) if not revoked and every caveat holds for ``need``.
+    Whether the token is valid at all is settled first (revocation, then every expiry: 401
+    ``CapInvalid``), only then what it allows (403 ``CapDenied``): an expired token is never
+    reported as merely not allowing this, whatever the order of its caveats."""
     if token.id in revoked:
         raise CapInvalid(f"token {token.id.hex()} is revoked")
     for caveat in token.caveats:
-        caveat.check(need)
+        if isinstance(caveat, Expires):
+            caveat.check(need)
+    for caveat in token.caveats:
+        if not isinstance(caveat, Expires):
+            caveat.check(need)
     return token
 
 

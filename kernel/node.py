@@ -13,6 +13,7 @@ admin plane and the bus close, then (micronode) the runtime dir is deleted. Exit
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -73,6 +74,7 @@ from kernel.supervisor import Supervisor
 from kernel.version import VERSION
 
 EVENTS_BUFFER = 256
+HISTORY = 128  # recent events (crashes, respawns, operator acts) replayed on /events?history=1
 METRICS_FOLD_INTERVAL = 30.0
 
 
@@ -136,6 +138,9 @@ class Node:
         self.log_ring: LogRing | None = None  # recent log lines per service (`ronctl logs`)
         self._reload_lock = trio.Lock()
         self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
+        self.history: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
+            maxlen=HISTORY
+        )
 
     def node_info(self) -> dict[str, Any]:
         version, cfg = self.store.snapshot()
@@ -282,9 +287,13 @@ class Node:
 
     @asynccontextmanager
     async def open_events(
-        self, topic_prefix: str
+        self, topic_prefix: str, history: bool = False
     ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
         send, receive = trio.open_memory_channel[dict[str, Any]](EVENTS_BUFFER)
+        if history:  # what happened before the subscriber came (a dashboard opened late)
+            for topic, doc in self.history:
+                if topic.startswith(topic_prefix):
+                    send.send_nowait(doc)  # fits: the history is shorter than the buffer
         entry = (topic_prefix, send)
         self._subscribers.append(entry)
         try:
@@ -297,9 +306,9 @@ class Node:
     def _fan_out(self, topic: str, doc: dict[str, Any]) -> None:
         """One event to every /events subscriber of its topic, stamped with the time it was
         seen; a full subscriber loses it (counted), never holds up the node."""
-        if not self._subscribers:
-            return
         stamped = {"ts": logs.now_iso(), **doc}
+        if not (doc.get("type") == "Health" and doc.get("ok")):  # heartbeats are no history
+            self.history.append((topic, stamped))
         for prefix, channel in self._subscribers:
             if topic.startswith(prefix):
                 try:

@@ -133,6 +133,9 @@ class Send(Request[Sent]):
     # The node that forwarded these from its outbox: set only by svc-overlay, from the peer's
     # TLS identity (a client's own is refused). Message ids are that node's, scoped to it.
     origin: str | None = None
+    # Whose share of mailboxes a new one counts toward (``caps.owner`` of the verified token),
+    # set by the verifier that let the send in (gateway, svc-overlay), never by the client.
+    owner: str | None = None
 
 
 @attrs.frozen

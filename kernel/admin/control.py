@@ -77,7 +77,8 @@ class NodeControl(Protocol):
         ...
 
     def open_events(
-        self, topic_prefix: str
+        self, topic_prefix: str, history: bool = False
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:
-        """A bounded subscription to bus events (KernelEvent wire maps) under a topic prefix."""
+        """A bounded subscription to bus events (KernelEvent wire maps) under a topic prefix;
+        ``history``: the recent ones (crashes, respawns, acts; no heartbeats) come first."""
         ...

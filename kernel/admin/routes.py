@@ -148,7 +148,8 @@ class ReadRoutes:
         """
         dropped = self._control.metrics.queue_dropped.labels(queue=EVENTS_QUEUE)
         disconnected = False
-        async with self._control.open_events(topic) as source:
+        history = req.query_one("history", "0") == "1"
+        async with self._control.open_events(topic, history) as source:
             await start_json_lines(req.send)
             # An empty piece sends the head now: the client learns at once that it is subscribed
             # (the server otherwise sends the head together with the first piece of body).

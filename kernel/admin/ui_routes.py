@@ -35,7 +35,7 @@ class UiRoutes:
         }
 
     def table(self) -> tuple[Route, ...]:
-        return tuple(Route(path, {"GET": self.serve}) for path in _FILES)
+        return tuple(Route(path, {"GET": self.serve, "HEAD": self.serve}) for path in _FILES)
 
     async def serve(self, req: Request) -> None:
         body, kind = self._bodies[req.path.rstrip("/") or "/ui"]

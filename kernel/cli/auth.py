@@ -42,10 +42,12 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``10m``, ``1h``, ``7d`` as seconds (> 0)."""
     match = _DURATION.fullmatch(text.strip())
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise argparse.ArgumentTypeError(
             f"expected a duration like 90s, 10m, 1h or 7d, got {text!r}"
         )
+    if float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be more than zero, got {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 

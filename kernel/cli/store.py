@@ -86,14 +86,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
         query = urllib.parse.urlencode({"after": args.after or "", "max": args.max})
         doc = _json_answer(control_client(args).get(f"/store/objects?{query}"), "ls")
         rows, more = doc.get("objects") or [], bool(doc.get("more"))
+    if args.json:  # one object, as every --json (the next page: "after")
+        after = rows[-1]["id"] if more and rows else None
+        print(json.dumps({"objects": rows, "more": more, "after": after}, sort_keys=True))
+        return 0
     now = time.time()
     for row in rows:
-        if args.json:
-            print(json.dumps(row, sort_keys=True))
-        else:
-            pinned = "  pinned" if row.get("pinned") else ""
-            size_text = human_size(row["size"]).rjust(10)
-            print(f"{row['id']}  {size_text}  {age(now - row['mtime']).rjust(4)}{pinned}")
+        pinned = "  pinned" if row.get("pinned") else ""
+        size_text = human_size(row["size"]).rjust(10)
+        print(f"{row['id']}  {size_text}  {age(now - row['mtime']).rjust(4)}{pinned}")
     if more and rows:
         print(f"more: ronctl ls --after {rows[-1]['id']}", file=sys.stderr)
     return 0
@@ -101,8 +102,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_pin(args: argparse.Namespace) -> int:
     if args.pin_verb == "ls":
-        for obj_id in _pages(args, "/store/pins", "ids", FULL_PAGE):
-            print(json.dumps({"id": obj_id}) if args.json else obj_id)
+        ids = list(_pages(args, "/store/pins", "ids", FULL_PAGE))
+        if args.json:
+            print(json.dumps({"ids": ids}))
+        for obj_id in [] if args.json else ids:
+            print(obj_id)
         return 0
     method = "PUT" if args.pin_verb == "add" else "DELETE"
     resp = control_client(args).request(method, f"/store/pins/{args.id}")

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from ipc import oap
+from ipc import caps, oap
 from ipc.proto import mailbox as proto
 from kernel.http.asgi import Receive, Scope
 from services.gateway.errors import GatewayError
@@ -144,10 +144,11 @@ class MailRoutes:
     ) -> None:
         parts = rest.split("/")
         address = _mailbox(parts[0])
-        authorize(scope, "mail", address)
+        token = authorize(scope, "mail", address)
         query = query_of(scope)
         if template == SEND:
-            await self._send(scope, receive, ex, address, cs)
+            owner = caps.owner(token) if isinstance(token, caps.Token) else None
+            await self._send(scope, receive, ex, address, cs, owner)
             return
         if template == _RECEIPT:
             state = await self.call(proto.Receipt(msg_id=parts[2][:64]), self.timeout)
@@ -176,7 +177,13 @@ class MailRoutes:
         await self._change(scope, receive, ex, template, address, cs)
 
     async def _send(
-        self, scope: Scope, receive: Receive, ex: Exchange, address: str, cs: trio.CancelScope
+        self,
+        scope: Scope,
+        receive: Receive,
+        ex: Exchange,
+        address: str,
+        cs: trio.CancelScope,
+        owner: str | None,
     ) -> None:
         length = content_length(scope)
         if length is not None and length > proto.MAX_BODY:
@@ -189,7 +196,9 @@ class MailRoutes:
         if key is not None and not 1 <= len(key) <= proto.KEY_MAX:
             raise GatewayError("schema_invalid", f"Idempotency-Key is 1-{proto.KEY_MAX} characters")
         sent = await self.call(
-            proto.Send(mailbox=address, messages=(proto.Outgoing(body=data, key=key),)),
+            proto.Send(
+                mailbox=address, messages=(proto.Outgoing(body=data, key=key),), owner=owner
+            ),
             self.timeout,
         )
         one = sent.results[0]

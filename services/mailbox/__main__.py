@@ -43,11 +43,11 @@ def make_handler(
 
     async def dispatch(req: Request[object]) -> object:
         match req:
-            case proto.Send(mailbox=address, messages=messages, origin=origin):
+            case proto.Send(mailbox=address, messages=messages, origin=origin, owner=owner):
                 target, remote = check_send(address, messages, node_id, origin)
                 if remote:
                     check_reachable(target, known_nodes)
-                return await box.send(target, remote, messages, origin)
+                return await box.send(target, remote, messages, origin, owner or origin)
             case proto.Receive(mailbox=mb, max=limit, visibility=vis, wait=wait):
                 return await box.receive(proto.check_mailbox(mb), limit, vis, wait)
             case proto.Ack(mailbox=mb, receipts=receipts):

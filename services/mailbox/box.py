@@ -145,9 +145,10 @@ class Mailboxes:
         remote: bool,
         messages: Sequence[proto.Outgoing],
         origin: str | None = None,
+        owner: str | None = None,
     ) -> proto.Sent:
         return await self._submit(
-            lambda fx, now: self.db.send(fx, address, remote, messages, now, origin)
+            lambda fx, now: self.db.send(fx, address, remote, messages, now, origin, owner)
         )
 
     async def receive(

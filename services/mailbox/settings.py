@@ -34,7 +34,9 @@ class MailboxSettings:
     quota over all mailboxes and the outbox, ``mailbox_max_messages`` / ``mailbox_max_bytes``
     one mailbox's (over either: 507); ``retry_base`` / ``retry_max``: seconds of the outbox's
     jittered exponential backoff towards a node that does not accept; ``depth_labels``: how
-    many mailboxes ``mailbox_depth{mailbox}`` names (the rest are summed as ``_other``)."""
+    many mailboxes ``mailbox_depth{mailbox}`` names (the rest are summed as ``_other``);
+    ``max_mailboxes`` / ``mailboxes_per_owner``: mailboxes holding messages at once, in all
+    and made by one token (or one tenant: all its tokens) (one more: 507)."""
 
     visibility: float = attrs.field(default=30.0, validator=_visibility)
     max_deliver: int = attrs.field(default=5, validator=_positive)
@@ -47,6 +49,8 @@ class MailboxSettings:
     retry_base: float = attrs.field(default=0.5, validator=_positive)
     retry_max: float = attrs.field(default=60.0, validator=_positive)
     depth_labels: int = attrs.field(default=32, validator=_positive)
+    max_mailboxes: int = attrs.field(default=10_000, validator=_positive)
+    mailboxes_per_owner: int = attrs.field(default=1_000, validator=_positive)
 
     def policy(self) -> Policy:
         return Policy(
@@ -58,4 +62,6 @@ class MailboxSettings:
             max_bytes=self.max_bytes,
             mailbox_max_messages=self.mailbox_max_messages,
             mailbox_max_bytes=self.mailbox_max_bytes,
+            max_mailboxes=self.max_mailboxes,
+            mailboxes_per_owner=self.mailboxes_per_owner,
         )

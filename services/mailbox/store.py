@@ -23,6 +23,7 @@ every operation as it runs; an operation or transaction that is rolled back move
 
 from __future__ import annotations
 
+import collections
 import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -112,6 +113,8 @@ class Policy:
     max_bytes: int = 1 << 30
     mailbox_max_messages: int = 100_000
     mailbox_max_bytes: int = 256 << 20
+    max_mailboxes: int = 10_000  # mailboxes holding messages at once (the outbox aside)
+    mailboxes_per_owner: int = 1_000  # ... created by one owner (a token, or its tenant)
 
 
 @attrs.define
@@ -166,6 +169,10 @@ class MailDb:
         self.policy = policy
         self.usage: dict[str, list[int]] = {}  # mailbox (or OUTBOX_KEY) -> [messages, bytes, dead]
         self.total = [0, 0]
+        # who made each mailbox exist (its first send), for the per-owner share; mailboxes
+        # from before a restart count toward the total only (nothing of a token is stored)
+        self._owner_of: dict[str, str] = {}
+        self._owned: collections.Counter[str] = collections.Counter()
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self.next_seq = 1
@@ -241,6 +248,29 @@ class MailDb:
         self.total[1] += size
         if entry[0] <= 0:
             del self.usage[key]
+            owner = self._owner_of.pop(key, None)
+            if owner is not None:
+                self._owned[owner] -= 1
+                if self._owned[owner] <= 0:
+                    del self._owned[owner]
+
+    def _check_new_mailbox(self, address: str, owner: str | None) -> bool:
+        """Whether ``address`` is a new mailbox; 507 when one more would pass the node's
+        ``max_mailboxes`` or its owner's ``mailboxes_per_owner`` (one token cannot make ten
+        thousand of them)."""
+        if address in self.usage:
+            return False
+        p = self.policy
+        if len(self.usage) - (OUTBOX_KEY in self.usage) >= p.max_mailboxes:
+            raise oap.OapError(
+                "insufficient_storage", f"the node holds {p.max_mailboxes} mailboxes already"
+            )
+        if owner is not None and self._owned[owner] >= p.mailboxes_per_owner:
+            raise oap.OapError(
+                "insufficient_storage",
+                f"this token (or tenant) made {p.mailboxes_per_owner} mailboxes already",
+            )
+        return True
 
     def _use(self, fx: Effects, key: str, messages: int, size: int, dead: int = 0) -> None:
         self._apply_usage(key, messages, size, dead)
@@ -273,6 +303,7 @@ class MailDb:
         messages: Sequence[proto.Outgoing],
         now: float,
         origin: str | None = None,
+        owner: str | None = None,
     ) -> proto.Sent:
         """Store (or, ``remote``, queue for the outbox) each message unless it is a duplicate.
 
@@ -311,6 +342,7 @@ class MailDb:
         if not rows:
             return proto.Sent(results=tuple(results))
         self._check_quota(usage_key, len(rows), size)
+        new_box = not remote and self._check_new_mailbox(address, owner)
         # nothing can refuse the send from here on: into the buffer
         pend = self._pending
         if remote:
@@ -327,6 +359,9 @@ class MailDb:
             pend.keys[(address, row[1], row[2])] = str(row[3])
         pend.dedup += remember
         self._use(fx, usage_key, len(rows), size)
+        if new_box and owner is not None:
+            self._owner_of[address] = owner
+            self._owned[owner] += 1
         if remote:
             fx.outbox = True
         else:

@@ -9,6 +9,8 @@ Guarantees:
   (``overlay.peers``, pinned by TLS) from its outbox, every message carrying its id, to a
   mailbox of this node (no relaying onwards); it is relayed with ``origin`` = that node's id,
   so its ids are scoped to it; anything else is 401 ``cap_required``;
+- a send is relayed with ``owner`` = the verified token's (``caps.owner``: its share of
+  mailboxes), never what the client wrote there;
 - a client (a token, or open writes) may not choose a message id nor an origin: 422
   ``schema_invalid`` (a chosen id could pre-empt a forwarded message and swallow it);
 - with ``auth.writes = "open"`` everything else is allowed (development only).
@@ -20,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ipc import oap
+from ipc import caps, oap
 from ipc.proto import mailbox
 from services.lib.tokens import TokenGate
 from services.overlay.upload import check_token
@@ -47,17 +49,19 @@ def authorize_mail(
             "schema_invalid", "msg_id and origin are set only by a node forwarding its outbox"
         )
     if frame.cap or (gate is None and not forwarded):
-        size = None
-        if isinstance(request, mailbox.Send):
-            size = max(len(m.body) for m in request.messages)
-        check_token(gate, frame, "mail", address, size)
-        return None
+        if not isinstance(request, mailbox.Send):
+            check_token(gate, frame, "mail", address, None)
+            return None
+        size = max(len(m.body) for m in request.messages)
+        token = check_token(gate, frame, "mail", address, size)
+        # the owner is the verified token's, whatever the client wrote there
+        return attrs.evolve(request, owner=caps.owner(token) if token is not None else None)
     if forwarded and isinstance(request, mailbox.Send) and peer_id is not None:
         _name, node = mailbox.split_address(request.mailbox)
         if node not in (None, node_id):
             raise oap.OapError("bad_name", "a forwarded message must be for this node")
         if all(m.msg_id is not None for m in request.messages):
-            return attrs.evolve(request, origin=peer_id)
+            return attrs.evolve(request, origin=peer_id, owner=None)  # its share: the origin
     raise oap.OapError(
         "cap_required", "a mailbox request needs a capability token in the cap segment"
     )

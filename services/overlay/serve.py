@@ -153,7 +153,7 @@ class PeerServer:
                         except oap.OapError as exc:
                             await _answer_error(conn, frame, exc)
                             continue
-                        if stamped is not None:  # a forward: relayed with its origin
+                        if stamped is not None:  # a send: relayed with its origin or owner
                             request = stamped
                             frame = mailbox.PROTOCOL.request_frame(stamped, corr_id=frame.corr_id)
                     try:

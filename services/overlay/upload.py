@@ -41,16 +41,17 @@ def authorize(gate: TokenGate | None, frame: oap.Frame, request: overlay.Put) ->
 
 def check_token(
     gate: TokenGate | None, frame: oap.Frame, op: str, name: str | None, size: int | None
-) -> None:
+) -> caps.Token | None:
     """Raise the ``OapError`` that refuses the write ``op`` by the token in ``frame``'s
     capability segment: 401 ``cap_required`` (none), 403 ``cap_invalid``, 403 ``cap_denied``
-    (a caveat: op, prefix, size, audience), 503 ``unavailable`` (no key set yet)."""
+    (a caveat: op, prefix, size, audience), 503 ``unavailable`` (no key set yet). The verified
+    token (None when writes are open)."""
     if gate is None:
-        return
+        return None
     if not frame.cap:
         raise oap.OapError("cap_required", f"a {op} needs a capability token in the cap segment")
     try:
-        gate.verify(frame.cap.decode("ascii", "replace"), op, name, size)
+        return gate.verify(frame.cap.decode("ascii", "replace"), op, name, size)
     except KeysNotLoaded as exc:
         raise oap.OapError("unavailable", str(exc), retry_after=1) from None
     except caps.CapDenied as exc:

@@ -64,6 +64,8 @@ def main() -> None:
         case("revoked", token(3), need(), INVALID, revoked=[(bytes([3]) * 16).hex()]),
         case("truncated", valid[:-3], need(), INVALID),
         case("oversized", oversized, need(), INVALID),
+        # validity before permission: an expired token is 401 even when an earlier caveat fails
+        case("expired and the wrong op", valid, need(op="mail", now=NOW + 3600), INVALID),
     ]
     doc = {
         "about": "Capability tokens (specs/caps.md). Verify each token with keys (default "

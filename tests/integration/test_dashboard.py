@@ -112,5 +112,10 @@ async def test_the_dashboard_shows_services_and_a_restart(tmp_path: Path) -> Non
                 shutil.copyfile(shot, SCREENSHOT)
                 logs = driver.get_log("browser")  # type: ignore[attr-defined]
                 assert not [e for e in logs if "Content Security Policy" in e["message"]], logs
+                # opened after the restart: the timeline still shows it (the node's history)
+                head = await trio.to_thread.run_sync(http_request, host, int(port), "HEAD", "/ui")
+                assert head.status == 200 and head.body == b""
+                await trio.to_thread.run_sync(driver.get, node.admin + "/ui")  # type: ignore[attr-defined]
+                await _until(driver, on_timeline, "the earlier crash after a reload of the page")
             finally:
                 await trio.to_thread.run_sync(driver.quit)  # type: ignore[attr-defined]

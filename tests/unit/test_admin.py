@@ -98,7 +98,9 @@ class FakeControl:
         return self.reload_outcome
 
     @asynccontextmanager
-    async def open_events(self, topic_prefix: str) -> AsyncIterator[trio.MemoryReceiveChannel]:
+    async def open_events(
+        self, topic_prefix: str, history: bool = False
+    ) -> AsyncIterator[trio.MemoryReceiveChannel]:
         send, receive = trio.open_memory_channel[dict](16)
         self.topics.append(topic_prefix)
         self.publish = send

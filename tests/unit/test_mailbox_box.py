@@ -151,3 +151,26 @@ async def test_forwarded_ids_are_scoped_to_their_origin_and_never_pre_empted(
     with pytest.raises(oap.OapError, match="forwarding node") as err:
         check_send("inbox", [proto.Outgoing(b"b", msg_id=x)], "node:me")  # no origin: a client
     assert err.value.code == 422
+
+
+def test_one_owner_cannot_fill_the_node_with_mailboxes(tmp_path: Path) -> None:
+    """One token made 10,000 mailboxes in 20 s; now its share is bounded, and so is the total."""
+    db = open_db(tmp_path, max_mailboxes=5, mailboxes_per_owner=3)
+
+    def send(box: str, owner: str) -> None:
+        job = Job(lambda fx, now: db.send(fx, box, False, [proto.Outgoing(b"m")], now, None, owner))
+        apply_batch(db, [job], Effects(), lambda: 1000.0)
+        if job.error is not None:
+            raise job.error
+
+    for n in range(3):
+        send(f"a{n}", "token:aa")
+    with pytest.raises(oap.OapError, match="made 3 mailboxes") as err:
+        send("a3", "token:aa")
+    assert err.value.code == 507
+    send("a0", "token:aa")  # an existing one takes more
+    send("b0", "tenant:7")
+    send("b1", "tenant:7")
+    with pytest.raises(oap.OapError, match="5 mailboxes"):
+        send("c0", "token:cc")
+    assert len(db.usage) == 5

@@ -26,8 +26,10 @@ function uptime(s) {
   return s + "s";
 }
 
-function mark(service, kind) {
-  marks.push({service, at: Date.now(), kind});
+function mark(service, kind, ts) {
+  const at = (ts && Date.parse(ts)) || Date.now();  // replayed history keeps its own time
+  marks.push({service, at, kind});
+  marks.sort((a, b) => a.at - b.at);
   while (marks.length > 500 || (marks.length && marks[0].at < Date.now() - WINDOW_MS)) marks.shift();
 }
 
@@ -146,11 +148,11 @@ function showEvent(ev) {
   let cls = "";
   if (ev.type === "Supervisor") {
     text += " " + ev.event + " " + (ev.service || "");
-    if (ev.event === "respawned") mark(ev.service, "respawned");
+    if (ev.event === "respawned") mark(ev.service, "respawned", ev.ts);
     if (ev.event === "service_quarantined") cls = "quarantine";
   } else if (ev.type === "ServiceCrashed") {
     text += " " + ev.service + " (" + ev.reason + ")";
-    mark(ev.service, "crash");
+    mark(ev.service, "crash", ev.ts);
     cls = "crash";
   } else {
     const {ts, type, ...rest} = ev;
@@ -161,10 +163,14 @@ function showEvent(ev) {
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
 }
 
+let replayed = false;  // history once per page: a reconnect does not repeat it
+
 async function streamEvents() {
   for (;;) {
     try {
-      const resp = await fetch("/events?topic=kernel", {cache: "no-store"});
+      // history=1: the restarts before the page was opened come first (the timeline's past)
+      const resp = await fetch("/events?topic=kernel&history=" + (replayed ? 0 : 1), {cache: "no-store"});
+      replayed = true;
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buffered = "";
