@@ -31,7 +31,8 @@ RETRY_S = 0.2  # after a failed poll (svc-passport restarting, busy)
 
 
 class _Gate(Protocol):
-    version: int
+    @property
+    def version(self) -> int: ...
 
     def set_keys(self, keyset: proto.KeySet) -> None: ...
 

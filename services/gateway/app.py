@@ -192,6 +192,7 @@ class GatewayApp:
     def _observe(self, op: str, elapsed: float) -> None:
         child = self._latency.get(op)
         if child is None:
+            assert self.metrics is not None  # the caller checked
             child = self._latency[op] = self.metrics.request_latency_seconds.labels(op=op)
         child.observe(elapsed)
 

@@ -161,8 +161,8 @@ class MailRoutes:
             dead = await self.call(
                 proto.Dlq(mailbox=address, max=count_of(query, "max", 100)), self.timeout
             )
-            doc = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
-            await ex.json(200, {"messages": doc})
+            rows = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
+            await ex.json(200, {"messages": rows})
             return
         if template == _REDRIVE:
             moved = await self.call(

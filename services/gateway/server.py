@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -57,11 +58,13 @@ async def serve_on_socket(
     """Serve ``app`` on the listening ``sock`` until cancelled (or ``shutdown`` is set)."""
     sock.setblocking(False)
     await worker_serve(
-        wrap_app(app, 0, "asgi"),
+        # hypercorn types ASGI events as TypedDicts, ours (kernel.http.asgi) as plain mappings:
+        # the same messages, two spellings of their type
+        wrap_app(cast(Any, app), 0, "asgi"),
         hypercorn_config(timeout),
         sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
         shutdown_trigger=shutdown.wait if shutdown is not None else trio.sleep_forever,
-        task_status=task_status,
+        task_status=cast(Any, task_status),  # it reports the bound addresses; we need none
     )
 
 

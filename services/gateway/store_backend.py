@@ -26,6 +26,7 @@ from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
+from ipc.proto.storage import UsageReply
 from services.gateway.backend import FetchWatch, NameRecord, Stored, StoredObject, Upload
 from services.gateway.errors import GatewayError, from_oap
 from services.gateway.exchange import ClientGone
@@ -139,7 +140,7 @@ class StoreBackend:
         self._index = index
         self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
         self._sizes: dict[str, int] = {}
-        self._usage: tuple[float, storage.UsageReply] | None = None  # (when read, reply)
+        self._usage: tuple[float, UsageReply] | None = None  # (when read, reply)
 
     async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
         """(bytes, objects) svc-storage can still take, read at most once per

@@ -5,6 +5,7 @@ See the package docstring (``services.index``) for the guarantees.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from pathlib import Path
 
@@ -133,7 +134,7 @@ class NameIndex:
                     job.done.set()
             self.batches += 1
 
-    def _apply(self, batch: list[_Put]) -> None:
+    def _apply(self, batch: builtins.list[_Put]) -> None:
         """One transaction for the whole batch, in arrival order (runs in a worker thread)."""
         conn = self._writer
         assert conn is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from kernel.admin import (
 )
 from kernel.health import HealthState, ServiceState
 from kernel.metrics import MULTIPROC_ENV, Metrics
+from tests.support.tools import need_tool
 
 DEADLINE = 10
 
@@ -349,9 +349,7 @@ async def test_metrics_scrape_counts_requests_by_template(
 
 
 async def test_promtool_accepts_the_served_scrape(addr: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package: prometheus)")
+    promtool = need_tool("promtool", "prometheus")  # CI fails rather than skips without it
     with trio.fail_after(DEADLINE):
         await http(addr, "GET", "/healthz")
         reply = await http(addr, "GET", "/metrics")
@@ -615,9 +613,7 @@ def test_build_rejects_nonsense_limits(control: FakeControl) -> None:
 
 
 def test_promtool_rejects_garbage_so_the_check_means_something() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package: prometheus)")
+    promtool = need_tool("promtool", "prometheus")  # CI fails rather than skips without it
     done = subprocess.run(
         [promtool, "check", "metrics"],
         input=b"# TYPE x counter\nx{a=} 1\n",

@@ -27,3 +27,22 @@ def test_star_import_gives_exactly_the_frozen_names() -> None:
     namespace: dict[str, object] = {}
     exec("from kernel import *", namespace)
     assert sorted(k for k in namespace if not k.startswith("__")) == sorted(FROZEN)
+
+
+def test_the_shared_shelf_contract_names_every_service() -> None:
+    """import-linter's "services.lib imports no service" lists the services by name: a new
+    service package that is not listed would slip through it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ]
+    (shelf,) = [c for c in contracts if c.get("source_modules") == ["services.lib"]]
+    services = {
+        f"services.{p.name}"
+        for p in (root / "services").iterdir()
+        if (p / "__init__.py").exists() and p.name != "lib"
+    }
+    assert services <= set(shelf["forbidden_modules"]), services - set(shelf["forbidden_modules"])
