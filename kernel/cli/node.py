@@ -204,10 +204,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if args.service:
         return service_verbs.cmd_service_act(args)
     client = control_client(args, timeout=min(5.0, max(0.5, args.timeout)))
+    from kernel.cli.chaos import procs
+
     try:  # the supervisor: "stopped" is said once it is gone, not when it stops answering
-        pid: int | None = int(runtime.read_node_info(runtime_dir_of(args))["pid"])
+        supervisor = procs.identify(int(runtime.read_node_info(runtime_dir_of(args))["pid"]))
     except (runtime.NoRunningNode, KeyError, TypeError, ValueError):
-        pid = None
+        supervisor = None
     resp = client.post("/stop")
     if resp.status not in (200, 202):
         raise CliError(f"the node refused to stop ({resp.error_text()})")
@@ -216,7 +218,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         try:
             client.get("/healthz")
         except AdminUnreachable:
-            if pid is None or not _alive(pid):
+            if supervisor is None or not procs.is_alive(supervisor):
                 break
         if time.monotonic() >= deadline:
             raise CliError(
@@ -226,15 +228,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
         time.sleep(0.1)  # polling a remote process with a deadline: there is no event to wait on
     emit(args, {"stopped": True}, "stopped")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def cmd_release(args: argparse.Namespace) -> int:
