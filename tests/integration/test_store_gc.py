@@ -85,7 +85,9 @@ async def test_gc_keeps_pinned_named_and_what_is_written_during_it(tmp_path: Pat
             assert age_every_object(root) == GARBAGE + 2
 
             listing = await node.ronctl("ls", "--all", "--json")
-            rows = [json.loads(line) for line in listing.stdout.decode().splitlines()]
+            listed = json.loads(listing.stdout)  # one object, as every --json
+            assert listed["more"] is False and listed["after"] is None
+            rows = listed["objects"]
             assert len(rows) == GARBAGE + 2 and [r["id"] for r in rows] == sorted(
                 r["id"] for r in rows
             )
