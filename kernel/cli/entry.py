@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AdminError, runtime.RuntimeDirError) as e:
         return _fail(str(e), 1)
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C is how a following verb (tail, logs -f) ends: wherever it lands, that is 0
+        return 0 if getattr(args, "follows", False) else 130
     except BrokenPipeError:
         # stdout went away (`ronctl tail | head`): not an error; keep Python quiet at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -105,6 +105,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         query["since"] = f"{args.since:.3f}"
     if args.follow:
         query["follow"] = "1"
+        args.follows = True  # Ctrl-C ends it: exit 0 (kernel.cli.entry)
     path = f"/logs?{urllib.parse.urlencode(query)}"
     client = control_client(args, timeout=5.0)
     if args.follow:
@@ -165,4 +166,5 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     admin_arg(p)
     p.add_argument("--topic", default="kernel", metavar="PREFIX", help="topic prefix (kernel)")
     p.add_argument("--heartbeats", action="store_true", help="also show Health ok heartbeats")
+    p.set_defaults(follows=True)  # Ctrl-C ends it: exit 0 (kernel.cli.entry)
     _format_args(p)

@@ -437,8 +437,8 @@ def stream_events(fake: FakeAdmin, *, hold_open: bool) -> Callable[[BaseHTTPRequ
         for ev in EVENTS:
             h.wfile.write(json.dumps(ev).encode() + b"\n")
             h.wfile.flush()
-        if hold_open:
-            fake.release_streams.wait(timeout=30)
+        if hold_open:  # until the test ends (teardown releases it), however slow the machine
+            fake.release_streams.wait()
 
     return handler
 
