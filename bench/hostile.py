@@ -37,7 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.test_fetch_hostile import hostile_peer, id_of  # noqa: E402
-from tests.integration.test_overlay_hostile import SOURCES, attack, put_big, rss_mb  # noqa: E402
+from tests.integration.test_overlay_hostile import (  # noqa: E402
+    SOURCES,
+    PeakRss,
+    attack,
+    put_big,
+    rss_mb,
+)
 from tests.integration.test_overlay_nodes import gateway_get, overlay_addr, put  # noqa: E402
 from tests.support.node_harness import (  # noqa: E402
     FAST_CONFIG,
@@ -107,8 +113,7 @@ async def slow_readers(tmp: Path, readers: int) -> None:
         a = await a_node(stack, tmp, "slow-a", profile="macronode")
         obj = await put_big(a, os.urandom(20 << 20))
         pid = (await a.service("svc-overlay"))["pid"]
-        before = rss_mb(pid)
-        peak = before
+        rss = PeakRss(pid)
         att = await stack.enter_async_context(
             attack(
                 "slow-readers",
@@ -122,11 +127,9 @@ async def slow_readers(tmp: Path, readers: int) -> None:
         )
         deadline = trio.current_time() + 25
         while trio.current_time() < deadline and att.opened < readers:
-            peak = max(peak, rss_mb(pid))
-            await trio.sleep(0.1)
-        for _ in range(30):
-            peak = max(peak, rss_mb(pid))
-            await trio.sleep(0.1)
+            await rss.hold(0.1)
+        await rss.hold(3.0)
+        before, peak = rss.before, rss.peak
         held = att.holding
         await att.stop()
         await trio.sleep(5)

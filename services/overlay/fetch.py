@@ -135,44 +135,33 @@ class Fetcher:
                 "unavailable", f"every peer is banned for now; none asked for {obj_id}",
                 retry_after=60,
             )  # fmt: skip
-        outcomes: list[str] = []
-        won: list[_Copy] = []
         with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
-            progress_deadline = _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
-            await self._ask_all(obj_id, providers, won, outcomes, progress, progress_deadline)
+            round_ = _Round(
+                obj_id, progress, _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
+            )
+            await self._ask_all(round_, providers)
         if deadline.cancelled_caught:
-            await self._drop(won)
+            await self._drop(round_.won)
             raise oap.OapError(
                 "timeout", f"no peer delivered {obj_id} in time (fetch_timeout + min_rate)"
             )
-        if not won:
-            raise _no_copy(obj_id, outcomes, len(providers))
-        copy = won[0]
-        await self._drop(won[1:])
+        if not round_.won:
+            raise _no_copy(obj_id, round_.outcomes, len(providers))
+        copy = round_.won[0]
+        await self._drop(round_.won[1:])
         reply = await self.commit(storage.Commit(tmp=copy.tmp, id=obj_id, size=copy.size))
         logs.log("object_fetched", id=obj_id, size=reply.size, peer=copy.peer)
         return overlay.Fetched(id=obj_id, size=copy.size, peer=copy.peer)
 
-    async def _ask_all(
-        self,
-        obj_id: str,
-        providers: list[PeerLink],
-        won: list[_Copy],
-        outcomes: list[str],
-        progress: Progress,
-        deadline: _ProgressDeadline,
-    ) -> None:
+    async def _ask_all(self, round_: _Round, providers: list[PeerLink]) -> None:
         """Every provider in turn, the next one after ``hedge_delay`` or a failure, at most
-        ``fanout`` at once, until one delivers a verified copy."""
+        ``fanout`` at once, until one delivers a verified copy (it cancels the others)."""
         slots = trio.Semaphore(self.fanout)
         async with trio.open_nursery() as nursery:
             for link in providers:
                 await slots.acquire()
                 failed = trio.Event()
-                nursery.start_soon(
-                    self._attempt, link, obj_id, won, outcomes, failed, nursery, progress,
-                    deadline, slots,
-                )  # fmt: skip
+                nursery.start_soon(self._attempt, round_, link, failed, slots, nursery.cancel_scope)
                 with trio.move_on_after(self.hedge_delay):
                     await failed.wait()  # a quick failure asks the next one at once
 
@@ -209,20 +198,17 @@ class Fetcher:
 
     async def _attempt(
         self,
+        round_: _Round,
         link: PeerLink,
-        obj_id: str,
-        won: list[_Copy],
-        outcomes: list[str],
         failed: trio.Event,
-        nursery: trio.Nursery,
-        progress: Progress,
-        deadline: _ProgressDeadline,
         slot: trio.Semaphore,
+        others: trio.CancelScope,
     ) -> None:
+        obj_id = round_.obj_id
         try:
-            copy = await self._download(link, obj_id, progress, deadline)
+            copy = await self._download(link, round_)
         except _NotThere:
-            outcomes.append("not_found")
+            round_.outcomes.append("not_found")
             return
         except (
             DialError,
@@ -244,13 +230,14 @@ class Fetcher:
             reason = exc.reason if isinstance(exc, oap.OapError) else ""
             if reason in UNVERIFIED:
                 link.integrity_failure(obj_id, link.last_error)
-            outcomes.append("insufficient_storage" if reason == "insufficient_storage" else "down")
+            full = reason == "insufficient_storage"
+            round_.outcomes.append("insufficient_storage" if full else "down")
             return
         finally:
             failed.set()
             slot.release()
-        won.append(copy)
-        nursery.cancel_scope.cancel()  # the others lose
+        round_.won.append(copy)
+        others.cancel()  # the others lose
 
     async def _client(self, link: PeerLink) -> PeerClient:
         async with link.lock:
@@ -287,9 +274,8 @@ class Fetcher:
             link.last_error = ""
             return client
 
-    async def _download(
-        self, link: PeerLink, obj_id: str, progress: Progress, deadline: _ProgressDeadline
-    ) -> _Copy:
+    async def _download(self, link: PeerLink, round_: _Round) -> _Copy:
+        obj_id, progress, deadline = round_.obj_id, round_.progress, round_.deadline
         client = await self._client(link)
         frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
         temp: objstore.TempObject | None = None
@@ -360,6 +346,17 @@ class Fetcher:
 
 # Errors that mean the peer's bytes (or its claims about them) did not verify: held against it.
 UNVERIFIED = frozenset({"digest_mismatch", "schema_invalid"})
+
+
+@attrs.define
+class _Round:
+    """One fetch's asking of its providers: what every attempt shares."""
+
+    obj_id: str
+    progress: Progress
+    deadline: _ProgressDeadline
+    won: list[_Copy] = attrs.field(factory=list)
+    outcomes: list[str] = attrs.field(factory=list)  # not_found, down, insufficient_storage
 
 
 class _ProgressDeadline:

@@ -66,6 +66,23 @@ async def attack(*args: str) -> AsyncIterator[Attack]:
             nursery.cancel_scope.cancel()
 
 
+class PeakRss:
+    """The highest RSS of ``pid`` seen by ``sample`` (from when it was made)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = self.peak = rss_mb(pid)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, rss_mb(self.pid))
+
+    async def hold(self, seconds: float) -> None:
+        """Sample every 0.1 s for ``seconds`` (while an attack holds on)."""
+        for _ in range(round(seconds * 10)):
+            self.sample()
+            await trio.sleep(0.1)
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -116,8 +133,7 @@ async def test_readers_that_never_read_stay_within_the_send_budget(tmp_path: Pat
             a = await stack.enter_async_context(node(tmp_path, "a"))
             obj = await put_big(a, os.urandom(20 << 20))
             pid = (await a.service("svc-overlay"))["pid"]
-            before = rss_mb(pid)
-            peak = before
+            rss = PeakRss(pid)
             readers = await stack.enter_async_context(
                 attack(
                     "slow-readers", await overlay_addr(a), "300", "--obj", obj, "--sources", SOURCES
@@ -125,15 +141,13 @@ async def test_readers_that_never_read_stay_within_the_send_budget(tmp_path: Pat
             )
 
             def held() -> bool:
-                nonlocal peak
-                peak = max(peak, rss_mb(pid))
+                rss.sample()
                 return readers.holding >= 100  # a micronode serves 128 connections at most
 
             await poll_until(held, 90, "100 slow readers connected")
-            for _ in range(20):  # while they hold on
-                peak = max(peak, rss_mb(pid))
-                await trio.sleep(0.1)
+            await rss.hold(2.0)
             await readers.stop()
+            before, peak = rss.before, rss.peak
             after = await _settled_rss(pid, before)
             small = os.urandom(10_000)
             small_id = await put(a, small)
