@@ -23,15 +23,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from kernel._metrics_fold import InstanceId, fold_dead
+from kernel.exposes import MetricSpec
 
-__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Metrics"]
+__all__ = ["KERNEL_METRICS", "LATENCY_BUCKETS", "MULTIPROC_ENV", "Metrics"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds; spans an in-process bus hop (sub-ms) up to a slow object transfer.
-HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-"""The seeds' fixed buckets for ``handshake_latency_seconds`` (seconds)."""
-
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -48,6 +46,71 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+KERNEL_METRICS = (
+    MetricSpec("service_restarts", "counter", "Restarts of a supervised service.", ("service",)),
+    MetricSpec("bus_published", "counter", "KernelEvents published on the bus."),
+    MetricSpec("bus_no_receivers", "counter", "Bus publishes with no subscriber connected."),
+    MetricSpec("bus_receiver_lag", "counter", "Events a receiver missed (sequence gaps)."),
+    MetricSpec("bus_dropped", "counter", "Events dropped by a publisher because the bus was full."),
+    MetricSpec("bus_lagged", "counter", "Lag incidents detected by bus receivers."),
+    MetricSpec(
+        "request_latency_seconds",
+        "histogram",
+        "Latency of a request by operation.",
+        ("op",),
+        buckets=LATENCY_BUCKETS,
+    ),
+    MetricSpec("rejected", "counter", "Requests rejected, by stable reason.", ("reason",)),
+    MetricSpec(
+        "busy_rejections", "counter", "Commands answered Busy because a queue was full.", ("queue",)
+    ),
+    MetricSpec(
+        "queue_dropped", "counter", "Items dropped because a bounded queue was full.", ("queue",)
+    ),
+    MetricSpec(
+        "http_requests",
+        "counter",
+        "HTTP requests by route template, method and status.",
+        ("route", "method", "status"),
+    ),
+    MetricSpec(
+        "service_quarantined",
+        "gauge",
+        "1 while a service is quarantined (not restarted), else 0.",
+        ("service",),
+        gauge_mode="mostrecent",
+    ),
+    MetricSpec(
+        "auth_failures",
+        "counter",
+        "Writes refused for their capability token, by verifying service and reason.",
+        ("service", "reason"),
+    ),
+    MetricSpec("integrity_fail", "counter", "Objects whose digest did not match (never served)."),
+    MetricSpec(
+        "node_ready",
+        "gauge",
+        "1 while /readyz says 200 (every required service ready), else 0; set at each scrape.",
+        gauge_mode="livesum",  # only the supervisor sets it; the others hold 0
+    ),
+)
+"""The kernel's own families (supervision, bus, commands, HTTP, tokens); the services declare
+theirs (``kernel.exposes``)."""
+
+Family = Counter | Gauge | Histogram
+
+
+def _family(spec: MetricSpec) -> Family:
+    """The prometheus-client wrapper of ``spec``, in no registry (the scrape reads the files)."""
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.help, spec.labels, registry=None)
+    if spec.kind == "gauge":
+        return Gauge(
+            spec.name, spec.help, spec.labels, multiprocess_mode=spec.gauge_mode, registry=None
+        )
+    buckets = spec.buckets or LATENCY_BUCKETS
+    return Histogram(spec.name, spec.help, spec.labels, buckets=buckets, registry=None)
 
 
 class _AmnesiaLabelCollector(Collector):
@@ -103,12 +166,21 @@ class Metrics:
       ``fold_dead`` call, so the directory stays as small as the set of live processes.
     - Gauges: ``service_quarantined`` uses ``mostrecent``: the last write from any process wins
       (only the supervisor writes it), so a dead process cannot pin a stale value;
-      ``conn_inflight`` uses ``livesum``: the sum over live processes (a dead process's file is
-      dropped at the next fold: the connections it held are gone).
+      a ``livesum`` gauge (the default for a declared gauge) is the sum over live processes (a
+      dead process's file is dropped at the next fold: what it held is gone).
     """
 
-    def __init__(self, multiproc_dir: Path, *, amnesia: bool, reset: bool = False) -> None:
-        """Open (and create, 0700) the node's metrics directory.
+    def __init__(
+        self,
+        multiproc_dir: Path,
+        *,
+        amnesia: bool,
+        reset: bool = False,
+        declared: Iterable[MetricSpec] = (),
+    ) -> None:
+        """Open (and create, 0700) the node's metrics directory; make the kernel's families and
+        ``declared`` (the services': each process its own, the supervisor every service's, so
+        the scrape names them all before any sample exists).
 
         ``reset=True`` deletes sample files of a previous node run; only the supervisor passes
         it, once, before spawning children (children must never reset: they would erase their
@@ -125,203 +197,56 @@ class Metrics:
         self._fold_lock = threading.Lock()  # a fold and a scrape never overlap
         values.ValueClass = self._value_class
 
-        self.service_restarts = Counter(
-            "service_restarts", "Restarts of a supervised service.", ["service"], registry=None
-        )
-        self.bus_published = Counter(
-            "bus_published", "KernelEvents published on the bus.", registry=None
-        )
-        self.bus_no_receivers = Counter(
-            "bus_no_receivers", "Bus publishes with no subscriber connected.", registry=None
-        )
-        self.bus_receiver_lag = Counter(
-            "bus_receiver_lag", "Events a receiver missed (sequence gaps).", registry=None
-        )
-        self.bus_dropped = Counter(
-            "bus_dropped", "Events dropped by a publisher because the bus was full.", registry=None
-        )
-        self.bus_lagged = Counter(
-            "bus_lagged", "Lag incidents detected by bus receivers.", registry=None
-        )
-        self.request_latency_seconds = Histogram(
-            "request_latency_seconds",
-            "Latency of a request by operation.",
-            ["op"],
-            buckets=LATENCY_BUCKETS,
-            registry=None,
-        )
-        self.rejected = Counter(
-            "rejected", "Requests rejected, by stable reason.", ["reason"], registry=None
-        )
-        self.busy_rejections = Counter(
-            "busy_rejections",
-            "Commands answered Busy because a queue was full.",
-            ["queue"],
-            registry=None,
-        )
-        self.queue_dropped = Counter(
-            "queue_dropped",
-            "Items dropped because a bounded queue was full.",
-            ["queue"],
-            registry=None,
-        )
-        self.http_requests = Counter(
-            "http_requests",
-            "HTTP requests by route template, method and status.",
-            ["route", "method", "status"],
-            registry=None,
-        )
-        self.service_quarantined = Gauge(
-            "service_quarantined",
-            "1 while a service is quarantined (not restarted), else 0.",
-            ["service"],
-            multiprocess_mode="mostrecent",
-            registry=None,
-        )
-        self.auth_failures = Counter(
-            "auth_failures",
-            "Writes refused for their capability token, by verifying service and reason.",
-            ["service", "reason"],
-            registry=None,
-        )
-        self.integrity_fail = Counter(
-            "integrity_fail", "Objects whose digest did not match (never served).", registry=None
-        )
-
-        # ron-transport (svc-overlay): the seeds' transport metrics
-        self.transport_dials = Counter(
-            "transport_dials",
-            "Dials to peers, by backend and result.",
-            ["backend", "result"],
-            registry=None,
-        )
-        self.transport_accepts = Counter(
-            "transport_accepts", "Connections accepted from peers.", registry=None
-        )
-        self.handshake_latency_seconds = Histogram(
-            "handshake_latency_seconds",
-            "Connect to a completed TLS handshake (pin checked).",
-            buckets=HANDSHAKE_BUCKETS,
-            registry=None,
-        )
-        self.tls_handshake_failures = Counter(
-            "tls_handshake_failures", "TLS handshakes that failed, either side.", registry=None
-        )
-        self.io_timeouts = Counter(
-            "io_timeouts", "Transport waits that ran out, by op.", ["op"], registry=None
-        )
-        self.bytes_in = Counter("bytes_in", "Bytes received from peers.", registry=None)
-        self.bytes_out = Counter("bytes_out", "Bytes sent to peers.", registry=None)
-        self.conn_inflight = Gauge(
-            "conn_inflight",
-            "Peer connections svc-overlay's listener serves now.",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.pq_fallback = Counter(
-            "pq_fallback",
-            "Peer connections that fell back to plain TLS (pq.mode = hybrid).",
-            registry=None,
-        )
-
-        # svc-mailbox (the seeds' M3 metrics and the outbox)
-        self.mailbox_sent = Counter(
-            "mailbox_sent", "Messages stored (or queued for another node) once.", registry=None
-        )
-        self.mailbox_delivered = Counter(
-            "mailbox_delivered", "Deliveries of messages to receivers.", registry=None
-        )
-        self.mailbox_acked = Counter("mailbox_acked", "Messages acked (deleted).", registry=None)
-        self.mailbox_visibility_timeout = Counter(
-            "mailbox_visibility_timeout",
-            "Deliveries whose visibility ended without an ack or nack (redelivered).",
-            registry=None,
-        )
-        self.mailbox_dlq = Counter(
-            "mailbox_dlq", "Messages moved to a dead-letter queue (max_deliver).", registry=None
-        )
-        self.mailbox_depth = Gauge(
-            "mailbox_depth",
-            "Messages in a mailbox, dead letters excluded (a bounded set of mailbox labels).",
-            ["mailbox"],
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.mailbox_outbox_depth = Gauge(
-            "mailbox_outbox_depth",
-            "Messages waiting in the outbox for another node to accept them.",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-
-        self.storage_bytes = Gauge(
-            "storage_bytes",
-            "Bytes of objects svc-storage holds (its quota is storage_quota_bytes).",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.storage_objects = Gauge(
-            "storage_objects",
-            "Objects svc-storage holds.",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.storage_quota_bytes = Gauge(
-            "storage_quota_bytes",
-            "svc-storage's max_bytes: a PUT that would go over it is refused 507.",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.node_ready = Gauge(
-            "node_ready",
-            "1 while /readyz says 200 (every required service ready), else 0; set at each scrape.",
-            multiprocess_mode="livesum",  # only the supervisor sets it; the others hold 0
-            registry=None,
-        )
-
-        declared = [
-            family
-            for wrapper in (
-                self.mailbox_sent,
-                self.mailbox_delivered,
-                self.mailbox_acked,
-                self.mailbox_visibility_timeout,
-                self.mailbox_dlq,
-                self.mailbox_depth,
-                self.mailbox_outbox_depth,
-                self.transport_dials,
-                self.transport_accepts,
-                self.handshake_latency_seconds,
-                self.tls_handshake_failures,
-                self.io_timeouts,
-                self.bytes_in,
-                self.bytes_out,
-                self.pq_fallback,
-                self.conn_inflight,
-                self.service_restarts,
-                self.bus_published,
-                self.bus_no_receivers,
-                self.bus_receiver_lag,
-                self.bus_dropped,
-                self.bus_lagged,
-                self.request_latency_seconds,
-                self.rejected,
-                self.busy_rejections,
-                self.queue_dropped,
-                self.http_requests,
-                self.service_quarantined,
-                self.integrity_fail,
-                self.auth_failures,
-                self.storage_bytes,
-                self.storage_objects,
-                self.node_ready,
-            )
-            for family in wrapper.describe()
-        ]
+        self._families: dict[str, Family] = {}
+        for spec in (*KERNEL_METRICS, *declared):
+            if spec.name in self._families:
+                raise ValueError(f"metric {spec.name} is declared twice")
+            self._families[spec.name] = _family(spec)
+        self.service_restarts = self.counter("service_restarts")
+        self.bus_published = self.counter("bus_published")
+        self.bus_no_receivers = self.counter("bus_no_receivers")
+        self.bus_receiver_lag = self.counter("bus_receiver_lag")
+        self.bus_dropped = self.counter("bus_dropped")
+        self.bus_lagged = self.counter("bus_lagged")
+        self.request_latency_seconds = self.histogram("request_latency_seconds")
+        self.rejected = self.counter("rejected")
+        self.busy_rejections = self.counter("busy_rejections")
+        self.queue_dropped = self.counter("queue_dropped")
+        self.http_requests = self.counter("http_requests")
+        self.service_quarantined = self.gauge("service_quarantined")
+        self.auth_failures = self.counter("auth_failures")
+        self.integrity_fail = self.counter("integrity_fail")
+        self.node_ready = self.gauge("node_ready")
+        families = [f for wrapper in self._families.values() for f in wrapper.describe()]
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(
-            _AmnesiaLabelCollector(self.directory, "on" if amnesia else "off", declared)
+            _AmnesiaLabelCollector(self.directory, "on" if amnesia else "off", families)
         )
+
+    def family(self, name: str) -> Family:
+        """The family ``name`` (the kernel's, or one this process declared); KeyError if none."""
+        return self._families[name]
+
+    def counter(self, name: str) -> Counter:
+        """The counter ``name``; KeyError if there is no such counter."""
+        family = self._families[name]
+        if not isinstance(family, Counter):
+            raise KeyError(f"{name} is not a counter")
+        return family
+
+    def gauge(self, name: str) -> Gauge:
+        """The gauge ``name``; KeyError if none."""
+        family = self._families[name]
+        if not isinstance(family, Gauge):
+            raise KeyError(f"{name} is not a gauge")
+        return family
+
+    def histogram(self, name: str) -> Histogram:
+        """The histogram ``name``; KeyError if none."""
+        family = self._families[name]
+        if not isinstance(family, Histogram):
+            raise KeyError(f"{name} is not a histogram")
+        return family
 
     def render(self) -> tuple[bytes, str]:
         """The aggregate scrape of every process of the node: (body, content type).

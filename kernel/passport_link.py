@@ -1,10 +1,11 @@
-"""The kernel's link to svc-passport: token acts for the control plane, the node's identity for
-``/version``, and the audit records of the kernel's own privileged acts.
+"""The kernel's link to the identity service (``kernel.exposes.ROLE_IDENTITY``): token acts for
+the control plane, the node's identity for ``/version``, and the audit records of the kernel's
+own privileged acts.
 
-Why the kernel does not hold keys itself: custody is svc-passport's (DESIGN.md §5); the kernel
-only asks. Audit records of kernel acts (reload, release, stop, quarantine) go through a bounded
-outbox drained by one task, so an act never waits on svc-passport being up; a record that
-cannot be delivered within ``AUDIT_RETRY_FOR`` is dropped, logged and counted
+Why the kernel does not hold keys itself: custody is the identity service's (DESIGN.md §5); the
+kernel only asks. Audit records of kernel acts (reload, release, stop, quarantine) go through a
+bounded outbox drained by one task, so an act never waits on the identity service being up; a
+record that cannot be delivered within ``AUDIT_RETRY_FOR`` is dropped, logged and counted
 (``queue_dropped_total{queue="audit"}``), never silently lost.
 """
 
@@ -25,24 +26,24 @@ from ipc.proto.codec import Request, call
 from kernel import logs
 from kernel.metrics import Metrics
 
-__all__ = ["PASSPORT", "PassportLink", "PassportUnavailable"]
+__all__ = ["PassportLink", "PassportUnavailable"]
 
-PASSPORT = "svc-passport"
 CALL_TIMEOUT = 3.0
 AUDIT_QUEUE = 256
-AUDIT_RETRY_FOR = 30.0  # seconds a record waits for svc-passport before it is dropped
+AUDIT_RETRY_FOR = 30.0  # seconds a record waits for the identity service before it is dropped
 R = TypeVar("R")
 
 
 class PassportUnavailable(Exception):
-    """svc-passport did not answer (not running, or refused); ``str()`` is one line."""
+    """the identity service did not answer (not running, or refused); ``str()`` is one line."""
 
 
 class PassportLink:
-    """One command client to svc-passport plus the audit outbox. Use ``PassportLink.open``."""
+    """One command client to the identity service plus the audit outbox (``PassportLink.open``)."""
 
-    def __init__(self, client: CommandClient, metrics: Metrics) -> None:
+    def __init__(self, client: CommandClient, service: str, metrics: Metrics) -> None:
         self._client = client
+        self._service = service
         self._dropped = metrics.queue_dropped.labels(queue="audit")
         self._send, self._recv = trio.open_memory_channel[tuple[str, dict[str, str], float]](
             AUDIT_QUEUE
@@ -55,24 +56,29 @@ class PassportLink:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, runtime_dir: Path, metrics: Metrics) -> AsyncIterator[PassportLink]:
+    async def open(
+        cls, runtime_dir: Path, service: str, metrics: Metrics
+    ) -> AsyncIterator[PassportLink]:
+        """A link to ``service``, the one that holds the identity role (``kernel.exposes``)."""
         async with CommandClient.connect(
-            runtime_dir, PASSPORT, max_inflight=8, timeout=CALL_TIMEOUT
+            runtime_dir, service, max_inflight=8, timeout=CALL_TIMEOUT
         ) as client:
-            yield cls(client, metrics)
+            yield cls(client, service, metrics)
 
     async def call(self, request: Request[R], timeout: float = CALL_TIMEOUT) -> R:
         """``request``'s typed reply; ``PassportUnavailable`` (one line) if there is none, or
-        ``oap.OapError`` when svc-passport refused it (a bad argument: the caller's 4xx)."""
+        ``oap.OapError`` when the identity service refused it (a bad argument: the caller's 4xx)."""
         try:
             return await call(self._client, proto.PROTOCOL, request, timeout=timeout)
         except oap.OapError as exc:
             if exc.reason in ("bad_request", "schema_invalid", "insufficient_storage"):
                 raise
-            raise PassportUnavailable(f"svc-passport did not answer: {exc.reason}") from None
+            raise PassportUnavailable(
+                f"the identity service did not answer: {exc.reason}"
+            ) from None
 
     async def learn_identity(self) -> None:
-        """Ask for the node id until svc-passport answers (it may still be starting)."""
+        """Ask for the node id until the identity service answers (it may still be starting)."""
         while self.node_id is None:
             try:
                 self.node_id = (await self.call(proto.Identity())).node_id

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +30,10 @@ from ipc import events, oap
 from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
 from kernel import childenv, logs, procname
+from kernel.admin_calls import Answer, with_admin_routes
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
 from kernel.config.services import SettingsError, structure_settings
+from kernel.exposes import exposes_of, provider
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
 from kernel.metrics import Metrics
@@ -86,12 +88,25 @@ class ServiceContext:
             transports=("ipc",),
         )
 
-    def command_server(self, handler: Handler, **kwargs: Any) -> CommandServer:
+    def provider(self, role: str) -> str | None:
+        """The name of the service that holds ``role`` in this node (``kernel.exposes``)."""
+        return provider(self.config.services, role)
+
+    def command_server(
+        self,
+        handler: Handler,
+        *,
+        admin: Mapping[str, Answer] | None = None,
+        **kwargs: Any,
+    ) -> CommandServer:
         """This service's command server, with the node's limits and the chaos ``slow`` hook.
 
-        Defaults: ``max_inflight`` = ``limits.cmd_inflight``, node metrics, handler errors logged;
-        ``kwargs`` override them (and may pass ``service=`` for a second socket).
+        ``admin``: the answers to the admin routes the service declared (``kernel.admin_calls``),
+        by template. Defaults: ``max_inflight`` = ``limits.cmd_inflight``, node metrics, handler
+        errors logged; ``kwargs`` override them (and may pass ``service=`` for a second socket).
         """
+        if admin:
+            handler = with_admin_routes(handler, admin)
         if self.faults is not None:
             handler = self.faults.wrap(handler)
         kwargs.setdefault("max_inflight", self.config.limits.cmd_inflight)
@@ -153,7 +168,8 @@ def run_service(main: Main) -> None:
 async def _serve(
     main: Main, name: str, runtime_dir: Path, data_dir: Path, config: Config, spec: ServiceSpec
 ) -> None:
-    metrics = Metrics(runtime_dir / "metrics", amnesia=config.amnesia.enabled)
+    declared = exposes_of(spec.module).metrics
+    metrics = Metrics(runtime_dir / "metrics", amnesia=config.amnesia.enabled, declared=declared)
     async with Bus.connect(
         runtime_dir,
         topics=("kernel.shutdown",),

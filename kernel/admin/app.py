@@ -3,7 +3,8 @@ HTTP server (``kernel.http.server``, the one the gateway runs on too).
 
 Admin routes (JSON unless noted): ``GET /healthz``, ``GET /readyz``, ``GET /version``,
 ``GET /services/{name}``, ``GET /metrics`` (Prometheus text), ``GET /events?topic=kernel`` (live
-JSON lines), ``GET /ui`` (the dashboard, ``kernel.admin.ui_routes``). Nothing on TCP
+JSON lines), ``GET /ui`` (the dashboard, ``kernel.admin.ui_routes``), and the read-only views
+the services declared (``kernel.admin.relay``: ``/peers``, ``/outbox``, ...). Nothing on TCP
 changes the node: any other path is 404, any other method 405 (DESIGN.md §6, §8); the acts are on
 the control socket (``kernel.admin.ctl``). Every request is counted in
 ``http_requests_total{route,method,status}`` with the route *template*, so a scanner probing
@@ -30,6 +31,7 @@ from kernel.admin.http import (
     send_error,
     send_json,
 )
+from kernel.admin.relay import ServiceRoutes
 from kernel.admin.routes import ReadRoutes
 from kernel.admin.ui_routes import UiRoutes
 from kernel.http.asgi import ASGIApp, answer_lifespan
@@ -70,9 +72,11 @@ class PlaneApp:
         routes: tuple[Route, ...],
         admit: Admit | None = None,
         alias: str = "",
+        services: ServiceRoutes | None = None,
     ) -> None:
         self._control = control
         self._routes = routes
+        self._services = services
         self._admit = admit
         self._alias = alias + "/" if alias else ""  # a path prefix that means the same route
 
@@ -97,7 +101,8 @@ class PlaneApp:
         path = scope["path"]
         if self._alias and path.startswith(self._alias):
             path = path[len(self._alias) - 1 :]
-        for candidate in self._routes:
+        services = self._services.table() if self._services is not None else ()
+        for candidate in (*self._routes, *services):
             params = candidate.match(path)
             if params is not None:
                 template, route = candidate.template, candidate
@@ -162,7 +167,8 @@ def build_admin_app(
         events_buffer=events_buffer,
         max_streams=max_event_streams,
     )
-    return PlaneApp(control, routes.table() + UiRoutes().table())
+    services = ServiceRoutes(control, tcp=True)
+    return PlaneApp(control, routes.table() + UiRoutes().table(), services=services)
 
 
 def _split_bind(bind: str) -> tuple[str, int]:

@@ -5,12 +5,23 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+import attrs
 import trio
 
+from ipc.proto.admin import AdminAnswer, AdminCall
+from kernel.exposes import AdminRoute
 from kernel.health import HealthState
 from kernel.metrics import Metrics
 
-__all__ = ["NodeControl"]
+__all__ = ["NodeControl", "ServiceRoute"]
+
+
+@attrs.frozen
+class ServiceRoute:
+    """An admin route and the service that declared it."""
+
+    service: str
+    route: AdminRoute
 
 
 class NodeControl(Protocol):
@@ -57,23 +68,18 @@ class NodeControl(Protocol):
         ...
 
     async def passport(self, request: Any) -> Any:
-        """A typed svc-passport request's reply (token mint/revoke/rotate, audit check).
-        ``PassportUnavailable``: no answer; ``oap.OapError``: refused (a bad argument)."""
+        """A typed request's reply from the service holding the identity role (token mint,
+        revoke, rotate; audit check). ``PassportUnavailable``: no answer; ``oap.OapError``:
+        refused (a bad argument)."""
         ...
 
-    async def peers(self) -> list[dict[str, Any]] | None:
-        """svc-overlay's peers (node id, addr, state, bytes, last error); None when the node
-        runs no overlay. ``oap.OapError``: svc-overlay did not answer."""
+    def service_routes(self) -> tuple[ServiceRoute, ...]:
+        """The admin routes the running config's services declared (the same tuple until the
+        set changes, so a plane can cache its table)."""
         ...
 
-    async def storage(self, request: Any, timeout: float) -> Any:
-        """A typed svc-storage request's reply (store listing, pins, GC); None when the node
-        runs no svc-storage. ``oap.OapError``: refused, or no answer in ``timeout`` s."""
-        ...
-
-    async def outbox(self) -> dict[str, Any] | None:
-        """svc-mailbox's outbox (``{"depth", "entries"}``: messages waiting for another node to
-        accept them); None when the node runs no mailbox. ``oap.OapError``: no answer."""
+    async def call_service(self, service: str, call: AdminCall, timeout: float) -> AdminAnswer:
+        """``service``'s answer to an admin call; ``oap.OapError``: no answer in ``timeout``."""
         ...
 
     def open_events(

@@ -10,9 +10,8 @@ answered 403 ``not_permitted``, logged (uid and pid, never what was asked) and c
 Routes: the read-only ones of the admin plane, and the acts (``kernel.admin.acts``):
 ``POST /stop``, ``POST /stop|start|restart/{service}``, ``POST /release/{service}``,
 ``POST /reload``, ``POST /fault/{service}?fault=...``, the token routes; ``GET /logs``
-(``kernel.admin.log_routes``: the supervisor's log ring, for the node's user only); and the
-store's housekeeping (``kernel.admin.store_routes``: ``GET /store/objects``, ``GET|PUT|DELETE
-/store/pins[/{id}]``, ``POST /store/gc``).
+(``kernel.admin.log_routes``: the supervisor's log ring, for the node's user only); and every
+route the services declared (``kernel.admin.relay``: the store's housekeeping, for one).
 A ``/control`` prefix is accepted too (``/control/stop`` is ``/stop``), so scripts written for the
 old TCP routes only change where they connect.
 """
@@ -33,8 +32,8 @@ from kernel.admin.app import PlaneApp
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Scope, Send, send_error
 from kernel.admin.log_routes import LogRoutes
+from kernel.admin.relay import ServiceRoutes
 from kernel.admin.routes import ReadRoutes
-from kernel.admin.store_routes import StoreRoutes
 from kernel.http.server import PeerCred, ServerLimits, serve_h11
 
 __all__ = ["CTL_SOCKET", "ControlBindError", "build_control_app", "serve_control"]
@@ -78,11 +77,11 @@ def build_control_app(
 
     routes = ReadRoutes(control, retry_after=5, events_buffer=256, max_streams=4).table()
     routes += ActRoutes(control).table()
-    routes += StoreRoutes(control).table()
     ring = getattr(control, "log_ring", None)
     if ring is not None:  # the node's log ring: for the node's user only, like the acts
         routes += LogRoutes(ring, lambda name: control.health.get(name) is not None).table()
-    return PlaneApp(control, routes, admit=admit, alias=_ALIAS)
+    services = ServiceRoutes(control, tcp=False)
+    return PlaneApp(control, routes, admit=admit, alias=_ALIAS, services=services)
 
 
 def _bind(path: Path) -> socket.socket:

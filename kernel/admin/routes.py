@@ -6,17 +6,17 @@ control socket (DESIGN.md §6)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from ipc import oap
+from ipc.proto.admin import AdminCall
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Request, Route, send_error, send_json, start_json_lines
 from kernel.health import ServiceStatus
 
-RETRY = (b"retry-after", b"1")
+PEERS_VIEW = "/peers"  # the view /version reads each peer's PQ posture from (DESIGN.md §8)
 EVENTS_QUEUE = "admin_events"  # queue label of queue_dropped_total for slow /events clients
 MAX_TOPIC_LEN = 128
 
@@ -39,8 +39,6 @@ class ReadRoutes:
             Route("/readyz", {"GET": self.readyz}),
             Route("/version", {"GET": self.version}),
             Route("/services/{service}", {"GET": self.service}),
-            Route("/peers", {"GET": self.peers}),
-            Route("/outbox", {"GET": self.outbox}),
             Route("/metrics", {"GET": self.metrics}),
             Route("/events", {"GET": self.events}),
         )
@@ -74,7 +72,7 @@ class ReadRoutes:
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
         ]
         peers = await self._peers_briefly()
-        if peers is not None:  # the PQ posture negotiated with each peer (svc-overlay)
+        if peers is not None:  # the PQ posture negotiated with each peer
             info["peers"] = [{"node_id": p.get("node_id"), "pq": p.get("pq", "")} for p in peers]
         await send_json(req.send, 200, info)
 
@@ -89,19 +87,19 @@ class ReadRoutes:
         await send_json(req.send, 200, {**service_row(status), "spec": spec})
 
     async def _peers_briefly(self) -> list[dict[str, Any]] | None:
-        """svc-overlay's peers if it answers within half a second; /version never waits on it."""
-        with trio.move_on_after(0.5):
-            try:
-                return await self._control.peers()
-            except oap.OapError:
-                return None
+        """The ``/peers`` view (declared by whichever service talks to peers) if it answers
+        within half a second; /version never waits on it."""
+        for declared in self._control.service_routes():
+            if declared.route.template == PEERS_VIEW:
+                call = AdminCall(route=PEERS_VIEW, method="GET")
+                with trio.move_on_after(0.5):
+                    try:
+                        answer = await self._control.call_service(declared.service, call, 0.5)
+                        peers = json.loads(answer.body).get("peers")
+                    except (oap.OapError, ValueError, AttributeError):
+                        return None
+                    return peers if answer.status == 200 and isinstance(peers, list) else None
         return None
-
-    async def peers(self, req: Request) -> None:
-        await _relay(req, "svc-overlay", self._control.peers, lambda peers: {"peers": peers})
-
-    async def outbox(self, req: Request) -> None:
-        await _relay(req, "svc-mailbox", self._control.outbox, lambda outbox: outbox)
 
     async def metrics(self, req: Request) -> None:
         self._control.metrics.node_ready.set(1 if self._control.health.readiness().ready else 0)
@@ -198,23 +196,3 @@ def service_row(status: ServiceStatus) -> dict[str, Any]:
         "last_crash_at": status.last_crash_at,
         "held": status.held,
     }
-
-
-async def _relay(
-    req: Request,
-    service: str,
-    read: Callable[[], Awaitable[Any]],
-    shape: Callable[[Any], dict[str, Any]],
-) -> None:
-    """What ``read`` got from ``service`` as JSON: 503 when it did not answer, 404 when the
-    node does not run it (``read`` gave None)."""
-    try:
-        found = await read()
-    except oap.OapError as exc:
-        detail = f"{service} did not answer: {exc.reason}"
-        await send_json(req.send, 503, {"error": "unavailable", "detail": detail}, headers=[RETRY])
-        return
-    if found is None:
-        await send_error(req.send, 404, "not_found", f"this node runs no {service}")
-        return
-    await send_json(req.send, 200, shape(found))

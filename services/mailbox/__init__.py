@@ -18,6 +18,7 @@ Guarantees (``specs/mailbox.md``):
 - retention (default 4 days) bounds everything kept, dead letters and the outbox included.
 """
 
+from services.mailbox.exposes import EXPOSES
 from services.mailbox.settings import MailboxSettings as Settings
 
-__all__ = ["Settings"]
+__all__ = ["EXPOSES", "Settings"]

@@ -10,15 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import mailbox as proto
 from ipc.proto import overlay
+from ipc.proto.admin import AdminAnswer
 from ipc.proto.codec import Request, call
 from ipc.transport import PeerAddr
 from kernel import logs
+from kernel.admin_calls import AdminCall, Answer, answer_json
 from kernel.identity import wait_identity
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
@@ -77,6 +80,18 @@ def make_handler(
 GIL_SWITCH_INTERVAL = 0.0005
 
 
+def outbox_view(box: Mailboxes) -> Answer:
+    """``GET /outbox``: what waits for another node to accept it. No message ids: the TCP admin
+    plane is open, and a stranger must not learn ids to reuse."""
+
+    async def view(_call: AdminCall) -> AdminAnswer:
+        reply = await box.outbox_list(proto.Outbox().max)
+        entries = [attrs.asdict(e, filter=lambda a, _v: a.name != "msg_id") for e in reply.entries]
+        return answer_json(200, {"depth": reply.depth, "entries": entries})
+
+    return view
+
+
 async def main(ctx: ServiceContext) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = ctx.settings_as(MailboxSettings)
@@ -115,7 +130,9 @@ async def main(ctx: ServiceContext) -> None:
             forwarder = Forwarder(
                 box, deliver, retry_base=settings.retry_base, retry_max=settings.retry_max
             )
-            server = ctx.command_server(make_handler(ctx, box, ident.node_id))
+            server = ctx.command_server(
+                make_handler(ctx, box, ident.node_id), admin={"/outbox": outbox_view(box)}
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(box.run)
                 await nursery.start(forwarder.run)

@@ -7,8 +7,9 @@ mailboxes at will cannot grow the scrape without bound.
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import Gauge
 
+from kernel.metrics import Metrics
 from services.mailbox.store import OUTBOX_KEY, Effects, MailDb
 
 __all__ = ["OTHER", "DepthMeter"]
@@ -17,25 +18,30 @@ OTHER = "_other"
 
 
 class DepthMeter:
-    def __init__(self, metrics: Any, db: MailDb, labels: int) -> None:
-        self.m = metrics
+    def __init__(self, metrics: Metrics, db: MailDb, labels: int) -> None:
         self.db = db
         self.labels = labels
-        self._named: dict[str, Any] = {}  # mailbox -> its gauge child
+        self._named: dict[str, Gauge] = {}  # mailbox -> its gauge child
+        self._counters = tuple(
+            metrics.counter(name)
+            for name in (
+                "mailbox_sent",
+                "mailbox_delivered",
+                "mailbox_acked",
+                "mailbox_visibility_timeout",
+                "mailbox_dlq",
+            )
+        )
+        self._depth = metrics.gauge("mailbox_depth")
+        self._outbox_depth = metrics.gauge("mailbox_outbox_depth")
 
     def show_all(self) -> None:
         """Set every gauge from the tables' usage (at start: the depth survived a restart)."""
         self._set(list(self.db.usage))
 
     def after_commit(self, fx: Effects) -> None:
-        m = self.m
-        for counter, n in (
-            (m.mailbox_sent, fx.sent),
-            (m.mailbox_delivered, fx.delivered),
-            (m.mailbox_acked, fx.acked),
-            (m.mailbox_visibility_timeout, fx.timeouts),
-            (m.mailbox_dlq, fx.dead),
-        ):
+        counts = (fx.sent, fx.delivered, fx.acked, fx.timeouts, fx.dead)
+        for counter, n in zip(self._counters, counts, strict=True):
             if n:
                 counter.inc(n)
         if fx.usage:
@@ -45,11 +51,11 @@ class DepthMeter:
         other = False
         for key in keys:
             if key == OUTBOX_KEY:
-                self.m.mailbox_outbox_depth.set(self.db.outbox_depth())
+                self._outbox_depth.set(self.db.outbox_depth())
                 continue
             child = self._named.get(key)
             if child is None and len(self._named) < self.labels:
-                child = self._named[key] = self.m.mailbox_depth.labels(mailbox=key)
+                child = self._named[key] = self._depth.labels(mailbox=key)
             if child is None:
                 other = True
                 continue
@@ -61,4 +67,4 @@ class DepthMeter:
                 for key, (count, _size, dead) in self.db.usage.items()
                 if key != OUTBOX_KEY and key not in self._named
             )
-            self.m.mailbox_depth.labels(mailbox=OTHER).set(rest)
+            self._depth.labels(mailbox=OTHER).set(rest)

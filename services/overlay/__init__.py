@@ -8,6 +8,7 @@ verifies and commits them through svc-storage; ``__main__`` is the process. This
 stays light: the supervisor imports it to check the settings.
 """
 
+from services.overlay.exposes import EXPOSES
 from services.overlay.settings import OverlaySettings as Settings
 
-__all__ = ["Settings"]
+__all__ = ["EXPOSES", "Settings"]

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 
+import attrs
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import index, mailbox, overlay, storage
+from ipc.proto.admin import AdminAnswer
 from ipc.proto.codec import Request, call
 from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
 from ipc.transport.budget import SendBudget
 from kernel import logs
+from kernel.admin_calls import AdminCall, answer_json
 from kernel.heap import give_back_memory
 from kernel.identity import wait_identity
 from kernel.key_feed import KeyFeed
@@ -41,34 +44,42 @@ class NodeMeter(Meter):
     """The transport's reports, into the node's metrics."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self.m = metrics
+        self._dials = metrics.counter("transport_dials")
+        self._accepts = metrics.counter("transport_accepts")
+        self._handshake = metrics.histogram("handshake_latency_seconds")
+        self._tls_failures = metrics.counter("tls_handshake_failures")
+        self._rejected = metrics.rejected
+        self._io_timeouts = metrics.counter("io_timeouts")
+        self._pq_fallback = metrics.counter("pq_fallback")
+        self._inflight = metrics.gauge("conn_inflight")
+        self._bytes = {"in": metrics.counter("bytes_in"), "out": metrics.counter("bytes_out")}
 
     def dialed(self, result: str) -> None:
-        self.m.transport_dials.labels(backend="tls", result=result).inc()
+        self._dials.labels(backend="tls", result=result).inc()
 
     def accepted(self) -> None:
-        self.m.transport_accepts.inc()
+        self._accepts.inc()
 
     def handshake(self, seconds: float) -> None:
-        self.m.handshake_latency_seconds.observe(seconds)
+        self._handshake.observe(seconds)
 
     def tls_failure(self) -> None:
-        self.m.tls_handshake_failures.inc()
+        self._tls_failures.inc()
 
     def rejected(self, reason: str) -> None:
-        self.m.rejected.labels(reason=reason).inc()
+        self._rejected.labels(reason=reason).inc()
 
     def io_timeout(self, op: str) -> None:
-        self.m.io_timeouts.labels(op=op).inc()
+        self._io_timeouts.labels(op=op).inc()
 
     def pq_fallback(self) -> None:
-        self.m.pq_fallback.inc()
+        self._pq_fallback.inc()
 
     def inflight(self, delta: int) -> None:
-        self.m.conn_inflight.inc(delta)
+        self._inflight.inc(delta)
 
     def moved(self, direction: str, size: int) -> None:
-        (self.m.bytes_in if direction == "in" else self.m.bytes_out).inc(size)
+        self._bytes["in" if direction == "in" else "out"].inc(size)
 
 
 async def node_certificate(ctx: ServiceContext, passport_client: CommandClient) -> NodeCertificate:
@@ -209,7 +220,11 @@ async def main(ctx: ServiceContext) -> None:
         handler = protocol_handler(
             overlay.LOCAL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
         )
-        server = ctx.command_server(handler)
+
+        async def peers_view(_call: AdminCall) -> AdminAnswer:
+            return answer_json(200, {"peers": [attrs.asdict(p) for p in fetcher.peers().peers]})
+
+        server = ctx.command_server(handler, admin={"/peers": peers_view})
         async with trio.open_nursery() as nursery:
             if gate is not None:
                 await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)

@@ -19,6 +19,7 @@ Guarantees:
   must find the same identity again).
 """
 
+from services.passport.exposes import EXPOSES
 from services.passport.settings import PassportSettings as Settings
 
-__all__ = ["Settings"]
+__all__ = ["EXPOSES", "Settings"]

@@ -14,6 +14,7 @@ Guarantees (the argument is in ``specs/storage-protocol.md``):
   ``integrity_fail_total`` and logs it.
 """
 
+from services.storage.exposes import EXPOSES
 from services.storage.settings import StorageSettings as Settings
 
-__all__ = ["Settings"]
+__all__ = ["EXPOSES", "Settings"]

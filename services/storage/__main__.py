@@ -16,6 +16,7 @@ from ipc.proto.codec import Request, call
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib import objstore
+from services.storage.admin import admin_routes
 from services.storage.housekeeping import Housekeeper, NamedIds
 from services.storage.settings import StorageSettings
 from services.storage.store import Store
@@ -108,7 +109,8 @@ async def main(ctx: ServiceContext) -> None:
     store = Store(objstore.store_root(ctx.data_dir), settings, ctx.metrics)
     await store.open()
     async with named_ids(ctx) as names, trio.open_nursery() as nursery:
-        server = ctx.command_server(make_handler(ctx, store, Housekeeper(store, names)))
+        keeper = Housekeeper(store, names)
+        server = ctx.command_server(make_handler(ctx, store, keeper), admin=admin_routes(keeper))
         nursery.start_soon(store.run_committer)
         nursery.start_soon(store.sweep_forever)
         await nursery.start(server.run)

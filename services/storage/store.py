@@ -362,9 +362,9 @@ class Store:
     def publish_usage(self) -> None:
         """``storage_bytes`` / ``storage_objects`` / ``storage_quota_bytes`` as they are now."""
         if self.metrics is not None:
-            self.metrics.storage_bytes.set(self.usage.bytes)
-            self.metrics.storage_objects.set(self.usage.objects)
-            self.metrics.storage_quota_bytes.set(self.settings.max_bytes)
+            self.metrics.gauge("storage_bytes").set(self.usage.bytes)
+            self.metrics.gauge("storage_objects").set(self.usage.objects)
+            self.metrics.gauge("storage_quota_bytes").set(self.settings.max_bytes)
 
     def _install_all(self, batch: list[_Job], new: list[_Job]) -> None:
         """Renames, in arrival order.

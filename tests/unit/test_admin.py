@@ -26,11 +26,30 @@ from kernel.admin import (
     serve_admin,
     serve_control,
 )
+from ipc.proto.admin import ADMIN, AdminAnswer, AdminCall
+from kernel.admin.control import ServiceRoute
+from kernel.admin_calls import answer_json, with_admin_routes
+from kernel.exposes import AdminRoute
 from kernel.health import HealthState, ServiceState
 from kernel.metrics import MULTIPROC_ENV, Metrics
+from services.storage import admin as storage_admin
+from services.storage.exposes import EXPOSES as storage_exposes
 from tests.support.tools import need_tool
 
 DEADLINE = 10
+
+
+class _FakeKeeper:
+    """svc-storage's housekeeper as the storage admin routes use it: answers what ``control``
+    says (an ``OapError`` to raise)."""
+
+    def __init__(self, control: FakeControl) -> None:
+        self._control = control
+
+    async def gc(self, grace: float, dry_run: bool) -> Any:
+        if isinstance(self._control.storage_reply, Exception):
+            raise self._control.storage_reply
+        return self._control.storage_reply
 
 
 class FakeControl:
@@ -50,6 +69,19 @@ class FakeControl:
         self.passport_requests: list[Any] = []
         self.passport_reply: Any = None
         self.storage_reply: Any = None
+        self._routes = (
+            ServiceRoute("svc-overlay", AdminRoute("/peers", plane="both")),
+            *(ServiceRoute("svc-storage", route) for route in storage_exposes.routes),
+        )
+
+        async def peers(_call: AdminCall) -> AdminAnswer:
+            return answer_json(200, {"peers": [{"node_id": "node:" + "a" * 64, "state": "idle"}]})
+
+        async def no_other_frames(frame: oap.Frame) -> oap.Frame:
+            raise AssertionError("only admin calls reach a service in these tests")
+
+        answers = {"/peers": peers, **storage_admin.admin_routes(_FakeKeeper(self))}  # type: ignore[arg-type]
+        self._service_side = with_admin_routes(no_other_frames, answers)
 
     def node_info(self) -> dict[str, Any]:
         return {
@@ -67,22 +99,19 @@ class FakeControl:
     def audit(self, act: str, **detail: object) -> None:
         self.audited.append((act, {k: str(v) for k, v in detail.items()}))
 
-    async def peers(self) -> list[dict[str, Any]] | None:
-        return [{"node_id": "node:" + "a" * 64, "addr": "x", "state": "idle"}]
+    def service_routes(self) -> tuple[ServiceRoute, ...]:
+        return self._routes
 
-    async def outbox(self) -> dict[str, Any] | None:
-        return {"depth": 0, "entries": []}
+    async def call_service(self, service: str, call: AdminCall, timeout: float) -> AdminAnswer:
+        """Through the services' real side (``with_admin_routes``) and the real codec."""
+        frame = await self._service_side(ADMIN.request_frame(call))
+        return ADMIN.parse_reply(frame, call)
 
     async def passport(self, request: Any) -> Any:
         self.passport_requests.append(request)
         if isinstance(self.passport_reply, Exception):
             raise self.passport_reply
         return self.passport_reply
-
-    async def storage(self, request: Any, timeout: float) -> Any:
-        if isinstance(self.storage_reply, Exception):
-            raise self.storage_reply
-        return self.storage_reply
 
     async def release(self, service: str) -> None:
         status = self.health.get(service)

@@ -14,6 +14,8 @@ import trio
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
+from kernel.config import load_config
+from kernel.exposes import MetricSpec, exposes_of
 from kernel.metrics import MULTIPROC_ENV, Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +46,15 @@ def samples_by_name(body: bytes) -> dict[str, list]:
     return out
 
 
+def every_service_metric() -> list[MetricSpec]:
+    """What the services of both profiles declare (``kernel.exposes``): the supervisor's set."""
+    found: dict[str, MetricSpec] = {}
+    for profile in ("micronode", "macronode"):
+        for spec in load_config(profile).services:
+            found.update((m.name, m) for m in exposes_of(spec.module).metrics)
+    return list(found.values())
+
+
 @pytest.fixture
 def isolated(monkeypatch: pytest.MonkeyPatch):
     """Metrics() sets process-wide state on purpose; undo it after each test."""
@@ -53,6 +64,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch):
     made: list[Metrics] = []
 
     def make(directory: Path, **kwargs) -> Metrics:
+        kwargs.setdefault("declared", every_service_metric())
         m = Metrics(directory, **kwargs)
         made.append(m)
         return m
@@ -64,7 +76,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch):
 
 def touch_every_metric(m: Metrics) -> None:
     for exposed, kind, labels in golden():
-        metric = getattr(m, exposed.removesuffix("_total"))
+        metric = m.family(exposed.removesuffix("_total"))
         if labels:
             metric = metric.labels(**{label: "x" for label in labels})
         if kind == "histogram":
@@ -212,9 +224,11 @@ LIVE_CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
+    from kernel.exposes import exposes_of
     from kernel.metrics import Metrics
-    m = Metrics(Path(sys.argv[1]), amnesia=False)
-    m.conn_inflight.inc(int(sys.argv[2]))  # connections it held when it died
+    declared = exposes_of("services.overlay").metrics
+    m = Metrics(Path(sys.argv[1]), amnesia=False, declared=declared)
+    m.gauge("conn_inflight").inc(int(sys.argv[2]))  # connections it held when it died
     """
 )
 
@@ -223,7 +237,7 @@ async def test_a_live_gauge_forgets_what_a_dead_process_held(isolated, tmp_path:
     """conn_inflight sums live processes only: a crashed svc-overlay's connections are gone."""
     directory = tmp_path / "metrics"
     parent = isolated(directory, amnesia=False, reset=True)
-    parent.conn_inflight.inc(1)
+    parent.gauge("conn_inflight").inc(1)
     env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
     with trio.fail_after(30):
         await trio.run_process(
