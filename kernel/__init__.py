@@ -1,9 +1,26 @@
-"""The kernel's frozen public API (DESIGN.md §3): exactly these six names.
+"""The kernel: supervisor, config, bus wiring, admin and control planes, CLI (DESIGN.md §3).
 
-Everything else in ``kernel`` (supervisor, config loading, admin plane, CLI) is internal to the
-node; services and tools build on these names and on ``ipc``. The names resolve lazily so that
-``ronctl --help`` and other light entry points do not pay for importing zmq, trio and
-prometheus_client.
+Two surfaces, both checked:
+
+- **For tools and embedders**, this package exports six names (``__all__``): ``Bus``, ``Config``,
+  ``HealthState``, ``KernelEvent``, ``Metrics``, ``wait_for_ctrl_c``. They resolve lazily so
+  that ``ronctl --help`` and other light entry points do not pay for zmq, trio and
+  prometheus_client.
+- **For services** (``services/*``), these modules and nothing else of the kernel
+  (``lint-imports``: "Services use only the kernel's service surface"):
+
+  ``kernel.service`` (``run_service``, ``ServiceContext``: the process harness);
+  ``kernel.exposes`` (what a service declares: metrics, admin routes, roles);
+  ``kernel.admin_calls`` (answering the admin routes it declared);
+  ``kernel.protocol_handler`` (a typed protocol on its command socket);
+  ``kernel.logs``, ``kernel.metrics`` (the node's JSON logs and metrics);
+  ``kernel.config``, ``kernel.config.services`` (the config model, strict settings);
+  ``kernel.group_commit`` (many requests, one fsync); ``kernel.key_feed``, ``kernel.identity``
+  (keys and the node id from the identity service); ``kernel.heap`` (giving memory back);
+  ``kernel.http.asgi``, ``kernel.http.server`` (the node's HTTP server, for an HTTP service).
+
+  Everything else (supervisor, launch, admin, node, runtime, CLI) is internal to the node, and a
+  new kernel module is internal until it is added to that contract in ``pyproject.toml``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ What the node puts in a service's environment (``service_env`` + the launcher's 
 
 | name | set by | value |
 |---|---|---|
-| ``RON_SERVICE`` | supervisor | the service's name (``svc-index``) |
+| ``RON_SERVICE`` | supervisor | the service's name |
 | ``RON_RUNTIME_DIR`` | supervisor | the node's private runtime dir (IPC sockets, metrics) |
 | ``RON_DATA_DIR`` | supervisor | where the service keeps state (tmpfs under amnesia) |
 | ``RON_CONFIG`` | supervisor | the node's effective config as compact JSON |

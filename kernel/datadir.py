@@ -23,7 +23,7 @@ from kernel._owned_dir import LockHeld, check_owned, take_lock
 __all__ = ["LOCK_NAME", "DataDir", "DataDirError"]
 
 LOCK_NAME = "node.lock"
-KEYS_DIR = "keys"  # services.lib.keys.KEYS_DIR: the kernel checks it, svc-passport owns it
+KEYS_DIR = "keys"  # services.lib.keys.KEYS_DIR: the kernel checks it, the identity service owns it
 
 
 class DataDirError(Exception):
@@ -33,7 +33,7 @@ class DataDirError(Exception):
 def check_keys_private(keys: Path) -> None:
     """Refuse a key dir (``services.lib.keys``' ``keys/``) or key file another user owns or that
     group/others may read or write: the node's identity and token keys are secrets, and a key
-    someone else could have read or replaced is no identity. svc-passport checks again."""
+    someone else could have read or replaced is no identity. The identity service checks again."""
     if not keys.exists():
         return
     for entry in (keys, *sorted(keys.iterdir())):

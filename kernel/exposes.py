@@ -27,6 +27,7 @@ import attrs
 __all__ = [
     "EXPOSES",
     "ROLE_IDENTITY",
+    "SERVICE_PREFIX",
     "AdminRoute",
     "Exposes",
     "MetricSpec",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 EXPOSES = "EXPOSES"  # the name a service package binds its declaration to
+SERVICE_PREFIX = "svc-"  # every service's name starts so (DESIGN.md §2); the naming rule only
 ROLE_IDENTITY = "identity"  # identity key, tokens, verifier keys and the audit log
 
 MetricKind = Literal["counter", "gauge", "histogram"]

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Final
 
 import attrs
-import cattrs
 import msgpack
 import trio
 
-from ipc import endpoints, oap
+from ipc import convert, endpoints, oap
 from ipc.commands import CommandServer
 from kernel import logs
 
@@ -76,12 +75,9 @@ class FaultRequest:
     duration_s: float = attrs.field(default=2.0, validator=_range(0, MAX_DURATION_S))
 
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
-
-
 def fault_request(req: FaultRequest, *, corr_id: int = 0) -> oap.Frame:
     """The OAP/1 request frame that asks a service's control socket for ``req``."""
-    payload = msgpack.packb(_converter.unstructure(req), use_bin_type=True)
+    payload = msgpack.packb(convert.unstructure(req), use_bin_type=True)
     return oap.Frame(flags=oap.REQ, app_proto_id=APP_PROTO_FAULT, corr_id=corr_id, payload=payload)
 
 
@@ -91,11 +87,14 @@ def parse_fault_request(frame: oap.Frame) -> FaultRequest:
         raise oap.OapError("unknown_app_proto", f"control socket: app_proto {frame.app_proto_id}")
     try:
         raw = msgpack.unpackb(frame.payload, raw=False)
-        if type(raw) is not dict:
-            raise ValueError("payload must be a map")
-        return _converter.structure(raw, FaultRequest)
-    except Exception as exc:  # msgpack and cattrs raise many types; all mean "bad request"
-        raise oap.OapError("schema_invalid", f"fault request: {exc}") from None
+    except Exception as exc:  # msgpack raises a zoo (ExtraData, FormatError, ValueError, ...)
+        raise oap.OapError("schema_invalid", f"fault request: not msgpack ({exc})") from None
+    if type(raw) is not dict:
+        raise oap.OapError("schema_invalid", "fault request: payload must be a map")
+    try:
+        return convert.structure(raw, FaultRequest)
+    except convert.SchemaError as exc:
+        raise oap.OapError("schema_invalid", f"fault request: {exc.message}") from None
 
 
 class FaultHooks:

@@ -1,6 +1,6 @@
 """The one step every group committer shares: take what is queued, up to a batch.
 
-svc-storage, svc-index and svc-mailbox each make many requests durable with one fsync; this is
+The store, the name index and the mailbox each make many requests durable with one fsync; this is
 how each of them gathers the requests of one round, so the rule is written once: wait for the
 first (unless told not to), then take whatever else is already queued, never more than ``most``.
 """

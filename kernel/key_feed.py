@@ -1,14 +1,14 @@
-"""Keeps a service's ``TokenGate`` (``services.lib.tokens``) fed with svc-passport's key set.
+"""Keeps a service's ``TokenGate`` (``services.lib.tokens``) fed with the identity service's keys.
 
-A long poll (``Keys(since, wait=LONG_POLL_S)``) named after the service: svc-passport answers at
-once when the set changes (a rotation, a revocation, the end of an overlap), so a change takes
-effect in about a round trip; an unchanged set costs one small frame per ``LONG_POLL_S``. Each
-poll's ``since`` tells svc-passport which version this verifier applied: a revocation answers
-only once every verifier has applied it (``services/passport/verifiers.py``).
+A long poll (``Keys(since, wait=LONG_POLL_S)``) named after the service: the identity service
+answers at once when the set changes (a rotation, a revocation, the end of an overlap), so a
+change takes effect in about a round trip; an unchanged set costs one small frame per
+``LONG_POLL_S``. Each poll's ``since`` tells the identity service which version this verifier
+applied: a revocation answers only once every verifier has applied it.
 
 Guarantees: ``set_keys`` runs before the next poll is sent (so the ack is true); the gap between
 two polls never exceeds ``LONG_POLL_S + CALL_SLACK`` (or ``RETRY_S`` after a failure), which is
-what svc-passport's liveness window relies on.
+what the identity service's liveness window relies on.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from kernel import logs
 __all__ = ["LONG_POLL_S", "KeyFeed"]
 
 LONG_POLL_S = 1.0
-CALL_SLACK = 0.8  # a long poll's call timeout is LONG_POLL_S + this (< svc-passport's LIVE_S)
-RETRY_S = 0.2  # after a failed poll (svc-passport restarting, busy)
+CALL_SLACK = 0.8  # a long poll's call timeout is LONG_POLL_S + this (< its LIVE_S)
+RETRY_S = 0.2  # after a failed poll (the identity service restarting, busy)
 
 
 class _Gate(Protocol):
@@ -44,7 +44,7 @@ class KeyFeed:
         self._verifier = verifier
 
     async def poll_once(self, wait: float = 0.0) -> bool:
-        """One poll (a long one when ``wait`` > 0); True if svc-passport answered."""
+        """One poll (a long one when ``wait`` > 0); True if the identity service answered."""
         request = proto.Keys(since=self._gate.version, verifier=self._verifier, wait=wait)
         try:
             keyset = await call(self._client, proto.PROTOCOL, request, timeout=wait + CALL_SLACK)
@@ -57,7 +57,7 @@ class KeyFeed:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll forever; ``started`` once the first key set is loaded (or after one failed try,
-        so reads are served while svc-passport is still starting)."""
+        so reads are served while the identity service is still starting)."""
         await self.poll_once()
         task_status.started()
         while True:

@@ -4,7 +4,7 @@ A service forked by the zygote keeps the zygote's command line and environment i
 (both are the memory the kernel saw at ``exec``), so ``ps -ef`` would show every forked service as
 ``python -m kernel.launch.zygote``. The process name is the one label that can be changed
 without privileges: services are named ``ron:<service>`` (the kernel keeps 15 bytes, so
-``ron:svc-storage`` fits), the zygote ``ron-zygote`` and its spare ``ron-spare``; ``ps -e``,
+``ron:`` + a service name fits), the zygote ``ron-zygote`` and its spare ``ron-spare``; ``ps -e``,
 ``top`` and ``pgrep`` show them, and the chaos drill recognises service processes by them.
 """
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ipc import oap
 from ipc.proto.codec import Request, ServiceProtocol
+from kernel.exposes import SERVICE_PREFIX
 from kernel.metrics import Metrics
 
 __all__ = ["Dispatch", "protocol_handler"]
@@ -31,7 +32,7 @@ def protocol_handler(
     metrics: Metrics,
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
     """The command handler (``ctx.command_server(handler)``) serving ``protocol``."""
-    prefix = protocol.service.removeprefix("svc-")
+    prefix = protocol.service.removeprefix(SERVICE_PREFIX)  # op labels read "storage.put"
 
     async def handle(req: oap.Frame) -> oap.Frame:
         if oap.is_hello_request(req):

@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 import msgpack
-from cattrs.gen import make_dict_unstructure_fn, override
 
-from ipc import ids
+from ipc import convert, ids
 
 from ._constants import CHUNK, HEADER_LEN, U64_MAX
 from ._errors import OapError
@@ -125,33 +123,13 @@ PAYLOAD_TYPES: tuple[type, ...] = (Hello, HelloResponse, Start, Data, End, Error
 T = TypeVar("T")
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=False)
-
-    # Leaf values pass through untouched: the attrs validators check exact types, so cattrs'
-    # default coercions (int("5"), tuple("abc")) never get a chance to hide a wrong type.
-    def passthrough(value: object, _type: object) -> object:
-        return value
-
-    for leaf in (int, str, bytes):
-        conv.register_structure_hook(leaf, passthrough)
-    generic_leaves = {tuple[str, ...], int | None}
-    conv.register_structure_hook_func(lambda tp: tp in generic_leaves, passthrough)
-    conv.register_unstructure_hook(
-        ErrorBody,
-        make_dict_unstructure_fn(ErrorBody, conv, retry_after=override(omit_if_default=True)),
-    )
-    return conv
-
-
-_CONVERTER = _make_converter()
-
-
 def pack_payload(obj: object) -> bytes:
     """Serialize a typed payload to its msgpack map."""
     if type(obj) not in PAYLOAD_TYPES:
         raise TypeError(f"not an OAP/1 payload type: {type(obj).__name__}")
-    packed: bytes = msgpack.packb(_CONVERTER.unstructure(obj), use_bin_type=True)
+    # a field that is None is left out (optional: ``ErrorBody.retry_after``)
+    fields = {k: v for k, v in convert.unstructure(obj).items() if v is not None}
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
@@ -165,13 +143,7 @@ def unpack_payload(cls: type[T], data: bytes) -> T:
         raise _bad(f"{cls.__name__}: not one msgpack value ({type(exc).__name__})") from None
     if type(raw) is not dict:
         raise _bad(f"{cls.__name__}: payload must be a map, not {type(raw).__name__}")
-    try:
-        return _CONVERTER.structure(raw, cls)
-    except OapError:
-        raise
-    except KeyError as exc:
-        raise _bad(f"{cls.__name__}: missing key {exc}") from None
-    except cattrs.ForbiddenExtraKeysError as exc:
-        raise _bad(f"{cls.__name__}: unknown keys {sorted(map(str, exc.extra_fields))}") from None
-    except Exception as exc:
-        raise _bad(f"{cls.__name__}: {type(exc).__name__}") from None
+    try:  # the one strict converter; our validators' OapErrors (413, 422) pass as they are
+        return convert.structure(raw, cls, passthrough=(OapError,))
+    except convert.SchemaError as exc:
+        raise _bad(f"{cls.__name__}: {exc.message}") from None

@@ -8,7 +8,7 @@ is an OAP/1 error frame with a canon reason.
 
 Guarantees:
 
-- decoding is strict both ways (``ipc.proto.convert``): every required field, no unknown field,
+- decoding is strict both ways (``ipc.convert``): every required field, no unknown field,
   exact msgpack types (``int`` is an unsigned integer where the class says so, never a bool;
   ``bytes`` is msgpack bin), and the classes' validators; so a bad request never reaches a
   handler and a bad reply never reaches a caller;
@@ -25,8 +25,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import msgpack
 
-from ipc import oap
-from ipc.proto import convert
+from ipc import convert, oap
 
 __all__ = ["Request", "Requester", "ServiceProtocol", "call"]
 

@@ -45,7 +45,8 @@ class ActRoutes:
         )
 
     async def _passport(self, req: Request, request: Any) -> Any:
-        """svc-passport's reply, or None after answering the error (400 refused, 503 down)."""
+        """the identity service's reply, or None after answering the error (400 refused,
+        503 down)."""
         try:
             return await self._control.passport(request)
         except oap.OapError as exc:
@@ -105,7 +106,8 @@ class ActRoutes:
         await self._answer_with(req, proto.AuditCheck())  # ok, records, first_bad, reason
 
     async def _answer_with(self, req: Request, request: Any) -> None:
-        """svc-passport's reply to ``request`` as the JSON answer (its fields, as they are)."""
+        """the identity service's reply to ``request`` as the JSON answer (its fields, as
+        they are)."""
         reply = await self._passport(req, request)
         if reply is not None:
             await send_json(req.send, 200, attrs.asdict(reply))

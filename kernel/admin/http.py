@@ -24,7 +24,7 @@ class Request:
 
     method: str
     path: str
-    params: Mapping[str, str]  # from the route template, e.g. {"service": "svc-index"}
+    params: Mapping[str, str]  # from the route template, e.g. {"service": NAME}
     query: Mapping[str, list[str]]
     receive: Receive
     send: Send

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from ipc.proto import convert
+from ipc import convert
 from kernel.config import layers as _config_env
 from kernel.config import rules as _config_rules
 from kernel.config.model import Config, ConfigError, ServiceSpec

@@ -114,8 +114,8 @@ class AddrConfig:
 
 @attrs.frozen
 class OverlayConfig:
-    """``addr``: where svc-overlay listens; ``peers``: ``<node id>@host:port`` of the nodes this
-    one fetches objects it lacks from (static providers, DESIGN §5)."""
+    """``addr``: where the peer-facing service listens; ``peers``: ``<node id>@host:port`` of the
+    nodes this one fetches objects it lacks from (static providers, DESIGN §5)."""
 
     addr: str = "127.0.0.1:9410"
     peers: tuple[str, ...] = ()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ipc.ids import is_node_id
 from ipc.transport.pq import available as pq_available
+from kernel.exposes import SERVICE_PREFIX
 
 if TYPE_CHECKING:
     from kernel.config.model import Config
@@ -28,7 +29,7 @@ BUS_CAPACITY_MAX = 1_048_576
 # ipc:// socket paths are limited to ~107 bytes; leave room for "/<name>.sock" under the dir.
 RUNTIME_DIR_MAX_BYTES = 80
 
-_SERVICE_NAME = re.compile(r"svc-[a-z0-9-]+")
+_SERVICE_NAME = re.compile(SERVICE_PREFIX + "[a-z0-9-]+")  # the prefix holds no regex syntax
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -231,7 +232,9 @@ def _services(cfg: Config) -> None:
     for i, svc in enumerate(cfg.services):
         at = f"services[{i}]"
         if not _SERVICE_NAME.fullmatch(svc.name):
-            raise _fail(f"{at}.name", f"{at}.name must match svc-[a-z0-9-]+, got {svc.name!r}")
+            raise _fail(
+                f"{at}.name", f"{at}.name must match {_SERVICE_NAME.pattern}, got {svc.name!r}"
+            )
         if svc.name in seen:
             raise _fail(f"{at}.name", f"duplicate service name {svc.name!r} ({at})")
         seen.add(svc.name)

@@ -3,7 +3,7 @@ service's ``[services.settings]`` fits the settings class its package declares.
 
 A service package declares ``Settings`` (an attrs class) in its ``__init__`` (kept light: the
 supervisor imports it to check, never the service's ``__main__``). A module that declares none
-takes no settings. The same strict rules (``ipc.proto.convert``) structure the settings here and
+takes no settings. The same strict rules (``ipc.convert``) structure the settings here and
 again in the service process (``ServiceContext.settings_as``), so a config that passed here
 starts every service.
 """
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ipc.proto import convert
+from ipc import convert
 from kernel.config.model import Config, ConfigError
 
 __all__ = ["SettingsError", "check_services", "settings_class", "structure_settings"]

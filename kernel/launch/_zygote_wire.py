@@ -23,7 +23,8 @@ import socket
 from typing import Any
 
 import attrs
-import cattrs
+
+from ipc import convert
 
 __all__ = [
     "MAX_MESSAGE",
@@ -89,11 +90,10 @@ Message = Ready | Spawn | Spawned | SpawnFailed | Go
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (Ready, Spawn, Spawned, SpawnFailed, Go)
 }
-_converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 def encode(msg: Message) -> bytes:
-    data = _converter.unstructure(msg)
+    data = convert.unstructure(msg)
     data["type"] = type(msg).__name__
     raw = json.dumps(data, separators=(",", ":")).encode()
     if len(raw) > MAX_MESSAGE:
@@ -105,8 +105,8 @@ def decode(raw: bytes) -> Message:
     try:
         data = json.loads(raw)
         cls = _TYPES[data.pop("type")]
-        return _converter.structure(data, cls)
-    except (ValueError, KeyError, TypeError, AttributeError, cattrs.BaseValidationError) as exc:
+        return convert.structure(data, cls)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # SchemaError is a ValueError
         raise ProtocolError(f"bad control message: {exc!r}") from None
 
 

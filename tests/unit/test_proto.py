@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipc import ids, oap
-from ipc.proto import convert, index, mailbox, storage
+from ipc import convert
+from ipc.proto import index, mailbox, storage
 from ipc.proto.codec import ServiceProtocol
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"

@@ -1,5 +1,7 @@
 """The project's one set of strict structuring rules (cattrs), for everything that crosses a
-boundary as plain data: service requests and replies, service settings, the node's config.
+boundary as plain data: service requests and replies, OAP/1 payloads, service settings, the
+node's config, chaos fault requests and the zygote's control messages (one converter, so a value
+one of them refuses is refused by all).
 
 Guarantees of a converter from ``strict_converter()``:
 
@@ -16,6 +18,7 @@ every caller reports the first problem on one line the same way. Build converter
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -31,6 +34,7 @@ __all__ = [
     "first_error",
     "strict_converter",
     "structure",
+    "unstructure",
 ]
 
 T = TypeVar("T")
@@ -98,7 +102,41 @@ def strict_converter() -> cattrs.Converter:
         return hook
 
     conv.register_structure_hook_factory(attrs.has, attrs_factory)
+
+    def is_sequence(tp: object) -> bool:
+        return typing.get_origin(tp) in (tuple, list)
+
+    def sequence_factory(tp: Any) -> Callable[[object, type], object]:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        homogeneous = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+
+        def hook(value: object, _t: type) -> object:
+            if not isinstance(value, list | tuple):  # a str is no array of chars
+                raise WrongType(f"expected array, got {describe(value)}")
+            if not homogeneous and len(value) != len(args):
+                raise WrongType(f"expected {len(args)} items, got {len(value)}")
+            kinds = [args[0]] * len(value) if homogeneous else list(args)
+            items = []
+            for index, (item, kind) in enumerate(zip(value, kinds, strict=True)):
+                try:
+                    items.append(conv.structure(item, kind))
+                except Exception as exc:
+                    raise _AtIndex(index, exc) from None
+            return origin(items)
+
+        return hook
+
+    conv.register_structure_hook_factory(is_sequence, sequence_factory)
     return conv
+
+
+class _AtIndex(ValueError):
+    """A sequence item that did not fit: where, and why (``first_error`` reads both)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:
@@ -110,6 +148,8 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 
 def first_error(exc: BaseException, path: tuple[str | int, ...] = ()) -> tuple[str, str]:
     """Walk cattrs' exception groups to the first leaf: ``(dotted key, one-line message)``."""
+    if isinstance(exc, _AtIndex):
+        return first_error(exc.error, (*path, exc.index))
     if isinstance(exc, ClassValidationError | IterableValidationError):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
@@ -134,10 +174,25 @@ def first_error(exc: BaseException, path: tuple[str | int, ...] = ()) -> tuple[s
 _CONVERTER = strict_converter()
 
 
-def structure(data: Any, cls: type[T]) -> T:
-    """``data`` as a ``cls`` under the strict rules; ``SchemaError`` (first problem) if not."""
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup | _AtIndex):
+        exc = exc.error if isinstance(exc, _AtIndex) else exc.exceptions[0]
+    return exc
+
+
+def structure(data: Any, cls: type[T], *, passthrough: tuple[type[Exception], ...] = ()) -> T:
+    """``data`` as a ``cls`` under the strict rules; ``SchemaError`` (first problem) if not.
+    A validator's exception of a ``passthrough`` type is raised as it is (an OAP/1 413)."""
     try:
         return _CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises groups and plain errors alike
+        leaf = _leaf(exc)
+        if isinstance(leaf, passthrough):
+            raise leaf from None
         key, message = first_error(exc)
         raise SchemaError(key, message) from None
+
+
+def unstructure(value: object) -> Any:
+    """``value`` (an attrs instance) as plain data: maps, lists, scalars."""
+    return _CONVERTER.unstructure(value)
