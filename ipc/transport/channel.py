@@ -30,13 +30,14 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import attrs
 import trio
 
 from ipc import oap
 
+from . import _trio_tls
 from .meter import Meter
 from .pacing import Bucket
 from .pq import Opener, PqError, Sealer
@@ -100,7 +101,7 @@ class Channel:
         self._meter = meter or Meter()  # bytes moved and timeouts
         self._closed = False
         self._written = trio.Event()  # the writer has ended
-        self._tls = _tls_parts(stream)  # read TLS records here (``_read``), when trio allows
+        self._tls = _trio_tls.tls_parts(stream)  # read TLS records here (``_read``) if trio allows
         self._serving = 0  # requests of the peer being served (``serving``)
         self._idle_scope: trio.CancelScope | None = None  # a read waiting in its idle time
 
@@ -143,6 +144,11 @@ class Channel:
         if scope.cancelled_caught:
             await self._fail(ChannelTimeout("idle" if idle else "read"))
 
+    @property
+    def reads_tls_records(self) -> bool:
+        """True when this channel decrypts TLS records itself (many per socket read)."""
+        return self._tls is not None
+
     async def _read(self) -> bytes:
         """The next plaintext bytes (b"" at the end of the stream).
 
@@ -150,10 +156,9 @@ class Channel:
         that reads at most 64 KiB from the socket and returns one 16 KiB record per call, each
         call a scheduler pass (a 1 MiB object was ~50 of them). Here one socket read takes all
         that has arrived (up to ``READ_SIZE``) and every complete record in it is decrypted at
-        once. This uses trio's private ``_ssl_object`` / ``_incoming`` of a stream whose
-        handshake is done, and only this reader reads: writes still go through the stream
-        (TLS 1.3 writes never need a read). Without them (another trio, plain TCP) the stream
-        is read as it is."""
+        once. The stream's TLS state comes from ``_trio_tls`` (the public API trio lacks is named
+        there); only this reader reads: writes still go through the stream (TLS 1.3 writes never
+        need a read). Without it (another trio, plain TCP) the stream is read as it is."""
         tls = self._tls
         if tls is None:
             return bytes(await self.stream.receive_some(READ_SIZE))
@@ -326,15 +331,3 @@ class Channel:
         self._report_written()
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self.stream.aclose()
-
-
-def _tls_parts(stream: trio.abc.Stream) -> tuple[Any, Any, trio.abc.Stream] | None:
-    """(ssl object, incoming BIO, transport) of a trio ``SSLStream`` whose handshake is done,
-    else None (the channel then reads the stream as it is)."""
-    if not isinstance(stream, trio.SSLStream):
-        return None
-    ssl_object = getattr(stream, "_ssl_object", None)
-    incoming = getattr(stream, "_incoming", None)
-    if ssl_object is None or incoming is None or not hasattr(ssl_object, "read"):
-        return None
-    return ssl_object, incoming, stream.transport_stream

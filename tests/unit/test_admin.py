@@ -19,6 +19,7 @@ from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from ipc import oap
+from ipc.proto.admin import ADMIN, AdminAnswer, AdminCall
 from kernel.admin import (
     AdminBindError,
     build_admin_app,
@@ -26,7 +27,6 @@ from kernel.admin import (
     serve_admin,
     serve_control,
 )
-from ipc.proto.admin import ADMIN, AdminAnswer, AdminCall
 from kernel.admin.control import ServiceRoute
 from kernel.admin_calls import answer_json, with_admin_routes
 from kernel.exposes import AdminRoute

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipc import ids, oap
-from ipc import convert
+from ipc import convert, ids, oap
 from ipc.proto import index, mailbox, storage
 from ipc.proto.codec import ServiceProtocol
 

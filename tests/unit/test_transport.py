@@ -30,6 +30,7 @@ from ipc.transport import (
     NodeCertificate,
     PeerAddr,
     Timeouts,
+    _trio_tls,
     dial,
 )
 from ipc.transport.certs import issuer_pem
@@ -264,9 +265,15 @@ async def test_a_client_waiting_for_a_slow_answer_is_not_idle() -> None:
             await wait_for(lambda: meter.counts["timeout:idle"] == 1)
 
 
-async def test_a_burst_of_frames_then_a_close_arrives_whole_and_in_order() -> None:
+@pytest.mark.parametrize("records", ["direct", "through_trio"])
+async def test_a_burst_of_frames_then_a_close_arrives_whole_and_in_order(
+    records: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The TLS read path decrypts every record a socket read brings (many frames per read,
-    frames split across reads) and ends cleanly at the peer's close_notify."""
+    frames split across reads) and ends cleanly at the peer's close_notify; the same through
+    trio's public ``receive_some`` (what a trio without the internals ``_trio_tls`` reads)."""
+    if records == "through_trio":
+        monkeypatch.setattr(_trio_tls, "tls_parts", lambda _stream: None)
     server = node()
     sizes = [1, oap.CHUNK, 70_000, 3, 200_000, oap.CHUNK * 3, 17] * 6
 
@@ -279,6 +286,7 @@ async def test_a_burst_of_frames_then_a_close_arrives_whole_and_in_order() -> No
 
     async with listening(server, burst) as (port, _), trio.open_nursery() as nursery:
         conn = await dial(addr(server, port), node(), nursery)
+        assert conn.channel.reads_tls_records is (records == "direct")
         await conn.channel.send(oap.Frame(flags=oap.REQ, app_proto_id=9, corr_id=3))
         for n, size in enumerate(sizes):
             answer = await conn.channel.receive()
