@@ -18,9 +18,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from ipc.events import ServiceCrashed
 from kernel.health import HealthState, ServiceState
 from kernel.launch.launcher import ChildProcess, Launcher, ServiceSpecLike, describe_returncode
 from kernel.launch.output import MAX_LINE, pump_lines
+from kernel.supervisor.lifecycle import Lifecycle, Move, Phase, Request
 from kernel.supervisor.policy import CrashHistory, Quarantine
 
 __all__ = [
@@ -116,40 +118,21 @@ class RespawnTiming:
 
 
 @attrs.frozen
-class _Exited:
-    returncode: int
+class _Ended:
+    """How a process (or a spawn attempt) ended on its own: judged by the restart policy."""
+
+    reason: str
+    abnormal: bool
     detected_at: float
-
-
-@attrs.frozen
-class _Hung:
-    returncode: int
-    detected_at: float
-
-
-@attrs.frozen
-class _SpawnFailed:
-    error: str
-    detected_at: float
-
-
-@attrs.frozen
-class _Stopped:
-    returncode: int
-
-
-@attrs.frozen
-class _Interrupted:
-    """An operator's stop or restart ended the process: not a crash, never in the history."""
-
-    returncode: int
-
-
-_Outcome = _Exited | _Hung | _SpawnFailed | _Stopped | _Interrupted
+    returncode: int | None = None  # None: the spawn failed
 
 
 class Child:
-    """One supervised service. Not thread-safe: lives in the supervisor's trio thread."""
+    """One supervised service. Not thread-safe: lives in the supervisor's trio thread.
+
+    Its state is ``self.life`` (``kernel.supervisor.lifecycle``): one phase, changed only by
+    ``Lifecycle.apply`` in the loop below, and the request other tasks latched.
+    """
 
     def __init__(
         self,
@@ -164,13 +147,9 @@ class Child:
         self.history = history
         self.timing = timing
         self._deps = deps
-        self._stopping = False
-        self._term_now = False
-        self._watch_scope: trio.CancelScope | None = None
-        self._wait_scope: trio.CancelScope | None = None
-        self._release: trio.Event | None = None
-        self._held: trio.Event | None = None  # set: an operator's stop holds the child down
-        self._interrupt = False  # an operator's stop/restart is ending the current process
+        self.life = Lifecycle()
+        self._term_now = False  # a reload stops this child alone: SIGTERM at once
+        self._scope: trio.CancelScope | None = None  # the current wait: a request cancels it
         self._started_at = 0.0
         self._pending_respawn: tuple[float, float] | None = None  # (detected_at, backoff)
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -181,7 +160,12 @@ class Child:
 
     @property
     def quarantined(self) -> bool:
-        return self._release is not None
+        return self.life.phase is Phase.QUARANTINED
+
+    @property
+    def held(self) -> bool:
+        """Stopped by an operator (``ronctl stop SERVICE``): down until ``start``."""
+        return self.life.phase is Phase.HELD or self.life.request is Request.HOLD
 
     def on_health(self, ok: bool, *, sender: int | None = None) -> None:
         """Record a Health event and push the heartbeat deadline forward.
@@ -196,41 +180,34 @@ class Child:
                 self._deps.log("stale_health_ignored", level="debug", service=self.name, pid=sender)
                 return
         self._deps.health.set(self.name, ok)
-        scope = self._watch_scope
-        hb = self.timing.heartbeat_timeout
-        if scope is not None and hb > 0 and not self._stopping:
+        scope, hb = self._scope, self.timing.heartbeat_timeout
+        if scope is not None and hb > 0 and self.life.phase is Phase.RUNNING and not self._asked:
             scope.deadline = trio.current_time() + hb
+
+    @property
+    def _asked(self) -> bool:
+        return self.life.request is not None
 
     def release(self) -> None:
         """Let a quarantined child start again now, with a clean crash history."""
-        if self._release is None:
+        if self.life.phase is not Phase.QUARANTINED:
             raise ValueError(f"{self.name} is not quarantined")
-        self._release.set()
-
-    @property
-    def held(self) -> bool:
-        """Stopped by an operator (``ronctl stop SERVICE``): down until ``start``."""
-        return self._held is not None
+        self._ask(Request.RESTART)
 
     def operator_stop(self) -> bool:
         """Stop the service and keep it stopped until ``operator_start``; False if it already
         was. The running process is drained like at a node stop (TERM, its shutdown
         deadline, KILL); nothing of it counts as a crash."""
-        if self._held is not None:
-            return False
-        self._held = trio.Event()
-        self._interrupt_current()
-        return True
+        return not self.held and self._ask(Request.HOLD)
 
     def operator_start(self) -> bool:
         """Start a service an operator stopped, or release a quarantined one; False if it is
         neither (already running or on its way)."""
-        if self._held is not None:
-            self._held.set()
+        if self.life.request is Request.HOLD:  # stopped and started again before it settled
+            self.life.request = Request.RESTART
             return True
-        if self._release is not None:
-            self._release.set()
-            return True
+        if self.life.phase in (Phase.HELD, Phase.QUARANTINED):
+            return self._ask(Request.RESTART)
         return False
 
     def operator_restart(self) -> None:
@@ -238,82 +215,102 @@ class Child:
         An operator's restart never counts toward the quarantine cap; on a stopped or
         quarantined service it is a start."""
         if not self.operator_start():
-            self._interrupt_current()
-
-    def _interrupt_current(self) -> None:
-        self._interrupt = True
-        for scope in (self._watch_scope, self._wait_scope):
-            if scope is not None:
-                scope.cancel()
+            self._ask(Request.RESTART)
 
     def request_stop(self, *, term_now: bool = False) -> None:
         """Stop for good: interrupt any wait; a running process is drained, then stopped.
         ``term_now``: this child alone stops (a reload removed or changed it; no ``Shutdown``
         on the bus tells it to), so it gets SIGTERM at once, then its shutdown deadline."""
-        self._stopping = True
         self._term_now = term_now
-        for scope in (self._watch_scope, self._wait_scope):
-            if scope is not None:
-                scope.cancel()
+        self._ask(Request.STOP)
+
+    def _ask(self, request: Request) -> bool:
+        if not self.life.ask(request):
+            return False
+        if self._scope is not None:
+            self._scope.cancel()
+        return True
 
     # ---- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Supervise until stopped. ``task_status.started()`` after the first spawn attempt."""
         self._task_status = task_status
+        life = self.life
         try:
-            while not self._stopping:
-                if self._held is not None and not await self._stay_stopped():
-                    break
-                self._interrupt = False
-                outcome = await self._one_lifetime()
-                self._signal_started()
-                if self._stopping or isinstance(outcome, _Stopped):
-                    break
-                if isinstance(outcome, _Interrupted):
-                    self._deps.log(
-                        "service_restarting" if self._held is None else "service_held",
-                        service=self.name,
-                        returncode=outcome.returncode,
-                        by="operator",
-                    )
-                    continue
-                if not await self._after_exit(outcome) and self._held is None:
-                    break
+            while life.phase is not Phase.STOPPED:
+                if life.phase is Phase.STARTING:
+                    await self._start()
+                elif life.phase is Phase.BACKOFF:
+                    assert self._pending_respawn is not None
+                    life.apply(await self._wait_for_request(self._pending_respawn[1]))
+                elif life.phase is Phase.QUARANTINED:
+                    await self._stay_quarantined()
+                elif life.phase is Phase.HELD:
+                    await self._stay_held()
             self._signal_started()  # stopped before the first spawn: still report started
         finally:
             if self._deps.health.get(self.name) is not None:
                 self._deps.health.update(self.name, state=ServiceState.STOPPED, pid=None)
+            life.phase = Phase.STOPPED  # also when cancelled: nothing runs any more
             self.done.set()
         self._deps.log("service_stopped", service=self.name)
 
-    async def _stay_stopped(self) -> bool:
-        """Down until an operator starts it again (True) or the node stops (False)."""
-        held = self._held
-        assert held is not None
+    async def _start(self) -> None:
+        """STARTING: a request first, else one spawn and the process's whole life."""
+        life = self.life
+        if life.request in (Request.STOP, Request.HOLD):
+            life.apply(Move.STOP if life.request is Request.STOP else Move.HOLD)
+            return
+        life.request = None  # a restart asked while starting: this spawn is it
+        try:
+            proc = await self._deps.launcher.spawn(self.spec, self._deps.env_for(self.spec))
+        except OSError as exc:
+            reason = f"spawn failed: {exc.strerror or exc}"
+            life.apply(self._after_end(_Ended(reason, True, time.monotonic())))
+            self._signal_started()
+            return
+        life.apply(Move.SPAWNED)
+        self._on_spawned(proc)
+        self._signal_started()
+        ended = await self._supervise(proc)
+        if ended is not None:
+            life.apply(self._after_end(ended))
+
+    async def _stay_held(self) -> None:
+        """HELD: down until an operator starts it again, or the node stops."""
         self._deps.health.update(self.name, state=ServiceState.STOPPED, pid=None, held=True)
         self._signal_started()
-        try:
-            if not await self._interruptible(held.wait):
-                return False
-        finally:
-            self._held = None
+        move = await self._wait_for_request()
         self._deps.health.update(self.name, held=False)
-        self._deps.log("service_started_by_operator", service=self.name)
-        return True
+        if move is Move.RESPAWN:
+            self._deps.log("service_started_by_operator", service=self.name)
+        self.life.apply(move)
+
+    async def _stay_quarantined(self) -> None:
+        """QUARANTINED: down until released (or started, or stopped by an operator)."""
+        move = await self._wait_for_request()
+        if move is not Move.STOP:
+            self.history.release()
+            self._set_quarantined_metric(0)
+            self._deps.log("service_released", service=self.name)
+            self._pending_respawn = (time.monotonic(), 0.0)
+        self.life.apply(move)
+
+    async def _wait_for_request(self, timeout: float = math.inf) -> Move:
+        """Wait until a request comes (its move) or ``timeout`` passes (a respawn)."""
+        if self.life.request is None:
+            with trio.CancelScope() as self._scope:
+                await trio.sleep(timeout)
+            self._scope = None
+        request = self.life.request
+        if request is Request.STOP:
+            return Move.STOP
+        return Move.HOLD if request is Request.HOLD else Move.RESPAWN
 
     def _signal_started(self) -> None:
         status, self._task_status = self._task_status, trio.TASK_STATUS_IGNORED
         status.started()
-
-    async def _one_lifetime(self) -> _Outcome:
-        try:
-            proc = await self._deps.launcher.spawn(self.spec, self._deps.env_for(self.spec))
-        except OSError as exc:
-            return _SpawnFailed(f"spawn failed: {exc.strerror or exc}", time.monotonic())
-        self._on_spawned(proc)
-        self._signal_started()
-        return await self._supervise(proc)
 
     def _on_spawned(self, proc: ChildProcess) -> None:
         now = time.monotonic()
@@ -345,15 +342,17 @@ class Child:
         )
         self._deps.log("service_spawned", service=self.name, pid=proc.pid)
 
-    async def _supervise(self, proc: ChildProcess) -> _Outcome:
+    async def _supervise(self, proc: ChildProcess) -> _Ended | None:
+        """RUNNING until the process ends: how it ended on its own, or None when a request
+        ended it (the lifecycle has moved on through DRAINING then)."""
         try:
             async with trio.open_nursery() as nursery:
                 for stream in (proc.stdout, proc.stderr):
                     if stream is not None:
                         nursery.start_soon(self._pump, stream)
-                outcome = await self._watch(proc)
+                ended = await self._watch(proc)
                 nursery.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN
-            return outcome
+            return ended
         finally:
             if proc.returncode is None:  # we are being cancelled: never leave it running
                 with trio.CancelScope(shield=True) as scope:
@@ -363,34 +362,36 @@ class Child:
             with trio.CancelScope(shield=True):
                 await proc.aclose()
 
-    async def _watch(self, proc: ChildProcess) -> _Outcome:
+    async def _watch(self, proc: ChildProcess) -> _Ended | None:
         hb = self.timing.heartbeat_timeout
-        first = hb + self.timing.start_grace if hb > 0 else float("inf")
-        scope = trio.CancelScope(deadline=trio.current_time() + first)
-        if self._stopping:
-            scope.cancel()
-        self._watch_scope = scope
+        first = hb + self.timing.start_grace if hb > 0 else math.inf
         rc: int | None = None
-        try:
-            with scope:
+        if not self._asked:
+            with trio.CancelScope(deadline=trio.current_time() + first) as self._scope:
                 rc = await proc.wait()
-        finally:
-            self._watch_scope = None
-        if rc is not None and not self._interrupt:
-            return _Exited(rc, time.monotonic())
-        if self._stopping:
-            return _Stopped(rc if rc is not None else await self._drain(proc))
-        if self._interrupt:  # an operator's stop or restart: drained, never a crash
-            if rc is None:
-                rc = await _terminate(proc, self.spec.shutdown_deadline)
-            return _Interrupted(rc)
-        self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
-        # A hung process gets the short grace, not the drain deadline: it is not draining anything.
-        rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
-        return _Hung(rc, time.monotonic())
+            self._scope = None
+        life = self.life
+        if life.request is None and rc is not None:
+            return _Ended(describe_returncode(rc), rc != 0, time.monotonic(), rc)
+        if life.request is None:  # no heartbeat in time: hung
+            self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
+            # A hung process gets the short grace, not the drain deadline: it drains nothing.
+            rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
+            return _Ended(HEARTBEAT_TIMEOUT_REASON, True, time.monotonic(), rc)
+        life.apply(Move.DRAIN)
+        if rc is None:
+            rc = await self._drain(proc)
+        move = life.after_drain()
+        if move is not Move.STOP:  # an operator's stop or restart: drained, never a crash
+            event = "service_held" if move is Move.HOLD else "service_restarting"
+            self._deps.log(event, service=self.name, returncode=rc, by="operator")
+        life.apply(move)
+        return None
 
     async def _drain(self, proc: ChildProcess) -> int:
-        if self._term_now:
+        """End the process a request ends: the node's stop lets it exit on its own first (it saw
+        ``Shutdown`` on the bus); an operator's act or a reload sends SIGTERM at once."""
+        if self.life.request is not Request.STOP or self._term_now:
             return await _terminate(proc, self.spec.shutdown_deadline)
         with trio.move_on_after(self.spec.shutdown_deadline):
             return await proc.wait()
@@ -401,58 +402,47 @@ class Child:
 
     # ---- after an exit ----------------------------------------------------------------------
 
-    async def _after_exit(self, outcome: _Exited | _Hung | _SpawnFailed) -> bool:
-        """Report the exit and wait as the policy says. True = spawn again."""
-        if isinstance(outcome, _Exited):
-            reason = describe_returncode(outcome.returncode)
-            abnormal = outcome.returncode != 0
-        elif isinstance(outcome, _Hung):
-            reason, abnormal = HEARTBEAT_TIMEOUT_REASON, True
-        else:
-            reason, abnormal = outcome.error, True
-        uptime, returncode = 0.0, None
-        if not isinstance(outcome, _SpawnFailed):
-            uptime, returncode = outcome.detected_at - self._started_at, outcome.returncode
-        mode = self.spec.restart
-        deps = self._deps
-        if abnormal or mode == "permanent":
-            deps.health.update(self.name, last_crash=reason, last_crash_at=time.time())
-            deps.bus.publish(ServiceCrashed(service=self.name, reason=reason))
+    def _after_end(self, ended: _Ended) -> Move:
+        """Report the end and judge it: CRASHED (a backoff), QUARANTINE, or FINISHED."""
+        uptime = ended.detected_at - self._started_at if ended.returncode is not None else 0.0
+        mode, deps = self.spec.restart, self._deps
+        if ended.abnormal or mode == "permanent":
+            deps.health.update(self.name, last_crash=ended.reason, last_crash_at=time.time())
+            deps.bus.publish(ServiceCrashed(service=self.name, reason=ended.reason))
             deps.log(
                 "service_crashed",
                 level="warning",
                 service=self.name,
-                reason=reason,
+                reason=ended.reason,
                 uptime_s=round(uptime, 3),
-                returncode=returncode,
+                returncode=ended.returncode,
             )
         else:
-            deps.log("service_exited", service=self.name, reason=reason)
-        if not (mode == "permanent" or (mode == "transient" and abnormal)):
+            deps.log("service_exited", service=self.name, reason=ended.reason)
+        if not (mode == "permanent" or (mode == "transient" and ended.abnormal)):
             deps.health.update(self.name, state=ServiceState.STOPPED, pid=None)
-            return False
-
+            return Move.FINISHED
         decision = self.history.record_crash(time.monotonic(), uptime)
         if isinstance(decision, Quarantine):
-            return await self._quarantine(reason)
+            self._quarantine(ended.reason)
+            return Move.QUARANTINE
         deps.health.update(self.name, state=ServiceState.BACKOFF, pid=None)
         if decision.delay > 0:
             deps.log(
                 "restart_scheduled",
                 service=self.name,
-                reason=reason,
+                reason=ended.reason,
                 attempt=decision.attempt,
                 delay_ms=round(decision.delay * 1000, 3),
             )
-        self._pending_respawn = (outcome.detected_at, decision.delay)
-        return await self._interruptible(trio.sleep, decision.delay)
+        self._pending_respawn = (ended.detected_at, decision.delay)
+        return Move.CRASHED
 
-    async def _quarantine(self, reason: str) -> bool:
-        deps = self._deps
-        deps.health.update(self.name, state=ServiceState.QUARANTINED, pid=None)
+    def _quarantine(self, reason: str) -> None:
+        self._deps.health.update(self.name, state=ServiceState.QUARANTINED, pid=None)
         self._set_quarantined_metric(1)
         policy = self.history.policy
-        deps.log(
+        self._deps.log(
             "service_quarantined",
             level="error",
             service=self.name,
@@ -460,34 +450,10 @@ class Child:
             restart_cap=policy.restart_cap,
             restart_window_s=policy.restart_window,
         )
-        self._release = release = trio.Event()
-        try:
-            if not await self._interruptible(release.wait):
-                return False
-        finally:
-            self._release = None
-        self.history.release()
-        self._set_quarantined_metric(0)
-        deps.log("service_released", service=self.name)
-        self._pending_respawn = (time.monotonic(), 0.0)
-        return True
 
     def _set_quarantined_metric(self, value: int) -> None:
         if self._deps.metrics is not None:
             self._deps.metrics.service_quarantined.labels(service=self.name).set(value)
-
-    async def _interruptible(self, wait: Callable[..., Awaitable[object]], *args: object) -> bool:
-        """Await ``wait(*args)`` unless/until ``request_stop``; True if done and not stopping."""
-        if self._stopping:
-            return False
-        scope = trio.CancelScope()
-        self._wait_scope = scope
-        try:
-            with scope:
-                await wait(*args)
-        finally:
-            self._wait_scope = None
-        return not self._stopping
 
 
 def _restarts_counter(metrics: Any) -> Any:
