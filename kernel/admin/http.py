@@ -1,4 +1,5 @@
-"""The few ASGI pieces the admin plane needs: a request view, JSON responses, a route matcher.
+"""The few ASGI pieces the admin plane needs: a request view, JSON responses, its routes
+(``kernel.http.routes``, the one routing style of the node).
 
 No framework on purpose: seven routes do not justify one, and owning the ASGI loop lets the events
 stream watch ``http.disconnect`` itself. HTTP parsing stays in h11 (``kernel.http.server``).
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
+from kernel.http import routes
 from kernel.http.asgi import Message, Receive, Scope, Send  # noqa: F401
 
 JSON_TYPE = b"application/json"
@@ -35,6 +37,7 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
+Route = routes.Route[Handler]  # the planes' routes map each method to its handler
 
 MAX_JSON_BODY = 16 * 1024  # the control plane's request bodies are a few small fields
 
@@ -122,31 +125,3 @@ async def send_error(
         body["detail"] = detail
     body.update(extra)
     await send_json(send, status, body)
-
-
-@attrs.frozen
-class Route:
-    """A path template (``/release/{service}``) and its handlers by method."""
-
-    template: str
-    methods: Mapping[str, Handler]
-    _parts: tuple[str, ...] = attrs.field(init=False)
-
-    @_parts.default
-    def _split(self) -> tuple[str, ...]:
-        return tuple(self.template.strip("/").split("/"))
-
-    def match(self, path: str) -> dict[str, str] | None:
-        """Template parameters if ``path`` fits; a parameter is one non-empty segment."""
-        parts = path.strip("/").split("/") if path != "/" else [""]
-        if len(parts) != len(self._parts) or (path.endswith("/") and path != "/"):
-            return None
-        params: dict[str, str] = {}
-        for want, got in zip(self._parts, parts, strict=True):
-            if want.startswith("{") and want.endswith("}"):
-                if not got:
-                    return None
-                params[want[1:-1]] = got
-            elif want != got:
-                return None
-        return params

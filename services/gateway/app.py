@@ -34,9 +34,11 @@ from ipc import caps, ids, oap
 from ipc.proto import index as index_proto
 from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
+from kernel.http.routes import Route, Router
 from services.gateway import mail_routes
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, FetchWatch, NameRecord, Stored, StoredObject
+from services.gateway.call import Call, Op
 from services.gateway.errors import GatewayError
 from services.gateway.exchange import BodyReader, Exchange, content_length, header
 from services.gateway.limits import (
@@ -74,25 +76,7 @@ class _Both:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-
-# (template, method) -> latency op label
-_OPS = {
-    ("/o", "PUT"): "gateway_put_object",
-    ("/o/{id}", "GET"): "gateway_get_object",
-    ("/o/{id}", "HEAD"): "gateway_head_object",
-    ("/names/{name}", "GET"): "gateway_get_name",
-    ("/names/{name}", "PUT"): "gateway_put_name",
-    ("/names", "GET"): "gateway_list_names",
-}
-_OPS.update(mail_routes.OPS)
-_ALLOW = {
-    "/o": b"PUT",
-    "/o/{id}": b"GET, HEAD",
-    "/names/{name}": b"GET, PUT",
-    "/names": b"GET",
-    **mail_routes.ALLOW,
-}
-_ALLOWED = {route: frozenset(allow.decode().split(", ")) for route, allow in _ALLOW.items()}
+UNMATCHED = "unmatched"  # the route label of a path no route fits
 
 
 def parse_object_id(text: object) -> str:
@@ -114,23 +98,6 @@ def check_name(name: str, scope: Scope | None = None) -> str:
         return index_proto.check_name(name)
     except oap.OapError as exc:
         raise GatewayError("bad_name", exc.detail) from None
-
-
-def _route(path: str) -> tuple[str, str | None]:
-    """(template, parameter) for ``path``; ("unmatched", None) when no route fits."""
-    if path == "/o":
-        return "/o", None
-    if path.startswith("/o/"):
-        rest = path[3:]
-        if rest and "/" not in rest:
-            return "/o/{id}", rest
-    elif path == "/names":
-        return "/names", None
-    elif path.startswith("/names/") and len(path) > 7:
-        return "/names/{name}", path[7:]  # names may hold "/" (svc-index decides validity)
-    elif path.startswith("/mb/"):
-        return mail_routes.route(path[4:])
-    return "unmatched", None
 
 
 class GatewayApp:
@@ -205,7 +172,8 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method = str(scope["method"]).upper()
-        template, param = _route(scope["path"])
+        found = ROUTES.match(scope["path"])
+        template = found[0].template if found is not None else UNMATCHED
         reason = ""
 
         def count(status: int) -> None:
@@ -216,7 +184,7 @@ class GatewayApp:
             try:
                 with trio.CancelScope() as cs:
                     ex.deadline = Deadline(cs, self.settings.timeout, self.settings.min_rate)
-                    await self._dispatch(scope, receive, ex, method, template, param, cs)
+                    await self._dispatch(scope, receive, ex, method, found, cs)
                 if cs.cancelled_caught and ex.status == 0:
                     if ex.waiting_on_client:
                         raise GatewayError("request_timeout", "the request body stalled")
@@ -243,9 +211,9 @@ class GatewayApp:
                     raise
         finally:
             elapsed = time.perf_counter() - started
-            op = _OPS.get((template, method))
+            op = found[0].methods.get(method) if found is not None else None
             if self.metrics is not None and op is not None and ex.status:
-                self._observe(op, elapsed)
+                self._observe(op.label, elapsed)
 
     async def _dispatch(
         self,
@@ -253,24 +221,26 @@ class GatewayApp:
         receive: Receive,
         ex: Exchange,
         method: str,
-        template: str,
-        param: str | None,
+        found: tuple[Route[Op], dict[str, str]] | None,
         cs: trio.CancelScope,
     ) -> None:
-        if template == "unmatched":
+        if found is None:
             raise GatewayError("not_found", f"no route for {scope['path']}")
-        if method not in _ALLOWED[template]:
-            allow = _ALLOW[template]
+        route, params = found
+        op = route.methods.get(method)
+        if op is None:
+            allow = route.allow.encode()
             raise GatewayError(
                 "method_not_allowed",
-                f"{template} allows {allow.decode()}",
+                f"{route.template} allows {route.allow}",
                 headers=[(b"allow", allow)],
             )
         self.bucket.take()
-        slots = self.polls if template == mail_routes.POLL else self.inflight
-        writes = method == "PUT" or template == mail_routes.SEND
-        with slots.slot(), self._write_slot() if writes else nullcontext():
-            await self._serve(scope, receive, ex, method, template, param, cs)
+        slots = self.polls if op.admission == "poll" else self.inflight
+        with slots.slot(), self._write_slot() if op.admission == "write" else nullcontext():
+            if self.fault_delay is not None:
+                await self.fault_delay()
+            await op.serve(self, Call(scope, receive, ex, method, route.template, params, cs))
 
     @contextmanager
     def _write_slot(self) -> Iterator[None]:
@@ -285,34 +255,6 @@ class GatewayApp:
             yield
         finally:
             self.writes.__exit__()
-
-    async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        ex: Exchange,
-        method: str,
-        template: str,
-        param: str | None,
-        cs: trio.CancelScope,
-    ) -> None:
-        if self.fault_delay is not None:
-            await self.fault_delay()
-        if template == "/o":
-            token = self._authorize(scope, "put", None)
-            await self._put_object(scope, receive, ex, cs, token)
-        elif template == "/o/{id}":
-            await self._get_object(scope, receive, ex, parse_object_id(param or ""), method, cs)
-        elif template == "/names":
-            await self._list_names(scope, ex)
-        elif template.startswith("/mb/"):
-            await self.mail.serve(scope, receive, ex, template, param or "", cs, self._authorize)
-        elif method == "GET":
-            await self._get_name(ex, check_name(param or "", scope))
-        else:
-            name = check_name(param or "", scope)
-            self._authorize(scope, "name", name)
-            await self._put_name(scope, receive, ex, name, cs)
 
     def _authorize(self, scope: Scope, op: str, name: str | None) -> caps.Token | None:
         """The token that allows this write (None when writes are open); before any body."""
@@ -563,3 +505,71 @@ def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
 
 def _name_doc(record: NameRecord) -> dict[str, Any]:
     return {"name": record.name, "id": record.id, "version": record.version}
+
+
+# --- the routes (DESIGN.md §8; specs/gateway-openapi.yaml) -----------------------------------
+
+
+async def _put_object(app: GatewayApp, c: Call) -> None:
+    token = app._authorize(c.scope, "put", None)
+    await app._put_object(c.scope, c.receive, c.ex, c.cs, token)
+
+
+async def _get_object(app: GatewayApp, c: Call) -> None:
+    obj_id = parse_object_id(c.params["id"])
+    await app._get_object(c.scope, c.receive, c.ex, obj_id, c.method, c.cs)
+
+
+async def _list_names(app: GatewayApp, c: Call) -> None:
+    await app._list_names(c.scope, c.ex)
+
+
+async def _get_name(app: GatewayApp, c: Call) -> None:
+    await app._get_name(c.ex, check_name(c.params["name"], c.scope))
+
+
+async def _put_name(app: GatewayApp, c: Call) -> None:
+    name = check_name(c.params["name"], c.scope)
+    app._authorize(c.scope, "name", name)
+    await app._put_name(c.scope, c.receive, c.ex, name, c.cs)
+
+
+def _mail(serve: mail_routes.MailServe) -> Callable[[GatewayApp, Call], Awaitable[None]]:
+    async def handle(app: GatewayApp, c: Call) -> None:
+        await serve(app.mail, c, app._authorize)
+
+    return handle
+
+
+def _mail_routes() -> list[Route[Op]]:
+    by_template: dict[str, dict[str, Op]] = {}
+    for template, method, serve, admission in mail_routes.MAIL_ROUTES:
+        op = Op(mail_routes.label(template), _mail(serve), admission)
+        by_template.setdefault(template, {})[method] = op
+    return [Route(template, methods) for template, methods in by_template.items()]
+
+
+ROUTES: Router[Op] = Router(
+    [
+        Route("/o", {"PUT": Op("gateway_put_object", _put_object, "write")}),
+        Route(
+            "/o/{id}",
+            {
+                "GET": Op("gateway_get_object", _get_object),
+                "HEAD": Op("gateway_head_object", _get_object),
+            },
+        ),
+        Route("/names", {"GET": Op("gateway_list_names", _list_names)}),
+        Route(
+            "/names/{name}",
+            {
+                "GET": Op("gateway_get_name", _get_name),
+                "PUT": Op("gateway_put_name", _put_name, "write"),
+            },
+            tail=True,  # names may hold "/" (svc-index decides what is valid)
+        ),
+        *_mail_routes(),
+    ]
+)
+"""Every route of the gateway: a template, and per method its handler, latency op and
+admission class (``services.gateway.call``)."""

@@ -32,52 +32,25 @@ import trio
 from ipc import caps, oap
 from ipc.proto import mailbox as proto
 from kernel.http.asgi import Receive, Scope
+from services.gateway.call import Admission, Call
 from services.gateway.errors import GatewayError
 from services.gateway.exchange import BodyReader, Exchange, content_length, header, read_all
 from services.gateway.limits import BodyCounter
 
-__all__ = ["ALLOW", "OPS", "POLL", "SEND", "MailRoutes", "count_of", "query_of", "route"]
+__all__ = ["MAIL_ROUTES", "MailRoutes", "count_of", "label", "query_of"]
 
 JSON_CAP = 65_536
-SEND = "/mb/{mailbox}"
-POLL = "/mb/{mailbox}/receive"
-_RECEIPT = "/mb/{mailbox}/receipt/{msg_id}"
-_ACTIONS = {"receive": POLL, "ack": "/mb/{mailbox}/ack", "nack": "/mb/{mailbox}/nack"}
-_ACTIONS |= {"extend": "/mb/{mailbox}/extend", "dlq": "/mb/{mailbox}/dlq"}
-_REDRIVE = "/mb/{mailbox}/dlq/redrive"
-ALLOW = {
-    SEND: b"POST",
-    POLL: b"POST",
-    "/mb/{mailbox}/ack": b"POST",
-    "/mb/{mailbox}/nack": b"POST",
-    "/mb/{mailbox}/extend": b"POST",
-    "/mb/{mailbox}/dlq": b"GET",
-    _REDRIVE: b"POST",
-    _RECEIPT: b"GET",
-}
-OPS = {
-    (template, allow.decode()): "gateway_mail_" + template.split("/")[-1].strip("{}")
-    for template, allow in ALLOW.items()
-}
+
+MailServe = Callable[["MailRoutes", Call, "Authorize"], Awaitable[None]]
+
+
+def label(template: str) -> str:
+    """A mailbox route's ``request_latency_seconds`` op: ``gateway_mail_`` + its last segment."""
+    return "gateway_mail_" + template.split("/")[-1].strip("{}")
+
 
 MailCall = Callable[[Any, float], Awaitable[Any]]  # (request, timeout) -> svc-mailbox's reply
 Authorize = Callable[[Scope, str, str | None], object]
-
-
-def route(rest: str) -> tuple[str, str | None]:
-    """(template, the path after ``/mb/``) for a mailbox path; ("unmatched", None) if none."""
-    parts = rest.split("/")
-    if not parts[0]:
-        return "unmatched", None
-    if len(parts) == 1:
-        return SEND, rest
-    if len(parts) == 2 and parts[1] in _ACTIONS:
-        return _ACTIONS[parts[1]], rest
-    if len(parts) == 3 and parts[1:] == ["dlq", "redrive"]:
-        return _REDRIVE, rest
-    if len(parts) == 3 and parts[1] == "receipt" and parts[2]:
-        return _RECEIPT, rest
-    return "unmatched", None
 
 
 def query_of(scope: Scope) -> dict[str, str]:
@@ -132,49 +105,54 @@ class MailRoutes:
         self.call = call
         self.timeout = timeout
 
-    async def serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        ex: Exchange,
-        template: str,
-        rest: str,
-        cs: trio.CancelScope,
-        authorize: Authorize,
-    ) -> None:
-        parts = rest.split("/")
-        address = _mailbox(parts[0])
-        token = authorize(scope, "mail", address)
-        query = query_of(scope)
-        if template == SEND:
-            owner = caps.owner(token) if isinstance(token, caps.Token) else None
-            await self._send(scope, receive, ex, address, cs, owner)
-            return
-        if template == _RECEIPT:
-            state = await self.call(proto.Receipt(msg_id=parts[2][:64]), self.timeout)
-            if state.state == "unknown" or (state.to and state.to != address):
-                raise GatewayError("not_found", f"no message {parts[2][:64]!r} sent to {address}")
-            doc = {"msg_id": state.msg_id, "state": state.state, "to": state.to, "at": state.at}
-            await ex.json(200, doc)
-            return
-        if template == "/mb/{mailbox}/dlq":
-            dead = await self.call(
-                proto.Dlq(mailbox=address, max=count_of(query, "max", 100)), self.timeout
-            )
-            rows = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
-            await ex.json(200, {"messages": rows})
-            return
-        if template == _REDRIVE:
-            moved = await self.call(
-                proto.Redrive(mailbox=address, max=count_of(query, "max", proto.MAX_BATCH)),
-                self.timeout,
-            )
-            await ex.json(200, {"redriven": moved.count})
-            return
-        if template == POLL:
-            await self._receive(ex, address, query, cs)
-            return
-        await self._change(scope, receive, ex, template, address, cs)
+    def _enter(self, c: Call, authorize: Authorize) -> tuple[str, object]:
+        """The mailbox (400 if it is no address) and the token that allows mail to it."""
+        address = _mailbox(c.params["mailbox"])
+        return address, authorize(c.scope, "mail", address)
+
+    async def send(self, c: Call, authorize: Authorize) -> None:
+        address, token = self._enter(c, authorize)
+        query_of(c.scope)
+        owner = caps.owner(token) if isinstance(token, caps.Token) else None
+        await self._send(c.scope, c.receive, c.ex, address, c.cs, owner)
+
+    async def receipt(self, c: Call, authorize: Authorize) -> None:
+        address, _token = self._enter(c, authorize)
+        query_of(c.scope)
+        msg_id = c.params["msg_id"][:64]
+        state = await self.call(proto.Receipt(msg_id=msg_id), self.timeout)
+        if state.state == "unknown" or (state.to and state.to != address):
+            raise GatewayError("not_found", f"no message {msg_id!r} sent to {address}")
+        doc = {"msg_id": state.msg_id, "state": state.state, "to": state.to, "at": state.at}
+        await c.ex.json(200, doc)
+
+    async def dlq(self, c: Call, authorize: Authorize) -> None:
+        address, _token = self._enter(c, authorize)
+        query = query_of(c.scope)
+        dead = await self.call(
+            proto.Dlq(mailbox=address, max=count_of(query, "max", 100)), self.timeout
+        )
+        rows = [_message(m, ("msg_id", "deliveries", "sent_at")) for m in dead.messages]
+        await c.ex.json(200, {"messages": rows})
+
+    async def redrive(self, c: Call, authorize: Authorize) -> None:
+        address, _token = self._enter(c, authorize)
+        query = query_of(c.scope)
+        moved = await self.call(
+            proto.Redrive(mailbox=address, max=count_of(query, "max", proto.MAX_BATCH)),
+            self.timeout,
+        )
+        await c.ex.json(200, {"redriven": moved.count})
+
+    async def receive(self, c: Call, authorize: Authorize) -> None:
+        address, _token = self._enter(c, authorize)
+        await self._receive(c.ex, address, query_of(c.scope), c.cs)
+
+    async def change(self, c: Call, authorize: Authorize) -> None:
+        """``ack``, ``nack`` or ``extend`` (the last segment of the route)."""
+        address, _token = self._enter(c, authorize)
+        query_of(c.scope)
+        await self._change(c.scope, c.receive, c.ex, c.template, address, c.cs)
 
     async def _send(
         self,
@@ -288,3 +266,16 @@ def _parse_change(raw: bytes, action: str) -> tuple[tuple[str, ...], float | Non
             "schema_invalid", f"{number_key} is seconds in 0..{proto.MAX_VISIBILITY:.0f}"
         )
     return tuple(receipts), (None if number is None else float(number))
+
+
+MAIL_ROUTES: tuple[tuple[str, str, MailServe, Admission], ...] = (
+    ("/mb/{mailbox}", "POST", MailRoutes.send, "write"),
+    ("/mb/{mailbox}/receive", "POST", MailRoutes.receive, "poll"),
+    ("/mb/{mailbox}/ack", "POST", MailRoutes.change, "read"),
+    ("/mb/{mailbox}/nack", "POST", MailRoutes.change, "read"),
+    ("/mb/{mailbox}/extend", "POST", MailRoutes.change, "read"),
+    ("/mb/{mailbox}/dlq", "GET", MailRoutes.dlq, "read"),
+    ("/mb/{mailbox}/dlq/redrive", "POST", MailRoutes.redrive, "read"),
+    ("/mb/{mailbox}/receipt/{msg_id}", "GET", MailRoutes.receipt, "read"),
+)
+"""(template, method, handler, admission) of each mailbox route (its latency op: ``label``)."""
