@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
-__all__ = ["MetricsLike"]
+__all__ = ["Count", "Labelled", "MetricsLike"]
 
-MetricsLike = Any
-"""A ``kernel.metrics.Metrics``: ipc counts into its prometheus series (``bus_*_total``,
-``busy_rejections_total``, ...) but cannot name the kernel's class."""
+
+class Count(Protocol):
+    """A counter series (prometheus-client's ``Counter``, or one labelled child of it)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Labelled(Protocol):
+    """A counter family with labels."""
+
+    def labels(self, *values: str, **labels: str) -> Count: ...
+
+
+class MetricsLike(Protocol):
+    """What ipc counts into (``kernel.metrics.Metrics``), which it cannot import."""
+
+    @property
+    def bus_published(self) -> Count: ...
+    @property
+    def bus_dropped(self) -> Count: ...
+    @property
+    def bus_lagged(self) -> Count: ...
+    @property
+    def bus_receiver_lag(self) -> Count: ...
+    @property
+    def bus_no_receivers(self) -> Count: ...
+    @property
+    def busy_rejections(self) -> Labelled: ...

@@ -34,7 +34,7 @@ import trio
 import zmq
 
 from ipc import endpoints, events
-from ipc._types import MetricsLike
+from ipc._types import Count, MetricsLike
 from ipc.events import KernelEvent
 from ipc.ztrio import Message, TrioSocket
 
@@ -93,7 +93,8 @@ class _Metrics:
 
     def inc(self, name: str, n: int = 1) -> None:
         if self._m is not None and n:
-            getattr(self._m, name).inc(n)
+            counter: Count = getattr(self._m, name)  # one of MetricsLike's bus_* counters
+            counter.inc(n)
 
 
 class Bus:

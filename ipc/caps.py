@@ -39,6 +39,8 @@ import attrs
 import blake3
 import msgpack
 
+from ipc.plain import Json, JsonObject
+
 __all__ = [
     "MAX_CAVEATS",
     "MAX_TOKEN_CHARS",
@@ -251,20 +253,20 @@ def _decoded(cls: type[Any], value: object) -> Any:
     return inst
 
 
-def _u64_value(value: Any, what: str) -> int:
+def _u64_value(value: Json, what: str) -> int:
     if type(value) is not int or not 0 <= value < 1 << 64:
         raise CapInvalid(f"caveat {what} must be an integer 0..2^64-1")
     return value
 
 
-def _ops_value(value: Any) -> tuple[str, ...]:
+def _ops_value(value: Json) -> tuple[str, ...]:
     ops = tuple(sorted(set(_str_list(value))))
     if not ops or any(op not in OPS for op in ops):
         raise CapInvalid(f"caveat ops must be a non-empty subset of {'|'.join(OPS)}")
     return ops
 
 
-_BY_TAG: Final[Mapping[str, Callable[[Any], Caveat]]] = {
+_BY_TAG: Final[Mapping[str, Callable[[Json], Caveat]]] = {
     "exp": lambda v: _decoded(Expires, _u64_value(v, "exp")),
     "ops": lambda v: _decoded(Ops, _ops_value(v)),
     "prefix": lambda v: _decoded(Prefix, _exact(v, str, "prefix")),
@@ -280,13 +282,13 @@ def _exact(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-def _str_list(value: Any) -> list[str]:
+def _str_list(value: Json) -> list[str]:
     if type(value) is not list or not all(type(v) is str for v in value):
         raise CapInvalid("caveat ops must be an array of strings")
     return value
 
 
-def _bytes16(value: Any) -> bytes:
+def _bytes16(value: Json) -> bytes:
     if type(value) is not bytes or len(value) != 16:
         raise CapInvalid("caveat tenant must be 16 bytes")
     return value
@@ -371,9 +373,9 @@ class Token:
         limits = [c.limit for c in self.caveats if isinstance(c, MaxSize)]
         return min(limits) if limits else None
 
-    def inspect(self) -> dict[str, Any]:
+    def inspect(self) -> JsonObject:
         """``{"id", "kid", "caveats"}`` for people: never the signature."""
-        shown: list[dict[str, Any]] = []
+        shown: list[JsonObject] = []
         for c in self.caveats:
             value = c.value()
             shown.append({c.TAG: value.hex() if isinstance(value, bytes) else value})

@@ -27,6 +27,8 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
+from ipc.plain import Json
+
 __all__ = [
     "SchemaError",
     "WrongType",
@@ -90,7 +92,7 @@ def strict_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
 
     def attrs_factory(cls: type) -> Callable[[object, type], object]:
-        inner: Callable[[Any, type], object] = make_dict_structure_fn(
+        inner: Callable[[Json, type], object] = make_dict_structure_fn(
             cls, conv, _cattrs_forbid_extra_keys=True
         )
 
@@ -106,7 +108,7 @@ def strict_converter() -> cattrs.Converter:
     def is_sequence(tp: object) -> bool:
         return typing.get_origin(tp) in (tuple, list)
 
-    def sequence_factory(tp: Any) -> Callable[[object, type], object]:
+    def sequence_factory(tp: Any) -> Callable[[object, type], object]:  # Any: a typing form
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         homogeneous = origin is list or (len(args) == 2 and args[1] is Ellipsis)
 
@@ -180,7 +182,7 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def structure(data: Any, cls: type[T], *, passthrough: tuple[type[Exception], ...] = ()) -> T:
+def structure(data: Json, cls: type[T], *, passthrough: tuple[type[Exception], ...] = ()) -> T:
     """``data`` as a ``cls`` under the strict rules; ``SchemaError`` (first problem) if not.
     A validator's exception of a ``passthrough`` type is raised as it is (an OAP/1 413)."""
     try:

@@ -27,6 +27,8 @@ from typing import Any, NoReturn, TypeAlias
 import attrs
 import msgpack
 
+from ipc.plain import Json
+
 __all__ = [
     "EVENT_TYPES",
     "TOPICS",
@@ -159,7 +161,7 @@ def from_wire(obj: object) -> KernelEvent:
     cls, fields = entry
     if len(obj) != len(fields) + 1:
         _raise_shape(tag, obj, fields)
-    values: list[Any] = []  # each checked against its field's exact type below
+    values: list[Json] = []  # each checked against its field's exact type below
     for name, kind in fields:
         try:
             value = obj[name]
@@ -178,7 +180,7 @@ def from_wire(obj: object) -> KernelEvent:
     return cls(*values)
 
 
-def _raise_shape(tag: str, obj: dict[Any, Any], fields: tuple[tuple[str, type], ...]) -> NoReturn:
+def _raise_shape(tag: str, obj: dict[Json, Json], fields: tuple[tuple[str, type], ...]) -> NoReturn:
     expected = {name for name, _ in fields}
     missing = sorted(expected - obj.keys())
     if missing:

@@ -17,7 +17,8 @@ Two surfaces, both checked:
   ``kernel.config``, ``kernel.config.services`` (the config model, strict settings);
   ``kernel.group_commit`` (many requests, one fsync); ``kernel.key_feed``, ``kernel.identity``
   (keys and the node id from the identity service); ``kernel.heap`` (giving memory back);
-  ``kernel.http.asgi``, ``kernel.http.server`` (the node's HTTP server, for an HTTP service).
+  ``kernel.http.asgi``, ``kernel.http.server``, ``kernel.http.routes`` (the node's HTTP server
+  and its declared routes, for an HTTP service).
 
   Everything else (supervisor, launch, admin, node, runtime, CLI) is internal to the node, and a
   new kernel module is internal until it is added to that contract in ``pyproject.toml``.

@@ -11,12 +11,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ipc.plain import JsonObject
+
 __all__ = ["lazy_exports"]
 
 
 def lazy_exports(
-    namespace: dict[str, Any], where: Mapping[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    namespace: JsonObject, where: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:  # Any: whatever the name is
     """``(__getattr__, __dir__)`` for a package whose ``namespace`` (its ``globals()``) exports
     ``__all__``: each name in ``where`` comes from the module named there, imported on first
     access and then cached in the namespace."""

@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
+
+from ipc.plain import Json, JsonObject
 
 __all__ = [
     "ADMIN",
@@ -85,7 +87,7 @@ def decode_list(raw: str) -> list[str]:
 
 
 def service_env(
-    name: str, config: Mapping[str, Any], runtime_dir: Path, data_dir: Path
+    name: str, config: Mapping[str, Json], runtime_dir: Path, data_dir: Path
 ) -> dict[str, str]:
     """What the supervisor puts in a service's environment; ``config`` is ``Config.to_dict()``.
     ``read_service_env`` is its inverse."""
@@ -100,9 +102,7 @@ def service_env(
 class ServiceEnv:
     """A service's identity as read back from its environment (``read_service_env``)."""
 
-    def __init__(
-        self, name: str, runtime_dir: Path, data_dir: Path, config: dict[str, Any]
-    ) -> None:
+    def __init__(self, name: str, runtime_dir: Path, data_dir: Path, config: JsonObject) -> None:
         self.name = name
         self.runtime_dir = runtime_dir
         self.data_dir = data_dir

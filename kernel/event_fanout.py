@@ -11,11 +11,11 @@ from __future__ import annotations
 import collections
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import trio
 from prometheus_client import Counter
 
+from ipc.plain import Json, JsonObject
 from kernel import logs
 
 __all__ = ["EVENTS_BUFFER", "HISTORY", "SUPERVISOR_TOPIC", "EventFanout", "supervisor_logger"]
@@ -41,17 +41,15 @@ SUPERVISOR_EVENTS = frozenset(
 class EventFanout:
     def __init__(self, dropped: Counter) -> None:
         self._dropped = dropped
-        self._subscribers: list[tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = []
-        self._history: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
-            maxlen=HISTORY
-        )
+        self._subscribers: list[tuple[str, trio.MemorySendChannel[JsonObject]]] = []
+        self._history: collections.deque[tuple[str, JsonObject]] = collections.deque(maxlen=HISTORY)
 
     @asynccontextmanager
     async def subscribe(
         self, topic_prefix: str, history: bool = False
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonObject]]:
         """A bounded subscription to events whose topic starts with ``topic_prefix``."""
-        send, receive = trio.open_memory_channel[dict[str, Any]](EVENTS_BUFFER)
+        send, receive = trio.open_memory_channel[JsonObject](EVENTS_BUFFER)
         if history:  # what happened before the subscriber came (a dashboard opened late)
             for topic, doc in self._history:
                 if topic.startswith(topic_prefix):
@@ -65,7 +63,7 @@ class EventFanout:
             self._subscribers.remove(entry)
             send.close()
 
-    def publish(self, topic: str, doc: dict[str, Any]) -> None:
+    def publish(self, topic: str, doc: JsonObject) -> None:
         """One event to every subscriber of its topic, stamped with the time it was seen."""
         stamped = {"ts": logs.now_iso(), **doc}
         if not (doc.get("type") == "Health" and doc.get("ok")):  # heartbeats are no history
@@ -82,7 +80,7 @@ def supervisor_logger(fanout: EventFanout, audit: Callable[..., None]) -> Callab
     """The supervisor's log: every line logged; respawns, quarantines and operator acts also on
     /events (``SUPERVISOR_TOPIC``); a quarantine audited (a privileged act of its own)."""
 
-    def log(event: str, **fields: Any) -> None:
+    def log(event: str, **fields: Json) -> None:
         logs.log(event, **fields)
         if event in SUPERVISOR_EVENTS:
             fanout.publish(SUPERVISOR_TOPIC, {"type": "Supervisor", "event": event, **fields})

@@ -68,7 +68,7 @@ class HealthState:
         """Forget a service the config no longer has (a reload removed it)."""
         self._services.pop(name, None)
 
-    def update(self, name: str, **changes: Any) -> ServiceStatus:
+    def update(self, name: str, **changes: Any) -> ServiceStatus:  # Any: ServiceStatus fields
         status = attrs.evolve(self._services[name], **changes)
         self._services[name] = status
         return status

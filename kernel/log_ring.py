@@ -20,10 +20,11 @@ import collections
 import contextlib
 import datetime as _dt
 from collections.abc import Iterator
-from typing import Any
 
 import attrs
 import trio
+
+from ipc.plain import Json, JsonObject
 
 __all__ = ["OTHER", "LogLine", "LogRing", "parse_ts"]
 
@@ -38,7 +39,7 @@ class LogLine:
     text: str  # the JSON line as written, without the newline
 
 
-def parse_ts(value: Any) -> float | None:
+def parse_ts(value: Json) -> float | None:
     """Epoch seconds of an ISO-8601 ``ts`` as ``kernel.logs`` writes it; None if not one."""
     if not isinstance(value, str):
         return None
@@ -67,7 +68,7 @@ class LogRing:
         self._followers: list[tuple[str | None, trio.MemorySendChannel[LogLine]]] = []
         self.dropped = 0  # lines a slow follower missed
 
-    def add(self, record: dict[str, Any], text: str) -> None:
+    def add(self, record: JsonObject, text: str) -> None:
         """Keep one written line (``record`` is its fields); the hook of ``kernel.logs``."""
         service = str(record.get("service") or "supervisor")
         if service not in self._services and len(self._services) >= self.max_services:

@@ -34,6 +34,8 @@ from typing import IO, Any
 
 import attrs
 
+from ipc.plain import Json, JsonObject
+
 __all__ = [
     "LEVELS",
     "MAX_CHILD_LINE",
@@ -72,7 +74,7 @@ class _State:
     write_timeout: float = 1.0
 
 
-Tap = Callable[[dict[str, Any], str], None]
+Tap = Callable[[JsonObject, str], None]
 
 _state = _State()
 _tap: Tap | None = None  # the supervisor's ring and files (kernel.log_ring): every line
@@ -148,7 +150,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _dumps(record: dict[str, Any]) -> bytes:
+def _dumps(record: JsonObject) -> bytes:
     text = json.dumps(record, default=str, ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8", errors="replace")
 
@@ -158,7 +160,7 @@ def _shorten(value: Any, limit: int) -> Any:
     return value if len(text) <= limit else text[:limit] + "..."
 
 
-def _encode(record: dict[str, Any]) -> bytes:
+def _encode(record: JsonObject) -> bytes:
     """Encode one record as a JSON line of at most MAX_LINE bytes, shortening long values."""
     data = _dumps(record)
     if len(data) < MAX_LINE:
@@ -210,7 +212,7 @@ def _count_drop() -> None:
     _dropped += 1
 
 
-def _emit(record: dict[str, Any]) -> None:
+def _emit(record: JsonObject) -> None:
     global _dropped
     try:
         if _dropped:
@@ -235,7 +237,7 @@ def log(
     service: str | None = None,
     reason: str | None = None,
     corr_id: int | str | None = None,
-    **fields: Any,
+    **fields: Json,
 ) -> None:
     """Write one JSON line for ``event``. Never raises; below the configured level it is a no-op.
 
@@ -248,7 +250,7 @@ def log(
             value, level = LEVELS["error"], "error"
         if value < _state.level:
             return
-        record: dict[str, Any] = {
+        record: JsonObject = {
             "ts": _now(),
             "level": _LEVEL_ALIASES.get(level.lower(), level.lower()),
             "service": service if service is not None else _state.service,
@@ -275,7 +277,7 @@ def reemit(service: str, line: bytes) -> None:
         raw = line.rstrip(b"\r\n")
         truncated = len(raw) > MAX_CHILD_LINE
         raw = raw[:MAX_CHILD_LINE]
-        obj: Any = None
+        obj: Json = None
         if not truncated and raw.lstrip().startswith(b"{"):
             with contextlib.suppress(ValueError):
                 obj = json.loads(raw)

@@ -12,15 +12,16 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
 
 from ipc import events
 from ipc.bus import Bus
+from ipc.plain import JsonObject
 from ipc.proto import admin
-from ipc.proto.codec import call
+from ipc.proto.codec import Request, call
 from kernel import logs
 from kernel.admin.control import ServiceRoute
 from kernel.config import Config, ConfigError, ConfigStore
@@ -37,6 +38,8 @@ from kernel.supervisor import Supervisor
 from kernel.version import VERSION
 
 __all__ = ["NodeAdmin"]
+
+R = TypeVar("R")
 
 
 @attrs.define
@@ -61,7 +64,7 @@ class NodeAdmin:
     _reload_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _routes: tuple[int, tuple[ServiceRoute, ...]] = (-1, ())
 
-    def node_info(self) -> dict[str, Any]:
+    def node_info(self) -> JsonObject:
         version, cfg = self.store.snapshot()
         return {
             "version": VERSION,
@@ -92,7 +95,7 @@ class NodeAdmin:
         if self.passport_link is not None:
             self.passport_link.record(act, **detail)
 
-    async def passport(self, request: Any) -> Any:
+    async def passport(self, request: Request[R]) -> R:
         if self.passport_link is None:
             raise PassportUnavailable("this node runs no identity service")
         return await self.passport_link.call(request)
@@ -117,7 +120,7 @@ class NodeAdmin:
     async def release(self, service: str) -> None:
         self.supervisor.release(service)
 
-    def service_spec(self, service: str) -> dict[str, Any] | None:
+    def service_spec(self, service: str) -> JsonObject | None:
         for spec in self.store.current.services:
             if spec.name == service:
                 shown = attrs.asdict(spec)
@@ -161,5 +164,5 @@ class NodeAdmin:
 
     def open_events(
         self, topic_prefix: str, history: bool = False
-    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[JsonObject]]:
         return self.fanout.subscribe(topic_prefix, history)

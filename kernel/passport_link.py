@@ -15,12 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
+from ipc.plain import Json
 from ipc.proto import passport as proto
 from ipc.proto.codec import Request, call
 from kernel import logs
@@ -86,7 +87,7 @@ class PassportLink:
                 await trio.sleep(0.2)
         self.identity_known.set()
 
-    def record(self, act: str, **detail: Any) -> None:
+    def record(self, act: str, **detail: Json) -> None:
         """Queue an audit record of a kernel act; never blocks (a full outbox drops, counted)."""
         entry = (act, {k: str(v) for k, v in detail.items()}, time.monotonic())
         try:

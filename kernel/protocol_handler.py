@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ipc import oap
-from ipc.proto.codec import Request, ServiceProtocol
+from ipc.proto.codec import AnyRequest, ServiceProtocol
 from kernel.exposes import SERVICE_PREFIX
 from kernel.metrics import Metrics
 
 __all__ = ["Dispatch", "protocol_handler"]
 
-Dispatch = Callable[[Request[Any]], Awaitable[Any]]
+Dispatch = Callable[[AnyRequest], Awaitable[object]]
 """A service's business logic: a decoded request in, its typed reply out (or ``OapError``)."""
 
 

@@ -16,8 +16,8 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from ipc.plain import JsonObject
 from kernel._owned_dir import LockHeld, check_owned, take_lock
 
 __all__ = [
@@ -136,7 +136,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> JsonObject | None:
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -144,7 +144,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _live_pid(info: dict[str, Any] | None) -> int | None:
+def _live_pid(info: JsonObject | None) -> int | None:
     pid = info.get("pid") if info else None
     return pid if isinstance(pid, int) and _pid_alive(pid) else None
 
@@ -211,7 +211,7 @@ class RuntimeDir:
         """Where prometheus-client multiprocess files go (``PROMETHEUS_MULTIPROC_DIR``)."""
         return self.path / _METRICS
 
-    def write_node_info(self, info: dict[str, Any]) -> None:
+    def write_node_info(self, info: JsonObject) -> None:
         """Atomically (temp file + rename) write ``node.json``; ``pid`` defaults to ours.
 
         Expected keys: ``pid``, ``admin`` (URL), ``profile``. Readers never see a partial file.
@@ -290,7 +290,7 @@ def _clean(path: Path) -> None:
             entry.unlink()
 
 
-def read_node_info(runtime_dir: Path | None = None) -> dict[str, Any]:
+def read_node_info(runtime_dir: Path | None = None) -> JsonObject:
     """The ``node.json`` of the live node in ``runtime_dir`` (default: ``default_runtime_dir()``).
 
     Raises ``NoRunningNode`` if there is none, it is unreadable, its pid is dead, or the dir is not

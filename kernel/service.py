@@ -29,6 +29,7 @@ import trio
 from ipc import events, oap
 from ipc.bus import Bus
 from ipc.commands import CommandServer, Handler
+from ipc.plain import JsonObject
 from kernel import childenv, logs, procname
 from kernel.admin_calls import Answer, with_admin_routes
 from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
@@ -57,7 +58,7 @@ class ServiceContext:
     _ok: bool = True
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> JsonObject:
         """This service's ``[services.settings]`` table as plain data."""
         return dict(self.spec.settings)
 
@@ -97,7 +98,7 @@ class ServiceContext:
         handler: Handler,
         *,
         admin: Mapping[str, Answer] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # Any: CommandServer's own keyword arguments, passed on
     ) -> CommandServer:
         """This service's command server, with the node's limits and the chaos ``slow`` hook.
 

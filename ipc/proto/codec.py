@@ -26,8 +26,9 @@ import attrs
 import msgpack
 
 from ipc import convert, oap
+from ipc.plain import Json, JsonObject
 
-__all__ = ["Request", "Requester", "ServiceProtocol", "call"]
+__all__ = ["AnyRequest", "Request", "Requester", "ServiceProtocol", "call"]
 
 R = TypeVar("R")
 
@@ -42,6 +43,10 @@ class Request(Generic[R]):
     REPLY: ClassVar[type]
 
 
+AnyRequest = Request[Any]
+"""A request whatever its reply (Any: each request class names its own ``REPLY``)."""
+
+
 class Requester(Protocol):
     """What sends one request frame and returns the answer (``ipc.commands.CommandClient``)."""
 
@@ -50,14 +55,14 @@ class Requester(Protocol):
         ...
 
 
-def _pack(value: Any, first: Mapping[str, Any] | None = None) -> bytes:
+def _pack(value: Any, first: Mapping[str, Json] | None = None) -> bytes:  # Any: attrs value
     # recurse: a reply may hold attrs values (a list of peers); they travel as maps
     fields = {k: v for k, v in attrs.asdict(value, recurse=True).items() if v is not None}
     packed: bytes = msgpack.packb({**(first or {}), **fields}, use_bin_type=True)
     return packed
 
 
-def _unpack_map(payload: bytes, what: str) -> dict[str, Any]:
+def _unpack_map(payload: bytes, what: str) -> JsonObject:
     try:
         value = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
@@ -67,7 +72,7 @@ def _unpack_map(payload: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _structure(data: dict[str, Any], cls: type[R], what: str) -> R:
+def _structure(data: JsonObject, cls: type[R], what: str) -> R:
     try:
         return convert.structure(data, cls)
     except convert.SchemaError as exc:
@@ -80,22 +85,22 @@ class ServiceProtocol:
 
     service: str
     app_proto_id: int
-    requests: tuple[type[Request[Any]], ...]
-    _by_op: Mapping[str, type[Request[Any]]] = attrs.field(init=False)
+    requests: tuple[type[AnyRequest], ...]
+    _by_op: Mapping[str, type[AnyRequest]] = attrs.field(init=False)
 
     @_by_op.default
-    def _index(self) -> Mapping[str, type[Request[Any]]]:
+    def _index(self) -> Mapping[str, type[AnyRequest]]:
         return {cls.OP: cls for cls in self.requests}
 
     @property
     def ops(self) -> Iterable[str]:
         return self._by_op.keys()
 
-    def request_class(self, op: str) -> type[Request[Any]]:
+    def request_class(self, op: str) -> type[AnyRequest]:
         """The request class of ``op``; ``KeyError`` if the protocol has none."""
         return self._by_op[op]
 
-    def request_frame(self, request: Request[Any], *, corr_id: int = 0) -> oap.Frame:
+    def request_frame(self, request: AnyRequest, *, corr_id: int = 0) -> oap.Frame:
         """The REQ frame carrying ``request``."""
         if type(request) not in self.requests:
             raise TypeError(f"{type(request).__name__} is not a request of {self.service}")
@@ -104,7 +109,7 @@ class ServiceProtocol:
             flags=oap.REQ, app_proto_id=self.app_proto_id, corr_id=corr_id, payload=payload
         )
 
-    def parse_request(self, frame: oap.Frame) -> Request[Any]:
+    def parse_request(self, frame: oap.Frame) -> AnyRequest:
         """The typed request in ``frame``; ``OapError`` (400 ``unknown_app_proto``, 422
         ``schema_invalid``) for anything else."""
         if frame.app_proto_id != self.app_proto_id:
@@ -119,7 +124,7 @@ class ServiceProtocol:
             raise oap.OapError("schema_invalid", f"unknown op {op!r:.40}")
         return _structure(fields, cls, str(op))
 
-    def reply_frame(self, req: oap.Frame, reply: Any) -> oap.Frame:
+    def reply_frame(self, req: oap.Frame, reply: Any) -> oap.Frame:  # Any: attrs value
         """The success reply (RESP 200) to ``req`` carrying ``reply``."""
         return oap.response(req, _pack(reply))
 

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from ipc import oap
+from ipc.plain import JsonObject
 from ipc.proto import index, mailbox, overlay
 from ipc.transport import NodeCertificate, PeerAddr
 
@@ -51,7 +52,7 @@ class Client:
             self._thread.join()
             raise self._failed
 
-    def _run(self, addr: str | PeerAddr, kwargs: dict[str, Any]) -> None:
+    def _run(self, addr: str | PeerAddr, kwargs: JsonObject) -> None:
         async def main() -> None:
             try:
                 async with AsyncClient.connect(addr, **kwargs) as client:

@@ -24,9 +24,9 @@ Guarantees:
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import blake3
 import trio
@@ -132,7 +132,9 @@ class AsyncClient:
         self._client = client
         return client
 
-    async def _retrying(self, op: Callable[[PeerClient], Any], *, retry_lost: bool = True) -> Any:
+    async def _retrying(
+        self, op: Callable[[PeerClient], Awaitable[T]], *, retry_lost: bool = True
+    ) -> T:
         """``op`` on the link, retried on the reasons of ``RETRYABLE`` (``lost`` only when
         ``retry_lost``: an operation that must not run twice is not retried once sent)."""
         for attempt in range(1, TRIES + 1):
@@ -166,7 +168,7 @@ class AsyncClient:
         return result
 
     async def resolve(self, name: str, *, corr_id: int = 0) -> index.NameRecord:
-        async def op(client: PeerClient) -> object:
+        async def op(client: PeerClient) -> index.NameRecord:
             req = overlay.Resolve(name=name)
             frame = overlay.PEER.request_frame(req, corr_id=corr_id)
             return overlay.PEER.parse_reply(await client.request(frame, timeout=self.timeout), req)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -35,13 +35,14 @@ class _Node(Protocol):
     timeout: float
 
     async def _retrying(
-        self, op: Callable[[PeerClient], Awaitable[Any]], *, retry_lost: bool = True
-    ) -> Any: ...
+        self, op: Callable[[PeerClient], Awaitable[T]], *, retry_lost: bool = True
+    ) -> T: ...
 
 
 __all__ = ["Mailbox"]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Mailbox:
@@ -102,7 +103,7 @@ class Mailbox:
             proto.Extend(mailbox=self.name, receipts=tuple(receipts), visibility=visibility)
         )
 
-    async def _change(self, request: Any) -> proto.Changed:
+    async def _change(self, request: proto.Ack | proto.Nack | proto.Extend) -> proto.Changed:
         changed: proto.Changed = await self._ask(
             request, timeout=self.client.timeout, retry_lost=True
         )

@@ -7,13 +7,15 @@ routes answer the token only to the caller that asked; nothing here logs one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from ipc import oap
 from ipc.caps import OPS
+from ipc.plain import JsonObject
 from ipc.proto import passport as proto
+from ipc.proto.codec import Request as Request_
 from kernel.admin.control import NodeControl
 from kernel.admin.http import BadBody, Request, Route, one_line, read_json, send_error, send_json
 from kernel.faults import FAULTS, MAX_DELAY_MS, MAX_DURATION_S
@@ -21,6 +23,8 @@ from kernel.passport_link import PassportUnavailable
 
 DEFAULT_SLOW_MS = 200  # a `slow` fault's delay per command unless the request says otherwise
 DEFAULT_SLOW_S = 2.0  # ... and how long it lasts
+
+R = TypeVar("R")
 
 
 class ActRoutes:
@@ -44,7 +48,7 @@ class ActRoutes:
             Route("/audit/verify", {"GET": self.audit_verify}),
         )
 
-    async def _passport(self, req: Request, request: Any) -> Any:
+    async def _passport(self, req: Request, request: Request_[R]) -> R | None:
         """the identity service's reply, or None after answering the error (400 refused,
         503 down)."""
         try:
@@ -105,9 +109,9 @@ class ActRoutes:
     async def audit_verify(self, req: Request) -> None:
         await self._answer_with(req, proto.AuditCheck())  # ok, records, first_bad, reason
 
-    async def _answer_with(self, req: Request, request: Any) -> None:
+    async def _answer_with(self, req: Request, request: Request_[Any]) -> None:
         """the identity service's reply to ``request`` as the JSON answer (its fields, as
-        they are)."""
+        they are). ``Any``: any of its requests; every reply is an attrs class."""
         reply = await self._passport(req, request)
         if reply is not None:
             await send_json(req.send, 200, attrs.asdict(reply))
@@ -181,7 +185,7 @@ class ActRoutes:
 MINT_KEYS = frozenset({"ops", "ttl", "prefix", "max_size", "tenant"})
 
 
-def _mint_request(doc: dict[str, Any], caller: str) -> proto.Mint:
+def _mint_request(doc: JsonObject, caller: str) -> proto.Mint:
     """``{"ops": [...] | "put,name", "ttl": s, "prefix"?, "max_size"?, "tenant"?}`` checked."""
     unknown = sorted(set(doc) - MINT_KEYS)
     if unknown:

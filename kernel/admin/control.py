@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
 
+from ipc.plain import JsonObject
 from ipc.proto.admin import AdminAnswer, AdminCall
+from ipc.proto.codec import Request
 from kernel.exposes import AdminRoute
 from kernel.health import HealthState
 from kernel.metrics import Metrics
 
 __all__ = ["NodeControl", "ServiceRoute"]
+
+R = TypeVar("R")
 
 
 @attrs.frozen
@@ -31,11 +35,11 @@ class NodeControl(Protocol):
     metrics: Metrics
     last_reload: dict[str, list[str]]  # what the last reload did: {"started","stopped","restarted"}
 
-    def node_info(self) -> dict[str, Any]:
+    def node_info(self) -> JsonObject:
         """{"version","profile","amnesia":bool,"pq":str,"config_version":int,"config_sha":str}"""
         ...
 
-    def service_spec(self, service: str) -> dict[str, Any] | None:
+    def service_spec(self, service: str) -> JsonObject | None:
         """The running config's spec of ``service`` (no settings: they may hold secrets);
         None when the profile has no such service."""
         ...
@@ -67,7 +71,7 @@ class NodeControl(Protocol):
         """Record a privileged act in the node's audit log (never blocks; see PassportLink)."""
         ...
 
-    async def passport(self, request: Any) -> Any:
+    async def passport(self, request: Request[R]) -> R:
         """A typed request's reply from the service holding the identity role (token mint,
         revoke, rotate; audit check). ``PassportUnavailable``: no answer; ``oap.OapError``:
         refused (a bad argument)."""
@@ -84,7 +88,7 @@ class NodeControl(Protocol):
 
     def open_events(
         self, topic_prefix: str, history: bool = False
-    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[dict[str, Any]]]:
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[JsonObject]]:
         """A bounded subscription to bus events (KernelEvent wire maps) under a topic prefix;
         ``history``: the recent ones (crashes, respawns, acts; no heartbeats) come first."""
         ...

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
 
+from ipc.plain import Json, JsonObject
 from kernel.http import routes
 from kernel.http.asgi import Message, Receive, Scope, Send  # noqa: F401
 
@@ -46,7 +46,7 @@ class BadBody(ValueError):
     """A request body that is not the small JSON object a route takes; ``str()`` is one line."""
 
 
-async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> JsonObject:
     """The request body as a JSON object (``{}`` when empty); ``BadBody`` if it is over
     ``limit`` bytes, not JSON, or not an object."""
     body = b""
@@ -97,7 +97,7 @@ async def start_json_lines(send: Send) -> None:
 async def send_json(
     send: Send,
     status: int,
-    body: Mapping[str, Any],
+    body: Mapping[str, Json],
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
     """A complete JSON response (content-length set, so the connection can be kept alive)."""
@@ -118,9 +118,9 @@ async def send_json(
 
 
 async def send_error(
-    send: Send, status: int, error: str, detail: str | None = None, **extra: Any
+    send: Send, status: int, error: str, detail: str | None = None, **extra: Json
 ) -> None:
-    body: dict[str, Any] = {"error": error}
+    body: JsonObject = {"error": error}
     if detail is not None:
         body["detail"] = detail
     body.update(extra)

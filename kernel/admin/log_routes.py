@@ -12,7 +12,7 @@ exactly as the service or the supervisor wrote it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -26,7 +26,7 @@ DEFAULT_LINES = 200
 
 
 class LogRoutes:
-    def __init__(self, ring: LogRing, known: Any) -> None:
+    def __init__(self, ring: LogRing, known: Callable[[str], bool]) -> None:
         self._ring = ring
         self._known = known  # name -> bool: a service of the node (HealthState.get)
 

@@ -6,11 +6,11 @@ control socket (DESIGN.md §6)."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import trio
 
 from ipc import oap
+from ipc.plain import JsonObject
 from ipc.proto.admin import AdminCall
 from kernel.admin.control import NodeControl
 from kernel.admin.http import Request, Route, send_error, send_json, start_json_lines
@@ -51,7 +51,7 @@ class ReadRoutes:
         if readiness.ready:
             await send_json(req.send, 200, {"ready": True})
             return
-        doc: dict[str, Any] = {
+        doc: JsonObject = {
             "degraded": True,
             "missing": list(readiness.missing),
             "retry_after": self._retry_after,
@@ -66,7 +66,7 @@ class ReadRoutes:
         )
 
     async def version(self, req: Request) -> None:
-        info: dict[str, Any] = dict(self._control.node_info())
+        info: JsonObject = dict(self._control.node_info())
         info["services"] = [
             service_row(status)
             for status in sorted(self._control.health.snapshot().values(), key=lambda s: s.name)
@@ -86,7 +86,7 @@ class ReadRoutes:
             return
         await send_json(req.send, 200, {**service_row(status), "spec": spec})
 
-    async def _peers_briefly(self) -> list[dict[str, Any]] | None:
+    async def _peers_briefly(self) -> list[JsonObject] | None:
         """The ``/peers`` view (declared by whichever service talks to peers) if it answers
         within half a second; /version never waits on it."""
         for declared in self._control.service_routes():
@@ -183,7 +183,7 @@ class ReadRoutes:
             await req.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def service_row(status: ServiceStatus) -> dict[str, Any]:
+def service_row(status: ServiceStatus) -> JsonObject:
     """A service as /version and /services/{name} show it."""
     return {
         "name": status.name,

@@ -40,6 +40,7 @@ from typing import IO, Any, Protocol
 import blake3
 
 from ipc import ids
+from ipc.plain import JsonObject
 from kernel import childenv, runtime
 from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.client import AdminClient
@@ -294,7 +295,7 @@ def cmd_put(args: argparse.Namespace) -> int:
         if not seekable:
             args.retry_for = 0.0  # a pipe cannot be sent twice
 
-        def attempt(conn: http.client.HTTPConnection) -> dict[str, Any]:
+        def attempt(conn: http.client.HTTPConnection) -> JsonObject:
             if seekable:
                 source.seek(0)
             progress = _Progress(size, _show_progress(args), "put")

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ipc.plain import JsonObject
 from kernel.cli.common import AdminArg, CliError, admin_client, control_client
 from kernel.cli.services import unknown
 
@@ -50,7 +51,7 @@ def _value(value: Any) -> str:
     return json.dumps(text) if not text or any(c.isspace() for c in text) else text
 
 
-def render(doc: dict[str, Any]) -> str:
+def render(doc: JsonObject) -> str:
     """One record as text: ``ts service level event key=value ...`` (None fields left out)."""
     head = [str(doc[key]) for key in _HEAD if doc.get(key) is not None]
     rest = [

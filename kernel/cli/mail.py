@@ -25,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from ipc.plain import JsonObject
 from kernel.cli.auth import write_token
 from kernel.cli.client import AdminClient
 from kernel.cli.common import (
@@ -144,7 +145,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_recv(args: argparse.Namespace) -> int:
-    query: dict[str, Any] = {"max": args.max, "wait": args.wait}
+    query: JsonObject = {"max": args.max, "wait": args.wait}
     if args.visibility is not None:
         query["visibility"] = args.visibility
     path = _path(args.mailbox, "/receive?" + urllib.parse.urlencode(query))

@@ -19,6 +19,7 @@ import urllib.parse
 from typing import Any
 
 from ipc import ids
+from ipc.plain import JsonObject
 from kernel.cli.auth import write_token
 from kernel.cli.common import AdminArg, CliError, add_json_arg, emit
 from kernel.cli.data import Verb, common_args, gateway_call
@@ -75,7 +76,7 @@ def _path(name: str) -> str:
 def cmd_set(args: argparse.Namespace) -> int:
     if not ids.is_id(args.id):
         raise CliError(f"{args.id!r} is not an object id (b3: followed by 64 lowercase hex digits)")
-    doc: dict[str, Any] = {"id": args.id}
+    doc: JsonObject = {"id": args.id}
     if args.expect_version is not None:
         doc["expect_version"] = args.expect_version
     token = write_token(args, "name") or ""

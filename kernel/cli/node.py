@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from ipc.plain import JsonObject
 from kernel import runtime
 from kernel.cli import services as service_verbs
 from kernel.cli.client import AdminUnreachable
@@ -87,7 +88,7 @@ def _onoff(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _readiness_text(ready: dict[str, Any]) -> str:
+def _readiness_text(ready: JsonObject) -> str:
     if ready.get("ready") is True:
         return "ready"
     missing = ", ".join(str(m) for m in ready.get("missing") or []) or "?"

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from ipc.plain import JsonObject
 from kernel.cli.common import AdminArg, CliError, add_json_arg, admin_client, control_client, emit
 
 __all__ = ["cmd_service_act", "cmd_service_status", "register"]
@@ -34,7 +35,7 @@ def unknown(service: str) -> CliError:
     return CliError(f"unknown service: {service} (see `ronctl status`)")
 
 
-def service_doc(args: argparse.Namespace, service: str) -> dict[str, Any]:
+def service_doc(args: argparse.Namespace, service: str) -> JsonObject:
     """``GET /services/{service}`` of the node ``args`` names; CliError if unknown."""
     resp = admin_client(args).get(f"/services/{_quoted(service)}")
     if resp.status == 404:
@@ -45,7 +46,7 @@ def service_doc(args: argparse.Namespace, service: str) -> dict[str, Any]:
     return doc
 
 
-def _arrived(act: str, before: dict[str, Any], now: dict[str, Any]) -> bool:
+def _arrived(act: str, before: JsonObject, now: JsonObject) -> bool:
     if act == "stop":
         return now.get("state") == "stopped" and now.get("pid") is None
     new_process = act != "restart" or (now.get("pid") not in (None, before.get("pid")))
@@ -84,7 +85,7 @@ def cmd_service_act(args: argparse.Namespace) -> int:
     return 0
 
 
-def _result(act: str, doc: dict[str, Any], changed: bool, arrived: bool = True) -> dict[str, Any]:
+def _result(act: str, doc: JsonObject, changed: bool, arrived: bool = True) -> JsonObject:
     """What ``--json`` prints after an act: the service's state as last read."""
     return {
         "service": doc.get("name"),

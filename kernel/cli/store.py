@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ipc import ids
+from ipc.plain import JsonObject
 from kernel.cli.auth import parse_duration
 from kernel.cli.common import AdminArg, CliError, control_client, human_size
 
@@ -47,7 +48,7 @@ def _page_size(text: str) -> int:
     return int(text)
 
 
-def _json_answer(resp: Any, what: str) -> dict[str, Any]:
+def _json_answer(resp: Any, what: str) -> JsonObject:
     doc = resp.json() if resp.status == 200 else None
     if not isinstance(doc, dict):
         raise CliError(f"{what} failed ({resp.error_text()})")

@@ -21,12 +21,12 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import cattrs
 
 from ipc import convert
+from ipc.plain import Json, JsonObject
 from kernel.config import layers as _config_env
 from kernel.config import rules as _config_rules
 from kernel.config.model import Config, ConfigError, ServiceSpec
@@ -65,13 +65,13 @@ def _plain(value: object, where: str) -> None:
 def _make_converter() -> cattrs.Converter:
     conv = convert.strict_converter()
 
-    def settings_hook(value: object, _t: type) -> dict[str, Any]:
+    def settings_hook(value: object, _t: type) -> JsonObject:
         if not isinstance(value, dict):
             raise convert.WrongType(f"expected table, got {convert.describe(value)}")
         _plain(value, "")
         return dict(value)
 
-    conv.register_structure_hook_func(lambda t: t == dict[str, Any], settings_hook)
+    conv.register_structure_hook_func(lambda t: t == JsonObject, settings_hook)
 
     services_inner = conv.get_structure_hook(tuple[ServiceSpec, ...])
 
@@ -123,7 +123,7 @@ def _prefixed(origin: str | None, message: str) -> ConfigError:
     return ConfigError(f"{origin}: {message}" if origin else message)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> JsonObject:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -135,10 +135,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _build(
-    layers: list[tuple[Mapping[str, Any], str | None, Mapping[str, str]]],
+    layers: list[tuple[Mapping[str, Json], str | None, Mapping[str, str]]],
 ) -> Config:
     """Merge (data, origin, per-key origins) layers over the defaults, structure, validate."""
-    merged: dict[str, Any] = Config().to_dict()
+    merged: JsonObject = Config().to_dict()
     origins: dict[str, str] = {}
     for data, origin, key_origins in layers:
         merged = _config_env.merge(merged, data, origins, origin)
@@ -185,7 +185,7 @@ def load_config(
         raise ConfigError(str(exc)) from None
     pdata = _read_toml(ppath)
     plabel = ppath.name if str(profile) == ppath.stem else str(profile)
-    layers: list[tuple[Mapping[str, Any], str | None, Mapping[str, str]]] = [
+    layers: list[tuple[Mapping[str, Json], str | None, Mapping[str, str]]] = [
         ({"node": {"name": ppath.stem}}, None, {}),
         (pdata, plabel, {}),
     ]
@@ -202,7 +202,7 @@ def load_config(
     return _build(layers)
 
 
-def config_from_dict(data: Mapping[str, Any], *, origin: str = "config") -> Config:
+def config_from_dict(data: Mapping[str, Json], *, origin: str = "config") -> Config:
     """Rebuild a Config from ``Config.to_dict()`` output (how a service process receives the
     node's effective config); validated like any other layer."""
     return _build([(data, origin, {})])

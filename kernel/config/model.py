@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import attrs
+
+from ipc.plain import JsonObject
 
 __all__ = [
     "AddrConfig",
@@ -131,7 +132,7 @@ class ServiceSpec:
     restart: str = "permanent"
     shutdown_deadline: float = 5.0
     heartbeat_timeout: float = 0.0  # 0 = use supervisor.heartbeat_timeout
-    settings: dict[str, Any] = attrs.field(factory=dict)  # passed to the service as-is
+    settings: JsonObject = attrs.field(factory=dict)  # passed to the service as-is
     # "gateway" / "overlay": the node binds that section's addr and hands the listening socket to
     # the service (socket activation): the port survives restarts and nothing is refused meanwhile
     listen: str = ""
@@ -153,7 +154,7 @@ class Config:
     overlay: OverlayConfig = OverlayConfig()
     services: tuple[ServiceSpec, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """Plain dicts/lists (the TOML shape), for display, digests and the child environment."""
         return attrs.asdict(self, recurse=True)
 

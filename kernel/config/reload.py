@@ -10,8 +10,8 @@ refused, naming those keys, so it never reports success for what it did not appl
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
+from ipc.plain import JsonObject
 from kernel.config.model import Config, ConfigError
 
 __all__ = ["LIVE_SECTIONS", "check_reloadable"]
@@ -19,8 +19,8 @@ __all__ = ["LIVE_SECTIONS", "check_reloadable"]
 LIVE_SECTIONS = ("supervisor", "services")
 
 
-def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _flat(doc: JsonObject, prefix: str = "") -> JsonObject:
+    out: JsonObject = {}
     for key, value in doc.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 
 from ipc import convert
+from ipc.plain import Json
 from kernel.config.model import Config, ConfigError
 
 __all__ = ["SettingsError", "check_services", "settings_class", "structure_settings"]
@@ -41,7 +42,7 @@ def settings_class(module: str) -> type:
     return cls if isinstance(cls, type) and attrs.has(cls) else _NoSettings
 
 
-def structure_settings(service: str, cls: type[T], raw: Mapping[str, Any]) -> T:
+def structure_settings(service: str, cls: type[T], raw: Mapping[str, Json]) -> T:
     """``raw`` as a ``cls``; ``SettingsError`` (one line) for an unknown key or a bad value."""
     try:
         return convert.structure(dict(raw), cls)

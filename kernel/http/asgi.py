@@ -8,12 +8,13 @@ both answer the lifespan protocol the same way, here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+
+from ipc.plain import Json, JsonObject
 
 __all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "answer_lifespan"]
 
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
+Scope = Mapping[str, Json]
+Message = JsonObject
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -48,13 +48,13 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from urllib.parse import unquote
 
 import attrs
 import h11
 import trio
 
+from ipc.plain import Json, JsonObject
 from kernel import logs
 from kernel.http.asgi import ASGIApp
 
@@ -68,7 +68,7 @@ __all__ = [
     "serve_h11",
 ]
 
-Message = dict[str, Any]
+Message = JsonObject
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -443,7 +443,7 @@ class _Cycle:
         self.expects_continue = conn.h11.they_are_waiting_for_100_continue
         self.sent_continue = False
 
-    def scope(self) -> dict[str, Any]:
+    def scope(self) -> JsonObject:
         target = self.request.target
         raw_path, _, query = target.partition(b"?")
         text = raw_path.decode("ascii", "replace")
@@ -621,7 +621,7 @@ class PeerCred:
 _UCRED = struct.Struct("3i")
 
 
-def _addresses(sock: Any) -> tuple[Any, Any, PeerCred | None]:
+def _addresses(sock: trio.socket.SocketType) -> tuple[Json, Json, PeerCred | None]:
     """(client, server, peer) for the ASGI scope: TCP gives (host, port) pairs; a Unix socket
     has no addresses but the kernel tells us the caller's pid/uid/gid."""
     try:

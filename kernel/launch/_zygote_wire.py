@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import socket
-from typing import Any
 
 import attrs
 
@@ -87,7 +86,7 @@ class Go:
 
 
 Message = Ready | Spawn | Spawned | SpawnFailed | Go
-_TYPES: dict[str, type[Any]] = {
+_TYPES: dict[str, type[Message]] = {
     cls.__name__: cls for cls in (Ready, Spawn, Spawned, SpawnFailed, Go)
 }
 

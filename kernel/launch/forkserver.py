@@ -39,7 +39,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -51,6 +51,7 @@ from kernel._libc import prctl
 from kernel.launch import _zygote_wire as wire
 from kernel.launch._zygote_start import StartedZygote, start_zygote
 from kernel.launch.launcher import (
+    ChildProcess,
     ExecLauncher,
     PidfdChild,
     PopenChild,
@@ -169,7 +170,7 @@ class ForkServerLauncher:
         self._zygote: _Zygote | None = None
         self._zygote_changed = trio.Event()
         self._lock = trio.Lock()
-        self._tracked: dict[int, Any] = {}  # pid -> child we handed out (or the zygote)
+        self._tracked: dict[int, ChildProcess] = {}  # pid -> child we handed out (or zygote)
         self._inflight = 0
         self._scan_pending = False
 
@@ -391,7 +392,7 @@ class ForkServerLauncher:
 
     # ---- strays -----------------------------------------------------------------------------
 
-    async def _reap_on_sigchld(self, sigchld: Any) -> None:
+    async def _reap_on_sigchld(self, sigchld: AsyncIterator[int]) -> None:
         async for _ in sigchld:
             self._reap_strays()
 

@@ -28,7 +28,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from ipc.events import ServiceCrashed
+from ipc._types import Labelled
+from ipc.events import KernelEvent, ServiceCrashed
+from ipc.plain import Json
 from kernel.health import HealthState, ServiceState
 from kernel.launch.launcher import ChildProcess, Launcher, ServiceSpecLike, describe_returncode
 from kernel.launch.output import MAX_LINE, pump_lines
@@ -74,12 +76,29 @@ class Log(Protocol):
         level: str = "info",
         service: str = "supervisor",
         reason: str | None = None,
-        **fields: Any,
+        **fields: Json,
     ) -> None: ...
 
 
 class Bus(Protocol):
-    def publish(self, event: Any) -> bool: ...
+    def publish(self, event: KernelEvent) -> bool: ...
+
+
+class _Settable(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class _Gauges(Protocol):
+    def labels(self, *values: str, **labels: str) -> _Settable: ...
+
+
+class SupervisorMetrics(Protocol):
+    """What the loop counts (``kernel.metrics.Metrics``; a test may pass a recorder)."""
+
+    @property
+    def service_restarts(self) -> Labelled: ...
+    @property
+    def service_quarantined(self) -> _Gauges: ...
 
 
 @attrs.frozen
@@ -91,8 +110,9 @@ class ChildDeps:
     launcher: Launcher
     log: Log
     output: Callable[[str, bytes], None]
+    # Any: the caller's concrete spec class (kernel.config's), which it passes in and gets back
     env_for: Callable[[Any], Mapping[str, str]]
-    metrics: Any = None
+    metrics: SupervisorMetrics | None = None
 
 
 @attrs.frozen
@@ -323,7 +343,7 @@ class Child:
             self._pending_respawn = None
             restarts += 1
             if self._deps.metrics is not None:
-                _restarts_counter(self._deps.metrics).labels(service=self.name).inc()
+                self._deps.metrics.service_restarts.labels(service=self.name).inc()
             self.last_respawn = RespawnTiming(detected_at, now, backoff, proc.pid)
             self._deps.log(
                 "respawned",
@@ -454,13 +474,6 @@ class Child:
     def _set_quarantined_metric(self, value: int) -> None:
         if self._deps.metrics is not None:
             self._deps.metrics.service_quarantined.labels(service=self.name).set(value)
-
-
-def _restarts_counter(metrics: Any) -> Any:
-    """The ``service_restarts_total`` family; prometheus-client names the attribute without the
-    ``_total`` suffix (kernel.metrics.Metrics.service_restarts), so accept either spelling."""
-    family = getattr(metrics, "service_restarts_total", None)
-    return family if family is not None else metrics.service_restarts
 
 
 async def _terminate(proc: ChildProcess, grace: float) -> int:

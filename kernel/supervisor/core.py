@@ -28,6 +28,7 @@ from kernel.supervisor.child import (
     Log,
     RespawnTiming,
     ServiceSpec,
+    SupervisorMetrics,
 )
 from kernel.supervisor.policy import CrashHistory, PolicySettings, RestartPolicy
 
@@ -51,7 +52,7 @@ class ConfigLike(Protocol):
     def services(self) -> Iterable[ServiceSpec]: ...
 
 
-def _no_env(_spec: Any) -> Mapping[str, str]:
+def _no_env(_spec: object) -> Mapping[str, str]:
     return {}
 
 
@@ -65,11 +66,11 @@ class Supervisor:
         health: HealthState,
         bus: Bus,
         launcher: Launcher,
-        metrics: Any = None,
+        metrics: SupervisorMetrics | None = None,
         log: Log | None = None,
         output: Callable[[str, bytes], None] | None = None,
         rng: random.Random | None = None,
-        env_for: Callable[[Any], Mapping[str, str]] = _no_env,
+        env_for: Callable[[Any], Mapping[str, str]] = _no_env,  # Any: see ChildDeps.env_for
         start_grace: float = DEFAULT_START_GRACE,
         term_grace: float = DEFAULT_TERM_GRACE,
     ) -> None:

@@ -1,6 +1,7 @@
 """The gateway's ASGI app: routes of DESIGN.md §8 over a ``Backend``, with admission control.
 
-Routes: ``PUT /o``, ``GET|HEAD /o/{id}``, ``GET|PUT /names/{name}``, and the mailbox routes
+Routes (declared in ``ROUTES`` at the end: a route is one entry and one handler): ``PUT /o``,
+``GET|HEAD /o/{id}``, ``GET /names``, ``GET|PUT /names/{name}``, and the mailbox routes
 ``/mb/...`` (``mail_routes``). Guarantees:
 
 - every answer is a typed status; errors are JSON ``{"error", "detail"}`` with a reason from
@@ -26,15 +27,18 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
 
 import trio
+from prometheus_client import Histogram
 
 from ipc import caps, ids, oap
+from ipc._types import Count
+from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
 from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from kernel.http.routes import Route, Router
+from kernel.metrics import Metrics
 from services.gateway import mail_routes
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, FetchWatch, NameRecord, Stored, StoredObject
@@ -67,12 +71,12 @@ class _Both:
 
     __slots__ = ("a", "b")
 
-    def __init__(self, a: Any, b: Any) -> None:
+    def __init__(self, a: Count, b: Count) -> None:
         self.a, self.b = a, b
 
-    def inc(self) -> None:
-        self.a.inc()
-        self.b.inc()
+    def inc(self, amount: float = 1) -> None:
+        self.a.inc(amount)
+        self.b.inc(amount)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -109,7 +113,7 @@ class GatewayApp:
         backend: Backend,
         settings: GatewaySettings,
         *,
-        metrics: Any | None = None,
+        metrics: Metrics | None = None,
         fault_delay: Callable[[], Awaitable[None]] | None = None,
         guard: Guard | None = None,
         on_shedding: Callable[[bool], None] | None = None,
@@ -128,9 +132,9 @@ class GatewayApp:
         self.bucket = TokenBucket(settings.rate, settings.burst)
         # labelled metric children, created once: ``.labels()`` costs a lock and a dict lookup
         # per call (all label values come from small fixed sets, so these stay small)
-        self._counted: dict[tuple[str, str, int], Any] = {}
-        self._rejected: dict[str, Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._counted: dict[tuple[str, str, int], Count] = {}
+        self._rejected: dict[str, Count] = {}
+        self._latency: dict[str, Histogram] = {}
 
     def _count(self, template: str, method: str, status: int, reason: str) -> None:
         metrics = self.metrics
@@ -503,7 +507,7 @@ def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
     return parse_object_id(obj_id), expect
 
 
-def _name_doc(record: NameRecord) -> dict[str, Any]:
+def _name_doc(record: NameRecord) -> JsonObject:
     return {"name": record.name, "id": record.id, "version": record.version}
 
 

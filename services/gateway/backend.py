@@ -8,14 +8,17 @@ stable reason.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 
+from ipc.proto.codec import Request
 from ipc.proto.index import NameList, NameRecord
 from ipc.proto.storage import Stored
 
 __all__ = ["Backend", "FetchWatch", "NameRecord", "Stored", "StoredObject", "Upload"]
+
+R = TypeVar("R")
 
 
 class StoredObject(Protocol):
@@ -78,5 +81,5 @@ class Backend(Protocol):
 
     async def list_names(self, prefix: str, after: str, limit: int) -> NameList: ...
 
-    async def mail(self, request: Any, timeout: float) -> Any:
+    async def mail(self, request: Request[R], timeout: float) -> R:
         """svc-mailbox's typed reply to ``request`` (``ipc.proto.mailbox``), else GatewayError."""

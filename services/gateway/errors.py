@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 from ipc import oap
+from ipc.plain import JsonObject
 from kernel.http.server import ServerError
 
 __all__ = [
@@ -106,7 +107,7 @@ def from_oap(exc: oap.OapError) -> GatewayError:
 
 
 def error_body(err: GatewayError) -> bytes:
-    body: dict[str, Any] = {"error": err.reason, "detail": err.detail}
+    body: JsonObject = {"error": err.reason, "detail": err.detail}
     return json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import trio
 
+from ipc.plain import Json
 from kernel.http.asgi import Receive, Scope, Send
 from services.gateway.errors import JSON_TYPE, GatewayError, error_body, error_headers
 from services.gateway.limits import BodyCounter, Deadline
@@ -49,7 +49,7 @@ class Exchange:
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def json(
-        self, status: int, doc: Mapping[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+        self, status: int, doc: Mapping[str, Json], extra: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         data = json.dumps(doc, separators=(",", ":")).encode()
         headers = [

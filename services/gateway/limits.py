@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -48,7 +47,9 @@ class TokenBucket:
     the next token, rounded up.
     """
 
-    def __init__(self, rate: float, burst: int, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
         self.capacity = float(max(burst, 1))
         self._clock = clock

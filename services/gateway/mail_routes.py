@@ -24,13 +24,15 @@ import base64
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qs
 
 import trio
 
 from ipc import caps, oap
+from ipc.plain import JsonObject
 from ipc.proto import mailbox as proto
+from ipc.proto.codec import Request
 from kernel.http.asgi import Receive, Scope
 from services.gateway.call import Admission, Call
 from services.gateway.errors import GatewayError
@@ -40,6 +42,7 @@ from services.gateway.limits import BodyCounter
 __all__ = ["MAIL_ROUTES", "MailRoutes", "count_of", "label", "query_of"]
 
 JSON_CAP = 65_536
+R = TypeVar("R")
 
 MailServe = Callable[["MailRoutes", Call, "Authorize"], Awaitable[None]]
 
@@ -49,7 +52,12 @@ def label(template: str) -> str:
     return "gateway_mail_" + template.split("/")[-1].strip("{}")
 
 
-MailCall = Callable[[Any, float], Awaitable[Any]]  # (request, timeout) -> svc-mailbox's reply
+class MailCall(Protocol):
+    """svc-mailbox's typed reply to ``request`` within ``timeout`` (``Backend.mail``)."""
+
+    def __call__(self, request: Request[R], timeout: float, /) -> Awaitable[R]: ...
+
+
 Authorize = Callable[[Scope, str, str | None], object]
 
 
@@ -85,7 +93,7 @@ def count_of(query: dict[str, str], key: str, default: int, most: int = proto.MA
     return int(value)
 
 
-def _message(m: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+def _message(m: proto.Delivery | proto.DeadLetter, fields: tuple[str, ...]) -> JsonObject:
     """A message as JSON: ``fields`` as they are, the body in base64."""
     return {**{f: getattr(m, f) for f in fields}, "body": base64.b64encode(m.body).decode()}
 
@@ -216,7 +224,9 @@ class MailRoutes:
         )
         receipts, number = _parse_change(raw, action)
         if action == "ack":
-            request: Any = proto.Ack(mailbox=address, receipts=receipts)
+            request: proto.Ack | proto.Nack | proto.Extend = proto.Ack(
+                mailbox=address, receipts=receipts
+            )
             key = "acked"
         elif action == "nack":
             request = proto.Nack(mailbox=address, receipts=receipts, delay=number or 0.0)

@@ -60,7 +60,7 @@ async def serve_on_socket(
     await worker_serve(
         # hypercorn types ASGI events as TypedDicts, ours (kernel.http.asgi) as plain mappings:
         # the same messages, two spellings of their type
-        wrap_app(cast(Any, app), 0, "asgi"),
+        wrap_app(cast(Any, app), 0, "asgi"),  # Any: hypercorn's own ASGI types
         hypercorn_config(timeout),
         sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
         shutdown_trigger=shutdown.wait if shutdown is not None else trio.sleep_forever,

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from ipc.plain import Json
 from kernel.config.services import structure_settings
 
 __all__ = ["GatewaySettings", "parse_settings"]
@@ -60,6 +61,6 @@ class GatewaySettings:
     max_polls: int = attrs.field(default=256, validator=_positive)  # mailbox long polls at once
 
 
-def parse_settings(raw: Mapping[str, Any]) -> GatewaySettings:
+def parse_settings(raw: Mapping[str, Json]) -> GatewaySettings:
     """Structure the settings table; unknown keys and bad values raise ``ValueError`` (one line)."""
     return structure_settings("svc-gateway", GatewaySettings, raw)

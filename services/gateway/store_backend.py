@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -52,7 +52,7 @@ IO_THREADS = 4
 _IO_LIMIT: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("gateway_io")
 
 
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
     try:
         limiter = _IO_LIMIT.get()
     except LookupError:
@@ -76,7 +76,7 @@ def _store_error(exc: Exception, obj_id: str = "") -> GatewayError:
 
 
 class _VerifiedObject:
-    def __init__(self, obj: Any, head: bytes) -> None:
+    def __init__(self, obj: objstore.VerifiedObject, head: bytes) -> None:
         self._obj = obj
         self.size: int = obj.size
         self.head = head
@@ -93,7 +93,7 @@ class _VerifiedObject:
 
 
 class _TempUpload:
-    def __init__(self, backend: StoreBackend, temp: Any) -> None:
+    def __init__(self, backend: StoreBackend, temp: objstore.TempObject) -> None:
         self._backend = backend
         self._temp = temp
         self._open = True
@@ -204,7 +204,7 @@ class StoreBackend:
         except oap.OapError as exc:
             raise from_oap(exc) from None
 
-    async def mail(self, request: Any, timeout: float) -> Any:
+    async def mail(self, request: Request[R], timeout: float) -> R:
         if self._mailbox is None:
             raise GatewayError("not_found", "this node runs no svc-mailbox")
         try:
@@ -266,7 +266,7 @@ class StoreBackend:
             received = reply.received
 
     async def _open_local(self, obj_id: str, prefetch: int) -> StoredObject:
-        def open_and_read() -> tuple[Any, bytes]:
+        def open_and_read() -> tuple[objstore.VerifiedObject, bytes]:
             obj = objstore.open_verified(self._root, obj_id)
             try:
                 return obj, obj.read(0, min(prefetch, obj.size))

@@ -23,13 +23,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import blake3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ipc.plain import Json, JsonObject
 from services.lib.keys import write_private
 
 __all__ = ["GENESIS", "HEAD_FILE", "LOG_FILE", "AuditLog", "AuditReport", "Signer", "verify"]
@@ -46,7 +47,7 @@ class Signer(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
-def _digest(seq: int, ts: float, act: str, detail: Mapping[str, Any], prev: str) -> str:
+def _digest(seq: int, ts: float, act: str, detail: Mapping[str, Json], prev: str) -> str:
     body = {"seq": seq, "ts": ts, "act": act, "detail": dict(detail), "prev": prev}
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return blake3.blake3(blob.encode()).hexdigest()
@@ -59,7 +60,7 @@ class AuditReport:
     first_bad: int | None = None  # the line number (1-based) of the first bad record
     reason: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return attrs.asdict(self)
 
 
@@ -83,7 +84,7 @@ class AuditLog:
         except (OSError, ValueError, KeyError, TypeError):
             return 0, GENESIS
 
-    def append(self, act: str, detail: Mapping[str, Any], *, now: float) -> int:
+    def append(self, act: str, detail: Mapping[str, Json], *, now: float) -> int:
         """Append one record (fsynced, head updated); returns its ``seq``."""
         seq = self.seq + 1
         ts = round(now, 6)

@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 @attrs.define(eq=False)
 class Job:
+    # Any: a batch holds every kind of operation, each with its own result type; ``run``
+    # (generic in T) hands each caller back its own, typed
     fn: Callable[[Effects, float], Any]
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -54,7 +53,7 @@ from services.overlay.peers import PeerLink
 
 __all__ = ["Fetcher", "Room"]
 
-Commit = Callable[[storage.Commit], Awaitable[Any]]
+Commit = Callable[[storage.Commit], Awaitable[storage.Stored]]
 Room = Callable[[], Awaitable[int]]
 """The store's free bytes now (a fresh read of svc-storage's usage)."""
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)

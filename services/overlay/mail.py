@@ -18,12 +18,11 @@ Guarantees:
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from ipc import caps, oap
 from ipc.proto import mailbox
+from ipc.proto.codec import Request
 from services.lib.tokens import TokenGate
 from services.overlay.upload import check_token
 
@@ -33,7 +32,7 @@ __all__ = ["authorize_mail"]
 def authorize_mail(
     gate: TokenGate | None,
     frame: oap.Frame,
-    request: Any,
+    request: Request[object],
     *,
     peer_id: str | None,
     federation: frozenset[str],

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ipc import ids, oap
-from ipc.proto import index, mailbox, overlay
+from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request
 from ipc.transport import ChannelClosed, Connection
 from ipc.transport.budget import Grant, SendBudget
@@ -282,7 +282,7 @@ class PeerServer:
             )
 
 
-async def _no_commit(_req: object) -> object:
+async def _no_commit(_req: storage.Commit) -> storage.Stored:
     raise oap.OapError("unavailable", "this node takes no uploads")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -30,7 +29,7 @@ from services.lib.tokens import KeysNotLoaded, TokenGate
 
 __all__ = ["Uploads", "authorize", "check_token"]
 
-Commit = Callable[[storage.Commit], Awaitable[Any]]
+Commit = Callable[[storage.Commit], Awaitable[storage.Stored]]
 QUEUE = 8  # frames waiting for one upload's writer
 
 

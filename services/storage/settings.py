@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import attrs
 
+from ipc.plain import Json
 from kernel.config.services import structure_settings
 
 __all__ = ["StorageSettings", "load_settings"]
@@ -28,6 +28,6 @@ class StorageSettings:
     group_sync: bool = True
 
 
-def load_settings(raw: Mapping[str, Any]) -> StorageSettings:
+def load_settings(raw: Mapping[str, Json]) -> StorageSettings:
     """Strictly structured settings; ``ValueError`` with one line naming the problem."""
     return structure_settings("svc-storage", StorageSettings, raw)

@@ -130,7 +130,7 @@ async def test_exit_code_is_reported_then_restarted_with_output_captured() -> No
             assert second != first and reaped(first)
             await node.output.wait_for(lambda o: o == ("svc-a", f"started {first}".encode()))
             await node.log.wait_event("respawned", "svc-a")
-            assert node.metrics.service_restarts_total.value("svc-a") >= 1
+            assert node.metrics.service_restarts.value("svc-a") >= 1
             assert node.sup.status("svc-a").restarts >= 1
 
 
@@ -186,7 +186,7 @@ async def test_fast_crashes_quarantine_after_cap_and_release_resets_history() ->
             assert node.sup.status("svc-q").state is ServiceState.QUARANTINED
             assert node.sup.quarantined() == ["svc-q"]
             assert node.metrics.service_quarantined.value("svc-q") == 1
-            assert node.metrics.service_restarts_total.value("svc-q") == cap
+            assert node.metrics.service_restarts.value("svc-q") == cap
             assert node.log.count("service_spawned", "svc-q") == cap + 1
             assert "svc-q" in node.health.readiness().missing
 
@@ -196,7 +196,7 @@ async def test_fast_crashes_quarantine_after_cap_and_release_resets_history() ->
             await node.spawned_pid("svc-q", start=mark)
             # a clean history: exactly `cap` more restarts before the next quarantine
             await node.log.wait_event("service_quarantined", "svc-q", start=mark)
-            assert node.metrics.service_restarts_total.value("svc-q") == 2 * cap + 1
+            assert node.metrics.service_restarts.value("svc-q") == 2 * cap + 1
             assert node.log.count("service_spawned", "svc-q") == 2 * cap + 2
 
 

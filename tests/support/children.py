@@ -110,7 +110,7 @@ class _Family:
 
 class FakeMetrics:
     def __init__(self) -> None:
-        self.service_restarts_total = _Family()
+        self.service_restarts = _Family()
         self.service_quarantined = _Family()
 
 

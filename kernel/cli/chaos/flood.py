@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
 
 from ipc import events
 from ipc.bus import Bus
+from ipc.plain import JsonObject
 from kernel.cli.chaos.target import AdminView
 from kernel.cli.common import CTL_SOCKET
 from kernel.metrics import Metrics
@@ -64,7 +64,7 @@ class FloodResult:
     restarts_during: float = 0.0
     ready_after: bool = False
     node_metric_deltas: dict[str, float] = attrs.field(factory=dict)
-    checks: list[dict[str, Any]] = attrs.field(factory=list)
+    checks: list[JsonObject] = attrs.field(factory=list)
 
     @property
     def passed(self) -> bool:
@@ -166,11 +166,11 @@ def parse_scrape_metrics(scrape: dict) -> dict[str, float]:
     return out
 
 
-def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
+def _check(name: str, ok: bool, detail: str) -> JsonObject:
     return {"name": name, "ok": ok, "detail": detail}
 
 
-def _checks(r: FloodResult) -> list[dict[str, Any]]:
+def _checks(r: FloodResult) -> list[JsonObject]:
     missing = r.published - r.stalled_received
     return [
         _check(

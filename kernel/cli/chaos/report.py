@@ -10,10 +10,10 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
-from typing import Any
 
 import attrs
 
+from ipc.plain import JsonObject
 from kernel.cli.chaos.storm import StormState
 from kernel.cli.chaos.verify import Check, ReadBack, percentile
 
@@ -26,7 +26,7 @@ def build_report(state: StormState, checks: list[Check], readback: ReadBack | No
     opts = state.options
     landed = [f for f in state.faults if f.outcome == "landed"]
     wl = state.workload
-    report: dict[str, Any] = {
+    report: JsonObject = {
         "report_version": REPORT_VERSION,
         "passed": all(c.ok for c in checks),
         "node": {"profile": state.node.profile, "admin": state.node.admin, "pid": state.node.pid},

@@ -24,11 +24,12 @@ import collections
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 import attrs
 import trio
 
+from ipc.plain import JsonObject
 from kernel.cli.chaos.http import HttpError, follow_lines, request
 from kernel.cli.chaos.mail_workload import MAILBOX_SERVICE, MailWorkload
 from kernel.cli.chaos.procs import ProcId, identify, rss_bytes
@@ -90,7 +91,7 @@ class StormState:
     options: StormOptions
     node: NodeHandle
     plan: list[PlannedFault]
-    policy: dict[str, Any]
+    policy: JsonObject
     model: QuarantineModel
     workload: Workload | None = None
     mail: MailWorkload | None = None  # the mailbox workload (when the node runs svc-mailbox)

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 import kernel
+from ipc.plain import JsonObject
 from kernel.cli.chaos.http import HttpError, request
 from kernel.cli.common import CTL_SOCKET
 
@@ -67,7 +68,7 @@ class AdminView:
             raise HttpError(f"GET {path}: HTTP {resp.status}")
         return json.loads(resp.body)
 
-    async def version(self) -> dict[str, Any]:
+    async def version(self) -> JsonObject:
         return await self.get("/version")
 
     async def ready(self) -> bool:
@@ -79,7 +80,7 @@ class AdminView:
         resp = await request("GET", self.base + "/metrics", timeout=ADMIN_TIMEOUT)
         return parse_scrape(resp.body.decode())
 
-    async def post(self, path: str) -> tuple[int, dict[str, Any]]:
+    async def post(self, path: str) -> tuple[int, JsonObject]:
         """An act on the control socket (``/fault/...``, ``/release/...``, ``/reload``)."""
         if self.control is None:
             raise HttpError("acting on the node needs its control socket: pass --runtime-dir DIR")
