@@ -46,9 +46,8 @@ class BadBody(ValueError):
     """A request body that is not the small JSON object a route takes; ``str()`` is one line."""
 
 
-async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> JsonObject:
-    """The request body as a JSON object (``{}`` when empty); ``BadBody`` if it is over
-    ``limit`` bytes, not JSON, or not an object."""
+async def read_body(req: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The whole request body; ``BadBody`` if it is over ``limit`` bytes or the client left."""
     body = b""
     while True:
         message = await req.receive()
@@ -58,7 +57,13 @@ async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> JsonObject:
         if len(body) > limit:
             raise BadBody(f"request body over {limit} bytes")
         if not message.get("more_body", False):
-            break
+            return body
+
+
+async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> JsonObject:
+    """The request body as a JSON object (``{}`` when empty); ``BadBody`` if it is over
+    ``limit`` bytes, not JSON, or not an object."""
+    body = await read_body(req, limit)
     if not body.strip():
         return {}
     try:

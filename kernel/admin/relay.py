@@ -15,25 +15,19 @@ from ipc import oap
 from ipc.proto.admin import MAX_BODY, AdminCall
 from kernel import logs
 from kernel.admin.control import NodeControl, ServiceRoute
-from kernel.admin.http import BadBody, Handler, Request, Route, send_error, send_json
+from kernel.admin.http import (
+    BadBody,
+    Handler,
+    Request,
+    Route,
+    read_body,
+    send_error,
+    send_json,
+)
 
-__all__ = ["ServiceRoutes", "read_body"]
+__all__ = ["ServiceRoutes"]
 
 RETRY = (b"retry-after", b"1")
-
-
-async def read_body(req: Request, limit: int = MAX_BODY) -> bytes:
-    """The whole request body; ``BadBody`` if it is over ``limit`` bytes or the client left."""
-    body = b""
-    while True:
-        message = await req.receive()
-        if message["type"] != "http.request":
-            raise BadBody("the client went away before sending its body")
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise BadBody(f"request body over {limit} bytes")
-        if not message.get("more_body", False):
-            return body
 
 
 class ServiceRoutes:
@@ -65,7 +59,7 @@ class ServiceRoutes:
 
     async def _answer(self, req: Request, declared: ServiceRoute) -> None:
         try:
-            body = await read_body(req) if req.method in ("PUT", "POST") else b""
+            body = await read_body(req, MAX_BODY) if req.method in ("PUT", "POST") else b""
         except BadBody as exc:
             await send_error(req.send, 400, "bad_request", str(exc))
             return

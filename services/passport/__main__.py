@@ -73,7 +73,7 @@ def make_handler(
                         already=revoked.already,
                         pending=",".join(pending),
                     )
-                    return attrs.evolve(revoked, pending=",".join(pending))
+                    return attrs.evolve(revoked, pending=tuple(pending))
                 case proto.Rotate(caller=caller):
                     rotated = await act(lambda: authority.rotate(now, caller=caller))
                     logs.log("key_rotated", kid=rotated.kid, previous=rotated.previous)

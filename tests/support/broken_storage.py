@@ -19,6 +19,7 @@ from kernel.service import run_service
 from services.lib import objstore
 from services.storage import __main__ as storage_main
 from services.storage import store as storage
+from services.storage.exposes import EXPOSES  # noqa: F401  (svc-storage's metrics and routes)
 from services.storage.settings import StorageSettings as Settings  # noqa: F401  (checked at load)
 
 LATE_COMMIT = 2.0

@@ -10,6 +10,7 @@ import os
 import shutil
 
 import pytest
+import trio
 
 __all__ = ["need_tool"]
 
@@ -23,3 +24,16 @@ def need_tool(name: str, package: str) -> str:
             pytest.fail(f"{message}; CI must install it (.ci/run)")
         pytest.skip(message)
     return path
+
+
+async def assert_promtool_accepts(scrape: bytes) -> None:
+    """``promtool check metrics`` (Prometheus's own linter) passes on ``scrape``."""
+    promtool = need_tool("promtool", "prometheus")
+    lint = await trio.run_process(
+        [promtool, "check", "metrics"],
+        stdin=scrape,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
