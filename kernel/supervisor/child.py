@@ -1,7 +1,10 @@
 """The generic per-child loop: spawn, watch, classify the exit, apply the policy, repeat.
 
 One ``Child`` per service spec, one task per ``Child`` (``run``), in a nursery the ``Supervisor``
-owns. There is no per-service code here: a child is data (its spec) plus this loop.
+owns. There is no per-service code here: a child is data (its spec) plus this loop. Its state is
+one phase of ``kernel.supervisor.lifecycle`` (STARTING, RUNNING, DRAINING, BACKOFF, QUARANTINED,
+HELD, STOPPED), changed only through that module's table; other tasks' requests (an operator's
+stop, start or restart, the node's stop) are latched there and cancel the loop's current wait.
 
 Guarantees:
 
