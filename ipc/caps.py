@@ -39,7 +39,7 @@ import attrs
 import blake3
 import msgpack
 
-from ipc.plain import Json, JsonObject
+from ipc.plain import AnyField, Json, JsonObject
 
 __all__ = [
     "MAX_CAVEATS",
@@ -133,7 +133,7 @@ def _sorted_ops(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(value)))
 
 
-def _u64(_inst: object, attr: attrs.Attribute[Any], value: int) -> None:
+def _u64(_inst: object, attr: AnyField, value: int) -> None:
     if type(value) is not int or not 0 <= value < 1 << 64:
         raise ValueError(f"{attr.name} must be an integer in 0..2**64-1")
 
@@ -163,7 +163,7 @@ class Ops:
     FIELD = "ops"  # the one field (decoding sets it directly)
 
     @ops.validator
-    def _known(self, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    def _known(self, _attr: AnyField, value: tuple[str, ...]) -> None:
         unknown = [op for op in value if op not in OPS]
         if unknown or not value:
             raise ValueError(f"ops must be a non-empty subset of {'|'.join(OPS)}")

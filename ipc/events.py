@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeAlias
 import attrs
 import msgpack
 
-from ipc.plain import Json
+from ipc.plain import AnyField, Json
 
 __all__ = [
     "EVENT_TYPES",
@@ -52,14 +52,14 @@ _U64_MAX = 2**64 - 1
 def _exact(kind: type) -> Any:
     """attrs validator: exact type match (``type(v) is kind``), so True is rejected as an int."""
 
-    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    def check(_inst: object, attr: AnyField, value: object) -> None:
         if type(value) is not kind:
             raise TypeError(f"{attr.name}: expected {kind.__name__}, got {type(value).__name__}")
 
     return check
 
 
-def _u64(_inst: object, attr: attrs.Attribute[Any], value: int) -> None:
+def _u64(_inst: object, attr: AnyField, value: int) -> None:
     if not 0 <= value <= _U64_MAX:
         raise ValueError(f"{attr.name}: {value} is outside 0..2**64-1")
 

@@ -14,6 +14,7 @@ import attrs
 import msgpack
 
 from ipc import convert, ids
+from ipc.plain import AnyField
 
 from ._constants import CHUNK, HEADER_LEN, U64_MAX
 from ._errors import OapError
@@ -23,33 +24,33 @@ def _bad(what: str) -> OapError:
     return OapError("schema_invalid", what)
 
 
-def _obj_id(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _obj_id(_inst: object, attr: AnyField, value: object) -> None:
     if type(value) is not str or not ids.is_id(value):
         raise _bad(f"{attr.name} must be 'b3:' + 64 lowercase hex, not {value!r:.80}")
 
 
 def _uint(low: int, high: int = U64_MAX) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    def check(_inst: object, attr: AnyField, value: object) -> None:
         if type(value) is not int or not low <= value <= high:
             raise _bad(f"{attr.name} must be an int in {low}..{high}, not {value!r:.40}")
 
     return check
 
 
-def _opt_uint(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _opt_uint(_inst: object, attr: AnyField, value: object) -> None:
     if value is not None and (type(value) is not int or not 0 <= value <= U64_MAX):
         raise _bad(f"{attr.name} must be a non-negative int or absent, not {value!r:.40}")
 
 
 def _text(nonempty: bool) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    def check(_inst: object, attr: AnyField, value: object) -> None:
         if type(value) is not str or (nonempty and not value):
             raise _bad(f"{attr.name} must be a {'non-empty ' if nonempty else ''}string")
 
     return check
 
 
-def _str_tuple(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _str_tuple(_inst: object, attr: AnyField, value: object) -> None:
     if type(value) is not tuple or any(type(item) is not str for item in value):
         raise _bad(f"{attr.name} must be a list of strings")
 
@@ -59,7 +60,7 @@ def _as_tuple(value: object) -> object:
     return tuple(value) if type(value) is list else value
 
 
-def _chunk(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+def _chunk(_inst: object, attr: AnyField, value: object) -> None:
     if type(value) is not bytes:
         raise _bad(f"{attr.name} must be bytes (msgpack bin)")
     if len(value) > CHUNK:

@@ -11,11 +11,12 @@ with ``.`` (so never a ``.`` or ``..`` path segment): one URL path segment (``/m
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 import attrs
 
 from ipc import ids, oap
+from ipc.plain import AnyField
 from ipc.proto.codec import Request, ServiceProtocol
 from ipc.proto.fields import unsigned
 
@@ -93,7 +94,7 @@ def _visibility(_inst: object, attr: attrs.Attribute[float], value: float) -> No
         raise ValueError(f"{attr.name} must be 0..{MAX_VISIBILITY:.0f} seconds, got {value}")
 
 
-def _batch(_inst: object, attr: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+def _batch(_inst: object, attr: AnyField, value: tuple[object, ...]) -> None:
     if not 1 <= len(value) <= MAX_BATCH:
         raise ValueError(f"{attr.name} holds 1..{MAX_BATCH} items, got {len(value)}")
 

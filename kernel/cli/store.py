@@ -1,5 +1,5 @@
 """``ronctl ls``, ``ronctl pin add|rm|ls ID`` and ``ronctl gc``: the store's housekeeping, through
-the control socket (``kernel.admin.store_routes``).
+the control socket (routes svc-storage declares: ``services.storage.admin``).
 
 - ``ls [--after ID] [-n N] [--all] [--json]``: objects in id order with size, age and pin;
   one page of N (100) unless ``--all``, and a hint on stderr to get the next one;
@@ -30,7 +30,7 @@ __all__ = ["register"]
 Verb = Callable[..., argparse.ArgumentParser]
 PAGE = 100
 FULL_PAGE = 1000
-DEFAULT_GRACE = 3600.0  # kernel.admin.store_routes.DEFAULT_GRACE (not imported: fast --help)
+DEFAULT_GRACE = 3600.0  # services.storage.admin.DEFAULT_GRACE (not imported: fast --help)
 GC_WAIT = 660.0  # the control plane gives a GC 600 s
 
 

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import attrs
 
-from ipc.plain import Json
+from ipc.plain import AnyField, Json
 from kernel.config.services import structure_settings
 
 __all__ = ["GatewaySettings", "parse_settings"]
 
 
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _positive(_inst: object, attr: AnyField, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attr.name} must be > 0, got {value}")
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _non_negative(_inst: object, attr: AnyField, value: float) -> None:
     if value < 0:
         raise ValueError(f"{attr.name} must be >= 0, got {value}")
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from ipc.plain import AnyField
 from ipc.proto.mailbox import MAX_VISIBILITY
 from services.mailbox.store import Policy
 
 __all__ = ["MailboxSettings"]
 
 
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _positive(_inst: object, attr: AnyField, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attr.name} must be > 0")
 
 
-def _visibility(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _visibility(_inst: object, attr: AnyField, value: float) -> None:
     if not 0 < value <= MAX_VISIBILITY:
         raise ValueError(f"{attr.name} must be in (0, {MAX_VISIBILITY:.0f}] seconds")
 

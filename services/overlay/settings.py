@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from ipc.plain import AnyField
 from ipc.transport import Limits, Timeouts
 
 __all__ = ["OverlaySettings"]
 
 
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _positive(_inst: object, attr: AnyField, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attr.name} must be > 0")
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+def _non_negative(_inst: object, attr: AnyField, value: float) -> None:
     if not value >= 0:
         raise ValueError(f"{attr.name} must be >= 0 (0 = off)")
 
