@@ -72,11 +72,9 @@ class PassportLink:
         try:
             return await call(self._client, proto.PROTOCOL, request, timeout=timeout)
         except oap.OapError as exc:
-            if exc.reason in ("bad_request", "schema_invalid", "insufficient_storage"):
+            if exc.reason in ("schema_invalid", "insufficient_storage"):
                 raise
-            raise PassportUnavailable(
-                f"the identity service did not answer: {exc.reason}"
-            ) from None
+            raise PassportUnavailable(f"{self._service} did not answer: {exc.reason}") from None
 
     async def learn_identity(self) -> None:
         """Ask for the node id until the identity service answers (it may still be starting)."""

@@ -54,8 +54,9 @@ class ActRoutes:
         try:
             return await self._control.passport(request)
         except oap.OapError as exc:
-            status = 507 if exc.reason == "insufficient_storage" else 400
-            await send_error(req.send, status, exc.reason, exc.detail or exc.reason)
+            full = exc.reason == "insufficient_storage"
+            status, error = (507, exc.reason) if full else (400, "bad_request")
+            await send_error(req.send, status, error, exc.detail or exc.reason)
         except PassportUnavailable as exc:
             await send_json(
                 req.send,

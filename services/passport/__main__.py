@@ -82,8 +82,8 @@ def make_handler(
                     return await act(lambda: authority.audit(req, now))
                 case proto.AuditCheck():
                     return await act(authority.audit_check)
-        except ValueError as exc:
-            raise oap.OapError("bad_request", str(exc)) from None
+        except ValueError as exc:  # the caller's argument (a malformed token id): canon 422
+            raise oap.OapError("schema_invalid", str(exc)) from None
         except RevocationFull as exc:
             raise oap.OapError("insufficient_storage", str(exc)) from None
         raise oap.OapError("schema_invalid", f"svc-passport has no op {req.OP!r}")

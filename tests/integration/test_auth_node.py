@@ -89,6 +89,9 @@ async def test_the_401_403_contract_revocation_rotation_and_a_clean_log(tmp_path
         assert (await aput(node, "/o", b"before revoke", doomed))[0] == 201
         doomed_id = json.loads(await ok_line(node, "token", "inspect", doomed))["id"]
         assert await ok_line(node, "token", "revoke", doomed_id) == f"revoked {doomed_id}"
+        garbled = await node.ronctl("token", "revoke", "not-a-token-id")  # the caller's mistake
+        assert garbled.returncode != 0 and b"HTTP 400" in garbled.stderr, garbled.stderr
+        assert b"hex digits" in garbled.stderr, garbled.stderr
         body = await until_status(node, doomed, 401, "revoked")
         assert body["error"] == "cap_invalid" and "revoked" in body["detail"]
 
