@@ -1,4 +1,5 @@
-"""Write ``specs/proto_vectors.json``: storage, index and mailbox protocols pinned byte for byte.
+"""Write ``specs/proto_vectors.json``: the storage, index, mailbox and admin relay protocols pinned
+byte for byte (the relay: ``specs/admin-relay.md``).
 
 Each valid vector is a request or reply as plain fields and the exact msgpack payload it travels
 as (hex); each invalid one is a payload a service must refuse, with the reason. The payloads are
@@ -30,7 +31,8 @@ def request(service: str, op: str, fields: dict[str, object]) -> dict[str, objec
 
 
 def reply(service: str, op: str, fields: dict[str, object]) -> dict[str, object]:
-    return {"service": service, "op": op, "fields": fields, "payload": pack(fields)}
+    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
+    return {"service": service, "op": op, "fields": shown, "payload": pack(fields)}
 
 
 def invalid(service: str, why: str, fields: object, reason: str = "schema_invalid") -> dict:
@@ -41,7 +43,12 @@ def invalid(service: str, why: str, fields: object, reason: str = "schema_invali
 VECTORS = {
     "about": "specs/storage-protocol.md pinned: requests and replies as msgpack payloads (hex). "
     "Bytes fields are shown as hex in 'fields'. Regenerate: specs/tools/make_proto_vectors.py",
-    "app_proto_id": {"svc-storage": 0x0101, "svc-index": 0x0102, "svc-mailbox": 0x0104},
+    "app_proto_id": {
+        "svc-storage": 0x0101,
+        "svc-index": 0x0102,
+        "svc-mailbox": 0x0104,
+        "admin relay": 0x00A0,
+    },
     "requests": [
         request("svc-storage", "commit", {"tmp": TMP, "id": ID_A, "size": 70000}),
         request("svc-storage", "put", {"data": b"hello"}),
@@ -66,6 +73,22 @@ VECTORS = {
             {"mailbox": "jobs", "max": 10, "visibility": None, "wait": 1.5},
         ),
         request("svc-mailbox", "ack", {"mailbox": "jobs", "receipts": ["1.1.00ff00ff00ff00ff"]}),
+        request(
+            "admin relay",
+            "call",
+            {
+                "route": "/store/pins/{id}",
+                "method": "PUT",
+                "params": {"id": ID_A},
+                "query": {"max": ["10"]},
+                "body": b"",
+            },
+        ),
+        request(
+            "admin relay",
+            "call",
+            {"route": "/store/gc", "method": "POST", "params": {}, "query": {}, "body": b"{}"},
+        ),
     ],
     "replies": [
         reply("svc-storage", "commit", {"id": ID_A, "size": 70000, "created": True}),
@@ -107,6 +130,11 @@ VECTORS = {
         ),
         reply("svc-index", "get", {"name": "a", "id": ID_A, "version": 1}),
         reply("svc-index", "put", {"name": "a", "id": ID_B, "version": 7}),
+        reply(
+            "admin relay",
+            "call",
+            {"status": 200, "body": b'{"peers":[]}', "audit": b"", "retry_after": 0},
+        ),
     ],
     "invalid_requests": [
         invalid("svc-storage", "not msgpack", b"\xc1"),
@@ -145,6 +173,12 @@ VECTORS = {
         invalid("svc-index", "list max 0", {"op": "list", "max": 0}),
         invalid("svc-mailbox", "empty send", {"op": "send", "mailbox": "q", "messages": []}),
         invalid("svc-mailbox", "wait over 20 s", {"op": "receive", "mailbox": "q", "wait": 21.0}),
+        invalid(
+            "admin relay",
+            "a query value that is a string, not a list of them",
+            {"op": "call", "route": "/peers", "method": "GET", "query": {"max": "10"}},
+        ),
+        invalid("admin relay", "no route", {"op": "call", "method": "GET"}),
     ],
 }
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipc import convert, ids, oap
-from ipc.proto import index, mailbox, storage
+from ipc.proto import admin, index, mailbox, storage
 from ipc.proto.codec import ServiceProtocol
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -23,6 +23,7 @@ PROTOCOLS: dict[str, ServiceProtocol] = {
     "svc-storage": storage.PROTOCOL,
     "svc-index": index.PROTOCOL,
     "svc-mailbox": mailbox.PROTOCOL,
+    "admin relay": admin.ADMIN,
 }
 
 
@@ -68,7 +69,8 @@ def test_requests_encode_and_decode_as_pinned(vector: dict[str, Any]) -> None:
 def test_replies_encode_and_decode_as_pinned(vector: dict[str, Any]) -> None:
     proto = PROTOCOLS[vector["service"]]
     request_cls = proto.request_class(vector["op"])
-    reply = convert.structure(vector["fields"], request_cls.REPLY)  # nested rows too
+    fields = _fields(request_cls.REPLY, vector["fields"])  # bin fields are hex in the JSON
+    reply = convert.structure(fields, request_cls.REPLY)  # nested rows too
     req = oap.Frame(flags=oap.REQ, app_proto_id=proto.app_proto_id, corr_id=9)
     frame = proto.reply_frame(req, reply)
     assert (frame.code, frame.corr_id, frame.payload.hex()) == (200, 9, vector["payload"])
