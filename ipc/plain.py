@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 __all__ = ["AnyField", "Json", "JsonObject"]
 
 Json = Any
@@ -24,7 +22,9 @@ JsonObject = dict[str, Json]
 """A JSON object / msgpack map with string keys."""
 
 if TYPE_CHECKING:
+    import attrs
+
     AnyField = attrs.Attribute[Any]
-else:  # attrs.Attribute is generic only to type checkers
-    AnyField = attrs.Attribute
+else:  # only type checkers read it (annotations are strings): no attrs import for light entries
+    AnyField = Any
 """The field an attrs validator is called with."""
