@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Count", "Labelled", "MetricsLike"]
+__all__ = ["Count", "Labelled", "LabelledGauge", "MetricsLike", "Settable"]
 
 
 class Count(Protocol):
@@ -17,6 +17,18 @@ class Labelled(Protocol):
     """A counter family with labels."""
 
     def labels(self, *values: str, **labels: str) -> Count: ...
+
+
+class Settable(Protocol):
+    """A gauge series (a labelled child of prometheus-client's ``Gauge``)."""
+
+    def set(self, value: float) -> None: ...
+
+
+class LabelledGauge(Protocol):
+    """A gauge family with labels."""
+
+    def labels(self, *values: str, **labels: str) -> Settable: ...
 
 
 class MetricsLike(Protocol):

@@ -17,7 +17,8 @@ from ipc.plain import JsonObject
 from ipc.proto import passport as proto
 from ipc.proto.codec import Request as Request_
 from kernel.admin.control import NodeControl
-from kernel.admin.http import BadBody, Request, Route, one_line, read_json, send_error, send_json
+from kernel.admin.http import BadBody, Request, Route, read_json, send_error, send_json
+from kernel.admin_calls import one_line
 from kernel.faults import FAULTS, MAX_DELAY_MS, MAX_DURATION_S
 from kernel.passport_link import PassportUnavailable
 

@@ -75,12 +75,6 @@ async def read_json(req: Request, limit: int = MAX_JSON_BODY) -> JsonObject:
     return doc
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as the one line an error body's ``detail`` carries."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def parse_query(raw: bytes) -> dict[str, list[str]]:
     return parse_qs(raw.decode("latin-1"), keep_blank_values=True)
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from ipc._types import Labelled
+from ipc._types import Labelled, LabelledGauge
 from ipc.events import KernelEvent, ServiceCrashed
 from ipc.plain import Json
 from kernel.health import HealthState, ServiceState
@@ -87,21 +87,13 @@ class Bus(Protocol):
     def publish(self, event: KernelEvent) -> bool: ...
 
 
-class _Settable(Protocol):
-    def set(self, value: float) -> None: ...
-
-
-class _Gauges(Protocol):
-    def labels(self, *values: str, **labels: str) -> _Settable: ...
-
-
 class SupervisorMetrics(Protocol):
     """What the loop counts (``kernel.metrics.Metrics``; a test may pass a recorder)."""
 
     @property
     def service_restarts(self) -> Labelled: ...
     @property
-    def service_quarantined(self) -> _Gauges: ...
+    def service_quarantined(self) -> LabelledGauge: ...
 
 
 @attrs.frozen

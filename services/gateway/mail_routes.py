@@ -113,20 +113,20 @@ class MailRoutes:
         self.call = call
         self.timeout = timeout
 
-    def _enter(self, c: Call, authorize: Authorize) -> tuple[str, object]:
-        """The mailbox (400 if it is no address) and the token that allows mail to it."""
+    def _enter(self, c: Call, authorize: Authorize) -> tuple[str, object, dict[str, str]]:
+        """The mailbox (400 if it is no address), the token that allows mail to it (checked
+        before any body), and the query (400 if it is not ASCII)."""
         address = _mailbox(c.params["mailbox"])
-        return address, authorize(c.scope, "mail", address)
+        token = authorize(c.scope, "mail", address)
+        return address, token, query_of(c.scope)
 
     async def send(self, c: Call, authorize: Authorize) -> None:
-        address, token = self._enter(c, authorize)
-        query_of(c.scope)
+        address, token, _query = self._enter(c, authorize)
         owner = caps.owner(token) if isinstance(token, caps.Token) else None
         await self._send(c.scope, c.receive, c.ex, address, c.cs, owner)
 
     async def receipt(self, c: Call, authorize: Authorize) -> None:
-        address, _token = self._enter(c, authorize)
-        query_of(c.scope)
+        address, _token, _query = self._enter(c, authorize)
         msg_id = c.params["msg_id"][:64]
         state = await self.call(proto.Receipt(msg_id=msg_id), self.timeout)
         if state.state == "unknown" or (state.to and state.to != address):
@@ -135,8 +135,7 @@ class MailRoutes:
         await c.ex.json(200, doc)
 
     async def dlq(self, c: Call, authorize: Authorize) -> None:
-        address, _token = self._enter(c, authorize)
-        query = query_of(c.scope)
+        address, _token, query = self._enter(c, authorize)
         dead = await self.call(
             proto.Dlq(mailbox=address, max=count_of(query, "max", 100)), self.timeout
         )
@@ -144,8 +143,7 @@ class MailRoutes:
         await c.ex.json(200, {"messages": rows})
 
     async def redrive(self, c: Call, authorize: Authorize) -> None:
-        address, _token = self._enter(c, authorize)
-        query = query_of(c.scope)
+        address, _token, query = self._enter(c, authorize)
         moved = await self.call(
             proto.Redrive(mailbox=address, max=count_of(query, "max", proto.MAX_BATCH)),
             self.timeout,
@@ -153,13 +151,12 @@ class MailRoutes:
         await c.ex.json(200, {"redriven": moved.count})
 
     async def receive(self, c: Call, authorize: Authorize) -> None:
-        address, _token = self._enter(c, authorize)
-        await self._receive(c.ex, address, query_of(c.scope), c.cs)
+        address, _token, query = self._enter(c, authorize)
+        await self._receive(c.ex, address, query, c.cs)
 
     async def change(self, c: Call, authorize: Authorize) -> None:
         """``ack``, ``nack`` or ``extend`` (the last segment of the route)."""
-        address, _token = self._enter(c, authorize)
-        query_of(c.scope)
+        address, _token, _query = self._enter(c, authorize)
         await self._change(c.scope, c.receive, c.ex, c.template, address, c.cs)
 
     async def _send(

@@ -14,7 +14,7 @@ users keep; pins and GCs change the node, so their answers carry an audit record
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -48,17 +48,13 @@ def admin_routes(keeper: Housekeeper) -> Mapping[str, Answer]:
 
     async def pin(call: AdminCall) -> AdminAnswer:
         obj_id = call.params.get("id", "")
-        make: Callable[..., proto.Pin | proto.Unpin] = (
-            proto.Pin if call.method == "PUT" else proto.Unpin
-        )
         try:
-            make(id=obj_id)
+            proto.Pin(id=obj_id)  # the id rule Pin and Unpin share
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        if call.method == "PUT":
-            reply = proto.PinReply(obj_id, True, await keeper.pin(obj_id))
-        else:
-            reply = proto.PinReply(obj_id, False, await keeper.unpin(obj_id))
+        pinning = call.method == "PUT"
+        changed = await (keeper.pin(obj_id) if pinning else keeper.unpin(obj_id))
+        reply = proto.PinReply(obj_id, pinning, changed)
         act = "pin" if reply.pinned else "unpin"
         audit = {"act": act, "id": obj_id, "changed": reply.changed}
         return answer_json(200, attrs.asdict(reply), audit=audit)

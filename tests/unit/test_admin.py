@@ -72,6 +72,8 @@ class FakeControl:
         self._routes = (
             ServiceRoute("svc-overlay", AdminRoute("/peers", plane="both")),
             *(ServiceRoute("svc-storage", route) for route in storage_exposes.routes),
+            ServiceRoute("svc-broken", AdminRoute("/broken", plane="both")),  # answers no JSON
+            ServiceRoute("svc-silent", AdminRoute("/silent", plane="both")),  # never answers
         )
 
         async def peers(_call: AdminCall) -> AdminAnswer:
@@ -80,7 +82,11 @@ class FakeControl:
         async def no_other_frames(frame: oap.Frame) -> oap.Frame:
             raise AssertionError("only admin calls reach a service in these tests")
 
-        answers = {"/peers": peers, **storage_admin.admin_routes(_FakeKeeper(self))}  # type: ignore[arg-type]
+        async def broken(_call: AdminCall) -> AdminAnswer:
+            return AdminAnswer(status=200, body=b"<html>not json</html>")
+
+        answers = {"/peers": peers, "/broken": broken}
+        answers.update(storage_admin.admin_routes(_FakeKeeper(self)))  # type: ignore[arg-type]
         self._service_side = with_admin_routes(no_other_frames, answers)
 
     def node_info(self) -> dict[str, Any]:
@@ -104,6 +110,8 @@ class FakeControl:
 
     async def call_service(self, service: str, call: AdminCall, timeout: float) -> AdminAnswer:
         """Through the services' real side (``with_admin_routes``) and the real codec."""
+        if service == "svc-silent":
+            raise oap.OapError("timeout", f"no answer in {timeout} s")
         frame = await self._service_side(ADMIN.request_frame(call))
         return ADMIN.parse_reply(frame, call)
 
@@ -715,3 +723,30 @@ async def test_store_gc_errors_are_the_canon_statuses(ctl: str, control: FakeCon
     )
     assert (down.status, down.headers.get("retry-after")) == (503, "1")
     assert short.status == 400 and "at least 60" in short.json()["detail"]
+
+
+async def test_the_tcp_plane_relays_only_read_only_service_views(addr: str) -> None:
+    """A stranger on the TCP admin plane reaches a service's GET views and nothing else: a
+    control-only service route does not exist there, a write to a view is 405."""
+    with trio.fail_after(DEADLINE):
+        view = await http(addr, "GET", "/peers")
+        control_only = await http(addr, "GET", "/store/objects")
+        write = await http(addr, "POST", "/peers", body=b"{}")
+    assert view.status == 200 and view.json()["peers"]
+    assert (control_only.status, control_only.json()["error"]) == (404, "not_found")
+    assert (write.status, write.headers["allow"]) == (405, "GET")
+
+
+async def test_a_relayed_route_refuses_what_a_stranger_would_send(ctl: str) -> None:
+    """Oversized bodies and bad ids are the caller's 400 before or at the service; a service
+    that answers no JSON is a 502, one that does not answer a 503 with Retry-After."""
+    with trio.fail_after(DEADLINE):
+        huge = await http(ctl, "POST", "/store/gc", body=b" " * (16 * 1024 + 1))
+        bad_id = await http(ctl, "PUT", "/store/pins/not-an-id")
+        broken = await http(ctl, "GET", "/broken")
+        silent = await http(ctl, "GET", "/silent")
+    assert (huge.status, huge.json()["error"]) == (400, "bad_request")
+    assert (bad_id.status, bad_id.json()["error"]) == (400, "bad_request")
+    assert (broken.status, broken.json()["error"]) == (502, "bad_gateway")
+    assert (silent.status, silent.headers["retry-after"]) == (503, "1")
+    assert silent.json() == {"error": "unavailable", "detail": "svc-silent did not answer: timeout"}
