@@ -180,7 +180,9 @@ class Metrics:
     ) -> None:
         """Open (and create, 0700) the node's metrics directory; make the kernel's families and
         ``declared`` (the services': each process its own, the supervisor every service's, so
-        the scrape names them all before any sample exists).
+        the scrape names them all before any sample exists). Services may declare the same
+        family (the same spec: ron-transport's metrics in every service that dials); two
+        different specs under one name are refused (``ValueError``).
 
         ``reset=True`` deletes sample files of a previous node run; only the supervisor passes
         it, once, before spawning children (children must never reset: they would erase their
@@ -198,9 +200,13 @@ class Metrics:
         values.ValueClass = self._value_class
 
         self._families: dict[str, Family] = {}
+        specs: dict[str, MetricSpec] = {}
         for spec in (*KERNEL_METRICS, *declared):
-            if spec.name in self._families:
-                raise ValueError(f"metric {spec.name} is declared twice")
+            if spec.name in specs:
+                if specs[spec.name] == spec:
+                    continue  # a shared family (ron-transport's, in each service that uses it)
+                raise ValueError(f"metric {spec.name} is declared twice, differently")
+            specs[spec.name] = spec
             self._families[spec.name] = _family(spec)
         self.service_restarts = self.counter("service_restarts")
         self.bus_published = self.counter("bus_published")

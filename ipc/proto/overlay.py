@@ -7,8 +7,9 @@ END ``{obj}``, all with the request's ``corr_id``; or one error frame, 404 ``not
 ``resolve`` a name; frames of svc-mailbox's protocol (0x0104) are relayed to it once a token
 (or, for a send forwarded by a configured peer node, that node's pinned identity) allows them.
 ``LOCAL`` (0x0202, only on the node's private command socket): ``fetch`` an
-object from the configured peers into the local store, list ``peers``, and ``deliver``
-messages to a peer's mailbox (svc-mailbox's outbox). ``fetch`` is never a
+object from the configured peers into the local store, list ``peers``, ``deliver``
+messages to a peer's mailbox (svc-mailbox's outbox), and ``whoami`` (the node id and the
+address the listener bound: what svc-dht announces). ``fetch`` is never a
 peer operation, so no remote node can make this one fan out to others.
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "Fetch",
     "Fetched",
     "Get",
+    "Me",
     "PeerList",
     "PeerState",
     "Peers",
@@ -42,6 +44,7 @@ __all__ = [
     "Put",
     "Resolve",
     "Stored",
+    "Whoami",
 ]
 
 PEER_PROTO: Final = 0x0201
@@ -162,9 +165,23 @@ class Peers(Request[PeerList]):
     REPLY: ClassVar[type] = PeerList
 
 
+@attrs.frozen
+class Me:
+    """This node's id and where svc-overlay listens (``host:port``, the port it really bound)."""
+
+    node_id: str
+    addr: str
+
+
+@attrs.frozen
+class Whoami(Request[Me]):
+    OP: ClassVar[str] = "whoami"
+    REPLY: ClassVar[type] = Me
+
+
 PEER: Final = ServiceProtocol(
     service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq, Put)
 )
 LOCAL: Final = ServiceProtocol(
-    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers, Deliver)
+    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers, Deliver, Whoami)
 )

@@ -53,6 +53,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
         "overlay_addr": "overlay.addr",
         "data_dir": "paths.data_dir",
         "runtime_dir": "paths.runtime_dir",
+        "bootstrap": "dht.bootstrap",
+        "identity": "identity.key_file",
     }
     return {key: getattr(args, attr) for attr, key in mapping.items() if getattr(args, attr)}
 
@@ -294,6 +296,19 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     p.add_argument("--overlay-addr", metavar="HOST:PORT", type=host_port, help="overlay address")
     p.add_argument("--data-dir", metavar="DIR", help="persistent data dir (macronode)")
     p.add_argument("--runtime-dir", metavar="DIR", help="runtime dir for IPC sockets (tmpfs)")
+    p.add_argument(
+        "--bootstrap",
+        metavar="ADDR[,ADDR...]",
+        help="nodes to join the DHT through (<node id>@host:port, as `ronctl id` prints); "
+        "sets dht.bootstrap",
+    )
+    p.add_argument(
+        "--identity",
+        metavar="FILE",
+        type=os.path.abspath,
+        help="identity key file (`ronctl identity new FILE`): the node keeps its id across "
+        "restarts; read, never written; sets identity.key_file",
+    )
 
     p = verb(
         "status",

@@ -123,6 +123,23 @@ class OverlayConfig:
 
 
 @attrs.frozen
+class DhtConfig:
+    """``bootstrap``: ``<node id>@host:port`` of nodes to join the DHT through (besides
+    ``overlay.peers``); any node of the network will do (DESIGN §5)."""
+
+    bootstrap: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class IdentityConfig:
+    """``key_file``: an Ed25519 identity key file (``ronctl identity new``) the node reads and
+    never writes, so it keeps its node id across restarts; "" = the node's own (a macronode's
+    in ``data_dir/keys/``, a fresh one per start under amnesia)."""
+
+    key_file: str = ""
+
+
+@attrs.frozen
 class ServiceSpec:
     """A child spec (OTP style): the supervisor is a generic loop over these."""
 
@@ -152,6 +169,8 @@ class Config:
     paths: PathsConfig = PathsConfig()
     gateway: AddrConfig = AddrConfig("127.0.0.1:8080")
     overlay: OverlayConfig = OverlayConfig()
+    dht: DhtConfig = DhtConfig()
+    identity: IdentityConfig = IdentityConfig()
     services: tuple[ServiceSpec, ...] = ()
 
     def to_dict(self) -> JsonObject:

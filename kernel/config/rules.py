@@ -8,6 +8,7 @@ the dotted keys involved, so ``kernel.config`` can name the file/env var that se
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,17 @@ def _positive(key: str, value: float) -> None:
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise _fail(key, f"{key} must be one of {'|'.join(allowed)}, got {value!r}")
+
+
+def _peer_addr(key: str, peer: str) -> None:
+    node_id, at, hostport = peer.partition("@")
+    if not at or not is_node_id(node_id):
+        raise _fail(
+            key,
+            f"{key}: {peer!r:.120} is not <node id>@<host>:<port> (node: and 64 "
+            "lowercase hex, as `ronctl id` prints it)",
+        )
+    check_addr(key, hostport)
 
 
 def check_addr(key: str, value: str) -> None:
@@ -104,15 +116,11 @@ def validate(cfg: Config) -> None:
         )
     check_addr("gateway.addr", cfg.gateway.addr)
     check_addr("overlay.addr", cfg.overlay.addr)
-    for peer in cfg.overlay.peers:
-        node_id, at, hostport = peer.partition("@")
-        if not at or not is_node_id(node_id):
-            raise _fail(
-                "overlay.peers",
-                f"overlay.peers: {peer!r:.120} is not <node id>@<host>:<port> (node: and 64 "
-                "lowercase hex, as `ronctl id` prints it)",
-            )
-        check_addr("overlay.peers", hostport)
+    for key, peers in (("overlay.peers", cfg.overlay.peers), ("dht.bootstrap", cfg.dht.bootstrap)):
+        for peer in peers:
+            _peer_addr(key, peer)
+    if cfg.identity.key_file and not os.path.isabs(cfg.identity.key_file):
+        raise _fail("identity.key_file", "identity.key_file must be an absolute path")
     _one_of("log.level", cfg.log.level, LOG_LEVELS)
     _log(cfg)
     _auth(cfg)

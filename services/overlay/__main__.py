@@ -15,21 +15,21 @@ import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
-from ipc.proto import index, mailbox, overlay, storage
+from ipc.proto import dht, index, mailbox, overlay, storage
 from ipc.proto.admin import AdminAnswer
 from ipc.proto.codec import Request, call
-from ipc.transport import Listener, Meter, NodeCertificate, PeerAddr
+from ipc.transport import Listener, NodeCertificate, PeerAddr
 from ipc.transport.budget import SendBudget
+from ipc.transport.metered import NodeMeter
 from kernel import logs
 from kernel.admin_calls import AdminCall, answer_json
 from kernel.heap import give_back_memory
 from kernel.identity import wait_identity
 from kernel.key_feed import KeyFeed
-from kernel.metrics import Metrics
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib import objstore
-from services.lib.keys import KEYS_DIR, KeyCustodyError, load_identity
+from services.lib.node_key import node_key
 from services.lib.tokens import TokenGate
 from services.overlay.fetch import Fetcher
 from services.overlay.serve import PeerServer
@@ -37,66 +37,13 @@ from services.overlay.settings import OverlaySettings
 
 FEATURES = ("objects", "names", "mailbox")
 MAILBOX = "svc-mailbox"
+DHT = "svc-dht"
+DHT_TIMEOUT = 10.0  # seconds svc-dht gets to answer a relayed request
 MAIL_TIMEOUT = 10.0  # seconds svc-mailbox gets for a request (plus a receive's wait)
 
 
-class NodeMeter(Meter):
-    """The transport's reports, into the node's metrics."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._dials = metrics.counter("transport_dials")
-        self._accepts = metrics.counter("transport_accepts")
-        self._handshake = metrics.histogram("handshake_latency_seconds")
-        self._tls_failures = metrics.counter("tls_handshake_failures")
-        self._rejected = metrics.rejected
-        self._io_timeouts = metrics.counter("io_timeouts")
-        self._pq_fallback = metrics.counter("pq_fallback")
-        self._inflight = metrics.gauge("conn_inflight")
-        self._bytes = {"in": metrics.counter("bytes_in"), "out": metrics.counter("bytes_out")}
-
-    def dialed(self, result: str) -> None:
-        self._dials.labels(backend="tls", result=result).inc()
-
-    def accepted(self) -> None:
-        self._accepts.inc()
-
-    def handshake(self, seconds: float) -> None:
-        self._handshake.observe(seconds)
-
-    def tls_failure(self) -> None:
-        self._tls_failures.inc()
-
-    def rejected(self, reason: str) -> None:
-        self._rejected.labels(reason=reason).inc()
-
-    def io_timeout(self, op: str) -> None:
-        self._io_timeouts.labels(op=op).inc()
-
-    def pq_fallback(self) -> None:
-        self._pq_fallback.inc()
-
-    def inflight(self, delta: int) -> None:
-        self._inflight.inc(delta)
-
-    def moved(self, direction: str, size: int) -> None:
-        self._bytes["in" if direction == "in" else "out"].inc(size)
-
-
-async def node_certificate(ctx: ServiceContext, passport_client: CommandClient) -> NodeCertificate:
-    """The node's certificate, once svc-passport has made (or found) the identity key."""
-    ident = await wait_identity(passport_client)
-    if ident is None:
-        logs.log("overlay_no_identity", level="error", reason="svc-passport did not answer")
-        raise SystemExit(2)
-    try:
-        cert = NodeCertificate.from_identity(load_identity(ctx.data_dir / KEYS_DIR))
-    except (FileNotFoundError, KeyCustodyError) as exc:
-        logs.log("overlay_no_identity", level="error", reason=str(exc))
-        raise SystemExit(2) from None
-    if cert.node_id != ident.node_id:
-        logs.log("overlay_no_identity", level="error", reason="the key file is not svc-passport's")
-        raise SystemExit(2)
-    return cert
+def _runs(ctx: ServiceContext, name: str) -> bool:
+    return any(spec.name == name for spec in ctx.config.services)
 
 
 TRIM_AFTER = 16  # connections closed since the busiest moment: give their memory back
@@ -126,8 +73,11 @@ async def main(ctx: ServiceContext) -> None:
         CommandClient.connect(ctx.runtime_dir, "svc-storage", max_inflight=64, timeout=30.0) as st,
         CommandClient.connect(ctx.runtime_dir, "svc-index", max_inflight=64, timeout=5.0) as ix,
         CommandClient.connect(ctx.runtime_dir, MAILBOX, max_inflight=256, timeout=30.0) as mb,
+        CommandClient.connect(ctx.runtime_dir, DHT, max_inflight=256, timeout=DHT_TIMEOUT) as dh,
     ):
-        cert = await node_certificate(ctx, pp)
+        cert = NodeCertificate.from_identity(
+            node_key(ctx.data_dir, await wait_identity(pp), "overlay_no_identity")
+        )
 
         async def resolve(req: Request[index.NameRecord]) -> index.NameRecord:
             return await call(ix, index.PROTOCOL, req)
@@ -146,6 +96,12 @@ async def main(ctx: ServiceContext) -> None:
 
         async def mail(frame: oap.Frame, wait: float) -> oap.Frame:
             return await mb.request(frame, timeout=wait + MAIL_TIMEOUT)
+
+        async def dht_call(frame: oap.Frame) -> oap.Frame:
+            return await dh.request(frame, timeout=DHT_TIMEOUT)
+
+        async def discover(obj_id: str) -> dht.ProvsFound:
+            return await call(dh, dht.LOCAL, dht.FindProvs(id=obj_id, limit=8))
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()
@@ -166,7 +122,8 @@ async def main(ctx: ServiceContext) -> None:
             pq_mode=ctx.config.pq.mode,
             gate=gate,
             commit=commit,
-            mail=mail if any(spec.name == MAILBOX for spec in ctx.config.services) else None,
+            mail=mail if _runs(ctx, MAILBOX) else None,
+            dht_call=dht_call if _runs(ctx, DHT) else None,
             federation=frozenset(PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers),
             budget=SendBudget(settings.send_budget, settings.send_budget_per_source),
         )
@@ -180,8 +137,11 @@ async def main(ctx: ServiceContext) -> None:
                 remote=f"{remote[0]}:{remote[1]}",
             )
 
+        sock = ctx.listen_socket()  # once: each call wraps the fd in a new socket object
+        host, port = sock.getsockname()[:2]
+        bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         listener = Listener(
-            ctx.listen_socket(),
+            sock,
             cert,
             peer_server,
             limits=settings.limits(),
@@ -205,6 +165,7 @@ async def main(ctx: ServiceContext) -> None:
             max_object_size=settings.max_object_size,
             meter=meter,
             pq_mode=ctx.config.pq.mode,
+            discover=discover if _runs(ctx, DHT) else None,
         )
 
         async def dispatch(req: Request[object]) -> object:
@@ -213,6 +174,8 @@ async def main(ctx: ServiceContext) -> None:
                     return await fetcher.fetch(obj_id, wait)
                 case overlay.Peers():
                     return fetcher.peers()
+                case overlay.Whoami():
+                    return overlay.Me(node_id=cert.node_id, addr=bound)
                 case overlay.Deliver(node_id=node, mailbox=mb, messages=messages):
                     return await fetcher.deliver(node, mailbox.Send(mailbox=mb, messages=messages))
             raise oap.OapError("schema_invalid", f"svc-overlay has no op {req.OP!r}")

@@ -18,6 +18,9 @@ Guarantees:
   after three);
 - a progress deadline, not a total one: a fetch may take ``fetch_timeout`` plus the time its
   bytes need at ``min_rate``, and each frame must come within the read timeout;
+- providers: the listed peers (``overlay.peers``) first; if none delivered, the ones svc-dht
+  finds (``discover``), asked the same way; a DHT lookup that could not see every holder (or
+  a DHT that did not answer) counts as a provider that could not be reached;
 - the outcome is typed: ``Fetched``; 404 ``not_found`` only when every provider was asked and
   every one said so; 503 ``unavailable`` (+ retry_after) when any could not be reached or timed
   out (DESIGN §8: a client may retry, so never a 404 then); 504 ``timeout`` past the deadline.
@@ -26,6 +29,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import attrs
 import trio
 
 from ipc import oap
-from ipc.proto import mailbox, overlay, storage
+from ipc.proto import dht, mailbox, overlay, storage
 from ipc.transport import (
     ChannelClosed,
     DialError,
@@ -42,10 +46,9 @@ from ipc.transport import (
     NodeCertificate,
     PeerAddr,
     client_context,
-    dial,
 )
 from ipc.transport.client import PeerClient, read_object
-from ipc.transport.pq_exchange import PqRefused, dialer_exchange
+from ipc.transport.session import open_session
 from kernel import logs
 from services.lib import objstore
 from services.overlay.fetch_jobs import FetchJobs, Progress
@@ -58,6 +61,9 @@ Room = Callable[[], Awaitable[int]]
 """The store's free bytes now (a fresh read of svc-storage's usage)."""
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)
 DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
+MAX_FOUND = 256  # links kept to nodes the DHT named
+Discover = Callable[[str], Awaitable[dht.ProvsFound]]
+"""The providers the DHT knows of an object (svc-dht's ``findprovs``)."""
 
 
 class _NotThere(Exception):
@@ -90,9 +96,14 @@ class Fetcher:
         meter: Meter,
         ban_window: float = 600.0,
         pq_mode: str = "off",
+        discover: Discover | None = None,
     ) -> None:
         self.pq_mode = pq_mode
+        self.ban_window = ban_window
         self.links = [PeerLink(addr, ban_window=ban_window) for addr in peers]
+        self.discover = discover  # None: this node runs no DHT
+        # links to nodes the DHT named (not listed): reused, the least recently used dropped
+        self.found: collections.OrderedDict[str, PeerLink] = collections.OrderedDict()
         self.cert = cert
         self.root = store_root
         self.commit = commit
@@ -123,13 +134,13 @@ class Fetcher:
 
     async def fetch(self, obj_id: str, wait: float = 0.0) -> overlay.Fetched:
         """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress."""
-        if not self.links:
+        if not self.links and self.discover is None:
             raise oap.OapError("not_found", f"no object {obj_id} here, and no peers to ask")
         return await self.jobs.ask(obj_id, wait)
 
     async def _fetch(self, obj_id: str, progress: Progress) -> overlay.Fetched:
-        providers = self._providers(obj_id)
-        if not providers:
+        listed = self._providers(obj_id)
+        if not listed and self.links and self.discover is None:
             raise oap.OapError(
                 "unavailable", f"every peer is banned for now; none asked for {obj_id}",
                 retry_after=60,
@@ -138,19 +149,61 @@ class Fetcher:
             round_ = _Round(
                 obj_id, progress, _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
             )
-            await self._ask_all(round_, providers)
+            asked = len(listed)
+            await self._ask_all(round_, listed)
+            if not round_.won and self.discover is not None:
+                found = await self._discovered(obj_id, round_, {lk.addr.node_id for lk in listed})
+                asked += len(found)
+                await self._ask_all(round_, found)
         if deadline.cancelled_caught:
             await self._drop(round_.won)
             raise oap.OapError(
                 "timeout", f"no peer delivered {obj_id} in time (fetch_timeout + min_rate)"
             )
         if not round_.won:
-            raise _no_copy(obj_id, round_.outcomes, len(providers))
+            raise _no_copy(obj_id, round_.outcomes, asked)
         copy = round_.won[0]
         await self._drop(round_.won[1:])
         reply = await self.commit(storage.Commit(tmp=copy.tmp, id=obj_id, size=copy.size))
         logs.log("object_fetched", id=obj_id, size=reply.size, peer=copy.peer)
         return overlay.Fetched(id=obj_id, size=copy.size, peer=copy.peer)
+
+    async def _discovered(self, obj_id: str, round_: _Round, asked: set[str]) -> list[PeerLink]:
+        """The providers the DHT names that were not asked yet (banned ones left out). A lookup
+        that could not see every holder, or a DHT that did not answer, counts as one provider
+        "down": the fetch then answers 503, never a 404 it cannot be sure of."""
+        assert self.discover is not None
+        try:
+            answer = await self.discover(obj_id)
+        except oap.OapError as exc:
+            logs.log("fetch_no_dht", level="warning", id=obj_id, reason=exc.reason)
+            round_.outcomes.append("down")
+            return []
+        if not answer.complete:
+            round_.outcomes.append("down")
+        links = []
+        for found in answer.providers:
+            if found.node_id in asked or found.node_id == self.cert.node_id:
+                continue
+            link = self._found_link(PeerAddr.parse(found.addr))
+            if not link.banned_for():
+                links.append(link)
+        return links
+
+    def _found_link(self, addr: PeerAddr) -> PeerLink:
+        """The link to a node the DHT named (one per node, reused; at most ``MAX_FOUND``)."""
+        listed = next((lk for lk in self.links if lk.addr.node_id == addr.node_id), None)
+        if listed is not None:
+            return listed
+        link = self.found.pop(addr.node_id, None)
+        if link is None or link.addr != addr:
+            link = PeerLink(addr, ban_window=self.ban_window)
+        self.found[addr.node_id] = link
+        while len(self.found) > MAX_FOUND:
+            _, old = self.found.popitem(last=False)
+            if old.client is not None and self._nursery is not None:
+                self._nursery.start_soon(old.client.conn.channel.aclose)
+        return link
 
     async def _ask_all(self, round_: _Round, providers: list[PeerLink]) -> None:
         """Every provider in turn, the next one after ``hedge_delay`` or a failure, at most
@@ -188,6 +241,8 @@ class Fetcher:
     def _providers(self, obj_id: str) -> list[PeerLink]:
         """Peers to ask, in order: a start that depends on the id (spreads load), the ones that
         failed last time at the end, the banned ones not at all."""
+        if not self.links:
+            return []
         start = int(obj_id[3:11], 16) % len(self.links)
         ring = self.links[start:] + self.links[:start]
         return sorted(
@@ -243,7 +298,7 @@ class Fetcher:
             if link.client is not None and not link.client.closed.is_set():
                 return link.client
             assert self._nursery is not None, "Fetcher.run is not running"
-            conn = await dial(
+            client, link.pq = await open_session(
                 link.addr,
                 self.cert,
                 self._nursery,
@@ -251,23 +306,9 @@ class Fetcher:
                 meter=self.meter,
                 tls=self.tls,
                 context=self.context,
+                pq_mode=self.pq_mode,
             )
-            client = PeerClient(conn)
-            await self._nursery.start(client.run)
-            try:
-                link.pq = await dialer_exchange(
-                    client,
-                    self.pq_mode,
-                    dialer=self.cert.node_id,
-                    listener=link.addr.node_id,
-                    timeout=self.limits.handshake_timeout,
-                )
-            except PqRefused as exc:
-                await conn.channel.aclose()
-                self.meter.dialed("pq_refused")
-                raise DialError("pq_refused", str(exc)) from None
             if link.pq == "fallback":
-                self.meter.pq_fallback()
                 logs.log("pq_fallback", level="warning", peer=link.addr.node_id)
             link.client = client
             link.last_error = ""
@@ -374,14 +415,17 @@ class _ProgressDeadline:
 
 
 def _no_copy(obj_id: str, outcomes: list[str], asked: int) -> oap.OapError:
-    """The error when no provider delivered: 404 only if every one of them said not found."""
-    if outcomes.count("not_found") == asked:
-        return oap.OapError("not_found", f"none of the {asked} peers has {obj_id}")
+    """The error when no provider delivered: 404 only if every one of them said not found
+    (a DHT lookup that could not see everything is one more outcome, "down")."""
+    if outcomes.count("not_found") == len(outcomes):
+        if not asked:
+            return oap.OapError("not_found", f"no provider of {obj_id} is known")
+        return oap.OapError("not_found", f"none of the {asked} providers has {obj_id}")
     if "insufficient_storage" in outcomes:
         return oap.OapError("insufficient_storage", f"{obj_id} does not fit in the store")
     down = len(outcomes) - outcomes.count("not_found")
     return oap.OapError(
         "unavailable",
-        f"{down} of {asked} peers could not be reached or timed out for {obj_id}",
+        f"{down} of {asked} providers could not be reached or timed out for {obj_id}",
         retry_after=1,
     )

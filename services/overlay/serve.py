@@ -13,7 +13,10 @@ Guarantees:
 - uploads (``put``) are checked against the write token before a byte is stored, verified
   against their id and committed through svc-storage (``services.overlay.upload``);
 - mailbox requests (svc-mailbox's protocol) are authorized (``services.overlay.mail``) before
-  they are relayed to svc-mailbox, whose answer goes back as it is.
+  they are relayed to svc-mailbox, whose answer goes back as it is;
+- DHT requests (svc-dht's peer protocol) are relayed to svc-dht with ``via`` (the node id the
+  connection proved, None for an anonymous client) and ``ip`` stamped over whatever the sender
+  wrote; 503 ``unavailable`` when the node runs no svc-dht.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import attrs
 import trio
 
 from ipc import ids, oap
-from ipc.proto import index, mailbox, overlay, storage
-from ipc.proto.codec import Request
+from ipc.proto import dht, index, mailbox, overlay, storage
+from ipc.proto.codec import AnyRequest, Request
 from ipc.transport import ChannelClosed, Connection
 from ipc.transport.budget import Grant, SendBudget
 from ipc.transport.pq_exchange import listener_answer
@@ -47,6 +50,8 @@ IndexCall = Callable[[Request[index.NameRecord]], Awaitable[index.NameRecord]]
 Quarantine = Callable[[str], Awaitable[None]]
 MailCall = Callable[[oap.Frame, float], Awaitable[oap.Frame]]
 """A mailbox request frame to svc-mailbox (and how long a receive may wait): its answer frame."""
+DhtCall = Callable[[oap.Frame], Awaitable[oap.Frame]]
+"""A DHT request frame (svc-dht's local protocol, stamped) to svc-dht: its answer frame."""
 
 
 class PeerServer:
@@ -65,6 +70,7 @@ class PeerServer:
         gate: TokenGate | None = None,
         commit: Commit | None = None,
         mail: MailCall | None = None,
+        dht_call: DhtCall | None = None,
         federation: frozenset[str] = frozenset(),
         budget: SendBudget | None = None,
     ) -> None:
@@ -75,6 +81,7 @@ class PeerServer:
         # a flood of GETs costs a queue, not a thread and a buffer each
         self.verifying = trio.CapacityLimiter(VERIFIERS)
         self.mail = mail  # None: this node runs no svc-mailbox
+        self.dht = dht_call  # None: this node runs no svc-dht
         self.federation = federation  # node ids whose outboxes may forward without a token
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
         self.commit = commit  # None: this server takes no uploads
@@ -114,6 +121,8 @@ class PeerServer:
                     try:
                         if frame.app_proto_id == mailbox.MAILBOX_PROTO:
                             request = mailbox.PROTOCOL.parse_request(frame)
+                        elif frame.app_proto_id == dht.PEER_PROTO:
+                            request = self._stamp_dht(conn, frame)
                         else:
                             request = overlay.PEER.parse_request(frame)
                     except oap.OapError as exc:
@@ -170,6 +179,13 @@ class PeerServer:
             finally:
                 nursery.cancel_scope.cancel()
 
+    def _stamp_dht(self, conn: Connection, frame: oap.Frame) -> AnyRequest:
+        """A DHT request as svc-dht must see it: ``via`` and ``ip`` are what this connection
+        proved, never what the sender wrote."""
+        request = dht.PEER.parse_request(frame)
+        stamped: AnyRequest = attrs.evolve(request, via=conn.peer_id, ip=conn.remote[0])  # type: ignore[misc]
+        return stamped
+
     async def _pq(self, conn: Connection, frame: oap.Frame, request: overlay.Pq) -> None:
         try:
             reply, _ = listener_answer(
@@ -199,6 +215,17 @@ class PeerServer:
         elif isinstance(request, overlay.Resolve):
             record = await self.resolve(index.GetName(name=request.name))
             await conn.channel.send(overlay.PEER.reply_frame(frame, record))
+        elif frame.app_proto_id == dht.PEER_PROTO:
+            if self.dht is None:
+                raise oap.OapError("unavailable", "this node runs no DHT")
+            # relayed with the connection's proven node id and address stamped in; the
+            # answer goes back under the peer protocol's id
+            assert isinstance(request, dht.PEER_REQUESTS)  # parsed by dht.PEER (see __call__)
+            relayed = dht.LOCAL.request_frame(request, corr_id=frame.corr_id)
+            answer = await self.dht(relayed)
+            await conn.channel.send(
+                attrs.evolve(answer, corr_id=frame.corr_id, app_proto_id=dht.PEER_PROTO)
+            )
         elif self.mail is not None:  # a mailbox request, authorized (see __call__)
             # relayed as it came (decoded once, to authorize it; the token stays here) and
             # answered with svc-mailbox's frame as it is: no decoding and encoding again

@@ -15,6 +15,14 @@ from kernel.config import load as config_load
 
 _secs = st.floats(0.001, 1000.0, allow_nan=False, allow_infinity=False)
 _port_addr = st.integers(0, 65535).map(lambda p: f"127.0.0.1:{p}")
+_peers = st.lists(
+    st.builds(
+        lambda h, port: f"node:{h}@127.0.0.1:{port}",
+        st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        st.integers(1, 65535),
+    ),
+    max_size=3,
+).map(tuple)
 _path = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"\\'), max_size=20
 )
@@ -54,14 +62,9 @@ KEYS: dict[str, st.SearchStrategy] = {
     "paths.data_dir": _path,
     "gateway.addr": _port_addr,
     "overlay.addr": _port_addr,
-    "overlay.peers": st.lists(
-        st.builds(
-            lambda h, port: f"node:{h}@127.0.0.1:{port}",
-            st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
-            st.integers(1, 65535),
-        ),
-        max_size=3,
-    ).map(tuple),
+    "overlay.peers": _peers,
+    "dht.bootstrap": _peers,
+    "identity.key_file": st.sampled_from(["", "/etc/ron/identity.key", "/home/me/ron.key"]),
 }
 LAYERS = ("profile", "file", "env", "cli")  # lowest to highest
 

@@ -11,8 +11,8 @@ Guarantees:
   its timeout (a hedge); hedges are bounded too (never more than ``2 * alpha`` in flight);
 - only the ``k`` nearest candidates not known to have failed are asked, nearest first; a node is
   asked at most once; our own key is never a candidate;
-- at most ``k`` contacts are taken from one answer (the nearest ``k`` to the target: an answer
-  with 10,000 contacts costs no more than one with 20), and at most ``SHORTLIST * k``
+- at most ``k`` contacts are taken from one answer (the nearest ``k`` of its first ``50 k``: an
+  answer with 10,000 contacts costs no more than one with 1,000), and at most ``SHORTLIST * k``
   candidates are kept (the farthest unasked ones are forgotten first);
 - it is done when the ``k`` nearest live candidates have all answered, when nothing is left to
   ask, or (a value lookup) as soon as ``want`` values were reported by ``answered``;
@@ -138,6 +138,19 @@ class Lookup:
         cand = self._cands.get(key)
         if cand is not None and cand.state == ASKED:
             cand.state = FAILED
+
+    def gaps(self) -> int:
+        """Nodes among the ``k`` nearest that we heard of but could not ask (they failed): what a
+        value lookup may have missed. 0 means every one of the nearest answered."""
+        failed = answered = 0
+        for cand in self._order:
+            if cand.state == ANSWERED:
+                answered += 1
+            elif cand.state == FAILED:
+                failed += 1
+            if answered + failed >= self.k:
+                break
+        return failed
 
     def result(self) -> list[Contact]:
         """The ``k`` nearest nodes that answered, nearest first."""

@@ -72,6 +72,18 @@ class RecordStore:
         live.sort(key=lambda r: -r.expires)
         return live[:limit]
 
+    def drop_provider(self, keys: set[int], provider: int) -> int:
+        """Forget ``provider``'s records of ``keys`` (its objects are gone); how many went."""
+        gone = 0
+        for key in keys:
+            held = self._providers.get(key)
+            if held is not None and held.pop(provider, None) is not None:
+                self._took(provider, -1)
+                gone += 1
+                if not held:
+                    del self._providers[key]
+        return gone
+
     def put_peer(self, record: PeerRecord) -> str:
         """``stored``, ``refreshed`` (a higher ``seq`` replaced the held one), or the refusal."""
         old = self._peers.get(record.node)
