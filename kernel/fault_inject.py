@@ -1,8 +1,8 @@
 """Chaos faults into one service's current process (``ronctl fault``, the restart-storm drill).
 
 ``kill`` = SIGKILL, ``hang`` = SIGSTOP (the supervisor sees the missed heartbeats and replaces it);
-``panic`` and ``slow`` go to the service's own fault hooks (``kernel.faults``) over its control
-socket, so they land inside its request path.
+``panic``, ``slow`` and ``partition`` go to the service's own fault hooks (``kernel.faults``)
+over its control socket, so they land inside its request path.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ async def inject_fault(
     *,
     delay_ms: int,
     duration_s: float,
+    peers: tuple[str, ...] = (),
 ) -> int:
     """Inject ``fault`` into ``service``; its pid. KeyError: unknown service; ValueError: bad
     arguments; ``FaultRefused``: not running, or its hook did not take it."""
@@ -51,7 +52,7 @@ async def inject_fault(
             raise FaultRefused(f"{service} (pid {pid}) is already gone") from None
     else:
         request = faults.fault_request(
-            faults.FaultRequest(fault=fault, delay_ms=delay_ms, duration_s=duration_s)
+            faults.FaultRequest(fault=fault, delay_ms=delay_ms, duration_s=duration_s, peers=peers)
         )
         try:
             async with CommandClient.connect(

@@ -7,10 +7,13 @@ Every service gets them from the harness (``kernel.service``), with no per-servi
 - ``panic``: the process dies from inside with ``PANIC_EXIT_CODE`` (what a Rust panic exits with),
   shortly after it has answered the request, so the caller learns that the fault landed;
 - ``slow``: every command the service handles (handlers built through ``ctx.command_server``, and
-  any code that awaits ``ctx.fault_delay()``) waits ``delay_ms`` first, for ``duration_s``.
+  any code that awaits ``ctx.fault_delay()``) waits ``delay_ms`` first, for ``duration_s``;
+- ``partition``: the process's ron-transport is cut off from the node ids ``peers`` for
+  ``duration_s`` (``ipc.transport.partition``: dials fail, their connections close; an empty
+  list heals at once): the partition drill's split, in the services that talk to peers.
 
 ``kill`` and ``hang`` are done by the node, which knows the pids (SIGKILL; SIGSTOP past the
-heartbeat deadline): a hung process could not act on a request anyway. All four names are the
+heartbeat deadline): a hung process could not act on a request anyway. All five names are the
 contract of ``POST /fault/{service}`` on the control socket and ``ronctl chaos inject``.
 """
 
@@ -27,6 +30,8 @@ import trio
 
 from ipc import convert, endpoints, oap
 from ipc.commands import CommandServer
+from ipc.ids import is_node_id
+from ipc.transport import partition
 from kernel import logs
 
 __all__ = [
@@ -39,8 +44,9 @@ __all__ = [
     "fault_request",
 ]
 
-FAULTS: Final = ("kill", "panic", "hang", "slow")
-IN_SERVICE_FAULTS: Final = ("panic", "slow")
+FAULTS: Final = ("kill", "panic", "hang", "slow", "partition")
+IN_SERVICE_FAULTS: Final = ("panic", "slow", "partition")
+MAX_CUT: Final = 64  # node ids one partition fault may name
 CRASH_FAULTS: Final = ("kill", "panic", "hang")
 PANIC_EXIT_CODE: Final = 101
 APP_PROTO_FAULT: Final = 0xFA01  # app_proto_id of a fault request on a control socket
@@ -58,6 +64,11 @@ def _in_service(_inst: object, _attr: attrs.Attribute, value: str) -> None:
         raise ValueError(f"fault must be one of {', '.join(IN_SERVICE_FAULTS)}, got {value!r}")
 
 
+def _node_ids(_inst: object, _attr: attrs.Attribute, value: tuple[str, ...]) -> None:
+    if len(value) > MAX_CUT or not all(is_node_id(v) for v in value):
+        raise ValueError(f"peers must be at most {MAX_CUT} node ids")
+
+
 def _range(low: float, high: float) -> Callable[[object, attrs.Attribute, float], None]:
     def check(_inst: object, attr: attrs.Attribute, value: float) -> None:
         if isinstance(value, bool) or not low <= value <= high:
@@ -73,6 +84,8 @@ class FaultRequest:
     fault: str = attrs.field(validator=_in_service)
     delay_ms: int = attrs.field(default=200, validator=_range(0, MAX_DELAY_MS))
     duration_s: float = attrs.field(default=2.0, validator=_range(0, MAX_DURATION_S))
+    # ``partition``: the node ids this service is cut off from for ``duration_s`` (none: heal)
+    peers: tuple[str, ...] = attrs.field(default=(), validator=_node_ids)
 
 
 def fault_request(req: FaultRequest, *, corr_id: int = 0) -> oap.Frame:
@@ -133,6 +146,16 @@ class FaultHooks:
         if req.fault == "panic":
             logs.log("fault_injected", level="warning", fault="panic")
             self._panic.set()
+        elif req.fault == "partition":
+            partition.heal()
+            partition.cut(req.peers, req.duration_s)
+            logs.log(
+                "fault_injected",
+                level="warning",
+                fault="partition",
+                peers=len(req.peers),
+                duration_s=req.duration_s,
+            )
         else:
             self._slow_delay = req.delay_ms / 1000
             self._slow_until = trio.current_time() + req.duration_s

@@ -83,9 +83,23 @@ class NodeAdmin:
             },
         }
 
-    async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:
+    async def fault(
+        self,
+        service: str,
+        fault: str,
+        *,
+        delay_ms: int,
+        duration_s: float,
+        peers: tuple[str, ...] = (),
+    ) -> int:
         return await inject_fault(
-            self.health, self.runtime_dir, service, fault, delay_ms=delay_ms, duration_s=duration_s
+            self.health,
+            self.runtime_dir,
+            service,
+            fault,
+            delay_ms=delay_ms,
+            duration_s=duration_s,
+            peers=peers,
         )
 
     async def stop(self) -> None:

@@ -35,6 +35,8 @@ __all__ = [
     "Fetch",
     "Fetched",
     "Get",
+    "Locate",
+    "Located",
     "Me",
     "PeerList",
     "PeerState",
@@ -152,6 +154,10 @@ class PeerState:
     last_error: str = ""
     integrity_failures: int = attrs.field(default=0, validator=unsigned)  # in the ban window
     banned_for: float = 0.0
+    # "out": a listed peer (overlay.peers, ``ronctl peers add``) or a provider the DHT named,
+    # dialed by us; "in": a node connected to us (its address is where it came from)
+    direction: str = "out"
+    listed: bool = True
 
 
 @attrs.frozen
@@ -179,9 +185,30 @@ class Whoami(Request[Me]):
     REPLY: ClassVar[type] = Me
 
 
+@attrs.frozen
+class Located:
+    """``node_id`` can be reached at ``addr``; ``listed``: it is one of the listed peers."""
+
+    node_id: str
+    addr: str
+    listed: bool
+
+
+@attrs.frozen
+class Locate(Request[Located]):
+    """Where ``node_id`` is: a listed peer, else a node the DHT finds (then remembered for
+    deliveries); 404 ``node_unknown`` when neither knows it, 503 when the DHT cannot say."""
+
+    OP: ClassVar[str] = "locate"
+    REPLY: ClassVar[type] = Located
+    node_id: str
+
+
 PEER: Final = ServiceProtocol(
     service="svc-overlay", app_proto_id=PEER_PROTO, requests=(Get, Resolve, Pq, Put)
 )
 LOCAL: Final = ServiceProtocol(
-    service="svc-overlay", app_proto_id=LOCAL_PROTO, requests=(Fetch, Peers, Deliver, Whoami)
+    service="svc-overlay",
+    app_proto_id=LOCAL_PROTO,
+    requests=(Fetch, Peers, Deliver, Whoami, Locate),
 )

@@ -37,7 +37,7 @@ import trio
 
 from ipc import oap
 
-from . import _trio_tls
+from . import _trio_tls, partition
 from .meter import Meter
 from .pacing import Bucket
 from .pq import Opener, PqError, Sealer
@@ -104,9 +104,12 @@ class Channel:
         self._tls = _trio_tls.tls_parts(stream)  # read TLS records here (``_read``) if trio allows
         self._serving = 0  # requests of the peer being served (``serving``)
         self._idle_scope: trio.CancelScope | None = None  # a read waiting in its idle time
+        self.peer: str | None = None  # the node id on the other end (an injected partition)
 
     async def receive(self) -> oap.Frame:
         """The next frame. Raises ``ChannelClosed`` (EOF, broken, timeout) or ``OapError``."""
+        if partition.cut_off(self.peer):
+            await self._fail(ChannelClosed("cut off (an injected partition)"))
         if not self._ready:
             await self._fill()
         frame = self._ready.popleft()
@@ -226,6 +229,8 @@ class Channel:
     async def send(self, frame: oap.Frame) -> None:
         """Queue ``frame`` for the writer (waits while ``QUEUE`` frames are waiting). A frame
         flagged APP_E2E is sealed by the writer (PQ keys must be installed)."""
+        if partition.cut_off(self.peer):
+            await self._fail(ChannelClosed("cut off (an injected partition)"))
         data: bytes | oap.Frame
         if frame.flags & oap.APP_E2E:
             if self._sealer is None:

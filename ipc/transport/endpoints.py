@@ -34,6 +34,7 @@ import trio
 
 from ipc import oap
 
+from . import partition
 from .addr import PeerAddr
 from .certs import NodeCertificate, PeerIdentityError
 from .channel import Channel, ChannelClosed, Timeouts
@@ -105,6 +106,9 @@ async def dial(
     """Connect to ``addr`` and prove both identities; the channel's writer runs in ``nursery``.
     ``cert`` None dials anonymously (an SDK client); ``context`` reuses a client context."""
     limits = limits or Limits()
+    if partition.cut_off(addr.node_id):
+        meter.dialed("partitioned")
+        raise DialError("partitioned", f"{addr}: cut off (an injected partition)")
     started = time.perf_counter()
     try:
         with trio.fail_after(limits.handshake_timeout):
@@ -139,6 +143,7 @@ async def dial(
         raise DialError("refused", f"{addr}: {exc.strerror or exc}") from None
     meter.dialed("ok")
     channel = _metered_channel(stream, limits, meter)
+    channel.peer = peer
     nursery.start_soon(channel.writer)
     return Connection(channel, peer, (addr.host, addr.port))
 
@@ -217,6 +222,10 @@ class Listener:
                 return
             peer_id, stream = shaken
             key = peer_id or ip
+            if partition.cut_off(peer_id):
+                self._refused("partitioned", "cut off (an injected partition)", remote)
+                await trio.aclose_forcefully(stream)
+                return
             if self.open >= self.limits.max_conns:
                 await self._refuse(stream, "busy", f"{self.limits.max_conns} open", remote)
                 return
@@ -276,6 +285,7 @@ class Listener:
         pacers: tuple[Bucket, ...],
     ) -> None:
         channel = _metered_channel(stream, self.limits, self.meter, pacers)
+        channel.peer = peer_id
         conn = Connection(channel, peer_id, remote)
         try:
             async with trio.open_nursery() as nursery:

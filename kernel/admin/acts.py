@@ -13,13 +13,14 @@ import attrs
 
 from ipc import oap
 from ipc.caps import OPS
+from ipc.ids import is_node_id
 from ipc.plain import JsonObject
 from ipc.proto import passport as proto
 from ipc.proto.codec import Request as Request_
 from kernel.admin.control import NodeControl
 from kernel.admin.http import BadBody, Request, Route, read_json, send_error, send_json
 from kernel.admin_calls import one_line
-from kernel.faults import FAULTS, MAX_DELAY_MS, MAX_DURATION_S
+from kernel.faults import FAULTS, MAX_CUT, MAX_DELAY_MS, MAX_DURATION_S
 from kernel.passport_link import PassportUnavailable
 
 DEFAULT_SLOW_MS = 200  # a `slow` fault's delay per command unless the request says otherwise
@@ -169,11 +170,16 @@ class ActRoutes:
                 raise ValueError(f"fault must be one of {', '.join(FAULTS)}")
             if not (0 <= delay_ms <= MAX_DELAY_MS and 0 <= duration_s <= MAX_DURATION_S):
                 raise ValueError(f"delay_ms must be 0..{MAX_DELAY_MS}, duration_s 0..600")
+            peers = tuple(p for p in req.query_one("peers", "").split(",") if p)
+            if not all(is_node_id(p) for p in peers) or len(peers) > MAX_CUT:
+                raise ValueError(f"peers must be at most {MAX_CUT} comma-separated node ids")
         except ValueError as exc:
             await send_error(req.send, 400, "bad_fault", one_line(exc))
             return
         try:
-            pid = await self._control.fault(name, fault, delay_ms=delay_ms, duration_s=duration_s)
+            pid = await self._control.fault(
+                name, fault, delay_ms=delay_ms, duration_s=duration_s, peers=peers
+            )
         except KeyError:
             await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
         except ValueError as exc:

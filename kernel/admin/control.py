@@ -62,9 +62,18 @@ class NodeControl(Protocol):
         (one-line str) if invalid or if it changes what only a restart applies."""
         ...
 
-    async def fault(self, service: str, fault: str, *, delay_ms: int, duration_s: float) -> int:
+    async def fault(
+        self,
+        service: str,
+        fault: str,
+        *,
+        delay_ms: int,
+        duration_s: float,
+        peers: tuple[str, ...] = (),
+    ) -> int:
         """Inject a chaos fault; the target pid. KeyError: unknown service; ValueError: bad
-        arguments; any other exception (one-line str): the fault could not be injected."""
+        arguments; any other exception (one-line str): the fault could not be injected.
+        ``peers``: the node ids a ``partition`` cuts the service off from."""
         ...
 
     def audit(self, act: str, **detail: object) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, completion, data, logs, mail, names, node, services, store
+from kernel.cli import auth, completion, data, dht, logs, mail, names, node, services, store
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     mail.register(verb, add_admin_arg)
     names.register(verb, add_admin_arg)
     store.register(verb, add_admin_arg)
+    dht.register(verb, add_admin_arg)
     verbs.register(verb, add_admin_arg)
     completion.register(verb, build_parser)
     return parser

@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from ipc import ids
 from ipc.plain import JsonObject
 from kernel import runtime
 from kernel.cli import services as service_verbs
@@ -97,7 +98,36 @@ def _readiness_text(ready: JsonObject) -> str:
     return f"degraded (missing: {missing}; retry after {ready.get('retry_after', '?')}s)"
 
 
+def _peer_change(args: argparse.Namespace) -> int:
+    """``peers add ADDR`` / ``peers rm NODE_ID`` through the control socket."""
+    if not args.target:
+        raise CliError(
+            f"ronctl peers {args.action} needs {'ADDR' if args.action == 'add' else 'NODE_ID'}"
+        )
+    client = control_client(args, timeout=20.0)
+    if args.action == "add":
+        node_id, at, _ = args.target.partition("@")
+        if not at or not ids.is_node_id(node_id):
+            raise CliError(
+                f"{args.target!r:.120} is not <node id>@<host>:<port> (ronctl id prints one)"
+            )
+        body = json.dumps({"addr": args.target}).encode()
+        resp = client.request("PUT", f"/peers/{node_id}", body)
+    else:
+        resp = client.request("DELETE", f"/peers/{args.target}")
+    if resp.status != 200:
+        raise CliError(f"peers {args.action}: {resp.error_text()}")
+    doc = resp.json()
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        print(f"{'listed' if args.action == 'add' else 'removed'} {doc.get('node_id')}")
+    return 0
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
+    if args.action:
+        return _peer_change(args)
     resp = admin_client(args).get("/peers")
     if resp.status != 200:
         raise CliError(f"the admin plane answered /peers with {resp.error_text()}")
@@ -111,7 +141,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if not peers:
         print("no peers configured (overlay.peers in the config, or RONK_OVERLAY_PEERS)")
         return 0
-    rows = [("NODE ID", "ADDRESS", "STATE", "BYTES IN", "LAST ERROR")]
+    rows = [("NODE ID", "ADDRESS", "DIR", "STATE", "BYTES IN", "LAST ERROR")]
     for peer in peers:
         if isinstance(peer, dict):
             node_id = str(peer.get("node_id", "?"))
@@ -119,6 +149,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
                 (
                     node_id[:21] + "...",
                     str(peer.get("addr", "?")).rpartition("@")[2],
+                    str(peer.get("direction", "out")) + ("" if peer.get("listed", True) else "*"),
                     str(peer.get("state", "?")),
                     str(peer.get("bytes_in", 0)),
                     " ".join(str(peer.get("last_error") or "-").split())[:60],
@@ -329,11 +360,16 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
 
     p = verb(
         "peers",
-        "list the node's overlay peers",
+        "list the node's peers; peers add ADDR | rm NODE_ID at runtime",
         cmd_peers,
-        description="Show each configured overlay peer: node id, address, state (connected, "
-        "idle, down), bytes received from it and its last error.",
+        description="Show each peer: node id, address, direction (out: dialed by this node, "
+        "in: connected to it; * = not listed, e.g. a provider the DHT named), state "
+        "(connected, idle, down, banned), bytes received from it and its last error. "
+        "`peers add ADDR` lists a peer now (fetches ask it, the DHT joins through it); "
+        "`peers rm NODE_ID` stops listing it. Neither needs a restart.",
     )
+    p.add_argument("action", nargs="?", choices=("add", "rm"), help="change the listed peers")
+    p.add_argument("target", nargs="?", metavar="ADDR|NODE_ID", help="what to add or remove")
     admin_arg(p)
     p.add_argument("--json", action="store_true", help='print {"peers": [...]} as one JSON line')
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from typing import TYPE_CHECKING
 
 from ipc.ids import is_node_id
@@ -54,6 +55,28 @@ def _positive(key: str, value: float) -> None:
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise _fail(key, f"{key} must be one of {'|'.join(allowed)}, got {value!r}")
+
+
+def _identity_file(path: str) -> None:
+    """A key file the node can use: absolute, a regular file of this user, 0600 or tighter,
+    32 bytes (the identity service reads it; these checks name the fix before the node runs)."""
+    if not path:
+        return
+    key = "identity.key_file"
+    if not os.path.isabs(path):
+        raise _fail(key, f"{key} must be an absolute path, got {path!r:.120}")
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise _fail(
+            key, f"{key} {path}: {exc.strerror} (ronctl identity new {path} makes one)"
+        ) from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != 32:
+        raise _fail(key, f"{key} {path} is not an identity key file (ronctl identity new)")
+    if st.st_uid != os.getuid():
+        raise _fail(key, f"{key} {path} is owned by uid {st.st_uid}, not the node's user")
+    if st.st_mode & 0o077:
+        raise _fail(key, f"{key} {path} may be read by others: chmod 600 {path}")
 
 
 def _peer_addr(key: str, peer: str) -> None:
@@ -119,8 +142,7 @@ def validate(cfg: Config) -> None:
     for key, peers in (("overlay.peers", cfg.overlay.peers), ("dht.bootstrap", cfg.dht.bootstrap)):
         for peer in peers:
             _peer_addr(key, peer)
-    if cfg.identity.key_file and not os.path.isabs(cfg.identity.key_file):
-        raise _fail("identity.key_file", "identity.key_file must be an absolute path")
+    _identity_file(cfg.identity.key_file)
     _one_of("log.level", cfg.log.level, LOG_LEVELS)
     _log(cfg)
     _auth(cfg)

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import random
 
-import attrs
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import dht, overlay
-from ipc.proto.admin import AdminAnswer
 from ipc.proto.codec import Request, call
 from ipc.transport import Limits, NodeCertificate
 from ipc.transport.metered import NodeMeter
 from kernel import logs
-from kernel.admin_calls import AdminCall, answer_json
 from kernel.identity import wait_identity
 from kernel.metrics import Metrics
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
+from services.dht.admin import admin_routes
 from services.dht.answers import Responder
 from services.dht.links import Links
 from services.dht.local import Local
@@ -145,10 +143,7 @@ async def main(ctx: ServiceContext) -> None:
         dht.LOCAL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
     )
 
-    async def table_view(_call: AdminCall) -> AdminAnswer:
-        return answer_json(200, attrs.asdict(local.table()))
-
-    server = ctx.command_server(handler, admin={"/dht": table_view})
+    server = ctx.command_server(handler, admin=admin_routes(local))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(links.run)

@@ -9,6 +9,7 @@ __all__ = ["EXPOSES", "HOPS_BUCKETS", "LOOKUP_MS_BUCKETS"]
 
 LOOKUP_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 HOPS_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
+LOOKUP_WAIT = 30.0  # seconds the kernel waits for a lookup route (dht.lookup_timeout is 10)
 
 EXPOSES = Exposes(
     metrics=(
@@ -45,6 +46,13 @@ EXPOSES = Exposes(
             ("reason",),
         ),
     ),
-    # the routing table summary: the JSON of ``ronctl dht table --json``
-    routes=(AdminRoute("/dht", plane="both", timeout=2.0),),
+    routes=(
+        # the routing table summary: the JSON of ``ronctl dht table --json``
+        AdminRoute("/dht", plane="both", timeout=2.0),
+        # lookups and announcing: control socket only (they make the node talk to others)
+        AdminRoute("/dht/providers/{id}", timeout=LOOKUP_WAIT),
+        AdminRoute("/dht/peers/{node_id}", timeout=LOOKUP_WAIT),
+        AdminRoute("/dht/provide/{id}", methods=("POST",), timeout=LOOKUP_WAIT),
+        AdminRoute("/dht/seed", methods=("POST",), timeout=LOOKUP_WAIT),
+    ),
 )

@@ -41,6 +41,7 @@ __all__ = [
     "RootKey",
     "load_identity",
     "node_id_of",
+    "read_identity_file",
     "write_private",
 ]
 
@@ -121,6 +122,21 @@ def load_identity(directory: Path) -> Ed25519PrivateKey:
         raise KeyCustodyError(f"key file {path} is damaged: {exc}") from None
 
 
+def read_identity_file(path: Path) -> Ed25519PrivateKey:
+    """An identity key file (``ronctl identity new``: the 32 raw bytes of an Ed25519 private
+    key); ``KeyCustodyError`` with the fix when it is missing, foreign, not private or not one."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise KeyCustodyError(
+            f"identity key file {path} does not exist (ronctl identity new {path} makes one)"
+        ) from None
+    _check_private(path, is_dir=False)
+    if st.st_size != 32:
+        raise KeyCustodyError(f"{path} is not an identity key file (32 bytes, not {st.st_size})")
+    return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+
+
 class KeyStore:
     """The node's keys in one directory. Create with ``KeyStore.open``; not thread-safe."""
 
@@ -132,8 +148,10 @@ class KeyStore:
         self.node_id = node_id_of(self.public_key)
 
     @classmethod
-    def open(cls, directory: Path, *, now: float) -> KeyStore:
+    def open(cls, directory: Path, *, now: float, identity_file: Path | None = None) -> KeyStore:
         """Load the keys in ``directory``, creating an identity and a first root key if absent.
+        ``identity_file`` (``identity.key_file``): the identity comes from there (read, never
+        written) and ``directory`` holds a copy for the node's other services.
         ``KeyCustodyError`` if anything there is not private to the node's user."""
         _check_private(directory, is_dir=True)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -141,6 +159,10 @@ class KeyStore:
         identity_path, caps_path = directory / IDENTITY_FILE, directory / CAPS_FILE
         for path in (identity_path, caps_path):
             _check_private(path, is_dir=False)
+        if identity_file is not None:
+            raw = read_identity_file(identity_file).private_bytes_raw()
+            if not identity_path.exists() or identity_path.read_bytes() != raw:
+                write_private(identity_path, raw)
         try:
             if identity_path.exists():
                 identity = Ed25519PrivateKey.from_private_bytes(identity_path.read_bytes())

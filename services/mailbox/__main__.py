@@ -26,9 +26,10 @@ from kernel.identity import wait_identity
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.mailbox.box import Mailboxes
-from services.mailbox.checks import check_reachable, check_send
+from services.mailbox.checks import check_send
 from services.mailbox.meter import DepthMeter
 from services.mailbox.outbox import Forwarder
+from services.mailbox.reach import Reach
 from services.mailbox.settings import MailboxSettings
 from services.mailbox.store import MailDb
 
@@ -39,17 +40,15 @@ DELIVER_TIMEOUT = 15.0  # seconds for a remote node to accept a batch
 
 
 def make_handler(
-    ctx: ServiceContext, box: Mailboxes, node_id: str
+    ctx: ServiceContext, box: Mailboxes, node_id: str, reach: Reach
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    # nodes the outbox can reach: the listed peers (and, once svc-dht lands, what it finds)
-    known_nodes = frozenset(PeerAddr.parse(text).node_id for text in ctx.config.overlay.peers)
 
     async def dispatch(req: Request[object]) -> object:
         match req:
             case proto.Send(mailbox=address, messages=messages, origin=origin, owner=owner):
                 target, remote = check_send(address, messages, node_id, origin)
                 if remote:
-                    check_reachable(target, known_nodes)
+                    await reach.check(target)
                 return await box.send(target, remote, messages, origin, owner or origin)
             case proto.Receive(mailbox=mb, max=limit, visibility=vis, wait=wait):
                 return await box.receive(proto.check_mailbox(mb), limit, vis, wait)
@@ -130,8 +129,14 @@ async def main(ctx: ServiceContext) -> None:
             forwarder = Forwarder(
                 box, deliver, retry_base=settings.retry_base, retry_max=settings.retry_max
             )
+
+            async def locate(node: str) -> object:
+                return await call(ov, overlay.LOCAL, overlay.Locate(node_id=node), timeout=20.0)
+
+            listed = frozenset(PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers)
+            reach = Reach(listed, locate if has_overlay else None)
             server = ctx.command_server(
-                make_handler(ctx, box, ident.node_id), admin={"/outbox": outbox_view(box)}
+                make_handler(ctx, box, ident.node_id, reach), admin={"/outbox": outbox_view(box)}
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(box.run)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ipc import oap
 from ipc.proto import mailbox as proto
 
-__all__ = ["check_reachable", "check_send"]
+__all__ = ["check_send"]
 
 KEY_MAX = proto.KEY_MAX
 _MSG_ID = re.compile(r"[0-9a-f]{32}")
@@ -42,15 +42,3 @@ def check_send(
     if node is None or node == node_id:
         return name, False
     return address, True
-
-
-def check_reachable(address: str, known: frozenset[str]) -> None:
-    """404 ``node_unknown`` for a remote address whose node no listed peer (nor, once svc-dht
-    lands, a lookup) knows: queueing it would only retry for the whole retention (DESIGN §8).
-    A known node that cannot be reached now is queued: that is transient."""
-    _name, node = proto.split_address(address)
-    if node not in known:
-        raise oap.OapError(
-            "node_unknown",
-            f"{node} is not one of this node's overlay.peers: add it there to send it mail",
-        )

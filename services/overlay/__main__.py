@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import contextlib
 
-import attrs
 import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
 from ipc.proto import dht, index, mailbox, overlay, storage
-from ipc.proto.admin import AdminAnswer
 from ipc.proto.codec import Request, call
 from ipc.transport import Listener, NodeCertificate, PeerAddr
 from ipc.transport.budget import SendBudget
 from ipc.transport.metered import NodeMeter
 from kernel import logs
-from kernel.admin_calls import AdminCall, answer_json
 from kernel.heap import give_back_memory
 from kernel.identity import wait_identity
 from kernel.key_feed import KeyFeed
@@ -31,6 +28,7 @@ from kernel.service import ServiceContext, run_service
 from services.lib import objstore
 from services.lib.node_key import node_key
 from services.lib.tokens import TokenGate
+from services.overlay.admin import admin_routes
 from services.overlay.fetch import Fetcher
 from services.overlay.serve import PeerServer
 from services.overlay.settings import OverlaySettings
@@ -97,11 +95,16 @@ async def main(ctx: ServiceContext) -> None:
         async def mail(frame: oap.Frame, wait: float) -> oap.Frame:
             return await mb.request(frame, timeout=wait + MAIL_TIMEOUT)
 
+        federation = {PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers}
+
         async def dht_call(frame: oap.Frame) -> oap.Frame:
             return await dh.request(frame, timeout=DHT_TIMEOUT)
 
         async def discover(obj_id: str) -> dht.ProvsFound:
             return await call(dh, dht.LOCAL, dht.FindProvs(id=obj_id, limit=8))
+
+        async def find_peer(node_id: str) -> dht.PeerFound:
+            return await call(dh, dht.LOCAL, dht.FindPeer(node_id=node_id))
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()
@@ -124,7 +127,8 @@ async def main(ctx: ServiceContext) -> None:
             commit=commit,
             mail=mail if _runs(ctx, MAILBOX) else None,
             dht_call=dht_call if _runs(ctx, DHT) else None,
-            federation=frozenset(PeerAddr.parse(t).node_id for t in ctx.config.overlay.peers),
+            federation=federation,
+            mail_from=settings.mail_from,
             budget=SendBudget(settings.send_budget, settings.send_budget_per_source),
         )
 
@@ -166,6 +170,7 @@ async def main(ctx: ServiceContext) -> None:
             meter=meter,
             pq_mode=ctx.config.pq.mode,
             discover=discover if _runs(ctx, DHT) else None,
+            find_peer=find_peer if _runs(ctx, DHT) else None,
         )
 
         async def dispatch(req: Request[object]) -> object:
@@ -173,7 +178,9 @@ async def main(ctx: ServiceContext) -> None:
                 case overlay.Fetch(id=obj_id, wait=wait):
                     return await fetcher.fetch(obj_id, wait)
                 case overlay.Peers():
-                    return fetcher.peers()
+                    return overlay.PeerList(tuple(fetcher.peers() + peer_server.inbound_peers()))
+                case overlay.Locate(node_id=node_id):
+                    return await fetcher.locate(node_id)
                 case overlay.Whoami():
                     return overlay.Me(node_id=cert.node_id, addr=bound)
                 case overlay.Deliver(node_id=node, mailbox=mb, messages=messages):
@@ -184,10 +191,14 @@ async def main(ctx: ServiceContext) -> None:
             overlay.LOCAL, hello=ctx.hello(FEATURES), dispatch=dispatch, metrics=ctx.metrics
         )
 
-        async def peers_view(_call: AdminCall) -> AdminAnswer:
-            return answer_json(200, {"peers": [attrs.asdict(p) for p in fetcher.peers().peers]})
+        async def seed(addr: str) -> None:
+            try:
+                await call(dh, dht.LOCAL, dht.Seed(addr=addr), timeout=DHT_TIMEOUT)
+            except oap.OapError as exc:
+                logs.log("peer_not_seeded", level="warning", addr=addr, reason=exc.reason)
 
-        server = ctx.command_server(handler, admin={"/peers": peers_view})
+        routes = admin_routes(fetcher, peer_server, federation, seed if _runs(ctx, DHT) else None)
+        server = ctx.command_server(handler, admin=routes)
         async with trio.open_nursery() as nursery:
             if gate is not None:
                 await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)

@@ -11,5 +11,9 @@ __all__ = ["EXPOSES"]
 EXPOSES = Exposes(
     metrics=TRANSPORT_METRICS,
     # the peers: node id, address, state, bytes, last error, the negotiated PQ posture
-    routes=(AdminRoute("/peers", plane="both", timeout=2.0),),
+    routes=(
+        AdminRoute("/peers", plane="both", timeout=2.0),
+        # list a peer at runtime (PUT {"addr"}) or drop one: ``ronctl peers add | rm``
+        AdminRoute("/peers/{node_id}", methods=("PUT", "DELETE"), timeout=15.0),
+    ),
 )

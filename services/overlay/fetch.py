@@ -64,6 +64,8 @@ DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
 MAX_FOUND = 256  # links kept to nodes the DHT named
 Discover = Callable[[str], Awaitable[dht.ProvsFound]]
 """The providers the DHT knows of an object (svc-dht's ``findprovs``)."""
+FindPeer = Callable[[str], Awaitable[dht.PeerFound]]
+"""A node's address by the DHT (svc-dht's ``findpeer``; 404 ``node_unknown``)."""
 
 
 class _NotThere(Exception):
@@ -97,11 +99,13 @@ class Fetcher:
         ban_window: float = 600.0,
         pq_mode: str = "off",
         discover: Discover | None = None,
+        find_peer: FindPeer | None = None,
     ) -> None:
         self.pq_mode = pq_mode
         self.ban_window = ban_window
         self.links = [PeerLink(addr, ban_window=ban_window) for addr in peers]
         self.discover = discover  # None: this node runs no DHT
+        self.find_peer = find_peer
         # links to nodes the DHT named (not listed): reused, the least recently used dropped
         self.found: collections.OrderedDict[str, PeerLink] = collections.OrderedDict()
         self.cert = cert
@@ -129,8 +133,41 @@ class Fetcher:
             task_status.started()
             await trio.sleep_forever()
 
-    def peers(self) -> overlay.PeerList:
-        return overlay.PeerList(peers=tuple(link.view() for link in self.links))
+    def peers(self) -> list[overlay.PeerState]:
+        """The listed peers, then the DHT-named providers we have a connection to."""
+        found = [
+            link.view(listed=False)
+            for link in self.found.values()
+            if link.client is not None and not link.client.closed.is_set()
+        ]
+        return [link.view() for link in self.links] + found
+
+    def add_peer(self, addr: PeerAddr) -> bool:
+        """List ``addr`` as a peer from now on (``ronctl peers add``); False if it already was
+        (a new address for a listed node replaces the old one)."""
+        for i, link in enumerate(self.links):
+            if link.addr.node_id == addr.node_id:
+                if link.addr == addr:
+                    return False
+                self._close(link)
+                self.links[i] = PeerLink(addr, ban_window=self.ban_window)
+                return True
+        self.found.pop(addr.node_id, None)
+        self.links.append(PeerLink(addr, ban_window=self.ban_window))
+        return True
+
+    def remove_peer(self, node_id: str) -> bool:
+        """Stop listing ``node_id`` (``ronctl peers rm``): its connection is closed."""
+        link = next((lk for lk in self.links if lk.addr.node_id == node_id), None)
+        if link is None:
+            return False
+        self.links.remove(link)
+        self._close(link)
+        return True
+
+    def _close(self, link: PeerLink) -> None:
+        if link.client is not None and self._nursery is not None:
+            self._nursery.start_soon(link.client.conn.channel.aclose)
 
     async def fetch(self, obj_id: str, wait: float = 0.0) -> overlay.Fetched:
         """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress."""
@@ -140,16 +177,13 @@ class Fetcher:
 
     async def _fetch(self, obj_id: str, progress: Progress) -> overlay.Fetched:
         listed = self._providers(obj_id)
-        if not listed and self.links and self.discover is None:
-            raise oap.OapError(
-                "unavailable", f"every peer is banned for now; none asked for {obj_id}",
-                retry_after=60,
-            )  # fmt: skip
         with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
             round_ = _Round(
                 obj_id, progress, _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
             )
-            asked = len(listed)
+            # a banned peer is not asked: it may hold the object, so no 404 can follow
+            round_.outcomes.extend(["banned"] * (len(self.links) - len(listed)))
+            asked = len(self.links)
             await self._ask_all(round_, listed)
             if not round_.won and self.discover is not None:
                 found = await self._discovered(obj_id, round_, {lk.addr.node_id for lk in listed})
@@ -200,9 +234,7 @@ class Fetcher:
             link = PeerLink(addr, ban_window=self.ban_window)
         self.found[addr.node_id] = link
         while len(self.found) > MAX_FOUND:
-            _, old = self.found.popitem(last=False)
-            if old.client is not None and self._nursery is not None:
-                self._nursery.start_soon(old.client.conn.channel.aclose)
+            self._close(self.found.popitem(last=False)[1])
         return link
 
     async def _ask_all(self, round_: _Round, providers: list[PeerLink]) -> None:
@@ -217,15 +249,38 @@ class Fetcher:
                 with trio.move_on_after(self.hedge_delay):
                     await failed.wait()  # a quick failure asks the next one at once
 
-    async def deliver(self, node_id: str, request: mailbox.Send) -> mailbox.Sent:
-        """``request`` sent to svc-mailbox on the configured peer ``node_id`` over its link;
-        the peer's answer (its errors as they are), or 503 ``unavailable`` when the peer is not
-        configured or cannot be reached (the outbox retries)."""
+    async def locate(self, node_id: str) -> overlay.Located:
+        """Where ``node_id`` is (see ``overlay.Locate``)."""
         link = next((lk for lk in self.links if lk.addr.node_id == node_id), None)
+        if link is not None:
+            return overlay.Located(node_id, str(link.addr), True)
+        link = self.found.get(node_id)
         if link is None:
-            raise oap.OapError(
-                "unavailable", f"{node_id} is not one of this node's overlay.peers", retry_after=5
-            )
+            if self.find_peer is None:
+                raise oap.OapError(
+                    "node_unknown", f"{node_id} is not one of this node's peers (and no DHT)"
+                )
+            try:
+                found = await self.find_peer(node_id)
+            except oap.OapError as exc:
+                if exc.reason == "node_unknown":
+                    raise
+                raise oap.OapError(
+                    "unavailable", f"the DHT could not look {node_id} up", retry_after=5
+                ) from None
+            link = self._found_link(PeerAddr.parse(found.addr))
+        return overlay.Located(node_id, str(link.addr), False)
+
+    async def deliver(self, node_id: str, request: mailbox.Send) -> mailbox.Sent:
+        """``request`` sent to svc-mailbox on ``node_id`` (a listed peer, or one the DHT finds)
+        over its link; the peer's answer (its errors as they are), or 503 ``unavailable`` when
+        it cannot be found or reached now (the outbox retries)."""
+        try:
+            await self.locate(node_id)
+        except oap.OapError as exc:
+            raise oap.OapError("unavailable", exc.detail or exc.reason, retry_after=5) from None
+        listed = next((lk for lk in self.links if lk.addr.node_id == node_id), None)
+        link = listed or self.found[node_id]
         try:
             client = await self._client(link)
             frame = mailbox.PROTOCOL.request_frame(request)
@@ -424,8 +479,10 @@ def _no_copy(obj_id: str, outcomes: list[str], asked: int) -> oap.OapError:
     if "insufficient_storage" in outcomes:
         return oap.OapError("insufficient_storage", f"{obj_id} does not fit in the store")
     down = len(outcomes) - outcomes.count("not_found")
+    banned = outcomes.count("banned")
+    why = f" ({banned} banned for now)" if banned else ""
     return oap.OapError(
         "unavailable",
-        f"{down} of {asked} providers could not be reached or timed out for {obj_id}",
-        retry_after=1,
+        f"{down} of {asked} providers could not be reached or timed out for {obj_id}{why}",
+        retry_after=60 if banned == down else 1,
     )

@@ -18,6 +18,8 @@ Guarantees:
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import attrs
 
 from ipc import caps, oap
@@ -35,7 +37,7 @@ def authorize_mail(
     request: Request[object],
     *,
     peer_id: str | None,
-    federation: frozenset[str],
+    federation: AbstractSet[str],
     node_id: str,
 ) -> mailbox.Send | None:
     """Raise the ``OapError`` that refuses ``request`` (a ``mailbox.PROTOCOL`` request); None:

@@ -73,9 +73,10 @@ class PeerLink:
             return "connected"
         return "down" if self.last_error else "idle"
 
-    def view(self) -> overlay.PeerState:
+    def view(self, *, listed: bool = True) -> overlay.PeerState:
         now = trio.current_time()
         return overlay.PeerState(
+            listed=listed,
             node_id=self.addr.node_id,
             addr=str(self.addr),
             state=self.state(),

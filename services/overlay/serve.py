@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import attrs
@@ -71,8 +72,9 @@ class PeerServer:
         commit: Commit | None = None,
         mail: MailCall | None = None,
         dht_call: DhtCall | None = None,
-        federation: frozenset[str] = frozenset(),
+        federation: AbstractSet[str] = frozenset(),
         budget: SendBudget | None = None,
+        mail_from: str = "peers",
     ) -> None:
         # bytes held for sending, in all and per source IP / node id (a reader that does not
         # read holds its share until the write timeout cuts it, never more)
@@ -83,6 +85,7 @@ class PeerServer:
         self.mail = mail  # None: this node runs no svc-mailbox
         self.dht = dht_call  # None: this node runs no svc-dht
         self.federation = federation  # node ids whose outboxes may forward without a token
+        self.mail_from = mail_from  # "nodes": any proven node may, "peers": the listed ones
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
         self.commit = commit  # None: this server takes no uploads
         self.node_id = node_id  # ours: the listener's id in the PQ key derivation
@@ -93,8 +96,42 @@ class PeerServer:
         self.quarantine = quarantine
         self.inflight = inflight
         self.streams = 0  # object streams being sent now (all connections)
+        self.inbound: dict[int, Connection] = {}  # by conn_id: the nodes connected to us
+
+    def _forwarders(self, conn: Connection) -> AbstractSet[str]:
+        """The node ids whose forwarded sends this connection may carry without a token: its
+        own proven id when ``mail_from`` is ``nodes`` or it is a listed peer, else none."""
+        if conn.peer_id and (self.mail_from == "nodes" or conn.peer_id in self.federation):
+            return frozenset((conn.peer_id,))
+        return frozenset()
+
+    def inbound_peers(self) -> list[overlay.PeerState]:
+        """The nodes connected to us now (one entry per node; anonymous clients left out)."""
+        seen: dict[str, overlay.PeerState] = {}
+        for conn in self.inbound.values():
+            if conn.peer_id and conn.peer_id not in seen:
+                host, port = conn.remote[:2]
+                shown = f"[{host}]" if ":" in host else host
+                seen[conn.peer_id] = overlay.PeerState(
+                    node_id=conn.peer_id,
+                    addr=f"{conn.peer_id}@{shown}:{port}",
+                    state="connected",
+                    pq="pq" if conn.channel.sealed else "",
+                    bytes_in=0,
+                    bytes_out=0,
+                    direction="in",
+                    listed=False,
+                )
+        return list(seen.values())
 
     async def __call__(self, conn: Connection) -> None:
+        self.inbound[conn.conn_id] = conn
+        try:
+            await self._serve(conn)
+        finally:
+            del self.inbound[conn.conn_id]
+
+    async def _serve(self, conn: Connection) -> None:
         slots = trio.Semaphore(self.inflight)
         async with trio.open_nursery() as nursery:
             uploads = Uploads(conn, self.root, self.commit or _no_commit, self.inflight)
@@ -156,7 +193,7 @@ class PeerServer:
                                 frame,
                                 request,
                                 peer_id=conn.peer_id,
-                                federation=self.federation,
+                                federation=self._forwarders(conn),
                                 node_id=self.node_id,
                             )
                         except oap.OapError as exc:

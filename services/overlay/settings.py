@@ -38,7 +38,10 @@ class OverlaySettings:
     at most its share until ``write_timeout`` cuts it); ``per_ip``: established connections
     from one IP address; ``max_handshakes`` / ``handshakes_per_ip``: connections still in their
     TLS handshake, in all and from one IP (one more is closed at once: idle sockets cannot
-    crowd out peers)."""
+    crowd out peers); ``mail_from``: whose outboxes may forward mail without a token:
+    ``nodes`` (any node that proves its id over TLS: mail to ``name@node:<hex>`` works between
+    nodes that only found each other through the DHT; each message is stamped with the sending
+    node as its origin and the mailboxes' quotas apply) or ``peers`` (listed peers only)."""
 
     tls: bool = True
     max_conns: int = attrs.field(default=1024, validator=_positive)
@@ -62,6 +65,9 @@ class OverlaySettings:
     per_ip: int = attrs.field(default=64, validator=_positive)
     max_handshakes: int = attrs.field(default=256, validator=_positive)
     handshakes_per_ip: int = attrs.field(default=16, validator=_positive)
+    mail_from: str = attrs.field(
+        default="nodes", validator=attrs.validators.in_(("nodes", "peers"))
+    )
 
     def limits(self) -> Limits:
         return Limits(

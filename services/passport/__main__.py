@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -120,9 +121,12 @@ class Schedule:
 
 async def main(ctx: ServiceContext) -> None:
     ctx.settings_as(PassportSettings)
+    key_file = Path(ctx.config.identity.key_file) if ctx.config.identity.key_file else None
     try:
         authority = await trio.to_thread.run_sync(
-            lambda: Authority(ctx.data_dir, ctx.config.auth, now=time.time())
+            lambda: Authority(
+                ctx.data_dir, ctx.config.auth, now=time.time(), identity_file=key_file
+            )
         )
     except KeyCustodyError as exc:
         logs.log("key_custody_refused", level="error", reason=str(exc))

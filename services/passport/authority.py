@@ -23,9 +23,11 @@ AUDIT_DIR = "audit"
 class Authority:
     """Everything svc-passport decides. ``version`` changes whenever the key set does."""
 
-    def __init__(self, data_dir: Path, auth: AuthConfig, *, now: float) -> None:
+    def __init__(
+        self, data_dir: Path, auth: AuthConfig, *, now: float, identity_file: Path | None = None
+    ) -> None:
         self.auth = auth
-        self.keys = KeyStore.open(data_dir / KEYS_DIR, now=now)
+        self.keys = KeyStore.open(data_dir / KEYS_DIR, now=now, identity_file=identity_file)
         self.revocations = Revocations(data_dir / REVOKED_FILE, keep_for=auth.max_ttl)
         self.revocations.load(now)
         self.log = audit.AuditLog(data_dir / AUDIT_DIR, self.keys)

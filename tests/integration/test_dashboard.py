@@ -105,6 +105,14 @@ async def test_the_dashboard_shows_services_and_a_restart(tmp_path: Path) -> Non
                     "return document.getElementById('store-text').textContent;"
                 )
                 assert "objects" in store
+
+                def dht_panel(d: object) -> str | None:
+                    text = d.execute_script(  # type: ignore[attr-defined]
+                        "return document.getElementById('dht-text').textContent;"
+                    )
+                    return text if "contacts" in text and "records held" in text else None
+
+                await _until(driver, dht_panel, "the DHT panel")
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 shot = tmp_path / "ui.png"
                 assert driver.save_screenshot(str(shot))  # type: ignore[attr-defined]

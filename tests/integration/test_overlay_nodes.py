@@ -110,11 +110,15 @@ async def test_b_and_c_serve_what_only_a_holds_and_a_wrong_pin_gets_nothing(
                 fetched = 2 if peer is b else 1  # B also fetched the SDK's object
                 assert peer.logs().count('"event":"object_fetched"') == fetched
 
-            # A serves B's and C's fetch connections (the gauge counts its listener's)
-            assert await a.metric("conn_inflight") == 2
+            # A serves B's and C's fetch connections (the gauge counts its listener's; their
+            # svc-dht joined through A too) and lists them as inbound peers
+            assert await a.metric("conn_inflight") >= 2
+            inbound = json.loads((await a.ronctl("peers", "--json")).stdout)["peers"]
+            b_id, c_id = [(await overlay_addr(n)).partition("@")[0] for n in (b, c)]
+            assert {p["node_id"] for p in inbound if p["direction"] == "in"} >= {b_id, c_id}
             listed = await b.ronctl("peers", "--json")
             assert listed.returncode == 0, listed.stderr
-            (peer,) = json.loads(listed.stdout)["peers"]
+            (peer,) = [p for p in json.loads(listed.stdout)["peers"] if p["listed"]]
             assert peer["addr"] == a_addr and peer["state"] == "connected"
             assert peer["bytes_in"] == len(data) + len(sdk_data) and peer["last_error"] == ""
             table = await b.ronctl("peers")
@@ -222,14 +226,16 @@ async def test_pq_postures_between_real_nodes(tmp_path: Path) -> None:
                 assert status == 200 and body == data
                 version = (await peer.get("/version")).json()
                 assert version["pq"] == mode and version["peers"][0]["pq"] == outcome
+                # one per connection that fell back: svc-overlay's and svc-dht's own
                 fallbacks = await peer.metric("pq_fallback_total")
-                assert fallbacks == (1 if outcome == "fallback" else 0)
+                assert (fallbacks >= 1) if outcome == "fallback" else (fallbacks == 0)
             strict = await stack.enter_async_context(
                 node(tmp_path, "d", [await overlay_addr(off)], pq="required")
             )
             status, body = await trio.to_thread.run_sync(gateway_get, strict, obj_id)
             assert status == 503 and json.loads(body)["error"] == "unavailable"
-            (peer_state,) = json.loads((await strict.ronctl("peers", "--json")).stdout)["peers"]
+            peers = json.loads((await strict.ronctl("peers", "--json")).stdout)["peers"]
+            (peer_state,) = [p for p in peers if p["listed"]]
             assert (
                 peer_state["state"] == "down" and "pq.mode = required" in peer_state["last_error"]
             )

@@ -15,6 +15,10 @@ from kernel.config import load as config_load
 
 _secs = st.floats(0.001, 1000.0, allow_nan=False, allow_infinity=False)
 _port_addr = st.integers(0, 65535).map(lambda p: f"127.0.0.1:{p}")
+# identity.key_file must name a usable key file (checked when the config loads): one real one
+_KEY_FILE = Path(tempfile.mkdtemp(prefix="ron-keyprop-")) / "identity.key"
+_KEY_FILE.write_bytes(bytes(32))
+_KEY_FILE.chmod(0o600)
 _peers = st.lists(
     st.builds(
         lambda h, port: f"node:{h}@127.0.0.1:{port}",
@@ -64,7 +68,7 @@ KEYS: dict[str, st.SearchStrategy] = {
     "overlay.addr": _port_addr,
     "overlay.peers": _peers,
     "dht.bootstrap": _peers,
-    "identity.key_file": st.sampled_from(["", "/etc/ron/identity.key", "/home/me/ron.key"]),
+    "identity.key_file": st.sampled_from(["", str(_KEY_FILE)]),
 }
 LAYERS = ("profile", "file", "env", "cli")  # lowest to highest
 

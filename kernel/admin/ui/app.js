@@ -137,8 +137,31 @@ async function refreshPeers() {
     const {status, body} = await getJson("/peers");
     if (status !== 200) { list.replaceChildren(el("li", "no overlay on this node", "muted")); return; }
     const items = body.peers.map((p) =>
-      el("li", String(p.node_id).slice(0, 21) + "… " + p.state + (p.last_error ? " (" + p.last_error + ")" : "")));
+      el("li", String(p.node_id).slice(0, 21) + "… " + (p.direction === "in" ? "in " : "") + p.state +
+        (p.last_error ? " (" + p.last_error + ")" : "")));
     list.replaceChildren(...(items.length ? items : [el("li", "no peers configured", "muted")]));
+  } catch (err) { /* the next refresh tries again */ }
+}
+
+async function refreshDht() {
+  const text = document.getElementById("dht-text");
+  try {
+    const {status, body} = await getJson("/dht");
+    if (status !== 200) { text.textContent = "this node runs no DHT"; return; }
+    const metrics = await (await fetch("/metrics", {cache: "no-store"})).text();
+    const missing = sample(metrics, "ron_dht_missing_records") || 0;
+    text.textContent = body.contacts + " contacts · " + body.records + " records held (" +
+      body.provider_records + " provider, " + body.peer_records + " peer) · providing " +
+      body.providing + (missing ? " (" + missing + " missing)" : "") + " · " +
+      body.lookups_per_minute + " lookups/min · hops p95 " + body.hops_p95;
+    text.className = missing ? "degraded" : "";
+    const bars = body.buckets.map(([index, count]) => {
+      const bar = el("div", null, "bucket");
+      bar.title = "bucket " + index + ": " + count + " contacts";
+      bar.style.height = Math.max(2, 3 * count) + "px";
+      return bar;
+    });
+    document.getElementById("dht-buckets").replaceChildren(...bars);
   } catch (err) { /* the next refresh tries again */ }
 }
 
@@ -190,7 +213,8 @@ async function streamEvents() {
   }
 }
 
-refreshNode(); refreshStore(); refreshPeers(); streamEvents();
+refreshNode(); refreshStore(); refreshPeers(); refreshDht(); streamEvents();
 setInterval(refreshNode, 1000);
 setInterval(refreshStore, 5000);
 setInterval(refreshPeers, 5000);
+setInterval(refreshDht, 5000);

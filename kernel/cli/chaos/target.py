@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -185,8 +185,9 @@ async def start_node(
     *,
     config: Path | None = None,
     log_path: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[NodeHandle]:
-    """Run ``ronctl run PROFILE`` on free loopback ports until the block ends."""
+    """Run ``ronctl run PROFILE [extra_args]`` on free loopback ports until the block ends."""
     runtime_dir, data_dir = _make_dirs()
     if log_path is None:
         log_path = Path(tempfile.gettempdir()) / f"ronchaos-node-{os.getpid()}.log"
@@ -209,6 +210,7 @@ async def start_node(
     ]
     if config is not None:
         args += ["--config", str(config)]
+    args += list(extra_args)
     with open(log_path, "wb") as log:  # noqa: ASYNC230 - opened once, handed to the child
         proc = await trio.lowlevel.open_process(
             args, stdout=subprocess.PIPE, stderr=log, env=_child_env()

@@ -5,6 +5,8 @@
   lost or an invariant broke.
 - ``chaos inject``: one fault by hand.
 - ``chaos bus-flood``: flood the node's bus with a stalled subscriber; exit 1 on a failed check.
+- ``chaos partition``: local nodes split in two through the transport's partition fault, then
+  healed (``kernel.cli.chaos.partition``); exit 1 when a check failed.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _size(text: str) -> int:
 def register(verb: Verb, admin_arg: AdminArg) -> None:
     p = verb(
         "chaos",
-        "chaos drills: restart-storm, inject, bus-flood",
+        "chaos drills: restart-storm, inject, bus-flood, partition",
         None,
         description="Drills that prove the node survives crashes, hangs and floods "
         "(see ops/runbooks/restart-storm.md).",
@@ -143,6 +145,25 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     f.add_argument("--report", metavar="FILE", type=Path, help="write the JSON result here")
     admin_arg(f)
     f.set_defaults(func=cmd_bus_flood)
+
+    q = sub.add_parser(
+        "partition",
+        help="split local nodes in two, then heal; check fetches and DHT records",
+        description="Start NODES micronodes joined through the DHT, split them into two groups "
+        "(the first SPLIT nodes and the rest) with the transport's partition fault for "
+        "DURATION s, then heal. Checks: during the split, fetches inside a group succeed and "
+        "across it answer 503 (never 404); after the heal, fetches across succeed and "
+        "ron_dht_missing_records returns to 0 within HEAL_BOUND s. Exit 0 when all passed.",
+    )
+    q.add_argument("--nodes", type=_positive(int), default=6, help="local nodes (6)")
+    q.add_argument("--split", type=_positive(int), default=3, help="nodes in group A (3)")
+    q.add_argument("--duration", type=_positive(float), default=30.0, help="split length (30 s)")
+    q.add_argument("--heal-bound", type=_positive(float), default=60.0, help="(60 s)")
+    q.add_argument("--report", metavar="FILE", type=Path, help="write the JSON report here")
+    q.add_argument("--plot", metavar="FILE.png", type=Path, help="draw the probes here")
+    q.add_argument("--logs", metavar="DIR", type=Path, help="keep the nodes' logs in DIR")
+    q.add_argument("--json", action="store_true", help="print the JSON report, not the table")
+    q.set_defaults(func=cmd_partition)
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
@@ -241,6 +262,47 @@ MAIL_DRAIN_S = 60.0  # seconds the drill gives the mailbox to deliver what it ac
 async def _drain_mail(state: Any) -> None:
     if state.mail is not None:
         state.mail_drained = await state.mail.drain(MAIL_DRAIN_S)
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    import trio
+
+    from kernel.cli.chaos.http import HttpError
+    from kernel.cli.chaos.partition import PartitionOptions, run_partition
+    from kernel.cli.chaos.plot import PlotUnavailable, require_matplotlib
+    from kernel.cli.chaos.target import StartError
+
+    if args.plot is not None:
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            raise ChaosError(str(exc)) from None
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+    options = PartitionOptions(
+        nodes=int(args.nodes),
+        split=int(args.split),
+        duration=args.duration,
+        heal_bound=args.heal_bound,
+        log_dir=args.logs,
+    )
+    try:
+        report = trio.run(run_partition, options)
+    except (StartError, HttpError, ValueError) as exc:
+        raise ChaosError(str(exc).splitlines()[0]) from None
+    if args.report is not None:
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot is not None:
+        from kernel.cli.chaos.partition_plot import plot_partition
+
+        plot_partition(report, args.plot)
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+        return 0 if report["passed"] else 1
+    for check in report["checks"]:
+        print(f"{check['name']:44}  {'ok' if check['ok'] else 'FAIL':4}  {check['detail']}")
+    print("PASSED" if report["passed"] else "FAILED")
+    return 0 if report["passed"] else 1
 
 
 def cmd_bus_flood(args: argparse.Namespace) -> int:
