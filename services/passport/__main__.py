@@ -40,14 +40,14 @@ def make_handler(
         async with lock:
             result = await trio.to_thread.run_sync(fn)
         schedule.changed()
-        verifiers.changed()  # long polls answer with the new version at once
+        verifiers.keys_changed()  # long polls answer with the new version at once
         return result
 
     async def keys(req: proto.Keys) -> proto.KeySet:
         verifiers.poll_started(req.verifier, req.since)
         try:
             if req.since == authority.version and req.wait > 0:
-                await verifiers.wait_changed(req.wait)
+                await verifiers.wait_keys(req.wait)
             return authority.keyset(req.since, time.time())
         finally:
             verifiers.poll_ended(req.verifier)
@@ -134,7 +134,7 @@ async def main(ctx: ServiceContext) -> None:
     logs.log("passport_ready", node_id=authority.node_id, kid=authority.keys.active.kid)
     lock = trio.Lock()
     verifiers = Verifiers()
-    schedule = Schedule(authority, lock, verifiers.changed)
+    schedule = Schedule(authority, lock, verifiers.keys_changed)
     server = ctx.command_server(make_handler(ctx, authority, lock, schedule, verifiers))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(schedule.run)

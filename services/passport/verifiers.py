@@ -29,15 +29,22 @@ class Verifiers:
         self._applied: dict[str, int] = {}
         self._seen: dict[str, float] = {}
         self._polling: dict[str, int] = {}
-        self._changed = trio.Event()  # set (and replaced) whenever the set or an ack changes
+        # two events, set (and replaced) on their own changes: a poll's start is news to a revoke
+        # waiting for acks, never to another verifier's long poll (they would answer each other
+        # at once, forever)
+        self._keys = trio.Event()  # the key set changed: long polls answer
+        self._acks = trio.Event()  # a verifier applied a version (or went silent): revokes look
 
     def poll_started(self, name: str, since: int) -> None:
         if not name or (name not in self._applied and len(self._applied) >= MAX_VERIFIERS):
             return
+        acked = self._applied.get(name) != since
         self._applied[name] = since
         self._seen[name] = trio.current_time()
         self._polling[name] = self._polling.get(name, 0) + 1
-        self.changed()
+        if acked:
+            self._acks.set()
+            self._acks = trio.Event()
 
     def poll_ended(self, name: str) -> None:
         if name in self._polling:
@@ -46,14 +53,16 @@ class Verifiers:
             if not self._polling[name]:
                 del self._polling[name]
 
-    def changed(self) -> None:
-        """Wake every waiter: a long poll (the key set changed) or a revoke (an ack came)."""
-        self._changed.set()
-        self._changed = trio.Event()
+    def keys_changed(self) -> None:
+        """The key set changed (a rotation, a revocation, a key retired): every long poll
+        answers now."""
+        self._keys.set()
+        self._keys = trio.Event()
 
-    async def wait_changed(self, timeout: float) -> None:
+    async def wait_keys(self, timeout: float) -> None:
+        """A long poll's wait: until the key set changes, at most ``timeout`` s."""
         with trio.move_on_after(timeout):
-            await self._changed.wait()
+            await self._keys.wait()
 
     def behind(self, version: int) -> list[str]:
         """The live verifiers that have not applied ``version`` yet."""
@@ -77,4 +86,5 @@ class Verifiers:
             # silent verifier ceasing to count as live.
             times = [deadline] + ([warm_at] if now < warm_at else [])
             times += [self._seen[n] + LIVE_S for n in behind if n not in self._polling]
-            await self.wait_changed(min(times) - now)
+            with trio.move_on_after(min(times) - now):
+                await self._acks.wait()

@@ -25,6 +25,9 @@ from tests.support.node_harness import (
 pytestmark = pytest.mark.integration
 
 NODES = 12
+# the supervisor's default pace (FAST_CONFIG's 0.1 s heartbeats, times 8 services and 12 nodes,
+# would keep two cores busy on their own)
+CALM = '[overlay]\naddr = "127.0.0.1:0"\n'
 
 
 def addr_of(node: RunningNode, node_id: str) -> str:
@@ -65,7 +68,7 @@ async def network(tmp_path: Path, count: int) -> AsyncIterator[list[RunningNode]
     """``count`` micronodes: the first alone, the others told only its address."""
     async with AsyncExitStack() as stack:
         (tmp_path / "n1").mkdir()
-        first = await stack.enter_async_context(start_node(tmp_path / "n1", config=FAST_CONFIG))
+        first = await stack.enter_async_context(start_node(tmp_path / "n1", config=CALM))
         boot = addr_of(first, await node_id(first))
         nodes = [first]
         for i in range(2, count + 1):
@@ -73,7 +76,7 @@ async def network(tmp_path: Path, count: int) -> AsyncIterator[list[RunningNode]
             node = await stack.enter_async_context(
                 start_node(
                     tmp_path / f"n{i}",
-                    config=FAST_CONFIG,
+                    config=CALM,
                     extra_args=["--bootstrap", boot],
                     ready_timeout=60,
                 )

@@ -57,3 +57,34 @@ async def test_a_silent_verifier_stops_counting_and_a_fresh_start_waits_for_all(
     start = trio.current_time()
     assert await verifiers.wait_applied(1, timeout=10.0) == ()
     assert LIVE_S <= trio.current_time() - start < LIVE_S + 0.5
+
+
+async def test_a_poll_starting_does_not_end_another_verifiers_long_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two verifiers long-polling the same version must each wait their whole poll: were a
+    poll's start to wake the other's, the two would answer each other at once forever (an idle
+    node spent most of a core in svc-passport, svc-gateway and svc-overlay)."""
+    verifiers = Verifiers()
+    verifiers.poll_started("svc-gateway", 3)
+    async with trio.open_nursery() as nursery:
+
+        async def overlay_polls() -> None:
+            await trio.sleep(0.1)
+            verifiers.poll_started("svc-overlay", 3)  # same version: nothing for anyone
+
+        nursery.start_soon(overlay_polls)
+        start = trio.current_time()
+        await verifiers.wait_keys(1.0)
+        assert trio.current_time() - start >= 1.0
+    # a key-set change still answers every long poll at once
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _later(verifiers.keys_changed, 0.2))
+        start = trio.current_time()
+        await verifiers.wait_keys(5.0)
+        assert trio.current_time() - start < 0.3
+
+
+async def _later(fn: object, delay: float) -> None:
+    await trio.sleep(delay)
+    fn()  # type: ignore[operator]
