@@ -6,6 +6,7 @@ restarts with ``--identity`` and exchange mail.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -17,8 +18,10 @@ import trio
 from tests.support.node_harness import (
     FAST_CONFIG,
     RunningNode,
+    child_env,
     http_request,
     poll_until,
+    ronctl_cmd,
     start_node,
 )
 
@@ -144,11 +147,12 @@ async def test_micronodes_with_an_identity_file_keep_their_ids_and_exchange_mail
 ) -> None:
     keys = {name: tmp_path / f"{name}.key" for name in ("a", "b")}
     with trio.fail_after(240):
-        (tmp_path / "tool").mkdir()
-        async with start_node(tmp_path / "tool", config=FAST_CONFIG) as tool:
-            made = {n: await ok(tool, "identity", "new", str(p)) for n, p in keys.items()}
-            refused = await tool.ronctl("identity", "new", str(keys["a"]))
-            assert refused.returncode == 1 and b"never overwritten" in refused.stderr
+        made = {
+            n: (await _ronctl("identity", "new", str(p))).stdout.decode().strip()
+            for n, p in keys.items()
+        }
+        refused = await _ronctl("identity", "new", str(keys["a"]))
+        assert refused.returncode == 1 and b"never overwritten" in refused.stderr
         assert oct(keys["a"].stat().st_mode & 0o777) == "0o600"
         before = keys["a"].read_bytes()
         for run in (1, 2):
@@ -182,6 +186,13 @@ async def test_micronodes_with_an_identity_file_keep_their_ids_and_exchange_mail
                 tmp_path / "loose", config=FAST_CONFIG, extra_args=["--identity", str(keys["b"])]
             ):
                 pass
+
+
+async def _ronctl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``ronctl ARGS`` with no node (``identity new`` needs none)."""
+    return await trio.run_process(
+        ronctl_cmd(*args), capture_stdout=True, capture_stderr=True, check=False, env=child_env()
+    )
 
 
 async def _has(count: object, least: int) -> bool:
