@@ -110,3 +110,18 @@ def test_refresh_targets_fall_in_their_bucket_and_stale_buckets_are_the_near_one
     table.seen(Contact(own ^ (1 << 250), "127.0.0.1", 1), 95.0)
     stale = table.stale(100.0, 10.0)
     assert 250 not in stale and stale == [b for b in range(249, 256) if b != 250]
+
+
+def test_a_contact_that_fails_keeps_its_place_until_a_live_one_can_take_it():
+    table = RoutingTable(0, k=2)
+    a, b = Contact(1 << 10, "127.0.0.1", 1), Contact((1 << 10) + 1, "127.0.0.1", 2)
+    table.seen(a, 0.0)
+    for _ in range(10):  # a partition: it fails and fails, and nobody waits for its slot
+        table.failed(a.key)
+    assert a.key in table and table.fails(a.key) == 10
+    table.seen(a, 1.0)  # the partition healed: it answers again
+    assert table.fails(a.key) == 0
+    table.seen(b, 1.0)
+    table.seen(Contact((1 << 10) + 2, "127.0.0.1", 3), 2.0)  # the bucket is full: a spare waits
+    table.failed(a.key)
+    assert a.key not in table and (1 << 10) + 2 in table

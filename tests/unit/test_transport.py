@@ -32,6 +32,7 @@ from ipc.transport import (
     Timeouts,
     _trio_tls,
     dial,
+    partition,
 )
 from ipc.transport.certs import issuer_pem
 
@@ -405,3 +406,31 @@ async def test_the_send_budget_bounds_the_total_and_each_source() -> None:
         a1.release()
         a1.release()  # once only
     assert budget.used == 8 and got[0].n == 4
+
+
+async def test_an_injected_partition_cuts_dials_open_connections_and_heals() -> None:
+    server, client = node(), node()
+    with trio.fail_after(10):
+        async with listening(server) as (port, _), trio.open_nursery() as nursery:
+            conn = await dial(addr(server, port), client, nursery)
+            assert await ask(conn) == client.node_id.encode()
+            partition.cut([server.node_id], 30.0)
+            try:
+                with pytest.raises(ChannelClosed):  # the open connection goes
+                    await ask(conn)
+                with pytest.raises(DialError) as refused:  # and no new one is made
+                    await dial(addr(server, port), client, nursery)
+                assert refused.value.result == "partitioned"
+                assert not partition.cut_off(client.node_id)  # only the named node is cut
+            finally:
+                partition.heal()
+            conn = await dial(addr(server, port), client, nursery)
+            assert await ask(conn) == client.node_id.encode()
+            await conn.channel.aclose()
+
+
+async def test_a_partition_lapses_on_its_own() -> None:
+    partition.cut(["node:" + "ab" * 32], 0.05)
+    assert partition.cut_off("node:" + "ab" * 32)
+    await trio.sleep(0.1)
+    assert not partition.cut_off("node:" + "ab" * 32)

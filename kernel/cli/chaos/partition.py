@@ -34,6 +34,7 @@ __all__ = ["PartitionOptions", "run_partition"]
 
 PROBE_TIMEOUT = 40.0  # one GET through a gateway (a fetch across the split answers 503 sooner)
 POLL = 0.5
+CROSS_EVERY = 3.0  # seconds between two GETs of one object across the split
 
 
 @attrs.frozen
@@ -84,13 +85,32 @@ async def run_partition(options: PartitionOptions) -> dict[str, Any]:
         for node in drill.nodes:
             await _put(node, f"before the split, from {node.node_id}", "before")
         await _split(drill)
-        for node in drill.nodes:
-            await _put(node, f"during the split, from {node.node_id}", "split")
-        await _probe_all(drill, "split")
-        await trio.sleep(max(0.0, drill.options.duration - drill.now()))
-        drill.heal_at = drill.now()
-        await _after_heal(drill)
+        async with trio.open_nursery() as sampling:
+            sampling.start_soon(_sample_missing, drill)
+            for node in drill.nodes:
+                await _put(node, f"during the split, from {node.node_id}", "split")
+            await _probe_all(drill, "split")
+            await trio.sleep(max(0.0, drill.options.duration - drill.now()))
+            drill.heal_at = drill.now()
+            await _after_heal(drill)
+            sampling.cancel_scope.cancel()
     return _report(drill)
+
+
+async def _sample_missing(drill: _Drill) -> None:
+    """``ron_dht_missing_records`` of every node, once a second, for the picture."""
+    sample = 0
+    while True:
+        at = drill.now()
+        for node in drill.nodes:
+            try:
+                scrape = await node.view.metrics()
+            except HttpError:
+                continue
+            value = scrape.get(("ron_dht_missing_records", ()), 0.0)
+            drill.missing.append({"t": at, "node": node.node_id, "value": value, "round": sample})
+        sample += 1
+        await trio.sleep(1.0)
 
 
 async def _start(drill: _Drill, stack: AsyncExitStack) -> None:
@@ -209,11 +229,14 @@ async def _probe_until_settled(
     drill: _Drill, at: _Node, obj: tuple[str, bytes, str], owner: _Node, phase: str
 ) -> None:
     """Inside a group, GET until 200 (the provider record may still be on its way); across,
-    once: during the split the answer must be 503, whenever it is asked."""
-    if at.group != owner.group:
-        await _get(drill, at, obj, owner)
-        return
+    every few seconds while the split lasts: the answer must be 503 whenever it is asked."""
     deadline = drill.options.duration * 0.8
+    if at.group != owner.group:
+        while True:
+            await _get(drill, at, obj, owner)
+            if drill.now() + CROSS_EVERY >= deadline:
+                return
+            await trio.sleep(CROSS_EVERY)
     while drill.now() < deadline:  # polling another process's state: no event to wait on
         if await _get(drill, at, obj, owner) == 200:
             return
@@ -252,9 +275,7 @@ async def _after_heal(drill: _Drill) -> None:
         values = []
         for node in drill.nodes:
             scrape = await node.view.metrics()
-            value = scrape.get(("ron_dht_missing_records", ()), 0.0)
-            values.append(value)
-            drill.missing.append({"t": drill.now(), "node": node.node_id, "value": value})
+            values.append(scrape.get(("ron_dht_missing_records", ()), 0.0))
         if not any(values):
             zero_at = drill.now()
             break

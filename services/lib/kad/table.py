@@ -9,9 +9,10 @@ Guarantees:
 - a bucket holds at most ``k`` contacts, each really in that bucket, ordered least-recently-seen
   first; the table never holds its own key;
 - a live contact is never pushed out by a new one: a full bucket keeps the newcomer in a bounded
-  replacement cache and asks the caller to ping its oldest contact; only a failed ping (or
-  ``MAX_FAILS`` unanswered requests in a row, or one while a replacement waits) removes a
-  contact, and the newest waiting replacement takes its place;
+  replacement cache and asks the caller to ping its oldest contact; only a failed ping (or an
+  unanswered request while a replacement waits) removes a contact, and the newest waiting
+  replacement takes its place; with no replacement a contact that fails keeps its place (it
+  may come back: after a partition heals, both sides still know each other);
 - at most ``per_subnet`` contacts of one /24 (IPv4) or /48 (IPv6) share a bucket, its
   replacement cache included (``keyspace.subnet_of``: loopback and private ranges are exempt):
   1,000 identities from one address cannot fill a bucket;
@@ -29,9 +30,8 @@ import attrs
 
 from .keyspace import BITS, bucket_of, subnet_of, text_of
 
-__all__ = ["MAX_FAILS", "REFRESH_SPAN", "Contact", "RoutingTable", "Seen"]
+__all__ = ["REFRESH_SPAN", "Contact", "RoutingTable", "Seen"]
 
-MAX_FAILS = 3  # unanswered requests in a row before a contact is dropped with nobody waiting
 REFRESH_SPAN = 16  # the buckets nearest us that a refresh keeps full (farther ones fill by use)
 
 
@@ -162,15 +162,21 @@ class RoutingTable:
         self._remove(key)
 
     def failed(self, key: int) -> None:
-        """``key`` did not answer a request: dropped if a replacement waits or after
-        ``MAX_FAILS`` in a row (a node briefly slow keeps its place)."""
+        """``key`` did not answer a request: replaced by the newest waiting spare if there is
+        one; else it keeps its place (Kademlia's rule: a contact that may come back is worth
+        more than an empty slot; after a partition both sides still know each other)."""
         index = bucket_of(self.own, key)
         if index < 0 or key not in self._all:
             return
         bucket = self._buckets[index]
         bucket.fails[key] = bucket.fails.get(key, 0) + 1
-        if bucket.spares or bucket.fails[key] >= MAX_FAILS:
+        if bucket.spares:
             self._remove(key)
+
+    def fails(self, key: int) -> int:
+        """Requests ``key`` failed in a row since it last answered (0: it is live)."""
+        index = bucket_of(self.own, key)
+        return self._buckets[index].fails.get(key, 0) if index >= 0 else 0
 
     def _remove(self, key: int) -> None:
         index = bucket_of(self.own, key)
