@@ -18,7 +18,19 @@ log-normal around ``--rtt-ms``, ``--loss`` per message each way costing a TCP re
 
     python bench/dht.py --sim 10000 [--lookups 1000] [--objects 100000] [--churn 0.2]
 
-Prints one table. Deterministic for a given ``--seed``.
+``--real N`` (e.g. 24): N real micronodes on loopback, one bootstrap (``bench/_dht_real.py``)
+side by side in the same run with N py-libp2p Kademlia hosts doing the same provide,
+find-providers and find-peer (``bench/_libp2p_side.py``, run by ``--libp2p-python``: a Python
+with ``pip install libp2p``; default: this one). Latencies are what the caller waits for: our
+nodes' svc-dht over its command socket (what svc-overlay asks), py-libp2p's ``KadDHT`` called
+in its own process. "net" rows: the finds from nodes that held no record themselves.
+
+    python bench/dht.py --real 24 [--keys 5] [--pairs 40] [--libp2p-python PATH]
+
+``--memory 100000``: svc-dht's RSS in a real micronode holding that many records and a full
+table, beside its idle RSS in the same run (``bench/_dht_memory.py``; target < 64 MiB).
+
+Prints one table. Deterministic schedules for a given ``--seed``.
 """
 
 from __future__ import annotations
@@ -82,8 +94,95 @@ def sweep_cost(net: Network, source: int, keys: list[int]) -> tuple[int, int, in
     return lookups, batches, len(by_region)
 
 
+def real_rows(ours: dict, theirs: dict) -> list[str]:
+    rows = []
+    names = (
+        ("put_to_found", "PUT on node N -> first GET elsewhere / provide + find"),
+        ("findprovs_cold", "find-providers, cold (all readers)"),
+        ("findprovs_warm", "find-providers, warm (all readers)"),
+        ("findprovs_cold_net", "find-providers, cold, net (no local record)"),
+        ("findprovs_warm_net", "find-providers, warm, net (no local record)"),
+        ("findpeer_cold", "find-peer, cold"),
+        ("findpeer_warm", "find-peer, warm"),
+    )
+    for key, label in names:
+        a, b = ours.get(key) or [], theirs.get(key) or []
+        ratio = f"{pct(a, 95) / pct(b, 95):.2f}x" if a and b and pct(b, 95) > 0 else "-"
+        rows.append(
+            f"| {label} | {len(a)} | {pct(a, 50):.1f} / {pct(a, 95):.1f} | {len(b)} | "
+            f"{pct(b, 50):.1f} / {pct(b, 95):.1f} | {ratio} |"
+        )
+    return rows
+
+
+def run_real(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+
+    import trio
+
+    from bench._dht_real import run_ours
+
+    started = time.monotonic()
+    ours = trio.run(run_ours, args.real, args.keys, args.pairs, args.seed)
+    side = ROOT / "bench" / "_libp2p_side.py"
+    python = args.libp2p_python or sys.executable
+    done = subprocess.run(
+        [python, "-P", str(side), str(args.real), str(args.keys), str(args.pairs), str(args.seed)],
+        capture_output=True,
+        timeout=1800,
+        check=False,
+    )
+    try:
+        theirs = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        theirs = {"error": done.stderr.decode()[-300:] or "no output"}
+    print(f"\n## bench/dht.py --real {args.real}: our nodes vs py-libp2p's Kademlia\n")
+    print(
+        f"keys {args.keys}, find-peer pairs {args.pairs}; times in ms (p50 / p95); "
+        "ratio = our p95 / their p95 (below 1: ours is faster)\n"
+    )
+    if "error" in theirs:
+        print(f"py-libp2p could not run here: {theirs['error']}")
+    print("| operation | n | ours | n | py-libp2p | ratio (p95) |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(real_rows(ours, theirs)))
+    print(
+        f"\njoin: ours {ours['join_ms']:.0f} ms (tables {ours['tables']}), py-libp2p "
+        f"{theirs.get('join_ms', 0):.0f} ms (tables {theirs.get('tables')}); "
+        f"misses: ours {ours['misses']}, theirs {theirs.get('misses')}"
+    )
+    print(f"({time.monotonic() - started:.0f} s)")
+
+
+def run_memory_bench(args: argparse.Namespace) -> None:
+    import trio
+
+    from bench._dht_memory import run_memory
+
+    r = trio.run(run_memory, args.memory, args.seed)
+    print(f"\n## bench/dht.py --memory {args.memory}: svc-dht's RSS in a real micronode\n")
+    print("| svc-dht | records | contacts | RSS MiB | vs idle |")
+    print("|---|---|---|---|---|")
+    print(f"| idle (baseline, same run) | 0 | - | {r['idle_mib']:.1f} | 1.00x |")
+    print(
+        f"| {r['records']:,} records, full table | {r['records']:,} | {r['contacts']} | "
+        f"{r['full_mib']:.1f} | {r['full_mib'] / r['idle_mib']:.2f}x |"
+    )
+    print(
+        f"| the same, 5 s later | {r['records']:,} | {r['contacts']} | {r['later_mib']:.1f} | "
+        f"{r['later_mib'] / r['idle_mib']:.2f}x |"
+    )
+    print(f"\ntarget: under 64 MiB; filled in {r['fill_s']:.0f} s ({r['stored']:,} stored)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", type=int, default=0, help="real nodes side by side (24)")
+    parser.add_argument("--keys", type=int, default=5, help="--real: objects provided")
+    parser.add_argument("--pairs", type=int, default=40, help="--real: find-peer pairs")
+    parser.add_argument("--libp2p-python", help="--real: a Python with libp2p installed")
+    parser.add_argument("--memory", type=int, default=0, help="records held for the RSS run")
     parser.add_argument("--sim", type=int, default=10_000, help="simulated nodes")
     parser.add_argument("--lookups", type=int, default=1000, help="lookups per row")
     parser.add_argument("--objects", type=int, default=100_000, help="objects provided by sweep")
@@ -94,6 +193,12 @@ def main() -> None:
     parser.add_argument("--hedge-delay", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    if args.real:
+        run_real(args)
+        return
+    if args.memory:
+        run_memory_bench(args)
+        return
     started = time.monotonic()
     net = Network(
         args.sim,

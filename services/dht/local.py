@@ -1,11 +1,12 @@
 """What svc-dht answers the node's own services and operators (``ipc.proto.dht.LOCAL``).
 
-Guarantees: ``findprovs`` lists providers this node found (records checked), with ``complete``
-telling "none exist" from "none reachable"; ``findpeer`` answers our own address, a contact
-that proved the id to us, or a signed peer record, else 404 ``node_unknown`` once the lookup
-(bounded by ``lookup_timeout``) found none; ``provide`` announces an object this node stores
-(404 ``not_found`` for one it does not: a node never claims what it cannot serve); ``seed``
-answers once the node answered a ping (503 ``unavailable`` otherwise) and joins through it.
+Guarantees: ``findprovs`` lists providers this node holds records of, else the ones a lookup
+found (records checked), with ``complete`` telling "none exist" from "none reachable";
+``findpeer`` answers our own address, a contact that proved the id to us, or a signed peer
+record, else 404 ``node_unknown`` once the lookup (bounded by ``lookup_timeout``) found none;
+``provide`` announces an object this node stores (404 ``not_found`` for one it does not: a node
+never claims what it cannot serve); ``seed`` answers once the node answered a ping (503
+``unavailable`` otherwise) and joins through it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ from services.dht.providing import Providing
 from services.dht.state import DhtState
 from services.dht.wire import addr_of, contact_of
 from services.lib import objstore
-from services.lib.kad import key_of, text_of
+from services.lib.kad import ProviderRecord, key_of, text_of
 
 __all__ = ["Local"]
+
+
+def _found(records: list[ProviderRecord], limit: int) -> tuple[dht.Found, ...]:
+    return tuple(
+        dht.Found(text_of(r.provider), addr_of(r.provider, r.addrs[0]))
+        for r in records[:limit]
+        if r.addrs
+    )
 
 
 class Local:
@@ -45,17 +54,15 @@ class Local:
         self.joins: trio.MemorySendChannel[None] | None = None  # a seed asks for a join
 
     async def findprovs(self, req: dht.FindProvs) -> dht.ProvsFound:
+        """Records this node holds answer at once (it is among the nodes nearest the id);
+        else a lookup that stops at the first node holding any (libp2p's rule too)."""
         st = self.state
         key = key_of(req.id)
-        outcome = await self.lookups.find_providers(key, want=req.limit)
-        records = dict(outcome.providers)
-        for record in st.store.providers(key, st.wall(), limit=req.limit):
-            records.setdefault(record.provider, record)
-        found = tuple(
-            dht.Found(text_of(r.provider), addr_of(r.provider, r.addrs[0]))
-            for r in list(records.values())[: req.limit]
-            if r.addrs
-        )
+        held = st.store.providers(key, st.wall(), limit=req.limit)
+        if held:
+            return dht.ProvsFound(_found(held, req.limit), 0, True)
+        outcome = await self.lookups.find_providers(key, want=1)
+        found = _found(list(outcome.providers.values()), req.limit)
         return dht.ProvsFound(found, outcome.lookup.hops, outcome.complete or bool(found))
 
     async def findpeer(self, req: dht.FindPeer) -> dht.PeerFound:

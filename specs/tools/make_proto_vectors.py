@@ -1,5 +1,5 @@
-"""Write ``specs/proto_vectors.json``: the storage, index, mailbox and admin relay protocols pinned
-byte for byte (the relay: ``specs/admin-relay.md``).
+"""Write ``specs/proto_vectors.json``: the storage, index, mailbox, admin relay and DHT peer
+protocols pinned byte for byte (the relay: ``specs/admin-relay.md``; the DHT: ``specs/dht.md``).
 
 Each valid vector is a request or reply as plain fields and the exact msgpack payload it travels
 as (hex); each invalid one is a payload a service must refuse, with the reason. The payloads are
@@ -18,20 +18,33 @@ import msgpack
 ID_A = "b3:" + "ab" * 32
 ID_B = "b3:" + "0f" * 32
 TMP = "1f2e-" + "0" * 32
+NODE_A = "node:" + "cd" * 32
+PUB = bytes(range(32))  # a raw Ed25519 public key's shape
+KEY32 = bytes.fromhex("ab" * 32)  # an object id's 32 raw bytes
+SIG = bytes(64)  # a signature's shape (records are checked by svc-dht, not by the codec)
 
 
 def pack(fields: dict[str, object]) -> str:
     return msgpack.packb(fields, use_bin_type=True).hex()
 
 
+def _shown(value: object) -> object:
+    """Bytes as hex, also inside a list (the JSON has no bytes)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
+
+
 def request(service: str, op: str, fields: dict[str, object]) -> dict[str, object]:
     wire = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
-    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
+    shown = {k: _shown(v) for k, v in fields.items()}
     return {"service": service, "op": op, "fields": shown, "payload": pack(wire)}
 
 
 def reply(service: str, op: str, fields: dict[str, object]) -> dict[str, object]:
-    shown = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
+    shown = {k: _shown(v) for k, v in fields.items()}
     return {"service": service, "op": op, "fields": shown, "payload": pack(fields)}
 
 
@@ -48,8 +61,24 @@ VECTORS = {
         "svc-index": 0x0102,
         "svc-mailbox": 0x0104,
         "admin relay": 0x00A0,
+        "svc-dht": 0x0301,
     },
     "requests": [
+        request("svc-dht", "ping", {}),
+        request("svc-dht", "find_node", {"target": NODE_A}),
+        request("svc-dht", "find_providers", {"id": ID_A}),
+        request("svc-dht", "get_peer", {"node_id": NODE_A}),
+        request(
+            "svc-dht",
+            "add_providers",
+            {
+                "public": PUB,
+                "addrs": ["127.0.0.1:9410"],
+                "expires": 1_800_000_000,
+                "keys": [KEY32],
+                "sigs": [SIG],
+            },
+        ),
         request("svc-storage", "commit", {"tmp": TMP, "id": ID_A, "size": 70000}),
         request("svc-storage", "put", {"data": b"hello"}),
         request("svc-storage", "stat", {"id": ID_A}),
@@ -91,6 +120,9 @@ VECTORS = {
         ),
     ],
     "replies": [
+        reply("svc-dht", "ping", {"node_id": NODE_A}),
+        reply("svc-dht", "find_node", {"contacts": [NODE_A + "@127.0.0.1:9410"]}),
+        reply("svc-dht", "add_providers", {"stored": 1, "refused": 0}),
         reply("svc-storage", "commit", {"id": ID_A, "size": 70000, "created": True}),
         reply("svc-storage", "put", {"id": ID_A, "size": 5, "created": False}),
         reply("svc-storage", "stat", {"id": ID_A, "size": 0}),
@@ -179,6 +211,24 @@ VECTORS = {
             {"op": "call", "route": "/peers", "method": "GET", "query": {"max": "10"}},
         ),
         invalid("admin relay", "no route", {"op": "call", "method": "GET"}),
+        invalid("svc-dht", "find_node of no id", {"op": "find_node", "target": "x"}),
+        invalid(
+            "svc-dht",
+            "an add_providers batch over 2048 records",
+            {
+                "op": "add_providers",
+                "public": PUB,
+                "addrs": [],
+                "expires": 1,
+                "keys": [KEY32] * 2049,
+                "sigs": [SIG] * 2049,
+            },
+        ),
+        invalid(
+            "svc-dht",
+            "a peer record without its signature",
+            {"op": "put_peer", "record": {"public": PUB, "addrs": [], "seq": 1, "expires": 2}},
+        ),
     ],
 }
 

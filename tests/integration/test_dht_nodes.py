@@ -204,3 +204,26 @@ async def _stop(node: RunningNode) -> None:
     assert done.returncode == 0, done.stderr
     with trio.fail_after(30):
         await node.proc.wait()
+
+
+async def test_a_macronode_answers_from_its_saved_table_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "b-data"
+    data.mkdir(mode=0o700)
+    with trio.fail_after(180):
+        (tmp_path / "a").mkdir()
+        async with start_node(tmp_path / "a", config=CALM) as a:
+            a_id = await node_id(a)
+            boot = addr_of(a, a_id)
+            for run in (1, 2):
+                (tmp_path / f"b{run}").mkdir()
+                # the second run is told nobody: it has only what it saved in data_dir/dht/
+                extra = ["--data-dir", str(data)] + (["--bootstrap", boot] if run == 1 else [])
+                async with start_node(
+                    tmp_path / f"b{run}", "macronode", config=CALM, extra_args=extra
+                ) as b:
+                    await poll_until(lambda b=b: _has(contacts(b), 1), 30, "b's contacts")
+                    found = json.loads(await ok(b, "dht", "findpeer", a_id, "--json"))
+                    assert found["addr"] == boot
+                    if run == 2:
+                        assert "--bootstrap" not in " ".join(extra)
+            assert (data / "dht" / "table").is_file()

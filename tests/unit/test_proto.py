@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipc import convert, ids, oap
-from ipc.proto import admin, index, mailbox, storage
+from ipc.proto import admin, dht, index, mailbox, storage
 from ipc.proto.codec import ServiceProtocol
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -24,18 +24,22 @@ PROTOCOLS: dict[str, ServiceProtocol] = {
     "svc-index": index.PROTOCOL,
     "svc-mailbox": mailbox.PROTOCOL,
     "admin relay": admin.ADMIN,
+    "svc-dht": dht.PEER,
 }
 
 
 def _fields(cls: type, shown: dict[str, Any]) -> dict[str, Any]:
     """Vector fields as constructor arguments (bytes fields are hex in the JSON, tuples lists)."""
     kinds = {f.name: f.type for f in attrs.fields(cls)}
-    return {
-        k: bytes.fromhex(v)
-        if kinds[k] in (bytes, "bytes")
-        else (tuple(v) if isinstance(v, list) else v)
-        for k, v in shown.items()
-    }
+    out: dict[str, Any] = {}
+    for k, v in shown.items():
+        if kinds[k] in (bytes, "bytes"):
+            out[k] = bytes.fromhex(v)
+        elif kinds[k] == "tuple[bytes, ...]":
+            out[k] = tuple(bytes.fromhex(x) for x in v)
+        else:
+            out[k] = tuple(v) if isinstance(v, list) else v
+    return out
 
 
 def _frame(service: str, payload_hex: str, flags: int = oap.REQ) -> oap.Frame:
