@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ipc import ids
 from kernel import childenv, runtime
 from kernel.cli.client import AdminClient, ControlClient
 
@@ -26,6 +27,8 @@ __all__ = [
     "emit",
     "first_line",
     "human_size",
+    "node_id_arg",
+    "object_id_arg",
     "resolve_admin_url",
     "runtime_dir_of",
 ]
@@ -75,6 +78,24 @@ def admin_client(args: argparse.Namespace, timeout: float = 5.0) -> AdminClient:
 def control_client(args: argparse.Namespace, timeout: float = 5.0) -> ControlClient:
     """The control socket of the node in ``args``' runtime dir: the only way to act on a node."""
     return ControlClient(runtime_dir_of(args) / CTL_SOCKET, timeout=timeout)
+
+
+def object_id_arg(text: str) -> str:
+    """argparse type: an object id (``b3:`` + 64 lowercase hex), or a usage error naming it."""
+    if not ids.is_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an object id (b3: followed by 64 lowercase hex digits)"
+        )
+    return text
+
+
+def node_id_arg(text: str) -> str:
+    """argparse type: a node id (``node:`` + 64 lowercase hex), or a usage error naming it."""
+    if not ids.is_node_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a node id (node: followed by 64 lowercase hex digits)"
+        )
+    return text
 
 
 def first_line(e: BaseException, fallback: str) -> str:

@@ -18,28 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ipc import ids
-from kernel.cli.common import AdminArg, CliError, control_client, emit
+from kernel.cli.common import AdminArg, CliError, control_client, emit, node_id_arg, object_id_arg
 
 __all__ = ["register"]
 
 Verb = Callable[..., argparse.ArgumentParser]
 LOOKUP_WAIT = 35.0  # the control plane gives a lookup route 30 s
-
-
-def _object_id(text: str) -> str:
-    if not ids.is_id(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an object id (b3: followed by 64 lowercase hex digits)"
-        )
-    return text
-
-
-def _node_id(text: str) -> str:
-    if not ids.is_node_id(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a node id (node: followed by 64 lowercase hex digits)"
-        )
-    return text
 
 
 def _answer(resp: Any, what: str) -> dict[str, Any]:
@@ -125,7 +109,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="The addresses of the nodes the DHT says hold an object, one a line "
         '(--json: {"providers":[{"node_id","addr"}],"hops":N}). Exit 1 if none.',
     )
-    q.add_argument("id", type=_object_id, metavar="ID", help="object id, b3:<hex>")
+    q.add_argument("id", type=object_id_arg, metavar="ID", help="object id, b3:<hex>")
     q.set_defaults(func=cmd_findprovs)
     q = sub.add_parser(
         "findpeer",
@@ -133,7 +117,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description='The address of a node (--json: {"node_id","addr","hops"}). Exit 1 if '
         "the DHT does not find it within dht.lookup_timeout.",
     )
-    q.add_argument("node_id", type=_node_id, metavar="NODE_ID", help="node id, node:<hex>")
+    q.add_argument("node_id", type=node_id_arg, metavar="NODE_ID", help="node id, node:<hex>")
     q.set_defaults(func=cmd_findpeer)
     q = sub.add_parser(
         "provide",
@@ -141,7 +125,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="Put this node's provider record of a stored object on the nodes nearest "
         "its id now (the node also does it by itself for everything it stores).",
     )
-    q.add_argument("id", type=_object_id, metavar="ID", help="object id, b3:<hex>")
+    q.add_argument("id", type=object_id_arg, metavar="ID", help="object id, b3:<hex>")
     q.set_defaults(func=cmd_provide)
     q = sub.add_parser(
         "table",

@@ -20,10 +20,15 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ipc import ids
 from ipc.plain import JsonObject
 from kernel.cli.auth import parse_duration
-from kernel.cli.common import AdminArg, CliError, control_client, human_size
+from kernel.cli.common import (
+    AdminArg,
+    CliError,
+    control_client,
+    human_size,
+    object_id_arg,
+)
 
 __all__ = ["register"]
 
@@ -32,14 +37,6 @@ PAGE = 100
 FULL_PAGE = 1000
 DEFAULT_GRACE = 3600.0  # services.storage.admin.DEFAULT_GRACE (not imported: fast --help)
 GC_WAIT = 660.0  # the control plane gives a GC 600 s
-
-
-def _object_id(text: str) -> str:
-    if not ids.is_id(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an object id (b3: followed by 64 lowercase hex digits)"
-        )
-    return text
 
 
 def _page_size(text: str) -> int:
@@ -147,7 +144,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         description="List the node's stored objects in id order: id, size, age (since it was "
         "last written or named) and whether it is pinned. One page unless --all.",
     )
-    p.add_argument("--after", type=_object_id, metavar="ID", help="start after this id")
+    p.add_argument("--after", type=object_id_arg, metavar="ID", help="start after this id")
     p.add_argument(
         "-n",
         "--max",
@@ -164,7 +161,7 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     sub = p.add_subparsers(dest="pin_verb", metavar="ACTION", required=True)
     for action, summary in (("add", "pin a stored object"), ("rm", "unpin an object")):
         q = sub.add_parser(action, help=summary, description=f"{summary[0].upper()}{summary[1:]}.")
-        q.add_argument("id", type=_object_id, metavar="ID", help="object id, b3:<hex>")
+        q.add_argument("id", type=object_id_arg, metavar="ID", help="object id, b3:<hex>")
         q.add_argument("--json", action="store_true", help='print {"id","pinned","changed"}')
         q.set_defaults(func=cmd_pin)
         admin_arg(q)
