@@ -168,9 +168,14 @@ async def test_a_peer_whose_bytes_never_verify_is_banned_after_three(tmp_path: P
             for i in range(3):
                 status, _ = await trio.to_thread.run_sync(gateway_get, n, id_of(b"%d" % i))
                 assert status == 503
+            with trio.fail_after(10):  # its reports come every 0.2 s: all three are in
+                while liar.streamed < 3 * 1000:
+                    await liar.moved.wait()
             sent = liar.streamed
             status, body = await trio.to_thread.run_sync(gateway_get, n, id_of(b"fourth"))
             assert status == 503 and "banned" in json.loads(body)["detail"]
+            with trio.move_on_after(1.0):  # five report periods: a stream would have shown
+                await liar.moved.wait()
             assert liar.streamed == sent  # not asked again
             (peer,) = json.loads((await n.ronctl("peers", "--json")).stdout)["peers"]
             assert peer["state"] == "banned" and peer["banned_for"] > 500
