@@ -3,8 +3,9 @@
 A real micronode; the bench talks to its svc-dht's command socket (node-internal, as svc-overlay
 does when it relays): ``add_providers`` batches of signed records (``--records``, from 50
 providers) and pings from 2,000 fresh identities with their signed peer records (they fill the
-table's buckets as far as k allows, spares included). RSS is read from ``/proc`` (VmRSS) before,
-after, and after a second look 5 s later (nothing grows by itself).
+table's buckets as far as k allows, spares included). RSS (VmRSS) and PSS (shared pages
+counted by their share: svc-dht is forked from the node's fork server, whose imported modules
+it shares) are read from ``/proc`` before, after, and 5 s later (nothing grows by itself).
 """
 
 from __future__ import annotations
@@ -29,11 +30,21 @@ PROVIDERS = 50
 IDENTITIES = 2000
 
 
-def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 - a tiny /proc read
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+def _proc_mib(path: str, field: str) -> float:
+    with open(path) as f:  # a tiny /proc read
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    return _proc_mib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size: pages shared with the fork server count by their share."""
+    return _proc_mib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 async def run_memory(records: int, seed: int) -> dict[str, Any]:
@@ -46,7 +57,7 @@ async def run_memory(records: int, seed: int) -> dict[str, Any]:
             CommandClient.connect(node.control.parent, "svc-dht", max_inflight=8, timeout=60.0)  # type: ignore[union-attr]
         )
         await trio.sleep(1.0)
-        idle = rss_mib(pid)
+        idle, idle_pss = rss_mib(pid), pss_mib(pid)
         started = time.perf_counter()
         signers = [Signer(Ed25519PrivateKey.generate()) for _ in range(PROVIDERS)]
         expires = int(time.time()) + VALIDITY
@@ -76,17 +87,24 @@ async def run_memory(records: int, seed: int) -> dict[str, Any]:
             await call(
                 client,
                 dht.LOCAL,
-                dht.Ping(sender=peer_to_wire(record), via=text_of(fake.node), ip="10.9.9.9"),
+                dht.Ping(
+                    sender=peer_to_wire(record),
+                    via=text_of(fake.node),
+                    ip=f"10.9.{i >> 8}.{i & 255}",
+                ),
             )
         fill_s = time.perf_counter() - started
         table = await call(client, dht.LOCAL, dht.Table())
-        full = rss_mib(pid)
+        full, full_pss = rss_mib(pid), pss_mib(pid)
         await trio.sleep(5.0)
-        later = rss_mib(pid)
+        later, later_pss = rss_mib(pid), pss_mib(pid)
     return {
         "idle_mib": idle,
         "full_mib": full,
         "later_mib": later,
+        "idle_pss": idle_pss,
+        "full_pss": full_pss,
+        "later_pss": later_pss,
         "records": table.records,
         "stored": stored,
         "contacts": table.contacts,

@@ -162,18 +162,18 @@ def run_memory_bench(args: argparse.Namespace) -> None:
 
     r = trio.run(run_memory, args.memory, args.seed)
     print(f"\n## bench/dht.py --memory {args.memory}: svc-dht's RSS in a real micronode\n")
-    print("| svc-dht | records | contacts | RSS MiB | vs idle |")
-    print("|---|---|---|---|---|")
-    print(f"| idle (baseline, same run) | 0 | - | {r['idle_mib']:.1f} | 1.00x |")
+    print("| svc-dht | records | contacts | RSS MiB | PSS MiB | RSS vs idle |")
+    print("|---|---|---|---|---|---|")
     print(
-        f"| {r['records']:,} records, full table | {r['records']:,} | {r['contacts']} | "
-        f"{r['full_mib']:.1f} | {r['full_mib'] / r['idle_mib']:.2f}x |"
+        f"| idle (baseline, same run) | 0 | - | {r['idle_mib']:.1f} | {r['idle_pss']:.1f} | 1.00x |"
     )
-    print(
-        f"| the same, 5 s later | {r['records']:,} | {r['contacts']} | {r['later_mib']:.1f} | "
-        f"{r['later_mib'] / r['idle_mib']:.2f}x |"
-    )
-    print(f"\ntarget: under 64 MiB; filled in {r['fill_s']:.0f} s ({r['stored']:,} stored)")
+    for label, key in (("full table", "full"), ("the same, 5 s later", "later")):
+        print(
+            f"| {r['records']:,} records, {label} | {r['records']:,} | {r['contacts']} | "
+            f"{r[key + '_mib']:.1f} | {r[key + '_pss']:.1f} | "
+            f"{r[key + '_mib'] / r['idle_mib']:.2f}x |"
+        )
+    print(f"\ntarget: RSS under 64 MiB; filled in {r['fill_s']:.0f} s ({r['stored']:,} stored)")
 
 
 def main() -> None:

@@ -24,7 +24,15 @@ import trio
 from ipc import oap
 from ipc.proto import dht
 from ipc.proto.codec import Request
-from ipc.transport import ChannelClosed, DialError, Limits, Meter, NodeCertificate, PeerAddr
+from ipc.transport import (
+    ChannelClosed,
+    DialError,
+    Limits,
+    Meter,
+    NodeCertificate,
+    PeerAddr,
+    client_context,
+)
 from ipc.transport.client import PeerClient
 from ipc.transport.session import open_session
 from services.lib.kad import Contact, text_of
@@ -60,6 +68,9 @@ class Links:
         max_conns: int = 64,
     ) -> None:
         self.cert = cert
+        # one client context for every dial (building one loads the certificate and key: ms
+        # of CPU and a few hundred KiB each)
+        self.context = client_context(cert) if tls else None
         self.sender = sender
         self.limits = limits
         self.meter = meter
@@ -119,6 +130,7 @@ class Links:
                 limits=self.limits,
                 meter=self.meter,
                 tls=self.tls,
+                context=self.context,
                 pq_mode=self.pq_mode,
             )
             return link.client

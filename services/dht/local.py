@@ -54,14 +54,18 @@ class Local:
         self.joins: trio.MemorySendChannel[None] | None = None  # a seed asks for a join
 
     async def findprovs(self, req: dht.FindProvs) -> dht.ProvsFound:
-        """Records this node holds answer at once (it is among the nodes nearest the id);
-        else a lookup that stops at the first node holding any (libp2p's rule too)."""
+        """Records this node holds answer at once (it is among the nodes nearest the id, or
+        looked the id up before); else a lookup that stops at the first node holding any, whose
+        records are then kept here too (signed: any node may cache them; libp2p does the
+        same), so the next ask is local."""
         st = self.state
         key = key_of(req.id)
         held = st.store.providers(key, st.wall(), limit=req.limit)
         if held:
             return dht.ProvsFound(_found(held, req.limit), 0, True)
         outcome = await self.lookups.find_providers(key, want=1)
+        for record in outcome.providers.values():  # checked and signed: ours to cache
+            st.store.add_provider(record)
         found = _found(list(outcome.providers.values()), req.limit)
         return dht.ProvsFound(found, outcome.lookup.hops, outcome.complete or bool(found))
 

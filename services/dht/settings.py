@@ -37,7 +37,7 @@ class DhtSettings:
     max_records: int = attrs.field(default=1_000_000, validator=_positive)
     per_source: int = attrs.field(default=200_000, validator=_positive)
     refresh_after: float = attrs.field(default=600.0, validator=_positive)
-    watch_interval: float = attrs.field(default=1.0, validator=_positive)
+    watch_interval: float = attrs.field(default=0.2, validator=_positive)
     max_conns: int = attrs.field(default=64, validator=_positive)
     rate: float = attrs.field(default=50.0, validator=_positive)
     burst: int = attrs.field(default=100, validator=_positive)

@@ -21,6 +21,7 @@ from pathlib import Path
 import trio
 
 from ipc.proto import dht
+from kernel.heap import give_back_memory
 from services.dht.links import Unreachable
 from services.dht.lookups import Ask, Lookups
 from services.dht.persist import save_contacts
@@ -37,6 +38,7 @@ REPAIR_EVERY = 10.0
 JOIN_BACKOFF = (1.0, 30.0)
 HOUSEKEEPING = 1.0
 EXPIRE_EVERY = 60.0
+TRIM_AFTER = 10_000  # records stored (or dropped) since the last trim of the heap
 
 
 class Gauges:
@@ -154,9 +156,13 @@ class Upkeep:
     async def housekeeping(self) -> None:
         st = self.state
         last_expire = last_save = trio.current_time()
+        trimmed_at = 0
         while True:
             await trio.sleep(HOUSEKEEPING)
             self.gauges.set(len(st.table), len(st.store), len(st.missing))
+            if abs(len(st.store) - trimmed_at) >= TRIM_AFTER:
+                give_back_memory()  # batches of records decoded and dropped: RSS back down
+                trimmed_at = len(st.store)
             now = trio.current_time()
             if now - last_expire >= EXPIRE_EVERY:
                 st.store.expire(st.wall())

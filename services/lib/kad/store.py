@@ -1,7 +1,8 @@
 """The records this node holds for others: provider records by object, peer records by node.
 
 Synchronous, ``now`` passed in (Unix seconds, as the records' expiry). The caller checks a
-record (``records.check``) before it offers it here; the store applies the bounds.
+record (``records.check``) before it offers it here; the store applies the bounds. Provider
+records (the many) are packed (``packed``: ~110 bytes each); peer records are few.
 
 Guarantees:
 
@@ -17,8 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
-import collections
-
+from .packed import PackedProviders
 from .records import PeerRecord, ProviderRecord
 
 __all__ = ["RecordStore"]
@@ -28,61 +28,43 @@ class RecordStore:
     def __init__(self, *, max_records: int = 1_000_000, per_source: int = 100_000) -> None:
         self.max_records = max_records
         self.per_source = per_source
-        self._providers: dict[int, dict[int, ProviderRecord]] = {}
+        self._providers = PackedProviders()
         self._peers: dict[int, PeerRecord] = {}
-        self._by_source: collections.Counter[int] = collections.Counter()
-        self._count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._providers) + len(self._peers)
 
     def _room(self, source: int) -> str:
-        if self._count >= self.max_records:
+        if len(self) >= self.max_records:
             return "full"
-        if self._by_source[source] >= self.per_source:
+        held = self._providers.count_of(source) + (source in self._peers)
+        if held >= self.per_source:
             return "share"
         return ""
 
-    def _took(self, source: int, delta: int) -> None:
-        self._count += delta
-        self._by_source[source] += delta
-        if self._by_source[source] <= 0:
-            del self._by_source[source]
-
     def add_provider(self, record: ProviderRecord) -> str:
         """``stored``, ``refreshed`` (replaced a held one), or the refusal's reason."""
-        held = self._providers.get(record.key, {})
-        old = held.get(record.provider)
+        old = self._providers.find(record.key, record.provider)
         if old is not None:
             if record.expires <= old.expires:
                 return "refreshed" if record.expires == old.expires else "replay"
-            held[record.provider] = record
+            self._providers.put(record)
             return "refreshed"
         refusal = self._room(record.provider)
         if refusal:
             return refusal
-        self._providers.setdefault(record.key, {})[record.provider] = record
-        self._took(record.provider, 1)
+        self._providers.put(record)
         return "stored"
 
     def providers(self, key: int, now: float, limit: int = 20) -> list[ProviderRecord]:
         """Current provider records of ``key`` (the latest-expiring first), at most ``limit``."""
-        held = self._providers.get(key, {})
-        live = [r for r in held.values() if r.expires > now]
+        live = [r for r in self._providers.records(key) if r.expires > now]
         live.sort(key=lambda r: -r.expires)
         return live[:limit]
 
     def drop_provider(self, keys: set[int], provider: int) -> int:
         """Forget ``provider``'s records of ``keys`` (its objects are gone); how many went."""
-        gone = 0
-        for key in keys:
-            held = self._providers.get(key)
-            if held is not None and held.pop(provider, None) is not None:
-                self._took(provider, -1)
-                gone += 1
-                if not held:
-                    del self._providers[key]
-        return gone
+        return sum(self._providers.remove(key, provider) for key in keys)
 
     def put_peer(self, record: PeerRecord) -> str:
         """``stored``, ``refreshed`` (a higher ``seq`` replaced the held one), or the refusal."""
@@ -96,7 +78,6 @@ class RecordStore:
         if refusal:
             return refusal
         self._peers[record.node] = record
-        self._took(record.node, 1)
         return "stored"
 
     def peer(self, node: int, now: float) -> PeerRecord | None:
@@ -105,21 +86,12 @@ class RecordStore:
 
     def expire(self, now: float) -> int:
         """Drop every expired record; how many went."""
-        gone = 0
-        for key in list(self._providers):
-            held = self._providers[key]
-            for provider in [p for p, r in held.items() if r.expires <= now]:
-                del held[provider]
-                self._took(provider, -1)
-                gone += 1
-            if not held:
-                del self._providers[key]
+        gone = self._providers.expire(now)
         for node in [n for n, r in self._peers.items() if r.expires <= now]:
             del self._peers[node]
-            self._took(node, -1)
             gone += 1
         return gone
 
     def counts(self) -> dict[str, int]:
         """Records held by kind (the ``dht_records`` gauge and ``GET /dht``)."""
-        return {"providers": self._count - len(self._peers), "peers": len(self._peers)}
+        return {"providers": len(self._providers), "peers": len(self._peers)}
