@@ -26,6 +26,9 @@ __all__ = [
     "NameList",
     "NameRecord",
     "PutName",
+    "SetType",
+    "TypeSet",
+    "check_media_type",
     "check_name",
 ]
 
@@ -54,13 +57,42 @@ def check_name(name: object) -> str:
     return name
 
 
+TYPE_MAX: Final = 255
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t -~])*"'
+_PARAM = rf"[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED})"
+_MEDIA_RE: Final = re.compile(rf"{_TOKEN}/{_TOKEN}(?:{_PARAM})*")
+
+
+def check_media_type(text: object) -> str:
+    """``text`` if it is a well-formed media type (RFC 9110 §8.3.1: ``type/subtype`` and
+    ``; name=value`` parameters, at most 255 characters), type and subtype lower-cased; else
+    ``OapError("bad_type", code=400)``. Why checked: it goes back out as a header."""
+    if (
+        not isinstance(text, str)
+        or not 1 <= len(text) <= TYPE_MAX
+        or not text.isascii()
+        or _MEDIA_RE.fullmatch(text) is None
+    ):
+        raise oap.OapError(
+            "bad_type",
+            f"{text!r:.80} is not a media type (type/subtype[; name=value], e.g. text/html)",
+            code=400,
+        )
+    essence, sep, params = text.partition(";")
+    return essence.lower() + sep + params
+
+
 @attrs.frozen
 class NameRecord:
-    """A name's current binding; ``version`` counts its updates (the first put is 1)."""
+    """A name's current binding; ``version`` counts its updates (the first put is 1); ``type``:
+    the media type its content is served with (None: none recorded, guessed from the name;
+    left out on the wire then, so an untyped record encodes as before types existed)."""
 
     name: str
     id: str = attrs.field(validator=content_id)
     version: int = attrs.field(validator=unsigned)
+    type: str | None = None
 
 
 @attrs.frozen
@@ -73,7 +105,8 @@ class GetName(Request[NameRecord]):
 @attrs.frozen
 class PutName(Request[NameRecord]):
     """Bind ``name`` to ``id``; with ``expect_version`` only if the name is at that version
-    (0: it must not exist yet), else 409 ``version_conflict``."""
+    (0: it must not exist yet), else 409 ``version_conflict``. ``type``: the media type to
+    serve it with; None: the type recorded for ``id`` (``SetType``), if any."""
 
     OP: ClassVar[str] = "put"
     REPLY: ClassVar[type] = NameRecord
@@ -82,6 +115,24 @@ class PutName(Request[NameRecord]):
     expect_version: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(unsigned)
     )
+    type: str | None = None
+
+
+@attrs.frozen
+class TypeSet:
+    id: str
+    type: str
+
+
+@attrs.frozen
+class SetType(Request[TypeSet]):
+    """Record the media type an object was uploaded with (``PUT /o`` with a Content-Type), for
+    the names later pointed at it without a type of their own; the last one set wins."""
+
+    OP: ClassVar[str] = "set_type"
+    REPLY: ClassVar[type] = TypeSet
+    id: str = attrs.field(validator=content_id)
+    type: str
 
 
 LIST_MAX: Final = 1000
@@ -107,5 +158,5 @@ class ListNames(Request[NameList]):
 
 
 PROTOCOL: Final = ServiceProtocol(
-    service="svc-index", app_proto_id=INDEX_PROTO, requests=(GetName, PutName, ListNames)
+    service="svc-index", app_proto_id=INDEX_PROTO, requests=(GetName, PutName, ListNames, SetType)
 )

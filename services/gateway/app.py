@@ -1,12 +1,16 @@
 """The gateway's ASGI app: routes of DESIGN.md §8 over a ``Backend``, with admission control.
 
 Routes (declared in ``ROUTES`` at the end: a route is one entry and one handler): ``PUT /o``,
-``GET|HEAD /o/{id}``, ``GET /names``, ``GET|PUT /names/{name}``, and the mailbox routes
-``/mb/...`` (``mail_routes``). Guarantees:
+``GET|HEAD /o/{id}``, ``GET /names``, ``GET|PUT /names/{name}``, ``GET|HEAD /n/{name}``
+(content by name, typed: ``media``) and the mailbox routes ``/mb/...`` (``mail_routes``).
+Guarantees:
 
 - every answer is a typed status; errors are JSON ``{"error", "detail"}`` with a reason from
   ``errors.REASONS`` (never a 500 for bad input; 500 only for ``integrity_failure``/``internal``);
-- admission (rate limit, in-flight cap, Content-Length over the body cap) answers at once;
+- admission (rate limit, in-flight cap, a Content-Length over its route's cap) answers at once;
+- ``PUT /o`` streams its body whether it comes with Content-Length or chunked: one cap
+  (``max_object_size``, 413) and the quota (507) are checked on the announced length before
+  the body; ``body_cap`` bounds only the bodies that are read whole (JSON);
 - a request body is counted as it arrives and refused (413) before the excess is buffered; a
   streamed upload holds at most one piece in memory; an object is served in ``chunk`` pieces;
 - no byte of an object is sent before its whole digest was verified; a mismatch counts in
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -39,7 +44,7 @@ from kernel import logs
 from kernel.http.asgi import Receive, Scope, Send, answer_lifespan
 from kernel.http.routes import Route, Router
 from kernel.metrics import Metrics
-from services.gateway import mail_routes
+from services.gateway import mail_routes, media
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, FetchWatch, NameRecord, Stored, StoredObject
 from services.gateway.call import Call, Op
@@ -59,7 +64,8 @@ __all__ = ["CACHE_IMMUTABLE", "GatewayApp", "check_name", "parse_object_id"]
 
 
 CACHE_IMMUTABLE = b"public, max-age=29030400, immutable"
-OCTETS = b"application/octet-stream"
+CACHE_NAMED = b"public, max-age=60"  # a name may point elsewhere a minute later; its ETag is the id
+INDEX_PAGE = "index.html"
 NAME_BODY_CAP = 4096  # a names PUT body is one small JSON map
 SERVICE = "svc-gateway"
 # every capability refusal is one rejection reason: "unauth" (auth_failures_total splits them)
@@ -270,17 +276,19 @@ class GatewayApp:
 
     async def _get_object(
         self,
-        scope: Scope,
-        receive: Receive,
-        ex: Exchange,
+        c: Call,
         obj_id: str,
-        method: str,
-        cs: trio.CancelScope,
+        typed: list[tuple[bytes, bytes]],
+        cache: bytes = CACHE_IMMUTABLE,
     ) -> None:
+        """Serve ``obj_id`` with ``typed`` headers (``media.typed_headers`` and a download's):
+        ETag = the id, conditional GET, Range, HEAD; ``cache``: immutable for an id, short for
+        a name (names move)."""
+        scope, ex = c.scope, c.ex
         etag = f'"{obj_id}"'
         common = [
             (b"etag", etag.encode()),
-            (b"cache-control", CACHE_IMMUTABLE),
+            (b"cache-control", cache),
             (b"accept-ranges", b"bytes"),
         ]
         if etag_matches(header(scope, b"if-none-match"), etag) and await self.backend.exists(
@@ -290,23 +298,22 @@ class GatewayApp:
             await ex.start(304, common)
             await ex.body(b"")
             return
-        obj = await self._open_verified(obj_id, ex, receive)
+        obj = await self._open_verified(obj_id, ex, c.receive)
         try:
             span = parse_range(header(scope, b"range"), obj.size)
             start, end = span if span is not None else (0, obj.size)
             headers = [
-                (b"content-type", OCTETS),
                 (b"content-length", str(end - start).encode()),
-                (b"x-content-type-options", b"nosniff"),
+                *typed,
                 *common,
             ]
             if span is not None:
                 headers.append((b"content-range", f"bytes {start}-{end - 1}/{obj.size}".encode()))
             await ex.start(206 if span is not None else 200, headers)
-            if method == "HEAD":
+            if c.method == "HEAD":
                 await ex.body(b"")
                 return
-            await self._stream(ex, obj, start, end, cs)
+            await self._stream(ex, obj, start, end, c.cs)
         finally:
             with trio.CancelScope(shield=True):
                 await obj.aclose()
@@ -382,21 +389,19 @@ class GatewayApp:
         cs: trio.CancelScope,
         token: caps.Token | None = None,
     ) -> None:
+        # Content-Length or chunked: the body streams either way, so both share one cap
+        # (max_object_size) and both are checked before the body (so before ``100 Continue``)
         length = content_length(scope)
-        chunked = (header(scope, b"transfer-encoding") or "").lower().endswith("chunked")
+        if length is not None and length > self.settings.max_object_size:
+            raise GatewayError(
+                "object_too_large",
+                f"Content-Length {length} is over max_object_size "
+                f"({self.settings.max_object_size} bytes)",
+            )
+        kind = media.upload_type(scope)  # a malformed Content-Type: 400 before the body
         if length:
             await self._check_room(length)
-        if length is not None and length > self.settings.body_cap:
-            raise GatewayError(
-                "body_too_large",
-                f"Content-Length {length} is over {self.settings.body_cap} bytes; "
-                "send larger objects with Transfer-Encoding: chunked",
-            )
-        counter = (
-            BodyCounter(self.settings.max_object_size, "object_too_large")
-            if chunked
-            else BodyCounter(self.settings.body_cap, "body_too_large")
-        )
+        counter = BodyCounter(self.settings.max_object_size, "object_too_large")
         cap_limit = token.max_size() if token is not None else None
         if cap_limit is not None and cap_limit < counter.cap:
             # a body of unknown size: the token's max_size caveat is enforced as it arrives
@@ -412,7 +417,7 @@ class GatewayApp:
                 if not data:
                     raise GatewayError("empty_body", "PUT /o needs the object as its body")
                 stored = await self.backend.put_small(data)
-                await self._stored(ex, stored)
+                await self._stored(ex, stored, kind)
                 return
             pieces.append(piece)
             buffered += len(piece)
@@ -430,12 +435,18 @@ class GatewayApp:
             stored = await upload.commit()
         finally:
             await upload.abort()  # a no-op once committed
-        await self._stored(ex, stored)
+        await self._stored(ex, stored, kind)
 
-    async def _stored(self, ex: Exchange, stored: Stored) -> None:
+    async def _stored(self, ex: Exchange, stored: Stored, kind: str | None) -> None:
+        """The answer to a PUT once it is durable; with a type, once that is recorded too (a
+        retry of the idempotent PUT completes what a failure here left)."""
+        doc: JsonObject = {"id": stored.id, "size": stored.size}
+        if kind is not None:
+            await self.backend.set_type(stored.id, kind)
+            doc["type"] = kind
         await ex.json(
             201 if stored.created else 200,
-            {"id": stored.id, "size": stored.size},
+            doc,
             [(b"location", f"/o/{stored.id}".encode()), (b"etag", f'"{stored.id}"'.encode())],
         )
 
@@ -472,8 +483,43 @@ class GatewayApp:
         raw = bytearray()
         while (piece := await body.next()) is not None:
             raw += piece
-        obj_id, expect = _parse_name_body(bytes(raw))
-        await ex.json(200, _name_doc(await self.backend.put_name(name, obj_id, expect)))
+        obj_id, expect, kind = _parse_name_body(bytes(raw))
+        await ex.json(200, _name_doc(await self.backend.put_name(name, obj_id, expect, kind)))
+
+    async def _serve_name(self, c: Call, path: str) -> None:
+        """``GET|HEAD /n/{name}``: the bytes a name points at, typed; ``dir/`` serves
+        ``dir/index.html``; ``dir`` without its slash, when only ``dir/index.html`` exists, is
+        redirected there (so the page's relative links resolve under it)."""
+        name = path + INDEX_PAGE if path.endswith("/") else path
+        record = await self._name_record(name)
+        if (
+            record is None
+            and not path.endswith("/")
+            and await self._name_record(name + "/" + INDEX_PAGE) is not None
+        ):
+            where = "/n/" + urllib.parse.quote(name, safe="/") + "/"
+            await c.ex.start(301, [(b"location", where.encode()), (b"content-length", b"0")])
+            await c.ex.body(b"")
+            return
+        if record is None:
+            raise GatewayError("no_name", f"no name {name!r:.300} on this node")
+        kind = media.name_type(record.type, record.name)
+        typed = media.typed_headers(kind, self.settings.html_csp)
+        await self._get_object(c, record.id, typed, CACHE_NAMED)
+
+    async def _name_record(self, name: str) -> NameRecord | None:
+        """The name's record; None when there is none, or when ``name`` cannot be one (a
+        path that cannot be a name is a page that does not exist, not a malformed request)."""
+        try:
+            index_proto.check_name(name)
+        except oap.OapError:
+            return None
+        try:
+            return await self.backend.get_name(name)
+        except GatewayError as err:
+            if err.reason == "not_found":
+                return None
+            raise
 
 
 MAX_VERSION = (1 << 63) - 1  # svc-index stores versions as SQLite INTEGERs
@@ -484,31 +530,45 @@ def _small_int(text: str) -> object:
     return int(text) if len(text.lstrip("-")) <= 19 else _TOO_BIG
 
 
-def _parse_name_body(raw: bytes) -> tuple[str, int | None]:
+_NAME_BODY = '{"id": "b3:...", "expect_version"?: N, "type"?: "text/html"}'
+
+
+def _parse_name_body(raw: bytes) -> tuple[str, int | None, str | None]:
     try:
         doc = json.loads(raw, parse_int=_small_int)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-        raise GatewayError(
-            "bad_json", 'expected JSON {"id": "b3:...", "expect_version"?: N}'
-        ) from None
-    if not isinstance(doc, dict) or not set(doc) <= {"id", "expect_version"} or "id" not in doc:
-        raise GatewayError("schema_invalid", 'expected {"id": "b3:...", "expect_version"?: N}')
+        raise GatewayError("bad_json", f"expected JSON {_NAME_BODY}") from None
+    if (
+        not isinstance(doc, dict)
+        or not set(doc) <= {"id", "expect_version", "type"}
+        or "id" not in doc
+    ):
+        raise GatewayError("schema_invalid", f"expected {_NAME_BODY}")
     obj_id = doc["id"]
     if not isinstance(obj_id, str):
         raise GatewayError("schema_invalid", "id must be a string")
+    kind = doc.get("type")
+    if kind is not None:
+        if not isinstance(kind, str):
+            raise GatewayError("schema_invalid", "type must be a string (a media type)")
+        kind = media.media_type(kind, "type")
     if "expect_version" not in doc:
-        return parse_object_id(obj_id), None
+        return parse_object_id(obj_id), None, kind
     expect = doc["expect_version"]
     if type(expect) is not int or not 0 <= expect <= MAX_VERSION:
         raise GatewayError(
             "schema_invalid",
             f"expect_version must be an integer 0..{MAX_VERSION} (omit it for none)",
         )
-    return parse_object_id(obj_id), expect
+    return parse_object_id(obj_id), expect, kind
 
 
 def _name_doc(record: NameRecord) -> JsonObject:
-    return {"name": record.name, "id": record.id, "version": record.version}
+    """A name's JSON; ``type`` only when it has one (the shape of untyped names is unchanged)."""
+    doc: JsonObject = {"name": record.name, "id": record.id, "version": record.version}
+    if record.type:
+        doc["type"] = record.type
+    return doc
 
 
 # --- the routes (DESIGN.md §8; specs/gateway-openapi.yaml) -----------------------------------
@@ -521,7 +581,13 @@ async def _put_object(app: GatewayApp, c: Call) -> None:
 
 async def _get_object(app: GatewayApp, c: Call) -> None:
     obj_id = parse_object_id(c.params["id"])
-    await app._get_object(c.scope, c.receive, c.ex, obj_id, c.method, c.cs)
+    kind, extra = media.download_type(mail_routes.query_of(c.scope))
+    typed = media.typed_headers(kind, app.settings.html_csp)
+    await app._get_object(c, obj_id, [*typed, *extra])
+
+
+async def _serve_name(app: GatewayApp, c: Call) -> None:
+    await app._serve_name(c, c.params["name"])
 
 
 async def _list_names(app: GatewayApp, c: Call) -> None:
@@ -571,6 +637,14 @@ ROUTES: Router[Op] = Router(
                 "PUT": Op("gateway_put_name", _put_name, "write"),
             },
             tail=True,  # names may hold "/" (svc-index decides what is valid)
+        ),
+        Route(
+            "/n/{name}",
+            {
+                "GET": Op("gateway_get_by_name", _serve_name),
+                "HEAD": Op("gateway_head_by_name", _serve_name),
+            },
+            tail=True,  # site/img/logo.png; site/ serves site/index.html
         ),
         *_mail_routes(),
     ]

@@ -77,7 +77,13 @@ class Backend(Protocol):
 
     async def get_name(self, name: str) -> NameRecord: ...
 
-    async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord: ...
+    async def put_name(
+        self, name: str, obj_id: str, expect_version: int | None, type_: str | None = None
+    ) -> NameRecord:
+        """``type_`` None: the name takes the type recorded for ``obj_id`` (``set_type``)."""
+
+    async def set_type(self, obj_id: str, type_: str) -> None:
+        """Record the media type ``obj_id`` was uploaded with (durable when it returns)."""
 
     async def list_names(self, prefix: str, after: str, limit: int) -> NameList: ...
 

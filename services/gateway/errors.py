@@ -38,8 +38,8 @@ REASONS: Final = MappingProxyType(
         "method_not_allowed": 405,
         "request_timeout": 408,  # the client did not send its body within the deadline
         "version_conflict": 409,  # expect_version did not match (svc-index)
-        "body_too_large": 413,  # single-shot body over body_cap (Content-Length or while reading)
-        "object_too_large": 413,  # streamed body over max_object_size
+        "body_too_large": 413,  # a body read whole (JSON routes) over body_cap
+        "object_too_large": 413,  # a PUT /o body over max_object_size (announced or streamed)
         "range_not_satisfiable": 416,
         "schema_invalid": 422,  # OAP canon: well-formed JSON of the wrong shape
         "bad_name": 422,  # OAP canon (svc-index): not a valid name (ipc/proto/)
@@ -58,6 +58,9 @@ REASONS: Final = MappingProxyType(
         "stale_receipt": 409,  # a mailbox receipt of no current delivery (acked, redelivered)
         "too_large": 413,  # OAP canon (svc-mailbox): a message body over its cap
         "node_unknown": 404,  # OAP canon (svc-mailbox): a mailbox on a node nobody knows
+        "no_name": 404,  # GET /n/{name}: no such name here (or the path cannot be one)
+        "bad_type": 400,  # not a well-formed media type (Content-Type, ?type=, a name's type)
+        "bad_filename": 400,  # ?filename= empty, too long, or with a control char, a slash
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

@@ -17,6 +17,21 @@ def _positive(_inst: object, attr: AnyField, value: float) -> None:
         raise ValueError(f"{attr.name} must be > 0, got {value}")
 
 
+# A stored page may show itself and what it links on this node (images, styles, fonts, media),
+# and nothing else: no script runs (a sandbox without allow-scripts gives it an opaque origin, so
+# no cookie of the gateway either), no form posts, no plugin, and no other page may frame it.
+HTML_CSP = (
+    "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
+    "img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self'; "
+    "media-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _header_safe(_inst: object, attr: AnyField, value: str) -> None:
+    if any(ord(ch) < 0x20 or ord(ch) > 0x7E for ch in value):
+        raise ValueError(f"{attr.name} must be printable ASCII (it is sent as a header)")
+
+
 def _non_negative(_inst: object, attr: AnyField, value: float) -> None:
     if value < 0:
         raise ValueError(f"{attr.name} must be >= 0, got {value}")
@@ -29,7 +44,11 @@ class GatewaySettings:
     ``timeout``: seconds for a request's work and each wait on the client (keep-alive, a body
     chunk); ``max_inflight``: requests served at once (more: 429 at once); ``rate``/``burst``: a
     token bucket over all requests, ``rate = 0`` turns it off; ``body_cap``: the largest
-    single-shot (Content-Length) body; ``max_object_size``: the largest chunked upload;
+    body read whole (the JSON routes: names, mail); ``max_object_size``: the largest object a
+    ``PUT /o`` takes, with Content-Length or chunked (both stream); ``html_csp``: the
+    ``Content-Security-Policy`` sent with stored content served typed (``/n/...``,
+    ``/o/{id}?type=``): by default a sandbox without scripts, so a stored page cannot act on
+    the gateway's origin ("" sends none);
     ``server``: the HTTP/1.1 server loop, ``h11`` (ours, ~3x cheaper per request) or
     ``hypercorn``; ``max_connections``: client connections served at once (h11 server; one more
     is answered 429 and closed); ``max_writes``: writes (PUT) served at once, within
@@ -58,6 +77,7 @@ class GatewaySettings:
     max_writes: int = attrs.field(default=16, validator=_positive)  # PUTs at once (<= inflight)
     min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)  # bytes/s floor
     max_polls: int = attrs.field(default=256, validator=_positive)  # mailbox long polls at once
+    html_csp: str = attrs.field(default=HTML_CSP, validator=_header_safe)
 
 
 def parse_settings(raw: Mapping[str, Json]) -> GatewaySettings:

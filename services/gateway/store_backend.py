@@ -325,13 +325,18 @@ class StoreBackend:
     async def list_names(self, prefix: str, after: str, limit: int) -> index.NameList:
         return await self.index_call(index.ListNames(prefix=prefix, after=after, max=limit))
 
-    async def put_name(self, name: str, obj_id: str, expect_version: int | None) -> NameRecord:
+    async def put_name(
+        self, name: str, obj_id: str, expect_version: int | None, type_: str | None = None
+    ) -> NameRecord:
         # Touch first: a GC that began before this name lands keeps its target (its grace
         # window starts again now); the name may still point at an id this node lacks.
         await self.storage_call(storage.Touch(id=obj_id))
         return await self.index_call(
-            index.PutName(name=name, id=obj_id, expect_version=expect_version)
+            index.PutName(name=name, id=obj_id, expect_version=expect_version, type=type_)
         )
+
+    async def set_type(self, obj_id: str, type_: str) -> None:
+        await self.index_call(index.SetType(id=obj_id, type=type_))
 
 
 async def _cancel_on(event: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:

@@ -19,23 +19,32 @@ FEATURES = ("index",)
 INDEX_DIR = "index"
 
 
+def _record(name: str, obj_id: str, version: int, type_: str) -> proto.NameRecord:
+    """The wire record: an untyped name ("" in the table) has no ``type`` at all."""
+    return proto.NameRecord(name, obj_id, version, type_ or None)
+
+
 def make_handler(
     ctx: ServiceContext, index: NameIndex
 ) -> Callable[[oap.Frame], Awaitable[oap.Frame]]:
-    async def dispatch(req: Request[object]) -> proto.NameRecord | proto.NameList:
+    async def dispatch(req: Request[object]) -> proto.NameRecord | proto.NameList | proto.TypeSet:
         match req:
             case proto.GetName(name=name):
                 found = await index.get(proto.check_name(name))
                 if found is None:
                     raise oap.OapError("not_found", f"no name {name!r}")
-                return proto.NameRecord(name, found[0], found[1])
+                return _record(name, *found)
             case proto.ListNames(prefix=prefix, after=after, max=limit):
                 rows, more = await index.list(prefix, after, limit)
-                records = tuple(proto.NameRecord(n, i, v) for n, i, v in rows)
-                return proto.NameList(names=records, more=more)
-            case proto.PutName(name=name, id=obj_id, expect_version=expect):
-                version = await index.put(proto.check_name(name), obj_id, expect)
-                return proto.NameRecord(name, obj_id, version)
+                return proto.NameList(names=tuple(_record(*r) for r in rows), more=more)
+            case proto.PutName(name=name, id=obj_id, expect_version=expect, type=type_):
+                checked = None if type_ is None else proto.check_media_type(type_)
+                version, served = await index.put(proto.check_name(name), obj_id, expect, checked)
+                return _record(name, obj_id, version, served)
+            case proto.SetType(id=obj_id, type=type_):
+                checked = proto.check_media_type(type_)
+                await index.set_type(obj_id, checked)
+                return proto.TypeSet(obj_id, checked)
         raise oap.OapError("schema_invalid", f"svc-index has no op {req.OP!r}")
 
     return protocol_handler(

@@ -23,8 +23,11 @@ BATCH_MAX = 256
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS names ("
-    " name TEXT PRIMARY KEY, id TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID"
+    " name TEXT PRIMARY KEY, id TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID",
+    # the media type an object was uploaded with (one row per object, the last upload's)
+    "CREATE TABLE IF NOT EXISTS types (id TEXT PRIMARY KEY, type TEXT NOT NULL) WITHOUT ROWID",
 )
+_TYPE_COLUMN = "ALTER TABLE names ADD COLUMN type TEXT NOT NULL DEFAULT ''"  # databases before it
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -36,9 +39,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 @attrs.define(eq=False)
 class _Put:
-    name: str
+    """A name to bind (``name``), or with ``name`` None an object's type to record."""
+
+    name: str | None
     obj_id: str
     expect: int | None
+    type: str | None = None  # None: the object's recorded type, if any
     done: trio.Event = attrs.field(factory=trio.Event)
     version: int | None = None
     error: oap.OapError | None = None
@@ -63,7 +69,11 @@ class NameIndex:
         def setup() -> int:
             self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._writer = _connect(self.path)
-            self._writer.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                self._writer.execute(statement)
+            columns = {row[1] for row in self._writer.execute("PRAGMA table_info(names)")}
+            if "type" not in columns:
+                self._writer.execute(_TYPE_COLUMN)
             self._reader = _connect(self.path)
             return self._writer.execute("SELECT count(*) FROM names").fetchone()[0]
 
@@ -75,47 +85,57 @@ class NameIndex:
                 conn.close()
         self._writer = self._reader = None
 
-    async def get(self, name: str) -> tuple[str, int] | None:
-        """(id, version) of ``name``, or None."""
+    async def get(self, name: str) -> tuple[str, int, str] | None:
+        """(id, version, type) of ``name``, or None."""
         assert self._reader is not None
 
-        def read() -> tuple[str, int] | None:
+        def read() -> tuple[str, int, str] | None:
             assert self._reader is not None
             row = self._reader.execute(
-                "SELECT id, version FROM names WHERE name = ?", (name,)
+                "SELECT id, version, type FROM names WHERE name = ?", (name,)
             ).fetchone()
-            return None if row is None else (row[0], row[1])
+            return None if row is None else (row[0], row[1], row[2])
 
         async with self._read_lock:
             return await trio.to_thread.run_sync(read)
 
     async def list(
         self, prefix: str, after: str, limit: int
-    ) -> tuple[list[tuple[str, str, int]], bool]:
-        """``(name, id, version)`` of up to ``limit`` names starting with ``prefix`` and sorting
-        after ``after``, in order; and whether there are more."""
+    ) -> tuple[list[tuple[str, str, int, str]], bool]:
+        """``(name, id, version, type)`` of up to ``limit`` names starting with ``prefix`` and
+        sorting after ``after``, in order; and whether there are more."""
 
-        def read() -> tuple[list[tuple[str, str, int]], bool]:
+        def read() -> tuple[list[tuple[str, str, int, str]], bool]:
             assert self._reader is not None
             rows = self._reader.execute(
-                "SELECT name, id, version FROM names WHERE name > ? AND name >= ?"
+                "SELECT name, id, version, type FROM names WHERE name > ? AND name >= ?"
                 " AND substr(name, 1, ?) = ? ORDER BY name LIMIT ?",
                 (after, prefix, len(prefix), prefix, limit + 1),
             ).fetchall()
-            return [(r[0], r[1], r[2]) for r in rows[:limit]], len(rows) > limit
+            return [(r[0], r[1], r[2], r[3]) for r in rows[:limit]], len(rows) > limit
 
         async with self._read_lock:
             return await trio.to_thread.run_sync(read)
 
-    async def put(self, name: str, obj_id: str, expect: int | None) -> int:
-        """Set ``name`` to ``obj_id`` durably; returns the new version (raises 409 on conflict)."""
-        job = _Put(name, obj_id, expect)
+    async def put(
+        self, name: str, obj_id: str, expect: int | None, type_: str | None = None
+    ) -> tuple[int, str]:
+        """Set ``name`` to ``obj_id`` durably; returns the new version and the type it is
+        served with (``type_``, else the object's recorded type, else ""); 409 on conflict."""
+        job = await self._commit(_Put(name, obj_id, expect, type_))
+        assert job.version is not None and job.type is not None
+        return job.version, job.type
+
+    async def set_type(self, obj_id: str, type_: str) -> None:
+        """Record ``obj_id``'s media type durably (names set later without a type take it)."""
+        await self._commit(_Put(None, obj_id, None, type_))
+
+    async def _commit(self, job: _Put) -> _Put:
         await self._send.send(job)
         await job.done.wait()
         if job.error is not None:
             raise job.error
-        assert job.version is not None
-        return job.version
+        return job
 
     async def run_committer(self) -> None:
         while True:
@@ -141,6 +161,13 @@ class NameIndex:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for job in batch:
+                if job.name is None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO types (id, type) VALUES (?, ?)",
+                        (job.obj_id, job.type),
+                    )
+                    job.version = 0
+                    continue
                 row = conn.execute("SELECT version FROM names WHERE name = ?", (job.name,))
                 found = row.fetchone()
                 current = 0 if found is None else found[0]
@@ -150,10 +177,15 @@ class NameIndex:
                         f"{job.name} is at version {current}, not {job.expect}",
                     )
                     continue
+                if job.type is None:
+                    known = conn.execute("SELECT type FROM types WHERE id = ?", (job.obj_id,))
+                    found = known.fetchone()
+                    job.type = "" if found is None else found[0]
                 conn.execute(
-                    "INSERT INTO names (name, id, version) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET id = excluded.id, version = excluded.version",
-                    (job.name, job.obj_id, current + 1),
+                    "INSERT INTO names (name, id, version, type) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET id = excluded.id, "
+                    "version = excluded.version, type = excluded.type",
+                    (job.name, job.obj_id, current + 1, job.type),
                 )
                 job.version = current + 1
             conn.execute("COMMIT")

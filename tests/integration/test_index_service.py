@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ B = ids.id_of(b"b")
 
 
 async def call(client: CommandClient, op: str, **fields: Any) -> dict[str, Any]:
-    return await call_op(client, PROTOCOL, op, **fields)
+    """The reply as a dict, without the fields it left out (an untyped name has no type)."""
+    reply = await call_op(client, PROTOCOL, op, **fields)
+    return {key: value for key, value in reply.items() if value is not None}
 
 
 async def reason_of(client: CommandClient, op: str, **fields: Any) -> tuple[int, str]:
@@ -116,3 +119,32 @@ async def test_names_are_versioned_conditional_and_validated(tmp_path: Path) -> 
                 "id": A,
                 "version": 3,
             }
+
+
+async def test_types_follow_objects_into_names_and_an_old_table_gains_them(tmp_path: Path) -> None:
+    # a names table from before types: the node must open it, keep its names, and add types
+    old = tmp_path / "data" / "index"
+    old.mkdir(parents=True, mode=0o700)
+    with sqlite3.connect(old / "names.sqlite3") as db:
+        db.execute(
+            "CREATE TABLE names (name TEXT PRIMARY KEY, id TEXT NOT NULL, "
+            "version INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO names VALUES ('kept', ?, 4)", (A,))
+    with trio.fail_after(60):
+        async with (
+            storage_node(tmp_path, "macronode") as (_node, _root),
+            CommandClient.connect(_node.runtime_dir, INDEX) as client,
+        ):
+            assert await call(client, "get", name="kept") == {"name": "kept", "id": A, "version": 4}
+            typed = await call(client, "set_type", id=B, type="Image/PNG")
+            assert typed == {"id": B, "type": "image/png"}
+            put = await call(client, "put", name="logo", id=B)
+            assert put == {"name": "logo", "id": B, "version": 1, "type": "image/png"}
+            own = await call(client, "put", name="logo", id=B, type="image/webp")
+            assert own["type"] == "image/webp"
+            listed = await call(client, "list", prefix="")
+            assert [r.get("type") for r in listed["names"]] == [None, "image/webp"]
+            for bad in ("png", "image/png\r\nx: y", "a" * 300 + "/b"):
+                assert await reason_of(client, "set_type", id=B, type=bad) == (400, "bad_type")
+                assert await reason_of(client, "put", name="x", id=B, type=bad) == (400, "bad_type")

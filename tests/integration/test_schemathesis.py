@@ -5,6 +5,7 @@ a header or a body the spec does not document, or a 5xx."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.node_harness import REPO, child_env, start_node
+from tests.support.node_harness import REPO, child_env, http_request, start_node
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +38,27 @@ def bounded_spec(tmp_path: Path) -> Path:
     return path
 
 
+async def publish_example_page(gateway: str, token: str) -> None:
+    """The name the spec's /n/{name} example uses, so that route is tested past its 404."""
+    host, port = gateway.removeprefix("http://").rsplit(":", 1)
+    auth = {"Authorization": f"Bearer {token}"}
+    page = b"<!doctype html><title>example</title>"
+    put = await trio.to_thread.run_sync(
+        http_request, host, int(port), "PUT", "/o", page, {**auth, "Content-Type": "text/html"}
+    )
+    body = json.dumps({"id": put.json()["id"]}).encode()
+    named = await trio.to_thread.run_sync(
+        http_request, host, int(port), "PUT", "/names/example.html", body, auth
+    )
+    assert named.status == 200, named.body
+
+
 async def test_the_gateway_keeps_its_openapi_contract(tmp_path: Path) -> None:
     st = schemathesis_cli()
     spec = bounded_spec(tmp_path)
     async with start_node(tmp_path) as node:
         token = await node.mint(ttl=600)
+        await publish_example_page(node.ready_line["gateway"], token)
         with trio.fail_after(170):
             done = await trio.run_process(
                 [

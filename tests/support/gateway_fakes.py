@@ -70,7 +70,8 @@ class FakeUpload:
 class FakeBackend:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
-        self.names: dict[str, tuple[str, int]] = {}
+        self.names: dict[str, tuple[str, int, str | None]] = {}
+        self.types: dict[str, str] = {}
         self.corrupt: set[str] = set()
         self.quarantined: list[str] = []
         self.reads: list[int] = []
@@ -121,17 +122,24 @@ class FakeBackend:
     async def get_name(self, name: str) -> NameRecord:
         if name not in self.names:
             raise GatewayError("not_found", name)
-        obj_id, version = self.names[name]
-        return NameRecord(name, obj_id, version)
+        return NameRecord(name, *self.names[name])
 
-    async def put_name(self, name: str, obj_id: str, expect: int | None) -> NameRecord:
+    async def put_name(
+        self, name: str, obj_id: str, expect: int | None, type_: str | None = None
+    ) -> NameRecord:
         if self.writes_down:
             raise GatewayError("unavailable", "svc-index is not running", retry_after=1)
-        current = self.names.get(name, ("", 0))[1]
+        current = self.names.get(name, ("", 0, None))[1]
         if expect is not None and expect != current:
             raise GatewayError("version_conflict", f"version is {current}")
-        self.names[name] = (obj_id, current + 1)
-        return NameRecord(name, obj_id, current + 1)
+        served = self.types.get(obj_id) if type_ is None else type_
+        self.names[name] = (obj_id, current + 1, served)
+        return NameRecord(name, *self.names[name])
+
+    async def set_type(self, obj_id: str, type_: str) -> None:
+        if self.writes_down:
+            raise GatewayError("unavailable", "svc-index is not running", retry_after=1)
+        self.types[obj_id] = type_
 
     async def list_names(self, prefix: str, after: str, limit: int) -> NameList:
         found = sorted(n for n in self.names if n.startswith(prefix) and n > after)

@@ -8,6 +8,7 @@ tested without storage or index processes (those are in test_gateway_node.py).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -113,20 +114,26 @@ async def test_large_objects_are_streamed_in_chunks_both_ways() -> None:
 
 async def test_body_caps_answer_413_without_reading_the_excess() -> None:
     with trio.fail_after(20):
-        async with serve(body_cap=1000, max_object_size=5000) as gw:
-            # Content-Length over the cap: answered from the headers alone (no body is sent).
+        async with serve(body_cap=1000, max_object_size=500_000, chunk=1024) as gw:
+            # Content-Length over max_object_size: answered from the headers alone.
             answer = await gw.raw(
                 b"PUT /o HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
             )
             assert answer.startswith(b"HTTP/1.1 413"), answer
-            over = await gw.put(b"x" * 1001)
-            assert over.status == 413 and error_of(over) == "body_too_large"
-            ok = await gw.put(b"x" * 1000)
-            assert ok.status == 201
-            streamed = await gw.req("PUT", "/o", iter([b"y" * 3000, b"y" * 3000]))
+            # body_cap bounds only bodies read whole: an object with Content-Length streams
+            # like a chunked one, up to max_object_size (the bug: 413 past body_cap)
+            data = os.urandom(400_000)
+            over_cap = await gw.put(data)
+            assert over_cap.status == 201 and over_cap.json()["id"] == b3(data)
+            assert gw.backend.objects[b3(data)] == data
+            assert gw.backend.largest_write < len(data)  # streamed, never held whole
+            over = await gw.put(b"x" * 500_001)
+            assert over.status == 413 and error_of(over) == "object_too_large"
+            streamed = await gw.req("PUT", "/o", iter([b"y" * 300_000, b"y" * 300_000]))
             assert streamed.status == 413 and error_of(streamed) == "object_too_large"
-            assert gw.backend.largest_write <= 3000
-            assert gw.metrics.rejected.get(reason="object_too_large") == 1
+            assert gw.metrics.rejected.get(reason="object_too_large") == 3
+            name_body = await gw.req("PUT", "/names/site", b"{" + b" " * 1000 + b"}")
+            assert name_body.status == 413 and error_of(name_body) == "body_too_large"
 
 
 async def test_bad_ids_unknown_objects_routes_and_methods() -> None:
