@@ -135,10 +135,11 @@ class NodeAdmin:
         self.supervisor.release(service)
 
     def service_spec(self, service: str) -> JsonObject | None:
-        for spec in self.store.current.services:
+        for order, spec in enumerate(self.store.current.services):
             if spec.name == service:
                 shown = attrs.asdict(spec)
                 shown.pop("settings", None)
+                shown["order"] = order  # its place in the config: the start order
                 return shown
         return None
 

@@ -40,8 +40,8 @@ class NodeControl(Protocol):
         ...
 
     def service_spec(self, service: str) -> JsonObject | None:
-        """The running config's spec of ``service`` (no settings: they may hold secrets);
-        None when the profile has no such service."""
+        """The running config's spec of ``service`` (no settings: they may hold secrets) and
+        its ``order`` there (the start order); None when the profile has no such service."""
         ...
 
     async def stop(self) -> None:

@@ -2,9 +2,10 @@
 
 Blocking stdlib HTTP (``http.client``), like the rest of ``ronctl``. Guarantees:
 
-- ``put`` streams the file: up to ``SINGLE_SHOT`` bytes in one request with Content-Length, larger
-  files with ``Transfer-Encoding: chunked`` in ``PIECE`` pieces; memory stays flat whatever the
-  size. It prints the id once the node acknowledged the object as durable.
+- ``put`` streams the file with its Content-Length (stdin: ``Transfer-Encoding: chunked``) in
+  ``PIECE`` pieces; memory stays flat whatever the size. It prints the id once the node
+  acknowledged the object as durable. ``put DIR`` does so for every file under DIR
+  (``kernel.cli.put_dir``); ``get NAME`` fetches what a name of this node points at.
 - ``get -o FILE`` writes to a temp file beside FILE, checks BLAKE3 of what arrived against the id,
   and only then renames it into place: FILE is never left half-written or wrong. To stdout, the
   bytes stream as they arrive and a mismatch is reported (exit 1) at the end.
@@ -40,7 +41,9 @@ from typing import IO, Any, Protocol
 import blake3
 
 from ipc import ids
+from ipc.oap import OapError
 from ipc.plain import JsonObject
+from ipc.proto import index as index_proto
 from kernel import childenv, runtime
 from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.client import AdminClient
@@ -57,7 +60,6 @@ from kernel.cli.common import (
 Verb = Callable[..., argparse.ArgumentParser]
 
 GATEWAY_ENV = childenv.GATEWAY
-SINGLE_SHOT = 1 << 20  # the gateway's default body_cap
 PIECE = 1 << 18  # bytes per read from disk / per HTTP chunk
 PROGRESS_MIN = 8 << 20
 RETRY_STATUS = (429, 503)
@@ -69,10 +71,24 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "store a file through the gateway, print its id",
         cmd_put,
         description="Upload FILE ('-' = stdin) to the node's gateway and print its id "
-        "(b3:<hex>) once the node holds it durably.",
+        "(b3:<hex>) once the node holds it durably. With a DIR, upload every file under it "
+        "(recursively) and, with --name PREFIX/, name each PREFIX/<relative path>; prints a table "
+        "(or --json).",
     )
-    p.add_argument("file", metavar="FILE")
-    add_json_arg(p, '{"id", "size"}')
+    p.add_argument("file", metavar="FILE|DIR")
+    add_json_arg(p, '{"id", "size"} (a DIR: {"files": [...], "bytes"})')
+    p.add_argument(
+        "--name",
+        metavar="PREFIX/",
+        help="with a DIR: name every file PREFIX/<its path under DIR> (a site: --name site/, "
+        "then open /n/site/ on the gateway)",
+    )
+    p.add_argument(
+        "--type",
+        metavar="MEDIA",
+        help="the file's media type, e.g. text/html (recorded for names pointed at it); a DIR's "
+        "files get their extension's",
+    )
     p.add_argument(
         "--token",
         metavar="T",
@@ -82,11 +98,12 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
     common_args(p, admin_arg)
     p = verb(
         "get",
-        "fetch an object by id through the gateway",
+        "fetch an object by id or name through the gateway",
         cmd_get,
-        description="Download an object, verify its BLAKE3 id, write it to FILE or stdout.",
+        description="Download an object (by its id, or by a name of this node), verify its "
+        "BLAKE3 id, write it to FILE or stdout.",
     )
-    p.add_argument("id", metavar="ID", help="object id, b3:<hex>")
+    p.add_argument("id", metavar="ID|NAME", help="object id, b3:<hex>, or a name (site/index.html)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument(
         "--peer",
@@ -275,65 +292,93 @@ def _show_progress(args: argparse.Namespace) -> bool:
 # --- put -----------------------------------------------------------------------------------------
 
 
-def _pieces(f: IO[bytes], progress: _Progress) -> Iterator[bytes]:
+def _pieces(f: IO[bytes], progress: Meter) -> Iterator[bytes]:
     while piece := f.read(PIECE):
         progress.add(len(piece))
         yield piece
 
 
+class Meter(Protocol):
+    """Where an upload reports its bytes (a ``_Progress``, or ``put DIR``'s whole-tree bar)."""
+
+    def add(self, n: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def upload(
+    args: argparse.Namespace,
+    url: str,
+    source: IO[bytes],
+    headers: dict[str, str],
+    meter: Callable[[int | None], Meter],
+) -> JsonObject:
+    """PUT ``source`` to ``/o`` and return the gateway's answer (``{"id", "size"[, "type"]}``)
+    once the object is durable. A file goes with its Content-Length and streams (the gateway
+    takes any size up to its max_object_size that way, like curl -T); a pipe goes chunked (its
+    size is unknown, and it cannot be sent twice: no retry). ``meter(size)`` gives each
+    attempt its progress."""
+    seekable = source.seekable()
+    size = os.fstat(source.fileno()).st_size if seekable else None
+    retry_for = args.retry_for if seekable else 0.0
+
+    def attempt(conn: http.client.HTTPConnection) -> JsonObject:
+        if seekable:
+            source.seek(0)
+        progress = meter(size)
+        conn.putrequest("PUT", "/o")
+        if size is None:
+            conn.putheader("Transfer-Encoding", "chunked")
+        else:
+            conn.putheader("Content-Length", str(size))
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        try:
+            for piece in _pieces(source, progress):
+                conn.send(piece if size is not None else b"%x\r\n%s\r\n" % (len(piece), piece))
+            if size is None:
+                conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway answered early (e.g. 413): read why below
+        resp = conn.getresponse()
+        body = resp.read()
+        progress.finish()
+        if resp.status in (200, 201):
+            return dict(json.loads(body))
+        if resp.status in RETRY_STATUS:
+            raise Retry(error_line(resp.status, body), retry_after_of(resp))
+        if resp.status == 401 and "Authorization" not in headers:
+            raise CliError(
+                f"{error_line(resp.status, body)}: pass --token (or ${TOKEN_ENV}), or run "
+                "as the node's user so ronctl can mint one"
+            )
+        raise CliError(error_line(resp.status, body))
+
+    stored: JsonObject = with_retries(url, retry_for, attempt)
+    return stored
+
+
 def cmd_put(args: argparse.Namespace) -> int:
+    if args.file != "-" and os.path.isdir(args.file):
+        from kernel.cli.put_dir import put_dir
+
+        return put_dir(args)
+    if args.name:
+        raise CliError("--name PREFIX/ names the files of a directory; use `ronctl name set`")
     url = resolve_gateway_url(args)
     try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     token = write_token(args, "put")
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Content-Type": args.type or "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     with source:
-        seekable = source.seekable()
-        size = os.fstat(source.fileno()).st_size if seekable else None
-        if not seekable:
-            args.retry_for = 0.0  # a pipe cannot be sent twice
-
-        def attempt(conn: http.client.HTTPConnection) -> JsonObject:
-            if seekable:
-                source.seek(0)
-            progress = _Progress(size, _show_progress(args), "put")
-            if size is not None and size <= SINGLE_SHOT:
-                conn.request(
-                    "PUT",
-                    "/o",
-                    body=source.read(),
-                    headers={"Content-Type": "application/octet-stream", **auth},
-                )
-            else:
-                conn.putrequest("PUT", "/o")
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.putheader("Content-Type", "application/octet-stream")
-                for key, value in auth.items():
-                    conn.putheader(key, value)
-                conn.endheaders()
-                try:
-                    for piece in _pieces(source, progress):
-                        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    conn.send(b"0\r\n\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the gateway answered early (e.g. 413): read why below
-            resp = conn.getresponse()
-            body = resp.read()
-            progress.finish()
-            if resp.status in (200, 201):
-                return dict(json.loads(body))
-            if resp.status in RETRY_STATUS:
-                raise Retry(error_line(resp.status, body), retry_after_of(resp))
-            if resp.status == 401 and not token:
-                raise CliError(
-                    f"{error_line(resp.status, body)}: pass --token (or ${TOKEN_ENV}), or run "
-                    "as the node's user so ronctl can mint one"
-                )
-            raise CliError(error_line(resp.status, body))
-
-        stored = with_retries(url, args.retry_for, attempt)
+        stored = upload(
+            args, url, source, headers, lambda size: _Progress(size, _show_progress(args), "put")
+        )
     emit(args, stored, stored["id"])
     return 0
 
@@ -343,7 +388,9 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     if not ids.is_id(args.id):
-        raise CliError(f"{args.id!r} is not an object id (b3: followed by 64 lowercase hex digits)")
+        if args.peer:
+            raise CliError(f"--peer fetches by id: {args.id!r} is not b3:<64 lowercase hex>")
+        args.id = _id_of_name(args, args.id)
     if args.peer:
         return _get_from_peer(args)
     url = resolve_gateway_url(args)
@@ -384,6 +431,25 @@ def cmd_get(args: argparse.Namespace) -> int:
     except OSError as exc:  # the output file, not the network (those are handled inside)
         raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     return 0
+
+
+def _id_of_name(args: argparse.Namespace, name: str) -> str:
+    """The id a name of this node points at (``GET /names/{name}``); one line if none."""
+    try:
+        index_proto.check_name(name)
+    except OapError:
+        raise CliError(
+            f"{name[:80]!r} is neither an object id (b3:<64 lowercase hex>) nor a name: "
+            f"{index_proto.NAME_RULE}"
+        ) from None
+    path = "/names/" + urllib.parse.quote(name, safe="/")
+    try:
+        _, record = gateway_call(args, "GET", path)
+    except CliError as exc:
+        if "404" in str(exc):
+            raise CliError(f"no name {name!r} on this node (names are per node)") from None
+        raise
+    return str(record["id"])
 
 
 def _get_from_peer(args: argparse.Namespace) -> int:

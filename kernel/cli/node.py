@@ -382,7 +382,12 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "`ronctl start SERVICE` (/readyz names it while it is required and stopped).",
     )
     p.set_defaults(act="stop")
-    p.add_argument("service", metavar="SERVICE", nargs="?", help="one service, e.g. svc-index")
+    p.add_argument(
+        "service",
+        metavar="SERVICE",
+        nargs="?",
+        help="one service, e.g. svc-index, or all (every service, the node keeps running)",
+    )
     admin_arg(p)
     service_verbs.add_wait_args(p)
 

@@ -1,5 +1,6 @@
 """``ronctl`` verbs on one service: ``start``, ``restart``, ``stop SERVICE`` and
-``status SERVICE`` (like ``systemctl start|restart|stop|status UNIT`` or ``supervisorctl``).
+``status SERVICE`` (like ``systemctl start|restart|stop|status UNIT`` or ``supervisorctl``);
+``start|restart|stop all`` act on every service in turn (start order, stop in reverse).
 
 Acts go through the control socket; then the verb waits, polling the read plane with a deadline,
 until the service is where the act put it (ready again, or stopped), so a script can chain
@@ -23,6 +24,7 @@ from kernel.cli.common import AdminArg, CliError, add_json_arg, admin_client, co
 __all__ = ["cmd_service_act", "cmd_service_status", "register"]
 
 Verb = Callable[..., argparse.ArgumentParser]
+ALL = "all"  # every service: `ronctl restart all`
 POLL_S = 0.02  # an HTTP GET on loopback per poll: cheap; the wait shows in `ronctl restart`
 NOT_RUNNING = 3  # `ronctl status SERVICE` of a service that is not ready (systemctl's code)
 
@@ -54,7 +56,16 @@ def _arrived(act: str, before: JsonObject, now: JsonObject) -> bool:
 
 
 def cmd_service_act(args: argparse.Namespace) -> int:
-    act, service = args.act, args.service
+    if args.service == ALL:
+        return _act_on_all(args)
+    doc, text = _act(args, args.act, args.service)
+    emit(args, doc, text)
+    return 0
+
+
+def _act(args: argparse.Namespace, act: str, service: str) -> tuple[JsonObject, str]:
+    """Do ``act`` on ``service`` and wait (unless ``--no-wait``) until it is where the act put
+    it; returns what ``--json`` prints and the line a person reads."""
     before = service_doc(args, service)
     resp = control_client(args).post(f"/{act}/{_quoted(service)}")
     if resp.status == 404:
@@ -64,11 +75,9 @@ def cmd_service_act(args: argparse.Namespace) -> int:
         raise CliError(f"{act} {service} failed ({resp.error_text()})")
     if not doc.get("changed", True):
         state = "stopped" if act == "stop" else "running"
-        emit(args, _result(act, before, False), f"{service} is already {state}")
-        return 0
+        return _result(act, before, False), f"{service} is already {state}"
     if args.no_wait:
-        emit(args, _result(act, before, True, arrived=False), f"{act} {service}: requested")
-        return 0
+        return _result(act, before, True, arrived=False), f"{act} {service}: requested"
     deadline = time.monotonic() + args.timeout
     now = before
     while not _arrived(act, before, now):
@@ -81,7 +90,28 @@ def cmd_service_act(args: argparse.Namespace) -> int:
         now = service_doc(args, service)
     done = {"stop": "stopped", "start": "started", "restart": "restarted"}[act]
     pid = f" (pid {now['pid']})" if now.get("pid") else ""
-    emit(args, _result(act, now, True), f"{done} {service}{pid}")
+    return _result(act, now, True), f"{done} {service}{pid}"
+
+
+def _act_on_all(args: argparse.Namespace) -> int:
+    """``start|restart all`` in the order the node starts its services (its config's), ``stop
+    all`` in reverse, one at a time, each waited for (the node itself keeps running: ``ronctl
+    stop`` without SERVICE stops it)."""
+    version = admin_client(args).get("/version")
+    listed = version.json().get("services") if version.status == 200 else None
+    if not isinstance(listed, list):
+        raise CliError(f"the admin plane answered /version with {version.error_text()}")
+    names = [str(s["name"]) for s in listed if isinstance(s, dict) and s.get("name")]
+    # the order the node starts them in (its config's: a service after those it needs)
+    names.sort(key=lambda name: int((service_doc(args, name).get("spec") or {}).get("order", 0)))
+    results = []
+    for service in reversed(names) if args.act == "stop" else names:
+        doc, text = _act(args, args.act, service)
+        results.append(doc)
+        if not args.json:
+            print(text, flush=True)
+    if args.json:
+        print(json.dumps({"act": args.act, "services": results}, sort_keys=True))
     return 0
 
 
@@ -144,7 +174,9 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
             "wait until it is ready (--no-wait: do not wait).",
         )
         p.set_defaults(act=act)
-        p.add_argument("service", metavar="SERVICE", help="service name, e.g. svc-index")
+        p.add_argument(
+            "service", metavar="SERVICE", help="service name, e.g. svc-index, or all (each in turn)"
+        )
         add_wait_args(p)
         admin_arg(p)
 
