@@ -72,10 +72,7 @@ def name_type(recorded: str | None, name: str) -> str:
 
 def filename_of(text: str) -> str:
     """A download's filename: 1-255 characters, no control character, slash or backslash."""
-    if (
-        not 1 <= len(text) <= FILENAME_MAX
-        or any(ord(ch) < 0x20 or ch in '/\\"\x7f' for ch in text)
-    ):
+    if not 1 <= len(text) <= FILENAME_MAX or any(ord(ch) < 0x20 or ch in '/\\"\x7f' for ch in text):
         raise GatewayError(
             "bad_filename",
             f"filename must be 1-{FILENAME_MAX} characters without a control character, "
