@@ -5,7 +5,7 @@ Blocking stdlib HTTP (``http.client``), like the rest of ``ronctl``. Guarantees:
 - ``put`` streams the file with its Content-Length (stdin: ``Transfer-Encoding: chunked``) in
   ``PIECE`` pieces; memory stays flat whatever the size. It prints the id once the node
   acknowledged the object as durable. ``put DIR`` does so for every file under DIR
-  (``kernel.cli.put_dir``); ``get NAME`` fetches what a name of this node points at.
+  (``kernel.cli.put``); ``get NAME`` fetches what a name of this node points at.
 - ``get -o FILE`` writes to a temp file beside FILE, checks BLAKE3 of what arrived against the id,
   and only then renames it into place: FILE is never left half-written or wrong. To stdout, the
   bytes stream as they arrive and a mismatch is reported (exit 1) at the end.
@@ -51,7 +51,6 @@ from kernel.cli.common import (
     ADMIN_ENV,
     AdminArg,
     CliError,
-    add_json_arg,
     emit,
     resolve_admin_url,
     runtime_dir_of,
@@ -66,36 +65,6 @@ RETRY_STATUS = (429, 503)
 
 
 def register(verb: Verb, admin_arg: AdminArg) -> None:
-    p = verb(
-        "put",
-        "store a file through the gateway, print its id",
-        cmd_put,
-        description="Upload FILE ('-' = stdin) to the node's gateway and print its id "
-        "(b3:<hex>) once the node holds it durably. With a DIR, upload every file under it "
-        "(recursively) and, with --name PREFIX/, name each PREFIX/<relative path>; prints a table "
-        "(or --json).",
-    )
-    p.add_argument("file", metavar="FILE|DIR")
-    add_json_arg(p, '{"id", "size"} (a DIR: {"files": [...], "bytes"})')
-    p.add_argument(
-        "--name",
-        metavar="PREFIX/",
-        help="with a DIR: name every file PREFIX/<its path under DIR> (a site: --name site/, "
-        "then open /n/site/ on the gateway)",
-    )
-    p.add_argument(
-        "--type",
-        metavar="MEDIA",
-        help="the file's media type, e.g. text/html (recorded for names pointed at it); a DIR's "
-        "files get their extension's",
-    )
-    p.add_argument(
-        "--token",
-        metavar="T",
-        help=f"capability token (default: ${TOKEN_ENV}, else one minted through the node's "
-        "control socket when run as the node's user)",
-    )
-    common_args(p, admin_arg)
     p = verb(
         "get",
         "fetch an object by id or name through the gateway",
@@ -359,13 +328,8 @@ def upload(
     return stored
 
 
-def cmd_put(args: argparse.Namespace) -> int:
-    if args.file != "-" and os.path.isdir(args.file):
-        from kernel.cli.put_dir import put_dir
-
-        return put_dir(args)
-    if args.name:
-        raise CliError("--name PREFIX/ names the files of a directory; use `ronctl name set`")
+def put_file(args: argparse.Namespace) -> int:
+    """``ronctl put FILE`` (``-``: stdin): print its id once the node holds it durably."""
     url = resolve_gateway_url(args)
     try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kernel import childenv, runtime
-from kernel.cli import auth, completion, data, dht, logs, mail, names, node, services, store
+from kernel.cli import auth, completion, data, dht, logs, mail, names, node, put, services, store
 from kernel.cli.chaos import verbs
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.register(verb, add_admin_arg)
     services.register(verb, add_admin_arg)
     logs.register(verb, add_admin_arg)
+    put.register(verb, add_admin_arg)
     data.register(verb, add_admin_arg)
     auth.register(verb, add_admin_arg)
     mail.register(verb, add_admin_arg)

@@ -1,4 +1,5 @@
-"""``ronctl put DIR [--name PREFIX/]``: every file under DIR stored, and named, in one command.
+"""``ronctl put FILE|DIR``: a file stored (``kernel.cli.data.put_file``), or with a DIR every
+file under it stored, and named with ``--name PREFIX/``, in one command.
 
 How a static site gets onto a node: ``ronctl put examples/site --name site/`` stores each file
 (recursively, in path order) with its extension's media type, then points
@@ -31,14 +32,55 @@ import attrs
 from ipc.oap import OapError
 from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
-from kernel.cli.auth import write_token
-from kernel.cli.common import CliError, human_size
-from kernel.cli.data import gateway_call, resolve_gateway_url, upload
+from kernel.cli.auth import TOKEN_ENV, write_token
+from kernel.cli.common import AdminArg, CliError, add_json_arg, human_size
+from kernel.cli.data import Verb, common_args, gateway_call, put_file, resolve_gateway_url, upload
 
-__all__ = ["put_dir"]
+__all__ = ["cmd_put", "put_dir", "register"]
 
 OCTETS = "application/octet-stream"
 MAX_FILES = 100_000  # a typo'd DIR (/, ~) stops before walking the whole disk
+
+
+def register(verb: Verb, admin_arg: AdminArg) -> None:
+    p = verb(
+        "put",
+        "store a file through the gateway, print its id",
+        cmd_put,
+        description="Upload FILE ('-' = stdin) to the node's gateway and print its id "
+        "(b3:<hex>) once the node holds it durably. With a DIR, upload every file under it "
+        "(recursively) and, with --name PREFIX/, name each PREFIX/<relative path>; prints a table "
+        "(or --json).",
+    )
+    p.add_argument("file", metavar="FILE|DIR")
+    add_json_arg(p, '{"id", "size"} (a DIR: {"files": [...], "bytes"})')
+    p.add_argument(
+        "--name",
+        metavar="PREFIX/",
+        help="with a DIR: name every file PREFIX/<its path under DIR> (a site: --name site/, "
+        "then open /n/site/ on the gateway)",
+    )
+    p.add_argument(
+        "--type",
+        metavar="MEDIA",
+        help="the file's media type, e.g. text/html (recorded for names pointed at it); a DIR's "
+        "files get their extension's",
+    )
+    p.add_argument(
+        "--token",
+        metavar="T",
+        help=f"capability token (default: ${TOKEN_ENV}, else one minted through the node's "
+        "control socket when run as the node's user)",
+    )
+    common_args(p, admin_arg)
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    if args.file != "-" and os.path.isdir(args.file):
+        return put_dir(args)
+    if args.name:
+        raise CliError("--name PREFIX/ names the files of a directory; use `ronctl name set`")
+    return put_file(args)
 
 
 @attrs.frozen
