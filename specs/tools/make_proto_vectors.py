@@ -96,6 +96,8 @@ VECTORS = {
         request("svc-index", "put", {"name": "a", "id": ID_A, "expect_version": None}),
         request("svc-index", "put", {"name": "a", "id": ID_B, "expect_version": 0}),
         request("svc-index", "list", {"prefix": "site/", "after": "", "max": 100}),
+        request("svc-index", "put", {"name": "site/a.png", "id": ID_A, "type": "image/png"}),
+        request("svc-index", "set_type", {"id": ID_A, "type": "text/html; charset=utf-8"}),
         request(
             "svc-mailbox",
             "receive",
@@ -162,6 +164,7 @@ VECTORS = {
         ),
         reply("svc-index", "get", {"name": "a", "id": ID_A, "version": 1}),
         reply("svc-index", "put", {"name": "a", "id": ID_B, "version": 7}),
+        reply("svc-index", "get", {"name": "a.png", "id": ID_A, "version": 2, "type": "image/png"}),
         reply(
             "admin relay",
             "call",
