@@ -399,6 +399,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def _id_of_name(args: argparse.Namespace, name: str) -> str:
     """The id a name of this node points at (``GET /names/{name}``); one line if none."""
+    if name.startswith("b3:"):  # meant as an id (":" is never in a name)
+        raise CliError(
+            f"{name[:80]!r} is not an object id (b3: followed by 64 lowercase hex digits)"
+        )
     try:
         index_proto.check_name(name)
     except OapError:
