@@ -2,6 +2,6 @@
 
 import sys
 
-from kernel.cli.entry import main
+from kernel.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """``ronctl`` verbs for identity, tokens and the audit log (DESIGN.md §8): ``id``,
-``token mint|attenuate|inspect|revoke|rotate``, ``audit verify``; and ``write_token``, how the
-write verbs get their token.
+``token mint|attenuate|inspect|revoke|rotate``, ``audit verify``. How the write verbs get
+their token (``write_token``) is ``kernel.cli.tokens``: light, so they do not import ``ipc.caps``.
 
 Minting, revoking and rotating go through the control socket (the node's user only);
 ``attenuate`` and ``inspect`` are offline: anyone holding a token may narrow or read it, no key
@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ipc import caps
-from kernel import childenv
-from kernel.cli.client import AdminError
 from kernel.cli.common import (
     AdminArg,
     CliError,
@@ -29,26 +25,11 @@ from kernel.cli.common import (
     control_client,
     emit,
 )
+from kernel.cli.tokens import TOKEN_ENV, parse_duration, write_token
 
 __all__ = ["TOKEN_ENV", "parse_duration", "register", "write_token"]
 
 Verb = Callable[..., argparse.ArgumentParser]
-TOKEN_ENV = childenv.TOKEN
-CLI_TTL = 300.0  # the tokens the write verbs mint for themselves: short-lived (auth.cli_ttl)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``1h``, ``7d`` as seconds (> 0)."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 90s, 10m, 1h or 7d, got {text!r}"
-        )
-    if float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"a duration must be more than zero, got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _ops(text: str) -> tuple[str, ...]:
@@ -165,22 +146,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         emit(args, body, "")
         return 1
     raise CliError(f"audit log broken at record {body.get('first_bad')}: {body.get('reason')}")
-
-
-def write_token(args: argparse.Namespace, op: str) -> str | None:
-    """The token a write verb sends: ``--token`` > ``$RON_TOKEN`` > one minted for ``op``
-    through the control socket (when this user may use it) > None (the node may be open)."""
-    given = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
-    if given:
-        return str(given).strip()
-    try:
-        resp = control_client(args).post("/token/mint", {"ops": [op], "ttl": CLI_TTL})
-    except AdminError:
-        return None  # not the node's user, or no local node: the gateway will say what it needs
-    if resp.status != 200:
-        return None
-    body = resp.json()
-    return body.get("token") if isinstance(body, dict) else None
 
 
 def register(verb: Verb, admin_arg: AdminArg) -> None:

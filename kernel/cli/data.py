@@ -45,7 +45,6 @@ from ipc.oap import OapError
 from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
 from kernel import childenv, runtime
-from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.client import AdminClient
 from kernel.cli.common import (
     ADMIN_ENV,
@@ -55,6 +54,7 @@ from kernel.cli.common import (
     resolve_admin_url,
     runtime_dir_of,
 )
+from kernel.cli.tokens import TOKEN_ENV, write_token
 
 Verb = Callable[..., argparse.ArgumentParser]
 

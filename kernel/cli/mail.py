@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from ipc.plain import JsonObject
-from kernel.cli.auth import write_token
 from kernel.cli.client import AdminClient
 from kernel.cli.common import (
     AdminArg,
@@ -37,6 +36,7 @@ from kernel.cli.common import (
     runtime_dir_of,
 )
 from kernel.cli.data import Verb, common_args, gateway_call
+from kernel.cli.tokens import write_token
 
 __all__ = ["register"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from ipc import ids
 from ipc.plain import JsonObject
-from kernel.cli.auth import write_token
 from kernel.cli.common import AdminArg, CliError, add_json_arg, emit
 from kernel.cli.data import Verb, common_args, gateway_call
+from kernel.cli.tokens import write_token
 
 __all__ = ["register"]
 

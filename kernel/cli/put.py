@@ -32,9 +32,9 @@ import attrs
 from ipc.oap import OapError
 from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
-from kernel.cli.auth import TOKEN_ENV, write_token
 from kernel.cli.common import AdminArg, CliError, add_json_arg, human_size
 from kernel.cli.data import Verb, common_args, gateway_call, put_file, resolve_gateway_url, upload
+from kernel.cli.tokens import TOKEN_ENV, write_token
 
 __all__ = ["cmd_put", "put_dir", "register"]
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ipc.plain import JsonObject
-from kernel.cli.auth import parse_duration
 from kernel.cli.common import (
     AdminArg,
     CliError,
@@ -29,6 +28,7 @@ from kernel.cli.common import (
     human_size,
     object_id_arg,
 )
+from kernel.cli.tokens import parse_duration
 
 __all__ = ["register"]
 
