@@ -139,7 +139,9 @@ async def test_a_declared_size_past_the_quota_is_507_before_a_byte_is_written(
 async def test_a_fetch_stops_when_its_client_hangs_up(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with AsyncExitStack() as stack:
-            junk = await stack.enter_async_context(hostile_peer("junk"))
+            # 32 MiB/s: a 1 GiB announce takes 32 s, so what the node takes after the hang-up
+            # measures how soon it noticed, not how fast loopback is on a loaded machine
+            junk = await stack.enter_async_context(hostile_peer("junk", "--rate", str(32 << 20)))
             n = await stack.enter_async_context(
                 await _node_with_quota(tmp_path, [junk.addr], 2 << 30)
             )
@@ -150,13 +152,15 @@ async def test_a_fetch_stops_when_its_client_hangs_up(tmp_path: Path) -> None:
                 while junk.streamed < 8 << 20:  # the fetch is under way
                     await junk.moved.wait()
             await client.aclose()  # the caller is gone
+            at_hangup = junk.streamed
             with trio.fail_after(15):  # the stream stops: no report of more bytes for 1.5 s
                 while True:
                     with trio.move_on_after(1.5):
                         await junk.moved.wait()
                         continue
                     break
-            assert junk.streamed < 400 << 20  # long before the announced gigabyte (50 s)
+            # stopped within a few seconds of the hang-up, long before the announced gigabyte
+            assert junk.streamed - at_hangup < 160 << 20, (at_hangup, junk.streamed)
             assert await n.metric("storage_bytes") == 0  # nothing unverified was kept
 
 
