@@ -40,14 +40,17 @@ def timed(cmd: list[str], runs: int, env: dict[str, str]) -> list[float]:
 
 async def measure(runs: int) -> list[tuple[str, list[float]]]:
     py = sys.executable
-    ronctl = [py, "-m", "kernel.cli"]
+    script = Path(py).with_name("ronctl")  # the console script a user runs
+    ronctl = [str(script)] if script.exists() else [py, "-m", "kernel.cli"]
     async with AsyncExitStack() as stack:
         node = await stack.enter_async_context(target.start_node("micronode"))
         assert node.control is not None
         env = {**os.environ, "RON_RUNTIME_DIR": str(node.control.parent)}
         blob = Path(tempfile.mkdtemp()) / "4k.bin"
         blob.write_bytes(os.urandom(4096))
-        put = subprocess.run([*ronctl, "put", str(blob)], capture_output=True, env=env, check=True)
+        put = await trio.run_process(
+            [*ronctl, "put", str(blob)], capture_stdout=True, env=env, check=True
+        )
         obj_id = put.stdout.decode().strip()
         cases = [
             ("python -c pass (baseline)", [py, "-c", "pass"]),
@@ -56,7 +59,9 @@ async def measure(runs: int) -> list[tuple[str, list[float]]]:
             ("ronctl put 4 KiB", [*ronctl, "put", str(blob)]),
             ("ronctl get 4 KiB", [*ronctl, "get", obj_id]),
         ]
-        return [(label, await trio.to_thread.run_sync(timed, cmd, runs, env)) for label, cmd in cases]
+        return [
+            (label, await trio.to_thread.run_sync(timed, cmd, runs, env)) for label, cmd in cases
+        ]
 
 
 def main() -> None:

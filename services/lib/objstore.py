@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import re
 import secrets
@@ -425,11 +426,42 @@ def scan_usage(root: Path) -> tuple[int, int]:
     """(bytes, objects) committed in the store, by walking the fan-out dirs."""
     total = count = 0
     for name in FANOUT:
-        with os.scandir(root / name) as entries:
-            for entry in entries:
-                try:
-                    total += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
-                count += 1
+        size, n = scan_dir_usage(root, name)
+        total += size
+        count += n
     return total, count
+
+
+def scan_dir_usage(root: Path, fanout: str) -> tuple[int, int]:
+    """(bytes, objects) committed in one fan-out dir."""
+    total = count = 0
+    with os.scandir(root / fanout) as entries:
+        for entry in entries:
+            try:
+                total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            count += 1
+    return total, count
+
+
+USAGE_HINT: Final = "usage.json"
+
+
+def read_usage_hint(root: Path) -> tuple[int, int] | None:
+    """(bytes, objects) the last process wrote, or None (none yet, or unreadable)."""
+    try:
+        doc = json.loads((root / USAGE_HINT).read_bytes())
+        used, count = doc["bytes"], doc["objects"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if type(used) is not int or type(count) is not int or used < 0 or count < 0:
+        return None
+    return used, count
+
+
+def write_usage_hint(root: Path, used: int, count: int) -> None:
+    """Replace the hint atomically (no fsync: a hint; a machine crash may leave an older one)."""
+    tmp = root / (USAGE_HINT + ".tmp")
+    tmp.write_text(json.dumps({"bytes": used, "objects": count}))
+    os.replace(tmp, root / USAGE_HINT)

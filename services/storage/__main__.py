@@ -53,6 +53,8 @@ def make_handler(
             case proto.Gc(grace=grace, dry_run=dry_run):
                 return await keeper.gc(grace, dry_run)
             case proto.Usage():
+                if not store.exact and store.full_for(0):  # only the count may say "full"
+                    await store.counted.wait()
                 s = store.settings
                 return proto.UsageReply(
                     bytes=store.usage.bytes,
@@ -113,6 +115,7 @@ async def main(ctx: ServiceContext) -> None:
         server = ctx.command_server(make_handler(ctx, store, keeper), admin=admin_routes(keeper))
         nursery.start_soon(store.run_committer)
         nursery.start_soon(store.sweep_forever)
+        nursery.start_soon(store.keep_usage)
         await nursery.start(server.run)
         ctx.ready()
 

@@ -123,8 +123,7 @@ class Housekeeper:
                     _sweep_dir, self._root, fanout, named, cutoff, dry_run
                 )
                 if found.removed and not dry_run:
-                    store.usage.bytes -= found.freed_bytes
-                    store.usage.objects -= found.removed
+                    store.moved(fanout, -found.freed_bytes, -found.removed)
             for field in attrs.fields(_Tally):
                 setattr(tally, field.name, getattr(tally, field.name) + getattr(found, field.name))
         store.publish_usage()

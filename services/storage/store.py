@@ -25,12 +25,23 @@ from services.storage.settings import StorageSettings
 
 __all__ = ["Store", "Usage"]
 
+HINT_EVERY = 1.0  # seconds between writes of the usage hint (while usage changes)
 _THREADS = 8  # parallel hashing threads of one batch of large objects
 _PARALLEL_VERIFY_BYTES = 8 << 20  # below this a batch is hashed in one thread (cheaper)
 
 
 @attrs.define
 class Usage:
+    bytes: int = 0
+    objects: int = 0
+
+
+@attrs.define
+class _Reconcile:
+    """A background count of the store, fan-out dir by fan-out dir, each under the store's
+    lock: ``bytes``/``objects`` are the dirs counted so far plus every change to them since."""
+
+    scanned: set[str] = attrs.field(factory=set)
     bytes: int = 0
     objects: int = 0
 
@@ -51,6 +62,10 @@ class _Job:
             self.error = error
 
 
+def _fanout(obj_id: str) -> str:
+    return ids.parse_id(obj_id)[:2]
+
+
 def _os_error(exc: OSError, what: str) -> oap.OapError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return oap.OapError("insufficient_storage", f"{what}: the disk is full")
@@ -65,6 +80,9 @@ class Store:
         self.settings = settings
         self.metrics = metrics
         self.usage = Usage()
+        self.exact = False  # usage was counted (not yet: it is the last process's hint)
+        self.counted = trio.Event()  # set once it was
+        self._reconcile: _Reconcile | None = None
         self._send, self._recv = trio.open_memory_channel[_Job](settings.batch_max * 4)
         self.lock = trio.Lock()  # batches, quarantines, pins and GC sweeps never interleave
         self._limiter = trio.CapacityLimiter(_THREADS)
@@ -72,31 +90,91 @@ class Store:
         self.batches = 0
 
     async def open(self) -> None:
-        """Layout, startup barrier (fsync every fan-out dir: whatever is visible is durable before
-        a duplicate commit is acknowledged against it), stale temp sweep, usage scan."""
+        """Layout and the startup barrier (fsync every fan-out dir: whatever is visible is
+        durable before a duplicate commit is acknowledged against it); O(1) in the objects held.
 
-        def prepare() -> tuple[int, int, int]:
+        Usage starts from the hint the last process kept (``objstore.USAGE_HINT``) and is
+        counted again in the background (``reconcile``) while the store serves: a restart of
+        a full store is not a walk of it. Without a hint (a new store, or an old one) it is
+        counted here, once. Why a hint is enough: quota checks run on it only until the
+        background count replaces it (well under a second per 100,000 objects), and it is at
+        most ``HINT_EVERY`` seconds behind a killed process (a machine crash: older)."""
+
+        def prepare() -> tuple[tuple[int, int], bool]:
             objstore.ensure_layout(self.root)
             for child in sorted(self.root.iterdir()):
                 if child.is_dir():
                     objstore.fsync_dir(child)
-            swept = objstore.sweep_temps(self.root, self.settings.tmp_max_age)
-            return (*objstore.scan_usage(self.root), swept)
+            hint = objstore.read_usage_hint(self.root)
+            if hint is not None:
+                return hint, False
+            return objstore.scan_usage(self.root), True
 
-        used, count, swept = await trio.to_thread.run_sync(prepare)
+        (used, count), self.exact = await trio.to_thread.run_sync(prepare)
+        if self.exact:
+            self.counted.set()
         self.usage = Usage(used, count)
         self.publish_usage()
-        logs.log("store_opened", bytes=used, objects=count, swept_temps=swept)
+        logs.log("store_opened", bytes=used, objects=count, counted=self.exact)
+
+    async def keep_usage(self) -> None:
+        """Recount the store if it opened on a hint, then keep the hint fresh (every
+        ``HINT_EVERY`` s while usage changes); returns never."""
+        if not self.exact:
+            await self.reconcile()
+        written: tuple[int, int] | None = None
+        while True:
+            now = (self.usage.bytes, self.usage.objects)
+            if now != written:
+                await trio.to_thread.run_sync(objstore.write_usage_hint, self.root, *now)
+                written = now
+            await trio.sleep(HINT_EVERY)
+
+    async def reconcile(self) -> None:
+        """Count every fan-out dir, each under the lock (so no commit, GC or quarantine is
+        half-seen), adding the changes to dirs already counted; then that count is the usage."""
+        tally = self._reconcile = _Reconcile()
+        for fanout in objstore.FANOUT:
+            async with self.lock:
+                size, n = await trio.to_thread.run_sync(objstore.scan_dir_usage, self.root, fanout)
+                tally.bytes += size
+                tally.objects += n
+                tally.scanned.add(fanout)
+        async with self.lock:
+            drift = (tally.bytes - self.usage.bytes, tally.objects - self.usage.objects)
+            self.usage = Usage(tally.bytes, tally.objects)
+            self._reconcile = None
+            self.exact = True
+            self.counted.set()
+        self.publish_usage()
+        logs.log(
+            "usage_counted",
+            bytes=tally.bytes,
+            objects=tally.objects,
+            hint_off_bytes=drift[0],
+            hint_off_objects=drift[1],
+        )
+
+    def moved(self, fanout: str, size: int, objects: int) -> None:
+        """Usage changes by ``size`` bytes and ``objects`` in ``fanout`` (under the lock)."""
+        self.usage.bytes += size
+        self.usage.objects += objects
+        tally = self._reconcile
+        if tally is not None and fanout in tally.scanned:
+            tally.bytes += size
+            tally.objects += objects
 
     async def sweep_forever(self) -> None:
+        """Stale temp files, at start (in the background: they are invisible) and then every
+        half ``tmp_max_age``."""
         interval = min(max(self.settings.tmp_max_age / 2, 1.0), 300.0)
         while True:
-            await trio.sleep(interval)
             swept = await trio.to_thread.run_sync(
                 objstore.sweep_temps, self.root, self.settings.tmp_max_age
             )
             if swept:
                 logs.log("temps_swept", count=swept)
+            await trio.sleep(interval)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -118,6 +196,7 @@ class Store:
             if not ids.is_id(obj_id):
                 raise oap.OapError("schema_invalid", f"{obj_id!r:.80} is not a content id")
             self._check_size(size)
+            await self._counted_if_full(size)
             await self._send.send(job)
             await job.done.wait()
             if job.error is not None:
@@ -134,6 +213,7 @@ class Store:
         file creation racing a concurrent sync costs several times the CPU (measured on ext4),
         and the bytes are hashed as they are written, so they need no second read."""
         self._check_size(len(data))
+        await self._counted_if_full(len(data))
         job = _Job("", "", len(data), data=data)
         try:
             await self._send.send(job)
@@ -145,6 +225,15 @@ class Store:
                 await trio.to_thread.run_sync(objstore.remove_temp, self.root, job.tmp)
         assert job.created is not None
         return job.obj_id, job.created
+
+    def full_for(self, size: int) -> bool:
+        s = self.settings
+        return self.usage.bytes + size > s.max_bytes or self.usage.objects + 1 > s.max_objects
+
+    async def _counted_if_full(self, size: int) -> None:
+        """A write the hint would refuse waits for the count: only the truth refuses (507)."""
+        if not self.exact and self.full_for(size):
+            await self.counted.wait()
 
     async def stat(self, obj_id: str) -> int:
         try:
@@ -169,8 +258,7 @@ class Store:
                 return False
             if size is None:
                 return False
-            self.usage.bytes -= size
-            self.usage.objects -= 1
+            self.moved(_fanout(obj_id), -size, -1)
         self.publish_usage()
         if self.metrics is not None:
             self.metrics.integrity_fail.inc()
@@ -328,8 +416,7 @@ class Store:
     def _release(self, jobs: list[_Job]) -> None:
         """Give back the quota reserved for jobs that did not create their object."""
         for job in jobs:
-            self.usage.bytes -= job.size
-            self.usage.objects -= 1
+            self.moved(_fanout(job.obj_id), -job.size, -1)
         self.publish_usage()
 
     def _admit(self, batch: list[_Job]) -> list[_Job]:
@@ -341,7 +428,13 @@ class Store:
         for job in batch:
             if job.error is not None or job.exists or job.obj_id in claimed:
                 continue
-            if self.usage.bytes + job.size > s.max_bytes or self.usage.objects + 1 > s.max_objects:
+            if self.full_for(job.size) and not self.exact:  # raced the count: ask again
+                job.fail(
+                    oap.OapError("unavailable", "the store is counting its usage", retry_after=1)
+                )
+                objstore.remove_temp(self.root, job.tmp)
+                continue
+            if self.full_for(job.size):
                 job.fail(
                     oap.OapError(
                         "insufficient_storage",
@@ -352,8 +445,7 @@ class Store:
                 objstore.remove_temp(self.root, job.tmp)
                 continue
             claimed.add(job.obj_id)
-            self.usage.bytes += job.size
-            self.usage.objects += 1
+            self.moved(_fanout(job.obj_id), job.size, 1)
             new.append(job)
         if new:
             self.publish_usage()

@@ -16,7 +16,7 @@ import trio
 
 from ipc import ids, oap
 from ipc.commands import CommandClient
-from ipc.proto import index
+from ipc.proto import index, storage
 from ipc.proto.codec import call
 from services.lib import objstore
 from tests.integration.test_storage_service import INDEX, STORAGE, read_back, storage_node, upload
@@ -103,6 +103,20 @@ async def test_kill9_of_storage_during_8_writers_loses_no_acked_commit(
             assert unknown[0] > 0, "the kill should catch commits in flight"
             assert on_disk >= len(acked)
             assert on_disk <= len(acked) + unknown[0]  # extra objects only from unknown outcomes
+            # usage (restarted from the hint, counted again in the background) is the truth
+            await wait_usage_is_the_walk(client, root)
+
+
+async def wait_usage_is_the_walk(client: CommandClient, root: Path) -> None:
+    walked = await trio.to_thread.run_sync(objstore.scan_usage, root)
+
+    async def counted() -> bool:
+        usage = await call(client, storage.PROTOCOL, storage.Usage())
+        return (usage.bytes, usage.objects) == walked
+
+    with trio.fail_after(30):
+        while not await counted():
+            await trio.sleep(0.05)
 
 
 async def index_put(client: CommandClient, name: str, obj_id: str) -> int:
