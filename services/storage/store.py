@@ -123,11 +123,18 @@ class Store:
         if not self.exact:
             await self.reconcile()
         written: tuple[int, int] | None = None
+        failing = False
         while True:
             now = (self.usage.bytes, self.usage.objects)
             if now != written:
-                await trio.to_thread.run_sync(objstore.write_usage_hint, self.root, *now)
-                written = now
+                try:
+                    await trio.to_thread.run_sync(objstore.write_usage_hint, self.root, *now)
+                except OSError as exc:  # a full disk: the hint waits, the store serves on
+                    if not failing:
+                        logs.log("usage_hint_unwritten", level="warning", reason=str(exc))
+                    failing = True
+                else:
+                    written, failing = now, False
             await trio.sleep(HINT_EVERY)
 
     async def reconcile(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from services.lib import objstore
 from tests.support.node_harness import RunningNode, http_request, start_node
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -59,7 +60,11 @@ async def test_a_full_disk_is_507_with_nothing_partial_left(tmp_path: Path) -> N
             status, doc = answers[-1]
             assert (status, doc["error"]) == (507, "insufficient_storage"), answers
             assert leftovers(data) == []
-            objects = [p for p in (data / "objects").rglob("*") if p.is_file()]
+            objects = [
+                p
+                for p in (data / "objects").rglob("*")
+                if p.is_file() and not p.name.startswith(objstore.USAGE_HINT)  # not an object
+            ]
             assert len(objects) == len(answers) - 1  # every stored one whole, no partial one
             assert await node.metric("rejected_total", reason="insufficient_storage") == 1
             # Small bodies go to svc-storage in one command: its 507 is relayed, counted once.
