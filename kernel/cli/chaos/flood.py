@@ -35,6 +35,10 @@ __all__ = ["FloodOptions", "FloodResult", "run_flood"]
 
 FLOOD_SERVICE = "chaos.flood"  # the Health events of the flood name no real service
 BLOCKED_AFTER = 0.05  # a publish() call longer than this would mean the publisher blocked
+# ... unless the OS took the CPU away mid-call (a shared 2-core CI: one 87 ms call was seen). A
+# publisher that blocks does so on every call once its outbox is full (thousands of calls), so
+# a few slow calls are preemption, not blocking.
+PREEMPTIONS_ALLOWED = 3
 DRAIN_IDLE = 0.5
 EVENT_TIMEOUT = 10.0
 BUS_METRICS = ("bus_dropped_total", "bus_lagged_total", "bus_receiver_lag_total")
@@ -54,6 +58,7 @@ class FloodResult:
     published: int = 0
     dropped: int = 0
     max_publish_s: float = 0.0
+    slow_calls: int = 0  # publish() calls longer than BLOCKED_AFTER
     flood_s: float = 0.0
     stalled_received: int = 0  # flood events the stalled subscriber got after all
     stalled_gaps: int = 0
@@ -108,23 +113,26 @@ async def run_flood(runtime_dir: Path, admin_url: str, options: FloodOptions) ->
         Bus.connect(runtime_dir, topics=(), capacity=options.capacity, metrics=metrics) as pub,
     ):
         started = time.perf_counter()
-        worst = 0.0
+        took: list[float] = []
+
+        def timed_publish() -> None:
+            t = time.perf_counter()
+            pub.publish(flood_event)
+            took.append(time.perf_counter() - t)
+
         # Phase 1: more than the outbox holds between two flushes: the publisher must drop.
         for _ in range(options.bursts):
             for _ in range(2 * options.capacity):
-                t = time.perf_counter()
-                pub.publish(flood_event)
-                worst = max(worst, time.perf_counter() - t)
+                timed_publish()
             await trio.lowlevel.checkpoint()
         # Phase 2: many small bus messages: the stalled subscriber's queue overflows at the proxy.
         for _ in range(options.events):
-            t = time.perf_counter()
-            pub.publish(flood_event)
-            worst = max(worst, time.perf_counter() - t)
+            timed_publish()
             await trio.lowlevel.checkpoint()
         await pub.flushed()
         result.flood_s = time.perf_counter() - started
-        result.max_publish_s = worst
+        result.max_publish_s = max(took, default=0.0)
+        result.slow_calls = sum(1 for t in took if t >= BLOCKED_AFTER)
         result.attempted = options.bursts * 2 * options.capacity + options.events
         result.published, result.dropped = pub.stats.published, pub.stats.dropped
         # The stalled subscriber reads again: what it gets plus the gaps it counts.
@@ -175,9 +183,10 @@ def _checks(r: FloodResult) -> list[JsonObject]:
     return [
         _check(
             "publisher_never_blocked",
-            r.max_publish_s < BLOCKED_AFTER,
+            r.slow_calls <= PREEMPTIONS_ALLOWED,
             f"{r.attempted} publishes in {r.flood_s:.2f} s, slowest call "
-            f"{r.max_publish_s * 1e6:.0f} us",
+            f"{r.max_publish_s * 1e6:.0f} us, {r.slow_calls} over "
+            f"{BLOCKED_AFTER * 1e3:.0f} ms",
         ),
         _check(
             "drops_counted",
