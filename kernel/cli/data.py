@@ -254,7 +254,7 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _show_progress(args: argparse.Namespace) -> bool:
+def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
@@ -341,7 +341,7 @@ def put_file(args: argparse.Namespace) -> int:
         headers["Authorization"] = f"Bearer {token}"
     with source:
         stored = upload(
-            args, url, source, headers, lambda size: _Progress(size, _show_progress(args), "put")
+            args, url, source, headers, lambda size: _Progress(size, show_progress(args), "put")
         )
     emit(args, stored, stored["id"])
     return 0
@@ -369,7 +369,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 raise Retry(error_line(resp.status, body), retry_after_of(resp))
             raise CliError(error_line(resp.status, body))
         length = resp.getheader("content-length")
-        progress = _Progress(int(length) if length else None, _show_progress(args), "get")
+        progress = _Progress(int(length) if length else None, show_progress(args), "get")
         if out_path is None:
             try:
                 _receive(resp, _StdoutWriter(), progress, args.id)

@@ -23,14 +23,10 @@ __all__ = ["ADMIN_ENV", "REGISTRARS", "VERBS", "CliError", "build_parser", "main
 
 DEBUG_ENV = childenv.DEBUG
 
-# The modules that declare verbs (``register``), in the order ``ronctl --help`` lists them.
-REGISTRARS = (
-    "node", "services", "logs", "put", "data", "auth", "mail", "names", "store", "dht",
-    "chaos.verbs", "completion",
-)  # fmt: skip
-# verb -> the module declaring it: ``ronctl VERB`` imports that module alone (a verb's imports,
-# not every verb's: ``ronctl status`` starts in a fraction of the time). Kept true by
-# tests/unit/test_cli_lazy.py (the full parser's verbs, module by module).
+# verb -> the module declaring it (``register``), in the order ``ronctl --help`` lists them:
+# ``ronctl VERB`` imports that module alone (a verb's imports, not every verb's: ``ronctl
+# status`` starts in a fraction of the time). Kept true by tests/unit/test_cli_lazy.py (the full
+# parser's verbs, module by module).
 VERBS = {
     "run": "node", "status": "node", "peers": "node", "stop": "node", "release": "node",
     "config": "node", "start": "services", "restart": "services", "logs": "logs",
@@ -38,6 +34,7 @@ VERBS = {
     "mail": "mail", "name": "names", "ls": "store", "pin": "store", "gc": "store",
     "dht": "dht", "identity": "dht", "chaos": "chaos.verbs", "completion": "completion",
 }  # fmt: skip
+REGISTRARS = tuple(dict.fromkeys(VERBS.values()))  # the modules, each once, in that order
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -33,7 +33,15 @@ from ipc.oap import OapError
 from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
 from kernel.cli.common import AdminArg, CliError, add_json_arg, human_size
-from kernel.cli.data import Verb, common_args, gateway_call, put_file, resolve_gateway_url, upload
+from kernel.cli.data import (
+    Verb,
+    common_args,
+    gateway_call,
+    put_file,
+    resolve_gateway_url,
+    show_progress,
+    upload,
+)
 from kernel.cli.tokens import TOKEN_ENV, write_token
 
 __all__ = ["cmd_put", "put_dir", "register"]
@@ -200,9 +208,7 @@ def put_dir(args: argparse.Namespace) -> int:
     url = resolve_gateway_url(args)
     put_token = write_token(args, "put")
     name_token = write_token(args, "name") if prefix is not None else None
-    progress = _TreeProgress(
-        len(files), sum(f.size for f in files), not args.no_progress and sys.stderr.isatty()
-    )
+    progress = _TreeProgress(len(files), sum(f.size for f in files), show_progress(args))
     rows: list[JsonObject] = []
     try:
         for f in files:

@@ -136,6 +136,11 @@ def object_path(root: Path, obj_id: str) -> Path:
     return root / hexid[:2] / hexid
 
 
+def fanout_of(obj_id: str) -> str:
+    """The fan-out dir ``obj_id`` lives in (``object_path``'s parent's name)."""
+    return ids.parse_id(obj_id)[:2]
+
+
 def temp_path(root: Path, name: str) -> Path:
     """The path of temp file ``name``; raises ``BadTempName`` unless ``TempObject`` could have
     made that name (so a request can never point the committer at another file)."""

@@ -62,10 +62,6 @@ class _Job:
             self.error = error
 
 
-def _fanout(obj_id: str) -> str:
-    return ids.parse_id(obj_id)[:2]
-
-
 def _os_error(exc: OSError, what: str) -> oap.OapError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return oap.OapError("insufficient_storage", f"{what}: the disk is full")
@@ -80,8 +76,7 @@ class Store:
         self.settings = settings
         self.metrics = metrics
         self.usage = Usage()
-        self.exact = False  # usage was counted (not yet: it is the last process's hint)
-        self.counted = trio.Event()  # set once it was
+        self.counted = trio.Event()  # usage was counted (until then: the last process's hint)
         self._reconcile: _Reconcile | None = None
         self._send, self._recv = trio.open_memory_channel[_Job](settings.batch_max * 4)
         self.lock = trio.Lock()  # batches, quarantines, pins and GC sweeps never interleave
@@ -110,12 +105,17 @@ class Store:
                 return hint, False
             return objstore.scan_usage(self.root), True
 
-        (used, count), self.exact = await trio.to_thread.run_sync(prepare)
-        if self.exact:
+        (used, count), counted = await trio.to_thread.run_sync(prepare)
+        if counted:
             self.counted.set()
         self.usage = Usage(used, count)
         self.publish_usage()
-        logs.log("store_opened", bytes=used, objects=count, counted=self.exact)
+        logs.log("store_opened", bytes=used, objects=count, counted=counted)
+
+    @property
+    def exact(self) -> bool:
+        """Whether usage is a count of the store (else the last process's hint)."""
+        return self.counted.is_set()
 
     async def keep_usage(self) -> None:
         """Recount the store if it opened on a hint, then keep the hint fresh (every
@@ -151,7 +151,6 @@ class Store:
             drift = (tally.bytes - self.usage.bytes, tally.objects - self.usage.objects)
             self.usage = Usage(tally.bytes, tally.objects)
             self._reconcile = None
-            self.exact = True
             self.counted.set()
         self.publish_usage()
         logs.log(
@@ -265,7 +264,7 @@ class Store:
                 return False
             if size is None:
                 return False
-            self.moved(_fanout(obj_id), -size, -1)
+            self.moved(objstore.fanout_of(obj_id), -size, -1)
         self.publish_usage()
         if self.metrics is not None:
             self.metrics.integrity_fail.inc()
@@ -423,7 +422,7 @@ class Store:
     def _release(self, jobs: list[_Job]) -> None:
         """Give back the quota reserved for jobs that did not create their object."""
         for job in jobs:
-            self.moved(_fanout(job.obj_id), -job.size, -1)
+            self.moved(objstore.fanout_of(job.obj_id), -job.size, -1)
         self.publish_usage()
 
     def _admit(self, batch: list[_Job]) -> list[_Job]:
@@ -452,7 +451,7 @@ class Store:
                 objstore.remove_temp(self.root, job.tmp)
                 continue
             claimed.add(job.obj_id)
-            self.moved(_fanout(job.obj_id), job.size, 1)
+            self.moved(objstore.fanout_of(job.obj_id), job.size, 1)
             new.append(job)
         if new:
             self.publish_usage()
