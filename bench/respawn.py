@@ -16,7 +16,7 @@ with ``check_delay=0.01``, supervisord (``startsecs=0``, ``autorestart``). circu
 come from the ``bench`` extra (``pip install -e '.[bench]'``) or ``--circusd`` / ``--supervisord``;
 a tool that is not installed gets a row saying so.
 
-Part 2, issue 3's number: the real node (``ronctl run micronode``) in both spawn modes; the real
+Part 2: every real service of a micronode and a macronode (``bench/_respawn_node.py``).
 ``svc-echo`` is ``kill -9``ed (crash = the kill), respawn = its ``service_spawned`` log line,
 ready = its ``Health{ok}`` seen on the bus after the ``ServiceCrashed``.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -43,13 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHILD_MODULE = "bench._crasher"
-ECHO = "svc-echo"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -325,109 +322,47 @@ def serve_ours(mode: str) -> None:
     trio.run(main)
 
 
-# ---- part 2: the real node ----------------------------------------------------------------------
+# ---- part 2: the real node (bench/_respawn_node.py) --------------------------------------------
 
 
-def node_rows(modes: list[str], crashes: int) -> list[Row]:
+def node_tables(args: argparse.Namespace) -> None:
+    """Every service of each profile, with warm spares on and off, in one run; a table each."""
     import trio
 
-    return [trio.run(_node_row, mode, crashes) for mode in modes]
+    from bench._respawn_node import measure_profile
 
-
-async def _node_row(mode: str, crashes: int) -> Row:
-    import trio
-
-    from ipc.bus import Bus
-    from ipc.events import Health, ServiceCrashed
-    from kernel.cli.chaos.target import read_ready_line
-
-    row = Row(f"ours, real node svc-echo, spawn={mode}", ours=True)
-    rt = Path(tempfile.mkdtemp(prefix="rbn-", dir=_shm()))
-    cfg = rt.parent / f"{rt.name}.toml"
-    cfg.write_text(
-        "[supervisor]\nstable_after = 0.05\nrestart_window = 0.001\n"
-        f'spawn = "{mode}"\n\n[gateway]\naddr = "127.0.0.1:0"\n\n[overlay]\naddr = "127.0.0.1:0"\n'
-    )
-    cmd = [sys.executable, "-m", "kernel.cli", "run", "micronode", "--admin-addr", "127.0.0.1:0"]
-    cmd += ["--runtime-dir", str(rt), "--config", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
-    spawns = _Spawns()
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = await read_ready_line(proc.stdout, 60)
-        if not line.endswith(b"\n"):
-            row.note = "the node did not become ready"
-            return row
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(spawns.pump, proc.stderr)
-            async with Bus.connect(rt, topics=["kernel.health", "kernel.service.crashed"]) as bus:
-                for _ in range(crashes):
-                    await trio.sleep(0.1)  # a stable run: the next crash restarts at once
-                    pid = spawns.latest
-                    killed_at = time.monotonic()
-                    os.kill(pid, signal.SIGKILL)
-                    with trio.fail_after(30):
-                        await _next(bus, ServiceCrashed, lambda e: e.service == ECHO)
-                        await _next(bus, Health, lambda e: e.service == ECHO and e.ok)
-                        row.ready.append((time.monotonic() - killed_at) * 1000)
-                        row.respawn.append((await spawns.after(pid) - killed_at) * 1000)
-            nursery.cancel_scope.cancel()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        with trio.move_on_after(20):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        shutil.rmtree(rt, ignore_errors=True)
-        cfg.unlink(missing_ok=True)
-    return row
-
-
-async def _next(bus: Any, kind: type, pred: Callable[[Any], bool]) -> Any:
-    while True:
-        event = await bus.recv()
-        if isinstance(event, kind) and pred(event):
-            return event
-
-
-class _Spawns:
-    """svc-echo's ``service_spawned`` lines from the node's stderr: pid -> time read."""
-
-    def __init__(self) -> None:
-        import trio
-
-        self.at: dict[int, float] = {}
-        self.latest = 0
-        self._changed = trio.Event()
-
-    async def after(self, old_pid: int) -> float:
-        """When the first process after ``old_pid`` was spawned."""
-        import trio
-
-        while self.latest == old_pid:
-            await self._changed.wait()
-            self._changed = trio.Event()
-        return self.at[self.latest]
-
-    async def pump(self, stream: Any) -> None:
-        buf = b""
-        while chunk := await stream.receive_some(65536):
-            now = time.monotonic()
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if b'"service_spawned"' not in line:
+    for profile in args.profiles.split(","):
+        runs = {}
+        for spares in args.spares.split(","):
+            runs[spares] = trio.run(
+                partial(
+                    measure_profile,
+                    profile,
+                    kills=args.crashes,
+                    objects=args.objects,
+                    pace=args.pace,
+                    spares=spares == "on",
+                )
+            )
+        print(
+            f"\n## {profile}: kill -9 -> Health{{ok}} / -> /readyz 200, ms "
+            f"({args.crashes} kills per service, {args.objects:,} objects stored)\n"
+        )
+        print("| service | spares | Health p50/p95/p99 | /readyz p50/p95/p99 | p95 vs spares off |")
+        print("|---|---|---|---|---|")
+        for i in range(len(runs[next(iter(runs))])):
+            for spares, rows in runs.items():
+                t = rows[i]
+                if t.failed or not t.health:
+                    print(f"| {t.service} | {spares} | failed: {t.failed or 'no kill'} | | |")
                     continue
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(line)
-                    if rec.get("service") == ECHO:
-                        self.latest = int(rec["pid"])
-                        self.at[self.latest] = now
-                        self._changed.set()
+                health = "/".join(f"{pct(t.health, p):.1f}" for p in (50, 95, 99))
+                readyz = "/".join(f"{pct(t.readyz, p):.1f}" for p in (50, 95, 99))
+                off = runs.get("off")
+                ratio = "-"
+                if off is not None and spares != "off" and off[i].health:
+                    ratio = f"{pct(off[i].health, 95) / pct(t.health, 95):.1f}x faster"
+                print(f"| {t.service} | {spares} | {health} | {readyz} | {ratio} |")
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -470,6 +405,10 @@ def main() -> None:
         default="ours,circus,supervisord,node",
         help="comma-separated subset of ours,circus,supervisord,node",
     )
+    ap.add_argument("--profiles", default="micronode,macronode", help="node part: profiles")
+    ap.add_argument("--spares", default="on,off", help="node part: warm spares on, off or both")
+    ap.add_argument("--objects", type=int, default=100_000, help="node part: objects stored")
+    ap.add_argument("--pace", type=float, default=0.3, help="node part: s between kills")
     ap.add_argument("--circusd", default=shutil.which("circusd"))
     ap.add_argument("--supervisord", default=shutil.which("supervisord"))
     ap.add_argument("--serve-ours", choices=["forkserver", "exec"], help=argparse.SUPPRESS)
@@ -503,9 +442,10 @@ def main() -> None:
         else:
             starter = partial(start_supervisord, args.supervisord)
             rows.append(measure_tool(Row(name), starter, args))
+    if rows:
+        print_table(rows)
     if "node" in only:
-        rows.extend(node_rows(["forkserver", "exec"], args.crashes))
-    print_table(rows)
+        node_tables(args)
 
 
 if __name__ == "__main__":

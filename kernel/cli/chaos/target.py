@@ -48,6 +48,7 @@ class NodeHandle:
     log_path: Path | None = None
     returncode: int | None = None
     control: Path | None = None  # the node's ctl.sock: acts (faults, releases) go there
+    data_dir: Path | None = None  # --data-dir when the drill started the node (macronode's)
 
     @property
     def gateway(self) -> str | None:
@@ -235,6 +236,7 @@ async def start_node(
             proc=proc,
             log_path=log_path,
             control=runtime_dir / CTL_SOCKET,
+            data_dir=data_dir,
         )
         yield handle
     finally:

@@ -1,0 +1,153 @@
+"""``bench/respawn.py``'s part 2: every real service of a real node, kill -9 → back.
+
+For each profile (micronode, macronode), one node (``ronctl run PROFILE``) whose store holds
+``objects`` objects (written straight into the fan-out dirs, as svc-storage lays them out, then
+counted once by a first restart). Rounds of kills go through every service in start order; each
+kill of a service's live process (pid from ``/services/NAME``) is timed, from the ``kill``:
+
+* to ``Health{ok}`` of that service on the bus, after its ``ServiceCrashed`` (the service's own
+  view: it is back);
+* to ``/readyz`` 200 polled from outside on the admin plane over one keep-alive connection
+  (the operator's view), counting only answers to requests sent after the crash was published.
+
+Kills are paced (``pace`` s after the service is back: its warm spare, if any, is prepared by
+then, and the supervisor's ``stable_after`` has passed, so every crash restarts at once); the
+restart cap is lifted, so the quarantine never decides what is measured.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import blake3
+import trio
+
+# the supervisor's backoff and quarantine are not what is measured: every crash restarts at once
+BENCH_CONFIG = (
+    "[supervisor]\nrestart_cap = 100000\nstable_after = 0.05\nmin_backoff = 0.001\n"
+    "max_backoff = 0.002\n"
+)
+
+
+@dataclass
+class ServiceTimes:
+    service: str
+    health: list[float] = field(default_factory=list)  # ms, kill -> Health{ok}
+    readyz: list[float] = field(default_factory=list)  # ms, kill -> /readyz 200
+    failed: str = ""
+
+
+def fill(root: Path, n: int) -> None:
+    """``n`` small objects written where svc-storage keeps them."""
+    for i in range(n):
+        data = b"bench object %d" % i
+        hexid = blake3.blake3(data).hexdigest()
+        (root / hexid[:2] / hexid).write_bytes(data)
+
+
+class _ReadyzPoller:
+    """``GET /readyz`` over one keep-alive connection (a thread: blocking http.client)."""
+
+    def __init__(self, admin: str) -> None:
+        url = urlsplit(admin)
+        self._conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=5)
+
+    def first_200(self, deadline: float) -> float:
+        """The monotonic time of the first 200 (requests start after this call)."""
+        while time.monotonic() < deadline:
+            try:
+                self._conn.request("GET", "/readyz")
+                resp = self._conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                continue
+            if resp.status == 200:
+                return time.monotonic()
+        raise TimeoutError("/readyz never answered 200")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+async def _next(bus: Any, kind: type, pred: Callable[[Any], bool]) -> Any:
+    while True:
+        event = await bus.recv()
+        if isinstance(event, kind) and pred(event):
+            return event
+
+
+async def _kill_once(view: Any, bus: Any, poller: _ReadyzPoller, times: ServiceTimes) -> None:
+    from ipc.events import Health, ServiceCrashed
+
+    name = times.service
+    doc = await view.get(f"/services/{name}")
+    pid = doc.get("pid")
+    if not isinstance(pid, int):
+        raise RuntimeError(f"{name} has no live process ({doc.get('state')})")
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    with trio.fail_after(30):
+        await _next(bus, ServiceCrashed, lambda e: e.service == name)
+        async with trio.open_nursery() as nursery:
+
+            async def readyz() -> None:
+                at = await trio.to_thread.run_sync(poller.first_200, time.monotonic() + 30)
+                times.readyz.append((at - killed_at) * 1000)
+
+            nursery.start_soon(readyz)
+            await _next(bus, Health, lambda e: e.service == name and e.ok)
+            times.health.append((time.monotonic() - killed_at) * 1000)
+
+
+async def measure_profile(
+    profile: str, *, kills: int, objects: int, pace: float, spares: bool
+) -> list[ServiceTimes]:
+    """Kill every service of a ``profile`` node ``kills`` times; times per service."""
+    from ipc.bus import Bus
+    from kernel.cli.chaos import target
+
+    extra = "" if spares else "spares = false\n"
+    fd, name = tempfile.mkstemp(prefix="ron-bench-respawn-", suffix=".toml")
+    os.write(fd, (BENCH_CONFIG + extra).encode())
+    os.close(fd)
+    config = Path(name)
+    try:
+        async with target.start_node(profile, config=config) as node:
+            view = target.AdminView(node.admin, node.control)
+            names = [s["name"] for s in (await view.version())["services"]]
+            assert node.control is not None
+            runtime_dir = node.control.parent
+            homes = [runtime_dir / "data", node.data_dir or runtime_dir]  # micro, macro
+            found = [p for h in homes for p in (*h.glob("objects"), *h.glob("*/objects"))]
+            root = next(p for p in found if p.is_dir())
+            await trio.to_thread.run_sync(fill, root, objects)
+            order = {n: i for i, n in enumerate(names)}
+            results = {n: ServiceTimes(n) for n in sorted(names, key=order.__getitem__)}
+            poller = _ReadyzPoller(node.admin)
+            topics = ["kernel.health", "kernel.service.crashed"]
+            try:
+                async with Bus.connect(runtime_dir, topics=topics) as bus:
+                    for _ in range(kills):
+                        for times in results.values():
+                            if times.failed:
+                                continue
+                            try:
+                                await _kill_once(view, bus, poller, times)
+                            except (RuntimeError, TimeoutError, trio.TooSlowError) as exc:
+                                times.failed = str(exc) or type(exc).__name__
+                            await trio.sleep(pace)  # paced: see the module docstring
+            finally:
+                poller.close()
+            return list(results.values())
+    finally:
+        os.unlink(config)
