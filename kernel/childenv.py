@@ -15,6 +15,7 @@ What the node puts in a service's environment (``service_env`` + the launcher's 
 | ``RON_CONFIG`` | supervisor | the node's effective config as compact JSON |
 | ``RON_LISTEN_FDS`` | supervisor/launcher | inherited listening sockets, comma-separated fds |
 | ``RON_PARENT_PID`` | launcher | the supervisor's pid, for PDEATHSIG (``launch.pdeathsig``) |
+| ``RON_WARM_GO`` | zygote | a warm spare's go socket (fd); the harness takes it out of the env |
 
 The zygote's own: ``RON_ZYGOTE_FD`` (its control socket), ``RON_ZYGOTE_PRELOAD`` (modules,
 comma-separated), ``RON_ZYGOTE_FORK`` (``double`` forces the double-fork fallback). ``ronctl``'s:
@@ -42,6 +43,7 @@ __all__ = [
     "RUNTIME_DIR",
     "SERVICE",
     "TOKEN",
+    "WARM_GO",
     "ZYGOTE_FD",
     "ZYGOTE_FORK",
     "ZYGOTE_PRELOAD",
@@ -59,6 +61,7 @@ RUNTIME_DIR: Final = "RON_RUNTIME_DIR"
 DATA_DIR: Final = "RON_DATA_DIR"
 CONFIG: Final = "RON_CONFIG"
 LISTEN_FDS: Final = "RON_LISTEN_FDS"
+WARM_GO: Final = "RON_WARM_GO"
 PARENT_PID: Final = "RON_PARENT_PID"
 ZYGOTE_FD: Final = "RON_ZYGOTE_FD"
 ZYGOTE_PRELOAD: Final = "RON_ZYGOTE_PRELOAD"

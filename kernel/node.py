@@ -229,7 +229,10 @@ async def _serve_node(boot: _Boot, listeners: dict[str, socket.socket], ring: Lo
     async with trio.open_nursery() as outer:
         await outer.start(BusProxy(rt, capacity=cfg.bus.capacity, metrics=metrics).run)
         launcher = launcher_for(
-            cfg.supervisor.spawn, preload=[s.module for s in cfg.services], prestarted=boot.zygote
+            cfg.supervisor.spawn,
+            preload=[s.module for s in cfg.services],
+            prestarted=boot.zygote,
+            spares=cfg.supervisor.spares,
         )
         await outer.start(serve_launcher, launcher)  # a zygote lives until the node stops
         async with (

@@ -143,6 +143,12 @@ class NodeAdmin:
                 return shown
         return None
 
+    def service_spare(self, service: str) -> JsonObject | None:
+        spares = getattr(self.supervisor.launcher, "spares", None)
+        if spares is None or (pid := spares.pid_of(service)) is None:
+            return None
+        return {"pid": pid, "warm": spares.is_warm(service)}
+
     async def service_act(self, service: str, act: str) -> bool:
         if act == "stop":
             return self.supervisor.stop_service(service)

@@ -4,7 +4,8 @@ A service forked by the zygote keeps the zygote's command line and environment i
 (both are the memory the kernel saw at ``exec``), so ``ps -ef`` would show every forked service as
 ``python -m kernel.launch.zygote``. The process name is the one label that can be changed
 without privileges: services are named ``ron:<service>`` (the kernel keeps 15 bytes, so
-``ron:`` + a service name fits), the zygote ``ron-zygote`` and its spare ``ron-spare``; ``ps -e``,
+``ron:`` + a service name fits), the zygote ``ron-zygote`` and its spare ``ron-spare``, a warm
+spare of a service ``ron~<service>`` until it goes live; ``ps -e``,
 ``top`` and ``pgrep`` show them, and the chaos drill recognises service processes by them.
 """
 
@@ -16,9 +17,19 @@ import sys
 
 from kernel._libc import prctl
 
-__all__ = ["SERVICE_PREFIX", "SPARE", "ZYGOTE", "service_from_comm", "set_name", "set_service_name"]
+__all__ = [
+    "SERVICE_PREFIX",
+    "SPARE",
+    "SPARE_PREFIX",
+    "ZYGOTE",
+    "service_from_comm",
+    "set_name",
+    "set_service_name",
+    "set_spare_name",
+]
 
 SERVICE_PREFIX = "ron:"
+SPARE_PREFIX = "ron~"
 ZYGOTE = "ron-zygote"
 SPARE = "ron-spare"
 _PR_SET_NAME = 15
@@ -36,6 +47,12 @@ def set_name(name: str) -> None:
 
 def set_service_name(service: str) -> None:
     set_name(SERVICE_PREFIX + service)
+
+
+def set_spare_name(service: str) -> None:
+    """A warm spare of ``service`` (``ron~<service>``): not yet a service process, so the
+    chaos drill and ``pgrep ron:`` do not count it."""
+    set_name(SPARE_PREFIX + service)
 
 
 def service_from_comm(comm: str) -> str | None:

@@ -11,6 +11,15 @@ every service must do the same way, so no service can forget it:
 - stop cleanly on the bus's ``Shutdown`` or SIGTERM/SIGINT (cancellation of ``main``);
 - serve the chaos fault hooks (``kernel.faults``: ``panic`` and ``slow`` on ``<name>.ctl``);
   services build their command servers with ``ctx.command_server`` so ``slow`` reaches them.
+
+Warm spares (``kernel.launch.warm``): the fork server may start a service process before it is
+needed. Its harness does everything above that does not make it the live instance (settings,
+logs, metrics, the zmq context, the trio loop, joining the bus without publishing) and then waits
+on its go socket; only then does it serve its control socket, heartbeat and run ``main``. A
+service may take more of its start into the wait: ``run_service(main, warm=True)`` runs ``main``
+at once, and ``main`` calls ``await ctx.live()`` before it binds, publishes, locks or writes
+anything (everything before that line must be safe to throw away, and to run while the live
+instance still runs). Started the ordinary way, ``ctx.live()`` returns at once.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from kernel.config.services import SettingsError, structure_settings
 from kernel.exposes import exposes_of, provider
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
+from kernel.launch.warm_go import GoSocket
 from kernel.metrics import Metrics
 
 T = TypeVar("T")
@@ -56,6 +66,20 @@ class ServiceContext:
     faults: FaultHooks | None = None
     _ready: trio.Event = attrs.field(factory=trio.Event)
     _ok: bool = True
+    _go_live: Callable[[], Awaitable[None]] | None = None  # set by the harness
+    _live: trio.Event | None = None  # set once live (None: nobody asked yet)
+
+    async def live(self) -> None:
+        """Become the live instance (a warm spare waits here for its turn); idempotent.
+
+        Before this returns, a service must not bind, publish, lock or write: it may be a
+        spare that is thrown away, and the live instance may still be running."""
+        if self._live is None:
+            self._live = trio.Event()
+            if self._go_live is not None:
+                await self._go_live()
+            self._live.set()
+        await self._live.wait()
 
     @property
     def settings(self) -> JsonObject:
@@ -134,7 +158,8 @@ class ServiceContext:
         """Report degraded (False) or healthy (True) from now on; published at once."""
         self._ok = ok
         self._ready.set()
-        self.bus.publish(events.Health(service=self.name, ok=ok))
+        if self._live is not None and self._live.is_set():  # a spare publishes nothing
+            self.bus.publish(events.Health(service=self.name, ok=ok))
 
 
 Main = Callable[[ServiceContext], Awaitable[None]]
@@ -147,9 +172,14 @@ def _spec_for(config: Config, name: str) -> ServiceSpec:
     raise ConfigError(f"service {name!r} is not in the node's config")
 
 
-def run_service(main: Main) -> None:
-    """Run ``main`` as a supervised service process. Exits 0 on a clean stop, 2 on bad setup."""
+def run_service(main: Main, *, warm: bool = False) -> None:
+    """Run ``main`` as a supervised service process. Exits 0 on a clean stop, 2 on bad setup.
+
+    ``warm``: ``main`` calls ``await ctx.live()`` itself, after the part of its start that a
+    warm spare may do ahead of time (see the module docstring); otherwise the harness makes
+    the process live before it calls ``main``."""
     pdeathsig.arm_from_env()
+    go = GoSocket.take(os.environ)
     try:
         env = childenv.read_service_env(os.environ)
         name, runtime_dir, data_dir = env.name, env.runtime_dir, env.data_dir
@@ -161,13 +191,24 @@ def run_service(main: Main) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    procname.set_service_name(name)  # how ps/top tell services apart (forked ones above all)
+    # how ps/top tell services apart (forked ones above all); a spare is renamed when it goes live
+    if go is None:
+        procname.set_service_name(name)
+    else:
+        procname.set_spare_name(name)
     logs.configure(service=name, amnesia=config.amnesia.enabled, level=config.log.level)
-    trio.run(_serve, main, name, runtime_dir, data_dir, config, spec)
+    trio.run(_serve, main, warm, go, name, runtime_dir, data_dir, config, spec)
 
 
 async def _serve(
-    main: Main, name: str, runtime_dir: Path, data_dir: Path, config: Config, spec: ServiceSpec
+    main: Main,
+    warm: bool,
+    go: GoSocket | None,
+    name: str,
+    runtime_dir: Path,
+    data_dir: Path,
+    config: Config,
+    spec: ServiceSpec,
 ) -> None:
     declared = exposes_of(spec.module).metrics
     metrics = Metrics(runtime_dir / "metrics", amnesia=config.amnesia.enabled, declared=declared)
@@ -180,11 +221,20 @@ async def _serve(
         hooks = FaultHooks(name)
         ctx = ServiceContext(name, runtime_dir, data_dir, config, spec, bus, metrics, hooks)
         async with trio.open_nursery() as nursery:
-            await nursery.start(hooks.serve, runtime_dir)
-            nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
-            nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)
-            nursery.start_soon(_stop_on_signal, ctx, nursery.cancel_scope)
-            logs.log("service_started", pid=os.getpid())
+
+            async def go_live() -> None:
+                if go is not None:
+                    await go.wait()
+                    procname.set_service_name(name)
+                await nursery.start(hooks.serve, runtime_dir)
+                nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
+                nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)
+                nursery.start_soon(_stop_on_signal, ctx, nursery.cancel_scope)
+                logs.log("service_started", pid=os.getpid(), spare=go is not None)
+
+            ctx._go_live = go_live
+            if not warm:
+                await ctx.live()
             await main(ctx)
             nursery.cancel_scope.cancel()  # main returned: the service is done
         logs.log("service_stopped")

@@ -44,6 +44,11 @@ class NodeControl(Protocol):
         its ``order`` there (the start order); None when the profile has no such service."""
         ...
 
+    def service_spare(self, service: str) -> JsonObject | None:
+        """Its warm spare (``kernel.launch.warm``) as ``{"pid", "warm"}``: ``warm`` once it has
+        prepared and waits; None when it has none (spares off, or being prepared)."""
+        ...
+
     async def stop(self) -> None:
         """Begin a graceful node shutdown; may return before it completes."""
         ...

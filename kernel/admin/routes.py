@@ -77,14 +77,16 @@ class ReadRoutes:
         await send_json(req.send, 200, info)
 
     async def service(self, req: Request) -> None:
-        """One service: its row of /version and its spec (module, restart mode, deadlines)."""
+        """One service: its row of /version, its spec (module, restart mode, deadlines) and its
+        warm spare (``{"pid", "warm"}`` or null)."""
         name = req.params["service"]
         status = self._control.health.get(name)
         spec = self._control.service_spec(name)
         if status is None or spec is None:
             await send_error(req.send, 404, "unknown_service", f"no service named {name!r}")
             return
-        await send_json(req.send, 200, {**service_row(status), "spec": spec})
+        spare = self._control.service_spare(name)
+        await send_json(req.send, 200, {**service_row(status), "spec": spec, "spare": spare})
 
     async def _peers_briefly(self) -> list[JsonObject] | None:
         """The ``/peers`` view (declared by whichever service talks to peers) if it answers

@@ -52,6 +52,7 @@ class SupervisorConfig:
     heartbeat_timeout: float = 3.0
     shutdown_deadline: float = 5.0
     spawn: str = "forkserver"
+    spares: bool = True  # warm spares (kernel.launch.warm); a service's spec may opt out
 
 
 @attrs.frozen
@@ -153,6 +154,7 @@ class ServiceSpec:
     # "gateway" / "overlay": the node binds that section's addr and hands the listening socket to
     # the service (socket activation): the port survives restarts and nothing is refused meanwhile
     listen: str = ""
+    spare: bool = True  # keep a warm spare of it (with supervisor.spares and spawn=forkserver)
 
 
 @attrs.frozen

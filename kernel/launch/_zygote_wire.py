@@ -9,6 +9,12 @@ as EOF, so neither side needs framing or a liveness ping. The exchange for one s
     supervisor -> zygote   Go{pid, go}                (the supervisor now watches pid)
     zygote -> service      one byte on a private pipe: run; EOF: exit 70 without running
 
+A warm spare (``Spawn{warm: true}``, sibling fork only) skips the ``Go`` exchange: ``Spawned``
+carries one fd, the supervisor's end of a SEQPACKET pair whose other end the new process holds
+(``RON_WARM_GO``). The process prepares as far as it can without being the live instance, says
+``w`` on it, and waits; the supervisor sends ``g`` when the spare is to go live (once), or closes
+it (the spare exits 70 without having acted). See ``kernel.launch.warm``.
+
 The zygote starts with ``Ready{pid, preloaded, failed, import_ms, fork}``. Only this module knows
 the encoding; both ends import it (it imports nothing heavy: the zygote's preload stays its
 choice).
@@ -67,6 +73,7 @@ class Spawn:
     module: str
     env: dict[str, str]
     listen_fds: int = 0  # how many of the passed fds (after stdout, stderr) are listeners
+    warm: bool = False  # a warm spare: Spawned carries its go socket, no Go follows
 
 
 @attrs.frozen

@@ -17,15 +17,20 @@ __all__ = ["launcher_for", "serve_launcher"]
 
 
 def launcher_for(
-    spawn: str, *, preload: Iterable[str] = (), prestarted: StartedZygote | None = None
+    spawn: str,
+    *,
+    preload: Iterable[str] = (),
+    prestarted: StartedZygote | None = None,
+    spares: bool = False,
 ) -> Launcher:
     """The launcher named by ``supervisor.spawn``; ``preload``: modules a fork server imports
-    up front (the profile's service modules); ``prestarted``: a zygote already started for it
-    (ignored by exec). Start the launcher with ``serve_launcher``."""
+    up front (the profile's service modules); ``prestarted``: a zygote already started for it;
+    ``spares``: warm spares (``supervisor.spares``). Both ignored by exec. Start the launcher
+    with ``serve_launcher``."""
     if spawn == "exec":
         return ExecLauncher()
     if spawn == "forkserver":
-        return ForkServerLauncher(preload=preload, prestarted=prestarted)
+        return ForkServerLauncher(preload=preload, prestarted=prestarted, spares=spares)
     raise ValueError(f"unknown supervisor.spawn {spawn!r}: expected 'exec' or 'forkserver'")
 
 

@@ -59,6 +59,7 @@ from kernel.launch.launcher import (
     describe_returncode,
 )
 from kernel.launch.output import pump_lines
+from kernel.launch.warm import WarmSpares
 
 __all__ = ["ForkServerLauncher", "ForkedChild", "ZygoteInfo"]
 
@@ -141,6 +142,8 @@ class ForkServerLauncher:
     ``preload``: the service modules the zygote imports up front (the stack is always preloaded).
     ``prestarted``: a zygote already started with the same ``preload`` (``start_zygote``, called
     before the node's own imports so that both import at once); adopted as the first zygote.
+    ``spares``: keep a warm spare of each service spawned (``kernel.launch.warm``; a spec with
+    ``spare = false`` gets none).
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class ForkServerLauncher:
         ready_timeout: float = 30.0,
         request_timeout: float = 5.0,
         prestarted: StartedZygote | None = None,
+        spares: bool = False,
     ) -> None:
         if log is None or output is None:
             from kernel import logs  # late: keeps kernel.supervisor importable on its own
@@ -173,8 +177,14 @@ class ForkServerLauncher:
         self._tracked: dict[int, ChildProcess] = {}  # pid -> child we handed out (or zygote)
         self._inflight = 0
         self._scan_pending = False
+        self._spares = WarmSpares(self._prepare_spare, self._log) if spares else None
 
     # ---- public -----------------------------------------------------------------------------
+
+    @property
+    def spares(self) -> WarmSpares | None:
+        """The warm spares (None when they are off)."""
+        return self._spares
 
     @property
     def zygote(self) -> ZygoteInfo | None:
@@ -190,10 +200,17 @@ class ForkServerLauncher:
             await self._zygote_changed.wait()
 
     async def spawn(self, spec: ServiceSpecLike, env: Mapping[str, str]) -> Any:
-        """Start the service: forked by the zygote if one is ready, else exec'd.
+        """Start the service: its warm spare if one is ready, else forked by the zygote if one
+        is ready, else exec'd. With spares on, another spare is prepared behind it.
 
         Raises ``OSError`` only if the exec fallback cannot start it either.
         """
+        if self._spares is not None:
+            spare = self._spares.take(spec, env)
+            self._spares.want(spec, env)
+            if spare is not None:
+                spare.launch = "spare"  # type: ignore[attr-defined]  # tagged for the log line
+                return spare
         zygote = self._zygote
         if zygote is not None:
             try:
@@ -214,6 +231,8 @@ class ForkServerLauncher:
             with trio.open_signal_receiver(signal.SIGCHLD) as sigchld:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reap_on_sigchld, sigchld)
+                    if self._spares is not None:
+                        nursery.start_soon(self._spares.run)
                     await self._keep_zygote(task_status)
         finally:
             _set_subreaper(False)
@@ -344,38 +363,7 @@ class ForkServerLauncher:
     async def _fork_locked(
         self, zygote: _Zygote, spec: ServiceSpecLike, env: Mapping[str, str]
     ) -> ForkedChild:
-        listen = childenv.decode_fds(env)
-        request = wire.Spawn(
-            name=spec.name,
-            module=spec.module,
-            env=self._exec.environment(spec, env),
-            listen_fds=len(listen),
-        )
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            with trio.fail_after(self._request_timeout):
-                await _asend(zygote.sock, request, [out_w, err_w, *listen])
-                _close_all([out_w, err_w])
-                out_w = err_w = -1
-                reply, fds = await _arecv(zygote.sock)
-            _close_all(fds)
-        except (OSError, wire.ProtocolError, trio.TooSlowError) as exc:
-            _close_all([out_r, err_r, out_w, err_w])
-            raise _ZygoteBroken(f"spawn request failed: {exc!r}") from None
-        if not isinstance(reply, wire.Spawned):
-            _close_all([out_r, err_r])
-            what = reply.error if isinstance(reply, wire.SpawnFailed) else repr(reply)
-            raise _ZygoteBroken(what)
-        try:
-            pidfd = os.pidfd_open(reply.pid)
-        except OSError as exc:  # cannot happen for our own unreaped child; be safe anyway
-            _close_all([out_r, err_r])
-            raise _ZygoteBroken(f"pidfd_open({reply.pid}): {exc.strerror}") from None
-        child = ForkedChild(
-            reply.pid, pidfd, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r)
-        )
-        self._tracked[child.pid] = child
+        child, _ = await self._request(zygote, spec, env, warm=False)
         try:
             with trio.fail_after(self._request_timeout):
                 await _asend(zygote.sock, wire.Go(pid=child.pid, go=True))
@@ -389,6 +377,78 @@ class ForkServerLauncher:
             await child.aclose()
             raise _ZygoteBroken(f"Go not delivered: {exc!r}") from None
         return child
+
+    async def _prepare_spare(
+        self, spec: ServiceSpecLike, env: Mapping[str, str]
+    ) -> tuple[ForkedChild, socket.socket] | None:
+        """A warm spare of ``spec`` (``kernel.launch.warm``); None without a sibling-forking
+        zygote (a spare forked by the intermediate would not be our child until it ran)."""
+        zygote = self._zygote
+        if zygote is None or zygote.info.fork != "sibling":
+            return None
+        async with self._lock:
+            if zygote is not self._zygote:
+                return None
+            self._inflight += 1
+            try:
+                child, fds = await self._request(zygote, spec, env, warm=True)
+            except _ZygoteBroken as exc:
+                self._log("spare_failed", level="warning", service=spec.name, reason=str(exc))
+                return None
+            finally:
+                self._inflight -= 1
+                if self._inflight == 0 and self._scan_pending:
+                    self._reap_strays()
+        if len(fds) != 1:  # not what the protocol says: the spare can never be told to go
+            _close_all(fds)
+            child.kill()
+            await child.wait()
+            await child.aclose()
+            return None
+        go = socket.socket(fileno=fds[0])
+        go.setblocking(False)
+        return child, go
+
+    async def _request(
+        self, zygote: _Zygote, spec: ServiceSpecLike, env: Mapping[str, str], *, warm: bool
+    ) -> tuple[ForkedChild, list[int]]:
+        """Ask for a fork; the child (pidfd-watched, tracked) and the fds ``Spawned`` carried."""
+        listen = childenv.decode_fds(env)
+        request = wire.Spawn(
+            name=spec.name,
+            module=spec.module,
+            env=self._exec.environment(spec, env),
+            listen_fds=len(listen),
+            warm=warm,
+        )
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            with trio.fail_after(self._request_timeout):
+                await _asend(zygote.sock, request, [out_w, err_w, *listen])
+                _close_all([out_w, err_w])
+                out_w = err_w = -1
+                reply, fds = await _arecv(zygote.sock)
+        except (OSError, wire.ProtocolError, trio.TooSlowError) as exc:
+            _close_all([out_r, err_r, out_w, err_w])
+            raise _ZygoteBroken(f"spawn request failed: {exc!r}") from None
+        if not isinstance(reply, wire.Spawned):
+            _close_all([out_r, err_r, *fds])
+            what = reply.error if isinstance(reply, wire.SpawnFailed) else repr(reply)
+            raise _ZygoteBroken(what)
+        try:
+            pidfd = os.pidfd_open(reply.pid)
+        except OSError as exc:  # cannot happen for our own unreaped child; be safe anyway
+            _close_all([out_r, err_r, *fds])
+            raise _ZygoteBroken(f"pidfd_open({reply.pid}): {exc.strerror}") from None
+        child = ForkedChild(
+            reply.pid, pidfd, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r)
+        )
+        self._tracked[child.pid] = child
+        if not warm:
+            _close_all(fds)
+            fds = []
+        return child, fds
 
     # ---- strays -----------------------------------------------------------------------------
 

@@ -118,6 +118,8 @@ class _Job:
             os.set_inheritable(fd, True)
         if self.listen:
             self.env[childenv.LISTEN_FDS] = childenv.encode_fds(self.listen)
+        if self.req.warm:  # the harness waits on it (kernel.launch.warm) instead of Go here
+            self.env[childenv.WARM_GO] = str(self.go)
         _replace_environ(self.env)
         _extend_sys_path(self.env.get("PYTHONPATH", ""))
         _reset_signals()
@@ -127,7 +129,12 @@ class _Job:
         random.seed()
 
     def wait_for_go(self) -> None:
-        """Block until the supervisor watches us; exit (70) without running if it never will."""
+        """Block until the supervisor watches us; exit (70) without running if it never will.
+
+        A warm spare does not wait here: it is the supervisor's child already (sibling fork),
+        and its harness waits for ``g`` on the same fd once it has prepared."""
+        if self.req.warm:
+            return
         if os.read(self.go, 1) != b"g":
             os._exit(ORPHAN_EXIT)
         os.close(self.go)
@@ -304,7 +311,7 @@ def _double_fork() -> int | None:
 def _fork_service(req: wire.Spawn, fds: list[int]) -> tuple[_Job | None, int | None, int | None]:
     """In the service: (job, None, None). In the zygote: (None, pid or None if failed, go_w)."""
     out_fd, err_fd, listen = fds[0], fds[1], fds[2 : 2 + req.listen_fds]
-    go_r, go_w = os.pipe()
+    go_r, go_w = _go_channel(req.warm)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -323,6 +330,15 @@ def _fork_service(req: wire.Spawn, fds: list[int]) -> tuple[_Job | None, int | N
         return _Job(req, out_fd, err_fd, listen, go_r), None, None
     os.close(go_r)
     return None, pid, go_w
+
+
+def _go_channel(warm: bool) -> tuple[int, int]:
+    """(the service's end, ours): a pipe for Go; a SEQPACKET pair for a warm spare, whose end
+    is handed to the supervisor and carries ``w`` back as well as ``g`` forward."""
+    if not warm:
+        return os.pipe()
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return theirs.detach(), ours.detach()
 
 
 def _use_sibling_fork() -> bool:
@@ -376,6 +392,12 @@ def serve(sock: socket.socket) -> _Job | None:
             wire.send(sock, wire.SpawnFailed(error=error))
             continue
         assert go_w is not None
+        if msg.warm:  # the supervisor holds the spare's go socket from now on
+            try:
+                wire.send(sock, wire.Spawned(pid=pid), [go_w])
+            finally:
+                os.close(go_w)
+            continue
         try:
             wire.send(sock, wire.Spawned(pid=pid))
             reply, extra = wire.recv(sock)

@@ -123,6 +123,11 @@ class Supervisor:
         )
 
     @property
+    def launcher(self) -> Launcher:
+        """What starts the services (the admin plane shows a fork server's warm spares)."""
+        return self._deps.launcher
+
+    @property
     def names(self) -> list[str]:
         return list(self._children)
 

@@ -23,10 +23,11 @@ def make_handler(ctx: ServiceContext):
 
 async def main(ctx: ServiceContext) -> None:
     server = ctx.command_server(make_handler(ctx))
+    await ctx.live()  # a warm spare waits here: everything above is ready ahead of a crash
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         ctx.ready()
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

@@ -44,6 +44,7 @@ KEYS: dict[str, st.SearchStrategy] = {
     "supervisor.heartbeat_timeout": st.floats(1.5, 60.0),
     "supervisor.shutdown_deadline": _secs,
     "supervisor.spawn": st.sampled_from(["exec", "forkserver"]),
+    "supervisor.spares": st.booleans(),
     "bus.capacity": st.integers(1, 1_048_576),
     "amnesia.enabled": st.booleans(),
     "pq.mode": st.sampled_from(["off", "hybrid"]),

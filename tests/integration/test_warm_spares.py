@@ -1,0 +1,150 @@
+"""Warm spares on a real micronode (``kernel.launch.warm``): a kill -9 in every phase of a spare's
+life still leaves exactly one live instance of the service, and no process goes live twice.
+
+Processes are told apart by name (``ron:svc-echo`` live, ``ron~svc-echo`` a spare) among the
+node's direct children, which is what an operator's ``ps`` shows too; whether a spare has
+prepared is what ``/services/svc-echo`` says of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from ipc import oap
+from ipc.commands import CommandClient
+from tests.support.node_harness import FAST_CONFIG, RunningNode, pid_alive, poll_until, start_node
+
+pytestmark = pytest.mark.slow
+ECHO = "svc-echo"
+LIVE, SPARE = f"ron:{ECHO}", f"ron~{ECHO}"
+# every crash restarts at once (the phases, not the backoff, are what is tested)
+CONFIG = FAST_CONFIG.replace("stable_after = 30.0", "stable_after = 0.05").replace(
+    "min_backoff = 0.05", "min_backoff = 0.001"
+)
+
+
+def children_named(node_pid: int, comm: str) -> list[int]:
+    """The node's live child processes whose name is ``comm``."""
+    found = []
+    for task in os.listdir(f"/proc/{node_pid}/task"):
+        try:
+            kids = Path(f"/proc/{node_pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for pid in map(int, kids):
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if name == comm and pid_alive(pid):
+                found.append(pid)
+    return found
+
+
+class Echo:
+    """The node's svc-echo as seen from outside: live pid(s), spare pid(s), pids ever live."""
+
+    def __init__(self, node: RunningNode) -> None:
+        self.node = node
+        self.ever_live: list[int] = []
+
+    def live(self) -> list[int]:
+        return children_named(self.node.proc.pid, LIVE)
+
+    def spares(self) -> list[int]:
+        return children_named(self.node.proc.pid, SPARE)
+
+    async def one_live(self, not_pid: int | None = None) -> int:
+        """Wait until exactly one live instance runs, the node reports it ready and the node is
+        ready; returns its pid (checked never to have been live before)."""
+
+        async def settled() -> int | None:
+            live = self.live()
+            if len(live) != 1 or live[0] == not_pid:
+                return None
+            svc = await self.node.service(ECHO)
+            ready = (await self.node.get("/readyz")).status == 200
+            return live[0] if svc["pid"] == live[0] and svc["state"] == "ready" and ready else None
+
+        pid = await poll_until(settled, 20, "exactly one live svc-echo, ready")
+        assert len(self.live()) == 1
+        if not self.ever_live or self.ever_live[-1] != pid:
+            assert pid not in self.ever_live, f"pid {pid} went live twice"
+            self.ever_live.append(pid)
+        return int(pid)
+
+    async def spare(self, *, warm_too: bool, not_pid: int | None = None) -> int:
+        """The spare the node reports (``/services/svc-echo``), once it is (warm and) running
+        under its spare's name."""
+
+        async def found() -> int | None:
+            spare = (await self.node.get(f"/services/{ECHO}")).json()["spare"]
+            if spare is None or spare["pid"] == not_pid or (warm_too and not spare["warm"]):
+                return None
+            return spare["pid"] if spare["pid"] in self.spares() else None
+
+        return int(await poll_until(found, 20, "a (warm) spare of svc-echo"))
+
+
+async def test_a_crash_is_taken_by_the_warm_spare_and_no_spare_serves_twice(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(120):
+        async with start_node(tmp_path, config=CONFIG) as node:
+            echo = Echo(node)
+            live = await echo.one_live()
+            for _ in range(4):
+                spare = await echo.spare(warm_too=True)
+                os.kill(live, signal.SIGKILL)
+                live = await echo.one_live(not_pid=live)
+                assert live == spare, "the crash was not taken by the warm spare"
+                assert "spare_stale" not in node.logs()
+            assert len(echo.ever_live) == 5
+
+
+async def test_a_kill_in_every_phase_of_a_spare_leaves_exactly_one_live_instance(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(150):
+        async with start_node(tmp_path, config=CONFIG) as node:
+            echo = Echo(node)
+            live = await echo.one_live()
+
+            # 1. the spare dies while it prepares: it is replaced; the live one is untouched
+            spare = await echo.spare(warm_too=False)
+            os.kill(spare, signal.SIGKILL)
+            replacement = await echo.spare(warm_too=True, not_pid=spare)
+            assert echo.live() == [live]
+
+            # 2. the spare dies while it waits, and the live one right after: the node forks
+            #    (or takes the next spare), never the dead one
+            os.kill(replacement, signal.SIGKILL)
+            os.kill(live, signal.SIGKILL)
+            live = await echo.one_live(not_pid=live)
+            assert live != replacement
+
+            # 3. the live one and its spare at the same moment (the spare may be told to go
+            #    as it dies): one live instance, a new process
+            spare = await echo.spare(warm_too=True)
+            os.kill(live, signal.SIGKILL)
+            os.kill(spare, signal.SIGKILL)
+            live = await echo.one_live(not_pid=live)
+            assert live != spare
+
+            # 4. a spare just gone live is killed at once: the next one takes over
+            spare = await echo.spare(warm_too=True)
+            os.kill(live, signal.SIGKILL)
+            await poll_until(lambda: spare in echo.live(), 20, "the spare to go live")
+            os.kill(spare, signal.SIGKILL)
+            live = await echo.one_live(not_pid=spare)
+
+            # and the live one answers
+            async with CommandClient.connect(node.runtime_dir, ECHO) as client:
+                frame = oap.Frame(flags=oap.REQ, app_proto_id=1, corr_id=9, payload=b"hi")
+                assert (await client.request(frame)).payload == b"hi"
+            assert "spare_exited" in node.logs()  # phases 1-3 were seen as such
