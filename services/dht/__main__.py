@@ -108,6 +108,9 @@ async def main(ctx: ServiceContext) -> None:
     lookups = Lookups(state, links.ask)
     providing = Providing(state, lookups, links.ask)
     responder = Responder(state)
+    # a warm spare waits here: keyed, certified and wired, nothing dialled, served or saved yet;
+    # the saved table is read by the live instance (the last one saved it until it went)
+    await ctx.live()
     saved = load_contacts(ctx.data_dir)
     state.table.load(saved, trio.current_time())
     texts = (*ctx.config.dht.bootstrap, *ctx.config.overlay.peers)
@@ -169,4 +172,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

@@ -25,10 +25,8 @@ GIL_SWITCH_INTERVAL = 0.0005
 async def main(ctx: ServiceContext) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings = ctx.settings_as(GatewaySettings)
-    sock = ctx.listen_socket()
+    sock = ctx.listen_socket()  # not accepted on before ctx.live()
     open_writes = ctx.config.auth.writes == "open"
-    if open_writes:
-        logs.log("writes_open", level="warning", reason="auth.writes = open: anyone may write")
     async with (
         StoreBackend.open(
             ctx.runtime_dir,
@@ -54,6 +52,11 @@ async def main(ctx: ServiceContext) -> None:
             guard=guard,
             on_shedding=on_shedding,
         )
+        # a warm spare waits here: connected to its backends, nothing accepted or asked yet
+        # (the key feed is a verifier the passport counts: only the live instance is one)
+        await ctx.live()
+        if open_writes:
+            logs.log("writes_open", level="warning", reason="auth.writes = open: anyone may write")
         async with trio.open_nursery() as nursery:
             if guard is not None:
                 await nursery.start(KeyFeed(passport, guard, verifier=ctx.name).run)
@@ -74,4 +77,4 @@ PASSPORT = "svc-passport"  # where the key set comes from (the kernel's Passport
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

@@ -55,10 +55,11 @@ def make_handler(
 async def main(ctx: ServiceContext) -> None:
     ctx.settings_as(IndexSettings)  # none today; the node refused any key before we started
     index = NameIndex(ctx.data_dir / INDEX_DIR)
+    server = ctx.command_server(make_handler(ctx, index))
+    await ctx.live()  # a warm spare waits here; the database is the live instance's alone
     try:
-        count = await index.open()
-        logs.log("index_opened", names=count)
-        server = ctx.command_server(make_handler(ctx, index))
+        await index.open()
+        logs.log("index_opened", path=str(index.path))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(index.run_committer)
             await nursery.start(server.run)
@@ -68,4 +69,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

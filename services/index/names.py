@@ -63,10 +63,11 @@ class NameIndex:
         self._read_lock = trio.Lock()
         self.batches = 0
 
-    async def open(self) -> int:
-        """Open (creating if needed) the database; returns how many names it holds."""
+    async def open(self) -> None:
+        """Open (creating if needed) the database. O(1) in the names it holds (no count: a
+        restart of a full index is not a scan of it)."""
 
-        def setup() -> int:
+        def setup() -> None:
             self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._writer = _connect(self.path)
             for statement in _SCHEMA:
@@ -75,9 +76,8 @@ class NameIndex:
             if "type" not in columns:
                 self._writer.execute(_TYPE_COLUMN)
             self._reader = _connect(self.path)
-            return self._writer.execute("SELECT count(*) FROM names").fetchone()[0]
 
-        return await trio.to_thread.run_sync(setup)
+        await trio.to_thread.run_sync(setup)
 
     def close(self) -> None:
         for conn in (self._writer, self._reader):

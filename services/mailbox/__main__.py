@@ -103,6 +103,7 @@ async def main(ctx: ServiceContext) -> None:
         if ident is None:
             logs.log("mailbox_no_identity", level="error", reason="svc-passport did not answer")
             raise SystemExit(2)
+        await ctx.live()  # a warm spare waits here: the database is the live instance's alone
         db = MailDb(ctx.data_dir / MAILBOX_DIR, settings.policy())
         try:
             count = await trio.to_thread.run_sync(db.open)
@@ -148,4 +149,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

@@ -236,7 +236,7 @@ def apply_batch(db: MailDb, batch: Sequence[Job], fx: Effects, clock: Callable[[
                 raise
             fx.merge(jfx)
             job.result = result
-        db.commit()
+        db.commit(fx)
     except BaseException:
         db.rollback(fx)
         raise

@@ -18,7 +18,9 @@ statement step releases and retakes the GIL, and under load the event loop holds
 
 Usage (messages and bytes per mailbox and in all) is kept in memory, loaded at open and moved by
 every operation as it runs; an operation or transaction that is rolled back moves it back
-(``Effects.undo``), so the quotas always match what is committed plus what is pending.
+(``Effects.undo``), so the quotas always match what is committed plus what is pending. The
+moves of a transaction are written to the ``usage`` table in that transaction, so opening the
+database reads one row per mailbox, whatever the messages it holds.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ __all__ = ["DB_NAME", "OUTBOX_KEY", "Effects", "MailDb", "Policy", "new_msg_ids"
 DB_NAME = "mail.sqlite3"
 OUTBOX_KEY = "\x00outbox"  # the usage key of the outbox (no mailbox name holds a NUL)
 
+# usage per mailbox (and the outbox), moved in the transaction of every change: opening the
+# database reads this small table instead of aggregating every message
+_USAGE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS usage ("
+    " key TEXT PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " dead INTEGER NOT NULL) WITHOUT ROWID"
+)
+_USAGE_FROM_ROWS = (  # what the usage table says, counted from the rows (a database without one)
+    "SELECT mailbox, count(*), sum(size), sum(dead) FROM messages GROUP BY mailbox",
+    "SELECT ?, count(*), coalesce(sum(length(body)), 0), 0 FROM outbox",
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages ("
     " seq INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, msg_id TEXT NOT NULL UNIQUE,"
@@ -59,6 +72,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS sent ("
     " msg_id TEXT PRIMARY KEY, dest TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL)"
     " WITHOUT ROWID",
+    _USAGE_TABLE,
 )
 _KEY, _MSG_ID = 0, 1  # dedup kinds
 WAL_PAGES = 4096  # pages of WAL between checkpoints
@@ -181,24 +195,41 @@ class MailDb:
     # --- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> int:
-        """Create or open the database and load the usage; returns how many messages it holds."""
+        """Create or open the database and load the usage; returns how many messages it holds.
+
+        O(mailboxes), not O(messages): usage is read from its table; a database from before
+        that table has it counted from the rows once, here."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._w = _connect(self.path)
+        had_usage = self._w.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'"
+        ).fetchone()
         for statement in _SCHEMA:
             self._w.execute(statement)
+        if had_usage is None:
+            self._count_usage()
         self._r = _connect(self.path)
-        rows = self._w.execute(
-            "SELECT mailbox, count(*), sum(size), sum(dead) FROM messages GROUP BY mailbox"
-        ).fetchall()
-        rows += self._w.execute(
-            "SELECT ?, count(*), coalesce(sum(length(body)), 0), 0 FROM outbox", (OUTBOX_KEY,)
-        ).fetchall()
+        rows = self._w.execute("SELECT key, messages, bytes, dead FROM usage").fetchall()
         for key, count, size, dead in rows:
             if count:
                 self._apply_usage(key, count, size, dead)
         top = self._w.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         self.next_seq = int(top) + 1  # only the committer inserts: it numbers the rows itself
         return self.total[0]
+
+    def _count_usage(self) -> None:
+        """Fill the usage table from the rows (one transaction)."""
+        rows: list[tuple[object, ...]] = []
+        by_mailbox, outbox = _USAGE_FROM_ROWS
+        rows += self.w.execute(by_mailbox).fetchall()
+        rows += self.w.execute(outbox, (OUTBOX_KEY,)).fetchall()
+        self.w.execute("BEGIN IMMEDIATE")
+        self._many(
+            "INSERT OR REPLACE INTO usage (key, messages, bytes, dead) VALUES",
+            "(?,?,?,?)",
+            [row for row in rows if row[1]],
+        )
+        self.w.execute("COMMIT")
 
     def close(self) -> None:
         for conn in (self._w, self._r):
@@ -225,9 +256,28 @@ class MailDb:
         self._pending = _Pending()
         self.w.execute("BEGIN IMMEDIATE")
 
-    def commit(self) -> None:
+    def commit(self, fx: Effects | None = None) -> None:
+        """Write what is buffered and ``fx``'s usage moves, then commit (one transaction)."""
         self._flush()
+        if fx is not None and fx.usage:
+            self._store_usage(fx.usage)
         self.w.execute("COMMIT")
+
+    def _store_usage(self, moves: dict[str, list[int]]) -> None:
+        rows = [(key, m, b, d) for key, (m, b, d) in moves.items() if m or b or d]
+        self._many(
+            "INSERT INTO usage (key, messages, bytes, dead) VALUES",
+            "(?,?,?,?)",
+            rows,
+            tail=" ON CONFLICT (key) DO UPDATE SET messages = messages + excluded.messages,"
+            " bytes = bytes + excluded.bytes, dead = dead + excluded.dead",
+        )
+        emptied = [key for key, m, _, _ in rows if m < 0]
+        for at in range(0, len(emptied), _ROWS):
+            chunk = emptied[at : at + _ROWS]
+            self.w.execute(
+                f"DELETE FROM usage WHERE messages <= 0 AND key IN ({_marks(len(chunk))})", chunk
+            )
 
     def rollback(self, fx: Effects) -> None:
         self._pending = _Pending()
@@ -422,12 +472,15 @@ class MailDb:
             )
         self._pending = _Pending()
 
-    def _many(self, head: str, one: str, rows: Sequence[tuple[object, ...]]) -> None:
-        """``head`` followed by one multi-row VALUES list per chunk: one statement step."""
+    def _many(
+        self, head: str, one: str, rows: Sequence[tuple[object, ...]], tail: str = ""
+    ) -> None:
+        """``head`` followed by one multi-row VALUES list per chunk (then ``tail``): one
+        statement step per chunk."""
         for at in range(0, len(rows), _ROWS):
             chunk = rows[at : at + _ROWS]
             params = [value for row in chunk for value in row]
-            self.w.execute(f"{head} {','.join([one] * len(chunk))}", params)
+            self.w.execute(f"{head} {','.join([one] * len(chunk))}{tail}", params)
 
     def _known(
         self, address: str, messages: Sequence[proto.Outgoing], now: float

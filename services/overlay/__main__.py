@@ -60,10 +60,6 @@ async def _trim_after_bursts(listener: Listener) -> None:
 
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings_as(OverlaySettings)
-    if not settings.tls:
-        logs.log(
-            "overlay_plaintext", level="warning", reason="tls = false: peers are not authenticated"
-        )
     root = objstore.store_root(ctx.data_dir)
     meter = NodeMeter(ctx.metrics)
     async with (
@@ -199,6 +195,15 @@ async def main(ctx: ServiceContext) -> None:
 
         routes = admin_routes(fetcher, peer_server, federation, seed if _runs(ctx, DHT) else None)
         server = ctx.command_server(handler, admin=routes)
+        # a warm spare waits here: its certificate made, nothing accepted, dialled or asked yet
+        # (the key feed is a verifier the passport counts: only the live instance is one)
+        await ctx.live()
+        if not settings.tls:
+            logs.log(
+                "overlay_plaintext",
+                level="warning",
+                reason="tls = false: peers are not authenticated",
+            )
         async with trio.open_nursery() as nursery:
             if gate is not None:
                 await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)
@@ -216,4 +221,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

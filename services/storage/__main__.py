@@ -109,11 +109,15 @@ async def named_ids(ctx: ServiceContext) -> AsyncIterator[NamedIds]:
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings_as(StorageSettings)
     store = Store(objstore.store_root(ctx.data_dir), settings, ctx.metrics)
-    await store.open()
     async with named_ids(ctx) as names, trio.open_nursery() as nursery:
         keeper = Housekeeper(store, names)
         server = ctx.command_server(make_handler(ctx, store, keeper), admin=admin_routes(keeper))
+        # a warm spare waits here; the store is opened only by the live instance (its usage hint
+        # is the last process's until that one is gone)
+        await ctx.live()
+        await store.open()
         nursery.start_soon(store.run_committer)
+        nursery.start_soon(store.sync_fanouts)
         nursery.start_soon(store.sweep_forever)
         nursery.start_soon(store.keep_usage)
         await nursery.start(server.run)
@@ -121,4 +125,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

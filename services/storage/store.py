@@ -83,10 +83,15 @@ class Store:
         self._limiter = trio.CapacityLimiter(_THREADS)
         self._pool: ThreadPoolExecutor | None = None  # parallel fsyncs (group_sync = false)
         self.batches = 0
+        self._durable: set[str] = set()  # fan-out dirs fsynced since open (see open)
 
     async def open(self) -> None:
-        """Layout and the startup barrier (fsync every fan-out dir: whatever is visible is
-        durable before a duplicate commit is acknowledged against it); O(1) in the objects held.
+        """Layout and usage; O(1) in the objects held.
+
+        The startup barrier (whatever a previous process left visible is durable before a
+        duplicate commit is acknowledged against it) is per fan-out dir and off the start
+        path: ``sync_fanouts`` fsyncs every dir in the background, and until it has reached a
+        dir, a duplicate in it waits for that dir's fsync in its commit's barrier.
 
         Usage starts from the hint the last process kept (``objstore.USAGE_HINT``) and is
         counted again in the background (``reconcile``) while the store serves: a restart of
@@ -97,9 +102,6 @@ class Store:
 
         def prepare() -> tuple[tuple[int, int], bool]:
             objstore.ensure_layout(self.root)
-            for child in sorted(self.root.iterdir()):
-                if child.is_dir():
-                    objstore.fsync_dir(child)
             hint = objstore.read_usage_hint(self.root)
             if hint is not None:
                 return hint, False
@@ -169,6 +171,14 @@ class Store:
         if tally is not None and fanout in tally.scanned:
             tally.bytes += size
             tally.objects += objects
+
+    async def sync_fanouts(self) -> None:
+        """The startup barrier, in the background: fsync each fan-out dir (and the store's
+        other dirs) once; a dir counts as durable from then on (see ``open``)."""
+        for child in sorted(await trio.to_thread.run_sync(lambda: list(self.root.iterdir()))):
+            if await trio.to_thread.run_sync(child.is_dir):
+                await trio.to_thread.run_sync(objstore.fsync_dir, child, limiter=self._limiter)
+                self._durable.add(child.name)
 
     async def sweep_forever(self) -> None:
         """Stale temp files, at start (in the background: they are invisible) and then every
@@ -363,7 +373,7 @@ class Store:
             elif verify:
                 self._verify(job)
         new = self._admit(batch)
-        dirs = {self._dir_of(j) for j in pending if j.created}
+        dirs = self._dirs_to_sync(pending)
         try:
             self._barrier(new, dirs)
         except OSError as exc:
@@ -381,7 +391,7 @@ class Store:
             # nobody queued behind this batch (e.g. a lone writer): close it now, in this
             # thread, instead of in an empty next round (a plain int read: safe off-thread)
             try:
-                self._barrier([], {self._dir_of(j) for j in waiting if j.created})
+                self._barrier([], self._dirs_to_sync(waiting))
             except OSError as exc:
                 for job in waiting:
                     job.created = None
@@ -391,6 +401,16 @@ class Store:
 
     def _dir_of(self, job: _Job) -> Path:
         return objstore.object_path(self.root, job.obj_id).parent
+
+    def _dirs_to_sync(self, jobs: list[_Job]) -> set[Path]:
+        """The dirs a barrier must fsync before ``jobs`` are acknowledged: those of new files,
+        and those of duplicates whose dir the startup barrier has not reached yet."""
+        return {
+            self._dir_of(j)
+            for j in jobs
+            if j.created
+            or (j.created is False and objstore.fanout_of(j.obj_id) not in self._durable)
+        }
 
     def _barrier(self, new: list[_Job], dirs: set[Path]) -> None:
         """Make the new temp files and the directories of earlier renames durable."""
