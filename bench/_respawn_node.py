@@ -5,14 +5,17 @@ For each profile (micronode, macronode), one node (``ronctl run PROFILE``) whose
 counted once by a first restart). Rounds of kills go through every service in start order; each
 kill of a service's live process (pid from ``/services/NAME``) is timed, from the ``kill``:
 
-* to ``Health{ok}`` of that service on the bus, after its ``ServiceCrashed`` (the service's own
-  view: it is back);
+* to its ``ServiceCrashed`` on the bus (the supervisor saw it die: the kernel tears the process
+  down first, a floor no spare can lower);
+* to ``Health{ok}`` of that service on the bus (the service's own view: it is back); the new
+  process's may arrive before the supervisor's ``ServiceCrashed`` (two publishers), so the first
+  one more than ``IN_FLIGHT`` after the kill counts;
 * to ``/readyz`` 200 polled from outside on the admin plane over one keep-alive connection
   (the operator's view), counting only answers to requests sent after the crash was published.
 
-Kills are paced (``pace`` s after the service is back: its warm spare, if any, is prepared by
-then, and the supervisor's ``stable_after`` has passed, so every crash restarts at once); the
-restart cap is lifted, so the quarantine never decides what is measured.
+Kills are paced (``pace`` s after the service is back, and with spares on, once its spare has
+prepared: the steady state; the supervisor's ``stable_after`` has passed, so every crash
+restarts at once); the restart cap is lifted, so the quarantine never decides what is measured.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from urllib.parse import urlsplit
 import blake3
 import trio
 
+# a heartbeat the killed process sent just before the kill arrives within this (loopback ipc);
+# a Health{ok} later than this and before the ServiceCrashed is the new process's
+IN_FLIGHT = 0.002
 # the supervisor's backoff and quarantine are not what is measured: every crash restarts at once
 BENCH_CONFIG = (
     "[supervisor]\nrestart_cap = 100000\nstable_after = 0.05\nmin_backoff = 0.001\n"
@@ -41,6 +47,7 @@ BENCH_CONFIG = (
 @dataclass
 class ServiceTimes:
     service: str
+    crashed: list[float] = field(default_factory=list)  # ms, kill -> ServiceCrashed seen
     health: list[float] = field(default_factory=list)  # ms, kill -> Health{ok}
     readyz: list[float] = field(default_factory=list)  # ms, kill -> /readyz 200
     failed: str = ""
@@ -86,18 +93,33 @@ async def _next(bus: Any, kind: type, pred: Callable[[Any], bool]) -> Any:
             return event
 
 
-async def _kill_once(view: Any, bus: Any, poller: _ReadyzPoller, times: ServiceTimes) -> None:
+async def _kill_once(
+    view: Any, bus: Any, poller: _ReadyzPoller, times: ServiceTimes, spares: bool
+) -> None:
     from ipc.events import Health, ServiceCrashed
 
     name = times.service
     doc = await view.get(f"/services/{name}")
+    with trio.move_on_after(10):  # steady state: its spare has prepared (one at a time)
+        while spares and not (doc.get("spare") or {}).get("warm"):
+            await trio.sleep(0.05)
+            doc = await view.get(f"/services/{name}")
     pid = doc.get("pid")
     if not isinstance(pid, int):
         raise RuntimeError(f"{name} has no live process ({doc.get('state')})")
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
+    back: float | None = None
     with trio.fail_after(30):
-        await _next(bus, ServiceCrashed, lambda e: e.service == name)
+        while True:  # the new process's Health may overtake the supervisor's ServiceCrashed
+            event = await bus.recv()
+            now = time.monotonic()
+            if isinstance(event, Health) and event.service == name and event.ok:
+                if now - killed_at > IN_FLIGHT and back is None:
+                    back = now
+            elif isinstance(event, ServiceCrashed) and event.service == name:
+                break
+        times.crashed.append((now - killed_at) * 1000)
         async with trio.open_nursery() as nursery:
 
             async def readyz() -> None:
@@ -105,8 +127,10 @@ async def _kill_once(view: Any, bus: Any, poller: _ReadyzPoller, times: ServiceT
                 times.readyz.append((at - killed_at) * 1000)
 
             nursery.start_soon(readyz)
-            await _next(bus, Health, lambda e: e.service == name and e.ok)
-            times.health.append((time.monotonic() - killed_at) * 1000)
+            if back is None:
+                await _next(bus, Health, lambda e: e.service == name and e.ok)
+                back = time.monotonic()
+            times.health.append((back - killed_at) * 1000)
 
 
 async def measure_profile(
@@ -142,7 +166,7 @@ async def measure_profile(
                             if times.failed:
                                 continue
                             try:
-                                await _kill_once(view, bus, poller, times)
+                                await _kill_once(view, bus, poller, times, spares)
                             except (RuntimeError, TimeoutError, trio.TooSlowError) as exc:
                                 times.failed = str(exc) or type(exc).__name__
                             await trio.sleep(pace)  # paced: see the module docstring

@@ -348,21 +348,25 @@ def node_tables(args: argparse.Namespace) -> None:
             f"\n## {profile}: kill -9 -> Health{{ok}} / -> /readyz 200, ms "
             f"({args.crashes} kills per service, {args.objects:,} objects stored)\n"
         )
-        print("| service | spares | Health p50/p95/p99 | /readyz p50/p95/p99 | p95 vs spares off |")
-        print("|---|---|---|---|---|")
+        print(
+            "| service | spares | crash seen p50/p95 | Health p50/p95/p99 | /readyz p50/p95/p99 "
+            "| Health p95 vs spares off |"
+        )
+        print("|---|---|---|---|---|---|")
         for i in range(len(runs[next(iter(runs))])):
             for spares, rows in runs.items():
                 t = rows[i]
                 if t.failed or not t.health:
-                    print(f"| {t.service} | {spares} | failed: {t.failed or 'no kill'} | | |")
+                    print(f"| {t.service} | {spares} | failed: {t.failed or 'no kill'} | | | |")
                     continue
+                crash = "/".join(f"{pct(t.crashed, p):.1f}" for p in (50, 95))
                 health = "/".join(f"{pct(t.health, p):.1f}" for p in (50, 95, 99))
                 readyz = "/".join(f"{pct(t.readyz, p):.1f}" for p in (50, 95, 99))
                 off = runs.get("off")
                 ratio = "-"
                 if off is not None and spares != "off" and off[i].health:
                     ratio = f"{pct(off[i].health, 95) / pct(t.health, 95):.1f}x faster"
-                print(f"| {t.service} | {spares} | {health} | {readyz} | {ratio} |")
+                print(f"| {t.service} | {spares} | {crash} | {health} | {readyz} | {ratio} |")
 
 
 # ---- the table ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
-from ipc.plain import Json, JsonObject
+from ipc.plain import Json
 
 __all__ = [
     "ADMIN",
@@ -105,19 +105,19 @@ def service_env(
 class ServiceEnv:
     """A service's identity as read back from its environment (``read_service_env``)."""
 
-    def __init__(self, name: str, runtime_dir: Path, data_dir: Path, config: JsonObject) -> None:
+    def __init__(self, name: str, runtime_dir: Path, data_dir: Path, config_json: str) -> None:
         self.name = name
         self.runtime_dir = runtime_dir
         self.data_dir = data_dir
-        self.config = config
+        self.config_json = config_json  # kernel.config.config_from_json parses it (cached)
 
 
 def read_service_env(env: Mapping[str, str]) -> ServiceEnv:
-    """Decode what ``service_env`` wrote; ``KeyError`` names a missing variable,
-    ``ValueError`` a config that is not JSON."""
+    """Decode what ``service_env`` wrote; ``KeyError`` names a missing variable. The config
+    stays JSON text: its parse is shared with the zygote's (``config_from_json``)."""
     return ServiceEnv(
         name=env[SERVICE],
         runtime_dir=Path(env[RUNTIME_DIR]),
         data_dir=Path(env[DATA_DIR]),
-        config=json.loads(env[CONFIG]),
+        config_json=env[CONFIG],
     )

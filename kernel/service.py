@@ -41,7 +41,7 @@ from ipc.commands import CommandServer, Handler
 from ipc.plain import JsonObject
 from kernel import childenv, logs, procname
 from kernel.admin_calls import Answer, with_admin_routes
-from kernel.config import Config, ConfigError, ServiceSpec, config_from_dict
+from kernel.config import Config, ConfigError, ServiceSpec, config_from_json
 from kernel.config.services import SettingsError, structure_settings
 from kernel.exposes import exposes_of, provider
 from kernel.faults import FaultHooks
@@ -183,7 +183,7 @@ def run_service(main: Main, *, warm: bool = False) -> None:
     try:
         env = childenv.read_service_env(os.environ)
         name, runtime_dir, data_dir = env.name, env.runtime_dir, env.data_dir
-        config = config_from_dict(env.config, origin=childenv.CONFIG)
+        config = config_from_json(env.config_json, origin=childenv.CONFIG)
         spec = _spec_for(config, name)
     except (KeyError, ValueError, ConfigError) as exc:
         print(
@@ -226,7 +226,7 @@ async def _serve(
                 if go is not None:
                     await go.wait()
                     procname.set_service_name(name)
-                await nursery.start(hooks.serve, runtime_dir)
+                nursery.start_soon(hooks.serve, runtime_dir)  # main need not wait for it
                 nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
                 nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)
                 nursery.start_soon(_stop_on_signal, ctx, nursery.cancel_scope)

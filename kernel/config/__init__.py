@@ -9,6 +9,7 @@ from kernel.config.load import (
     check_config_file,
     config_diff,
     config_from_dict,
+    config_from_json,
     load_config,
     validate_config,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "config_diff",
     "config_digest",
     "config_from_dict",
+    "config_from_json",
     "load_config",
     "validate_config",
 ]

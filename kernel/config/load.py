@@ -17,6 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ __all__ = [
     "check_config_file",
     "config_diff",
     "config_from_dict",
+    "config_from_json",
     "load_config",
     "validate_config",
 ]
@@ -200,6 +202,27 @@ def load_config(
     except _config_env.LayerError as exc:
         raise ConfigError(str(exc)) from None
     return _build(layers)
+
+
+# the last config_from_json: (its text, the Config); see there
+_PARSED: tuple[str, Config] | None = None
+
+
+def config_from_json(raw: str, *, origin: str = "config") -> Config:
+    """``config_from_dict(json.loads(raw))``, remembering the last one.
+
+    Why: a service process receives the node's config as JSON text, and the zygote parses the
+    same text once (after a spawn, while idle) before it forks the next process; every fork
+    then finds it here and shares that Config (and the structuring code cattrs generated for
+    it) with the zygote instead of building its own, ~2 MB per process. A Config is frozen,
+    so sharing it is safe. Raises ``ConfigError``, or ``ValueError`` for text that is not
+    JSON."""
+    global _PARSED
+    if _PARSED is not None and _PARSED[0] == raw:
+        return _PARSED[1]
+    cfg = config_from_dict(json.loads(raw), origin=origin)
+    _PARSED = (raw, cfg)
+    return cfg
 
 
 def config_from_dict(data: Mapping[str, Json], *, origin: str = "config") -> Config:

@@ -341,6 +341,27 @@ def _go_channel(warm: bool) -> tuple[int, int]:
     return theirs.detach(), ours.detach()
 
 
+_SHARED_CONFIG: str | None = None
+
+
+def _share_config(env: dict[str, str]) -> None:
+    """Parse the node config of the last request here, once per config, so that every later
+    fork shares it (``kernel.config.config_from_json``), the settings' structuring code too;
+    then freeze it with the preloaded objects. Runs between requests (never on a spawn's path);
+    a config that does not parse is left to the service to report."""
+    global _SHARED_CONFIG
+    raw = env.get(childenv.CONFIG)
+    if raw is None or raw == _SHARED_CONFIG:
+        return
+    _SHARED_CONFIG = raw
+    from kernel.config import ConfigError, check_services, config_from_json
+
+    with contextlib.suppress(ConfigError, ValueError, ImportError):
+        check_services(config_from_json(raw, origin=childenv.CONFIG))
+    gc.collect()
+    gc.freeze()
+
+
 def _use_sibling_fork() -> bool:
     return os.environ.get(FORK_MODE_ENV, "auto") != "double" and _sibling_fork.available()
 
@@ -351,7 +372,9 @@ def serve(sock: socket.socket) -> _Job | None:
     With ``sibling_fork``, a spare (``_zygote_spare``) is kept forked ahead of each request.
     """
     spare: Spare | None = None
+    last_env: dict[str, str] = {}
     while True:
+        _share_config(last_env)
         if spare is None and _use_sibling_fork():
             spare, assigned = Spare.fork(sock, ORPHAN_EXIT)
             if assigned is not None:  # in the spare, handed its request
@@ -367,6 +390,7 @@ def serve(sock: socket.socket) -> _Job | None:
                 os.close(fd)
             wire.send(sock, wire.SpawnFailed(error=f"unexpected request {type(msg).__name__}"))
             continue
+        last_env = msg.env
         pid: int | None = None
         go_w: int | None = None
         if spare is not None:

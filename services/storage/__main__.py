@@ -109,6 +109,7 @@ async def named_ids(ctx: ServiceContext) -> AsyncIterator[NamedIds]:
 async def main(ctx: ServiceContext) -> None:
     settings = ctx.settings_as(StorageSettings)
     store = Store(objstore.store_root(ctx.data_dir), settings, ctx.metrics)
+    await store.lay_out()
     async with named_ids(ctx) as names, trio.open_nursery() as nursery:
         keeper = Housekeeper(store, names)
         server = ctx.command_server(make_handler(ctx, store, keeper), admin=admin_routes(keeper))

@@ -84,6 +84,13 @@ class Store:
         self._pool: ThreadPoolExecutor | None = None  # parallel fsyncs (group_sync = false)
         self.batches = 0
         self._durable: set[str] = set()  # fan-out dirs fsynced since open (see open)
+        self._laid_out = False
+
+    async def lay_out(self) -> None:
+        """Create what is missing of the layout (idempotent, safe while another process serves
+        the store: a warm spare does it ahead of ``open``)."""
+        await trio.to_thread.run_sync(objstore.ensure_layout, self.root)
+        self._laid_out = True
 
     async def open(self) -> None:
         """Layout and usage; O(1) in the objects held.
@@ -101,7 +108,8 @@ class Store:
         most ``HINT_EVERY`` seconds behind a killed process (a machine crash: older)."""
 
         def prepare() -> tuple[tuple[int, int], bool]:
-            objstore.ensure_layout(self.root)
+            if not self._laid_out:
+                objstore.ensure_layout(self.root)
             hint = objstore.read_usage_hint(self.root)
             if hint is not None:
                 return hint, False
