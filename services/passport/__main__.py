@@ -17,7 +17,7 @@ from kernel import logs
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib.keys import KeyCustodyError
-from services.passport.authority import Authority
+from services.passport.authority import Authority, revocations_of
 from services.passport.revocations import RevocationFull
 from services.passport.settings import PassportSettings
 from services.passport.verifiers import Verifiers
@@ -122,10 +122,18 @@ class Schedule:
 async def main(ctx: ServiceContext) -> None:
     ctx.settings_as(PassportSettings)
     key_file = Path(ctx.config.identity.key_file) if ctx.config.identity.key_file else None
+    # a warm spare reads the revocations ahead (up to 100,000 lines); once live, only the tail
+    revoked = revocations_of(ctx.data_dir, ctx.config.auth)
+    await trio.to_thread.run_sync(lambda: revoked.load(time.time(), compact=False))
+    await ctx.live()  # keys, epoch and audit log are the live instance's alone
     try:
         authority = await trio.to_thread.run_sync(
             lambda: Authority(
-                ctx.data_dir, ctx.config.auth, now=time.time(), identity_file=key_file
+                ctx.data_dir,
+                ctx.config.auth,
+                now=time.time(),
+                identity_file=key_file,
+                revocations=revoked,
             )
         )
     except KeyCustodyError as exc:
@@ -143,4 +151,4 @@ async def main(ctx: ServiceContext) -> None:
 
 
 if __name__ == "__main__":
-    run_service(main)
+    run_service(main, warm=True)

@@ -20,16 +20,33 @@ EPOCH_FILE = "passport/epoch"
 AUDIT_DIR = "audit"
 
 
+def revocations_of(data_dir: Path, auth: AuthConfig) -> Revocations:
+    """The node's revocation list (not read yet)."""
+    return Revocations(data_dir / REVOKED_FILE, keep_for=auth.max_ttl)
+
+
 class Authority:
     """Everything svc-passport decides. ``version`` changes whenever the key set does."""
 
     def __init__(
-        self, data_dir: Path, auth: AuthConfig, *, now: float, identity_file: Path | None = None
+        self,
+        data_dir: Path,
+        auth: AuthConfig,
+        *,
+        now: float,
+        identity_file: Path | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
+        """``revocations``: loaded ahead (``revocations_of``, by a warm spare): only what was
+        appended since is read here."""
         self.auth = auth
         self.keys = KeyStore.open(data_dir / KEYS_DIR, now=now, identity_file=identity_file)
-        self.revocations = Revocations(data_dir / REVOKED_FILE, keep_for=auth.max_ttl)
-        self.revocations.load(now)
+        if revocations is None:
+            self.revocations = revocations_of(data_dir, auth)
+            self.revocations.load(now)
+        else:
+            self.revocations = revocations
+            self.revocations.refresh(now)
         self.log = audit.AuditLog(data_dir / AUDIT_DIR, self.keys)
         # The version a verifier compares with; it must never repeat across starts, or a
         # verifier holding "version 3" from the last life would be told "nothing new" about a

@@ -29,15 +29,54 @@ class Revocations:
         self._keep_for = keep_for
         self._until: dict[bytes, float] = {}
         self._lines = 0
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of what was read
+        self._offset = 0  # how far it was read (whole lines only)
+        self._seen = b""  # the last bytes read before _offset: the same file still has them
 
-    def load(self, now: float) -> int:
-        """Read the file (ignoring a torn last line); returns how many ids are live."""
+    def load(self, now: float, *, compact: bool = True) -> int:
+        """Read the file (a torn last line is left for the next read); returns how many ids
+        are live. ``compact``: rewrite the file when most of it is dead; a warm spare of the
+        service loads without (the file is the live instance's) and calls ``refresh`` once
+        live, which reads only what was appended since: a restart with 100,000 revocations
+        does not parse them all again."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._until.clear()
+        self._lines = 0
+        self._read_from(0, now)
+        if compact:
+            self._compact_if_sparse()
+        return len(self._until)
+
+    def refresh(self, now: float) -> int:
+        """Once, on becoming the live instance after ``load(compact=False)``: read what was
+        appended since (the whole file again if it was replaced: a compaction, recognised by
+        its inode, its size, or other bytes where the last read ended); compact."""
+        if not self._read_from(self._offset, now):
+            return self.load(now)
+        self._compact_if_sparse()
+        return len(self._until)
+
+    def _read_from(self, offset: int, now: float) -> bool:
+        """Parse the whole lines from ``offset`` on; False (nothing read) if the file is not
+        the one read up to ``offset`` before."""
+        seen = self._seen if offset else b""
         try:
-            text = self.path.read_text()
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if offset and ((st.st_dev, st.st_ino) != self._file or st.st_size < offset):
+                    return False
+                f.seek(offset - len(seen))
+                data = f.read()
         except FileNotFoundError:
-            text = ""
-        for line in text.splitlines():
+            if offset:
+                return False
+            self._file, self._offset, self._seen = None, 0, b""
+            return True
+        if not data.startswith(seen):
+            return False
+        data = data[len(seen) :]
+        whole = data.rfind(b"\n") + 1
+        for line in data[:whole].decode(errors="replace").splitlines():
             self._lines += 1
             hex_id, _, until = line.partition(" ")
             try:
@@ -46,8 +85,9 @@ class Revocations:
                 continue
             if len(token_id) == ID_LEN and deadline > now:
                 self._until[token_id] = deadline
-        self._compact_if_sparse()
-        return len(self._until)
+        self._file, self._offset = (st.st_dev, st.st_ino), offset + whole
+        self._seen = (seen + data[:whole])[-64:]
+        return True
 
     def ids(self) -> tuple[bytes, ...]:
         return tuple(self._until)

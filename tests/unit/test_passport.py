@@ -132,3 +132,31 @@ def test_the_key_set_version_never_repeats_across_starts(tmp_path: Path) -> None
     third = Authority(tmp_path, AUTH, now=T0 + 2)  # crashed before the verifier polled
     news = third.keyset(held, T0 + 2)
     assert news.version > second.version and bytes.fromhex(minted.id) in news.revoked
+
+
+def test_a_spare_reads_revocations_ahead_and_the_live_one_only_the_tail(tmp_path: Path) -> None:
+    """issue 29: svc-passport's warm spare loads the list without touching the file; once live,
+    ``refresh`` reads what the last process appended meanwhile (or all again after a
+    compaction replaced the file); a torn last line waits for its newline."""
+    path = tmp_path / "r.log"
+    live = Revocations(path, keep_for=100.0)
+    live.load(T0)
+    for n in range(3):
+        live.revoke(bytes([n]) * 16, T0)
+    spare = Revocations(path, keep_for=100.0)
+    assert spare.load(T0, compact=False) == 3
+    size = path.stat().st_size
+
+    live.revoke(b"\x09" * 16, T0 + 1)  # appended after the spare read
+    with open(path, "a") as f:
+        f.write(("ab" * 16)[:20])  # a crash mid-append: no newline yet
+    assert spare.refresh(T0 + 1) == 4 and b"\x09" * 16 in spare
+    assert spare._offset > size  # read from where it stopped, not from the start
+
+    # a compaction (another process rewrote the file): read whole again
+    path.write_text(f"{'cd' * 16} {T0 + 100:.3f}\n")
+    again = Revocations(path, keep_for=100.0)
+    again.load(T0, compact=False)
+    path.unlink()
+    path.write_text(f"{'ef' * 16} {T0 + 100:.3f}\n")  # a new file (new inode)
+    assert again.refresh(T0) == 1 and bytes.fromhex("ef" * 16) in again
