@@ -13,6 +13,7 @@ Guarantee: ``wait`` returns at most once per process, and only after ``g``; the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import MutableMapping
@@ -45,8 +46,11 @@ class GoSocket:
     async def wait(self) -> None:
         """Say ``w``; return once ``g`` arrives. Exits the process (70) on anything else."""
         self._sock.setblocking(False)
-        try:
+        # best effort: if the supervisor already sent g (it took us before we were warm) and
+        # closed its end, this fails, and the g still waits to be read below
+        with contextlib.suppress(OSError):
             self._sock.send(b"w")
+        try:
             while True:
                 try:
                     word = self._sock.recv(1)

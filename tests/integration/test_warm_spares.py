@@ -21,11 +21,14 @@ from tests.support.node_harness import FAST_CONFIG, RunningNode, pid_alive, poll
 
 pytestmark = pytest.mark.slow
 ECHO = "svc-echo"
-LIVE, SPARE = f"ron:{ECHO}", f"ron~{ECHO}"
 # every crash restarts at once (the phases, not the backoff, are what is tested)
-CONFIG = FAST_CONFIG.replace("stable_after = 30.0", "stable_after = 0.05").replace(
-    "min_backoff = 0.05", "min_backoff = 0.001"
+CONFIG = (
+    FAST_CONFIG.replace("stable_after = 30.0", "stable_after = 0.05").replace(
+        "min_backoff = 0.05", "min_backoff = 0.001"
+    )
+    + "restart_cap = 1000\n"
 )
+STORAGE = "svc-storage"
 
 
 def children_named(node_pid: int, comm: str) -> list[int]:
@@ -47,17 +50,19 @@ def children_named(node_pid: int, comm: str) -> list[int]:
 
 
 class Echo:
-    """The node's svc-echo as seen from outside: live pid(s), spare pid(s), pids ever live."""
+    """A service of the node as seen from outside (svc-echo unless told otherwise): live
+    pid(s), spare pid(s), pids ever live."""
 
-    def __init__(self, node: RunningNode) -> None:
+    def __init__(self, node: RunningNode, name: str = ECHO) -> None:
         self.node = node
+        self.name = name
         self.ever_live: list[int] = []
 
     def live(self) -> list[int]:
-        return children_named(self.node.proc.pid, LIVE)
+        return children_named(self.node.proc.pid, f"ron:{self.name}"[:15])
 
     def spares(self) -> list[int]:
-        return children_named(self.node.proc.pid, SPARE)
+        return children_named(self.node.proc.pid, f"ron~{self.name}"[:15])
 
     async def one_live(self, not_pid: int | None = None) -> int:
         """Wait until exactly one live instance runs, the node reports it ready and the node is
@@ -67,11 +72,11 @@ class Echo:
             live = self.live()
             if len(live) != 1 or live[0] == not_pid:
                 return None
-            svc = await self.node.service(ECHO)
+            svc = await self.node.service(self.name)
             ready = (await self.node.get("/readyz")).status == 200
             return live[0] if svc["pid"] == live[0] and svc["state"] == "ready" and ready else None
 
-        pid = await poll_until(settled, 20, "exactly one live svc-echo, ready")
+        pid = await poll_until(settled, 20, f"exactly one live {self.name}, ready")
         assert len(self.live()) == 1
         if not self.ever_live or self.ever_live[-1] != pid:
             assert pid not in self.ever_live, f"pid {pid} went live twice"
@@ -83,12 +88,12 @@ class Echo:
         under its spare's name."""
 
         async def found() -> int | None:
-            spare = (await self.node.get(f"/services/{ECHO}")).json()["spare"]
+            spare = (await self.node.get(f"/services/{self.name}")).json()["spare"]
             if spare is None or spare["pid"] == not_pid or (warm_too and not spare["warm"]):
                 return None
             return spare["pid"] if spare["pid"] in self.spares() else None
 
-        return int(await poll_until(found, 20, "a (warm) spare of svc-echo"))
+        return int(await poll_until(found, 20, f"a (warm) spare of {self.name}"))
 
 
 async def test_a_crash_is_taken_by_the_warm_spare_and_no_spare_serves_twice(
@@ -148,3 +153,29 @@ async def test_a_kill_in_every_phase_of_a_spare_leaves_exactly_one_live_instance
                 frame = oap.Frame(flags=oap.REQ, app_proto_id=1, corr_id=9, payload=b"hi")
                 assert (await client.request(frame)).payload == b"hi"
             assert "spare_exited" in node.logs()  # phases 1-3 were seen as such
+
+
+async def test_a_spare_told_to_go_before_it_has_prepared_goes_live_once_ready(
+    tmp_path: Path,
+) -> None:
+    """The crash comes while the next spare is still preparing (it has not said it is warm):
+    it goes live as soon as it is ready, never exits unused (a 'w' it can no longer send
+    must not stop it), and the supervisor counts exactly the crashes it was dealt."""
+    with trio.fail_after(150):
+        async with start_node(tmp_path, config=CONFIG) as node:
+            storage = Echo(node, STORAGE)
+            live = await storage.one_live()
+            kills = caught = 0
+            while caught < 2 and kills < 30:
+                spare = await poll_until(
+                    lambda: storage.spares(), 20, "a spare of svc-storage, preparing or warm"
+                )
+                doc = (await node.get(f"/services/{STORAGE}")).json()
+                os.kill(live, signal.SIGKILL)
+                kills += 1
+                if doc["spare"] is not None and doc["spare"]["pid"] == spare[0]:
+                    caught += not doc["spare"]["warm"]
+                live = await storage.one_live(not_pid=live)
+            assert caught >= 1, f"no kill in {kills} came while a spare was preparing"
+            assert (await node.service(STORAGE))["restarts"] == kills
+            assert '"reason":"exit 70"' not in node.logs()
