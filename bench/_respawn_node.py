@@ -7,9 +7,9 @@ kill of a service's live process (pid from ``/services/NAME``) is timed, from th
 
 * to its ``ServiceCrashed`` on the bus (the supervisor saw it die: the kernel tears the process
   down first, a floor no spare can lower);
-* to ``Health{ok}`` of that service on the bus (the service's own view: it is back); the new
-  process's may arrive before the supervisor's ``ServiceCrashed`` (two publishers), so the first
-  one more than ``IN_FLIGHT`` after the kill counts;
+* to ``Health{ok}`` of that service on the bus published by another process than the one
+  killed (the bus says who published each event; the new process's may even arrive before the
+  supervisor's ``ServiceCrashed``): the service's own view, it is back;
 * to ``/readyz`` 200 polled from outside on the admin plane over one keep-alive connection
   (the operator's view), counting only answers to requests sent after the crash was published.
 
@@ -25,7 +25,6 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,6 @@ from urllib.parse import urlsplit
 import blake3
 import trio
 
-# a heartbeat the killed process sent just before the kill arrives within this (loopback ipc);
-# a Health{ok} later than this and before the ServiceCrashed is the new process's
-IN_FLIGHT = 0.002
 # the supervisor's backoff and quarantine are not what is measured: every crash restarts at once
 BENCH_CONFIG = (
     "[supervisor]\nrestart_cap = 100000\nstable_after = 0.05\nmin_backoff = 0.001\n"
@@ -86,17 +82,17 @@ class _ReadyzPoller:
         self._conn.close()
 
 
-async def _next(bus: Any, kind: type, pred: Callable[[Any], bool]) -> Any:
-    while True:
-        event = await bus.recv()
-        if isinstance(event, kind) and pred(event):
-            return event
+def _back(event: object, sender: int, name: str, killed: int) -> bool:
+    """A Health{ok} of ``name`` that the killed process did not publish: the new one's."""
+    from ipc.events import Health
+
+    return isinstance(event, Health) and event.service == name and event.ok and sender != killed
 
 
 async def _kill_once(
     view: Any, bus: Any, poller: _ReadyzPoller, times: ServiceTimes, spares: bool
 ) -> None:
-    from ipc.events import Health, ServiceCrashed
+    from ipc.events import ServiceCrashed
 
     name = times.service
     doc = await view.get(f"/services/{name}")
@@ -112,11 +108,10 @@ async def _kill_once(
     back: float | None = None
     with trio.fail_after(30):
         while True:  # the new process's Health may overtake the supervisor's ServiceCrashed
-            event = await bus.recv()
+            event, sender = await bus.recv_with_sender()
             now = time.monotonic()
-            if isinstance(event, Health) and event.service == name and event.ok:
-                if now - killed_at > IN_FLIGHT and back is None:
-                    back = now
+            if _back(event, sender, name, pid):
+                back = back or now
             elif isinstance(event, ServiceCrashed) and event.service == name:
                 break
         times.crashed.append((now - killed_at) * 1000)
@@ -127,9 +122,10 @@ async def _kill_once(
                 times.readyz.append((at - killed_at) * 1000)
 
             nursery.start_soon(readyz)
-            if back is None:
-                await _next(bus, Health, lambda e: e.service == name and e.ok)
-                back = time.monotonic()
+            while back is None:  # Health{ok} from a process other than the one killed
+                event, sender = await bus.recv_with_sender()
+                if _back(event, sender, name, pid):
+                    back = time.monotonic()
             times.health.append((back - killed_at) * 1000)
 
 
