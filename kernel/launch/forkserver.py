@@ -57,6 +57,7 @@ from kernel.launch.launcher import (
     PopenChild,
     ServiceSpecLike,
     describe_returncode,
+    reap_within,
 )
 from kernel.launch.output import pump_lines
 from kernel.launch.warm import WarmSpares
@@ -369,12 +370,7 @@ class ForkServerLauncher:
                 await _asend(zygote.sock, wire.Go(pid=child.pid, go=True))
         except (OSError, trio.TooSlowError) as exc:
             # the service never got Go: it exits by itself (EOF on its pipe); reap it, fall back
-            with trio.move_on_after(_ABANDON_DEADLINE):
-                await child.wait()
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
-            await child.aclose()
+            await reap_within(child, _ABANDON_DEADLINE)
             raise _ZygoteBroken(f"Go not delivered: {exc!r}") from None
         return child
 
@@ -401,9 +397,7 @@ class ForkServerLauncher:
                     self._reap_strays()
         if len(fds) != 1:  # not what the protocol says: the spare can never be told to go
             _close_all(fds)
-            child.kill()
-            await child.wait()
-            await child.aclose()
+            await reap_within(child, 0)
             return None
         go = socket.socket(fileno=fds[0])
         go.setblocking(False)

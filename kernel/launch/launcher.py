@@ -40,6 +40,7 @@ __all__ = [
     "PopenChild",
     "ServiceSpecLike",
     "describe_returncode",
+    "reap_within",
 ]
 
 
@@ -237,6 +238,17 @@ class ExecLauncher:
         os.close(out_w)
         os.close(err_w)
         return PopenChild(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r))
+
+
+async def reap_within(child: ChildProcess, deadline: float) -> None:
+    """Give ``child`` ``deadline`` seconds to exit by itself (it was told to, or will be
+    told by EOF), kill it if it has not, reap it and close its pipes."""
+    with trio.move_on_after(deadline):
+        await child.wait()
+    if child.returncode is None:
+        child.kill()
+        await child.wait()
+    await child.aclose()
 
 
 def describe_returncode(rc: int) -> str:

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import attrs
 import trio
 
-from kernel.launch.launcher import ChildProcess, ServiceSpecLike, describe_returncode
+from kernel.launch.launcher import (
+    ChildProcess,
+    ServiceSpecLike,
+    describe_returncode,
+    reap_within,
+)
 
 __all__ = ["Prepare", "WarmSpares"]
 
@@ -169,7 +173,7 @@ class WarmSpares:
             child, go = made
             if self._wanted.get(name) != (spec, env):  # changed or dropped meanwhile
                 go.close()
-                await self._reap_child(child)
+                await reap_within(child, _CLOSE_DEADLINE)
                 continue
             spare = _Spare(name, spec.module, env, child, go)
             self._spares[name] = spare
@@ -227,16 +231,7 @@ class WarmSpares:
 
     async def _reap(self, spare: _Spare) -> None:
         _close(spare.go)
-        await self._reap_child(spare.child)
-
-    @staticmethod
-    async def _reap_child(child: Any) -> None:
-        with trio.move_on_after(_CLOSE_DEADLINE):
-            await child.wait()
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-        await child.aclose()
+        await reap_within(spare.child, _CLOSE_DEADLINE)
 
 
 def _close(sock: socket.socket) -> None:
