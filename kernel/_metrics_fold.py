@@ -39,22 +39,26 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
+# this process's PID.START, once asked; forgotten in every forked child (os.fork, and the
+# zygote's sibling fork, which runs the same at-fork callbacks)
+_THIS_PROCESS: dict[str, str] = {}
+os.register_at_fork(after_in_child=_THIS_PROCESS.clear)
+
+
 class InstanceId:
     """``process_identifier`` for ``prometheus_client.values.MultiProcessValue``: ``PID.START``.
 
-    Called on every metric update, so it is cached per pid (a fork gets a new one at once).
-    It never contains ``_``, which the collector splits file names on.
+    Called on every metric update (several per HTTP request): cached for the process, without
+    even a ``getpid`` per call (4-5 % of the gateway's CPU per GET in a profile); a fork
+    forgets it at once. It never contains ``_``, which the collector splits file names on.
     """
 
-    def __init__(self) -> None:
-        self._pid = 0
-        self._id = ""
-
     def __call__(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid, self._id = pid, f"{pid}.{_start_ticks(pid) or 0}"
-        return self._id
+        ident = _THIS_PROCESS.get("id")
+        if ident is None:
+            pid = os.getpid()
+            ident = _THIS_PROCESS["id"] = f"{pid}.{_start_ticks(pid) or 0}"
+        return ident
 
 
 def instance_alive(instance: str) -> bool:

@@ -239,3 +239,25 @@ async def test_a_live_gauge_forgets_what_a_dead_process_held(isolated, tmp_path:
     (sample,) = samples_by_name(parent.render()[0])["conn_inflight"]
     assert sample.value == 1.0
     assert not [p for p in directory.glob("gauge_livesum_*.db") if str(os.getpid()) not in p.name]
+
+
+def test_the_instance_id_is_cached_per_process_and_a_fork_gets_its_own() -> None:
+    """Metric files are named by ``PID.START``: asked on every update, so cached (no syscall
+    per update), and a forked child must never write into its parent's files."""
+    from kernel._metrics_fold import InstanceId
+
+    ident = InstanceId()
+    mine = ident()
+    assert mine.startswith(f"{os.getpid()}.") and ident() is mine
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        os.write(w, ident().encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert child.startswith(f"{pid}.") and child != mine
+    assert ident() == mine
