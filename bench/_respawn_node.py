@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import blake3
 import trio
 
 # the supervisor's backoff and quarantine are not what is measured: every crash restarts at once
@@ -47,14 +46,6 @@ class ServiceTimes:
     health: list[float] = field(default_factory=list)  # ms, kill -> Health{ok}
     readyz: list[float] = field(default_factory=list)  # ms, kill -> /readyz 200
     failed: str = ""
-
-
-def fill(root: Path, n: int) -> None:
-    """``n`` small objects written where svc-storage keeps them."""
-    for i in range(n):
-        data = b"bench object %d" % i
-        hexid = blake3.blake3(data).hexdigest()
-        (root / hexid[:2] / hexid).write_bytes(data)
 
 
 class _ReadyzPoller:
@@ -133,6 +124,7 @@ async def measure_profile(
     profile: str, *, kills: int, objects: int, pace: float, spares: bool
 ) -> list[ServiceTimes]:
     """Kill every service of a ``profile`` node ``kills`` times; times per service."""
+    from bench.storage_start import fill  # objects laid out as svc-storage keeps them
     from ipc.bus import Bus
     from kernel.cli.chaos import target
 

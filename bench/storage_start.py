@@ -41,6 +41,7 @@ STORAGE = "svc-storage"
 
 
 def fill(root: Path, n: int) -> None:
+    """``n`` small objects written straight into the fan-out dirs of the store at ``root``."""
     for i in range(n):
         data = b"bench object %d" % i
         hexid = blake3.blake3(data).hexdigest()

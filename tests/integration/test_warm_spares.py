@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -49,11 +51,10 @@ def children_named(node_pid: int, comm: str) -> list[int]:
     return found
 
 
-class Echo:
-    """A service of the node as seen from outside (svc-echo unless told otherwise): live
-    pid(s), spare pid(s), pids ever live."""
+class Watched:
+    """A service of the node as seen from outside: live pid(s), spare pid(s), pids ever live."""
 
-    def __init__(self, node: RunningNode, name: str = ECHO) -> None:
+    def __init__(self, node: RunningNode, name: str) -> None:
         self.node = node
         self.name = name
         self.ever_live: list[int] = []
@@ -96,13 +97,19 @@ class Echo:
         return int(await poll_until(found, 20, f"a (warm) spare of {self.name}"))
 
 
+@asynccontextmanager
+async def watched(tmp_path: Path, name: str) -> AsyncIterator[tuple[RunningNode, Watched, int]]:
+    """A micronode (every crash restarted at once), ``name`` watched, and its live pid."""
+    async with start_node(tmp_path, config=CONFIG) as node:
+        service = Watched(node, name)
+        yield node, service, await service.one_live()
+
+
 async def test_a_crash_is_taken_by_the_warm_spare_and_no_spare_serves_twice(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(120):
-        async with start_node(tmp_path, config=CONFIG) as node:
-            echo = Echo(node)
-            live = await echo.one_live()
+        async with watched(tmp_path, ECHO) as (node, echo, live):
             for _ in range(4):
                 spare = await echo.spare(warm_too=True)
                 os.kill(live, signal.SIGKILL)
@@ -116,10 +123,7 @@ async def test_a_kill_in_every_phase_of_a_spare_leaves_exactly_one_live_instance
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(150):
-        async with start_node(tmp_path, config=CONFIG) as node:
-            echo = Echo(node)
-            live = await echo.one_live()
-
+        async with watched(tmp_path, ECHO) as (node, echo, live):
             # 1. the spare dies while it prepares: it is replaced; the live one is untouched
             spare = await echo.spare(warm_too=False)
             os.kill(spare, signal.SIGKILL)
@@ -162,9 +166,7 @@ async def test_a_spare_told_to_go_before_it_has_prepared_goes_live_once_ready(
     it goes live as soon as it is ready, never exits unused (a 'w' it can no longer send
     must not stop it), and the supervisor counts exactly the crashes it was dealt."""
     with trio.fail_after(150):
-        async with start_node(tmp_path, config=CONFIG) as node:
-            storage = Echo(node, STORAGE)
-            live = await storage.one_live()
+        async with watched(tmp_path, STORAGE) as (node, storage, live):
             kills = caught = 0
             while caught < 2 and kills < 30:
                 spare = await poll_until(
