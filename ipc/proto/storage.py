@@ -220,7 +220,9 @@ class ListPins(Request[PinList]):
 @attrs.frozen
 class GcReport:
     """What a GC did (or, with ``dry_run``, would do). Every object it looked at is counted
-    once: removed, or kept as pinned, named or young (the first reason that applies)."""
+    once: removed, or kept as pinned, named, young or reached (a chunk or sub-manifest of a kept
+    manifest), the first reason that applies. ``removed_chunks``: how many of the removed were
+    chunks of removed manifests (``specs/objects.md``)."""
 
     removed: int = attrs.field(validator=unsigned)
     freed_bytes: int = attrs.field(validator=unsigned)
@@ -229,6 +231,8 @@ class GcReport:
     kept_young: int = attrs.field(validator=unsigned)
     dry_run: bool
     seconds: float
+    kept_reached: int = attrs.field(default=0, validator=unsigned)
+    removed_chunks: int = attrs.field(default=0, validator=unsigned)
 
 
 def _grace(_inst: object, attr: attrs.Attribute[float], value: float) -> None:

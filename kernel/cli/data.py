@@ -38,8 +38,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import blake3
-
 from ipc import ids
 from ipc.oap import OapError
 from ipc.plain import JsonObject
@@ -494,13 +492,17 @@ class _Sink(Protocol):
 
 
 def _receive(resp: http.client.HTTPResponse, out: _Sink, progress: _Progress, obj_id: str) -> None:
-    hasher = blake3.blake3()
+    """Pass the body on, checking it against ``obj_id`` whatever the object's kind (its own
+    BLAKE3, or its chunks' manifest: ``ipc.manifest.StreamId``); a mismatch is an error."""
+    from ipc.manifest import StreamId
+
+    hasher = StreamId()
     while piece := resp.read(PIECE):
         hasher.update(piece)
         out.write(piece)
         progress.add(len(piece))
     out.flush()
     progress.finish()
-    got = "b3:" + hasher.hexdigest()
+    got = hasher.id()
     if got != obj_id:
         raise CliError(f"the bytes received hash to {got}, not {obj_id}: discarded")

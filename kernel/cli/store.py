@@ -128,10 +128,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(json.dumps(report, sort_keys=True))
         return 0
     verb = "would remove" if report.get("dry_run") else "removed"
+    chunks = report.get("removed_chunks", 0)
     print(
-        f"{verb} {report['removed']} objects ({human_size(report['freed_bytes'])}) in "
+        f"{verb} {report['removed']} objects ({human_size(report['freed_bytes'])}"
+        f"{f', {chunks} of them chunks' if chunks else ''}) in "
         f"{report['seconds']:g} s; kept {report['kept_pinned']} pinned, {report['kept_named']} "
-        f"named, {report['kept_young']} written or named within {age(args.grace)}"
+        f"named, {report['kept_young']} written or named within {age(args.grace)}, "
+        f"{report.get('kept_reached', 0)} chunks of kept objects"
     )
     return 0
 

@@ -7,6 +7,7 @@ the node's HTTP server (or hypercorn, the reference) on the node's socket. ``__m
 process. This ``__init__`` stays light: the supervisor imports it to check the settings.
 """
 
+from services.gateway.exposes import EXPOSES
 from services.gateway.settings import GatewaySettings as Settings
 
-__all__ = ["Settings"]
+__all__ = ["EXPOSES", "Settings"]

@@ -39,6 +39,7 @@ async def main(ctx: ServiceContext) -> None:
         CommandClient.connect(ctx.runtime_dir, PASSPORT, max_inflight=4, timeout=2.0) as passport,
     ):
         guard = None if open_writes else Guard()
+        backend.on_chunk_read = ctx.metrics.counter("object_chunk_reads").inc
 
         def on_shedding(degraded: bool) -> None:
             logs.log("write_shedding", level="warning" if degraded else "info", degraded=degraded)

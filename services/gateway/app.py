@@ -48,6 +48,7 @@ from services.gateway import mail_routes, media
 from services.gateway.auth import Guard
 from services.gateway.backend import Backend, FetchWatch, NameRecord, Stored, StoredObject
 from services.gateway.call import Call, Op
+from services.gateway.chunked import ChunkedObject, check_manifest
 from services.gateway.errors import GatewayError
 from services.gateway.exchange import BodyReader, Exchange, content_length, header
 from services.gateway.limits import (
@@ -309,6 +310,7 @@ class GatewayApp:
             ]
             if span is not None:
                 headers.append((b"content-range", f"bytes {start}-{end - 1}/{obj.size}".encode()))
+            await obj.prepare(start, end)  # a chunked object's refusals, while they can be 4xx
             await ex.start(206 if span is not None else 200, headers)
             if c.method == "HEAD":
                 await ex.body(b"")
@@ -317,6 +319,18 @@ class GatewayApp:
         finally:
             with trio.CancelScope(shield=True):
                 await obj.aclose()
+
+    async def _get_manifest(self, c: Call, obj_id: str) -> None:
+        """``GET /o/{id}?manifest``: a chunked object's root manifest as JSON (its chunks are
+        not read); 404 for a raw object."""
+        obj = await self._open_verified(obj_id, c.ex, c.receive)
+        try:
+            if not isinstance(obj, ChunkedObject):
+                raise GatewayError("not_found", f"{obj_id} is a raw object: it has no manifest")
+            doc = obj.manifest.as_json()
+        finally:
+            await obj.aclose()
+        await c.ex.json(200, doc, [(b"etag", f'"{obj_id}"'.encode())])
 
     async def _open_verified(self, obj_id: str, ex: Exchange, receive: Receive) -> StoredObject:
         async def hangup() -> None:  # a fetch through a peer stops when its client leaves
@@ -416,6 +430,7 @@ class GatewayApp:
                 data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 if not data:
                     raise GatewayError("empty_body", "PUT /o needs the object as its body")
+                check_manifest(data, self.settings.max_object_size)
                 stored = await self.backend.put_small(data)
                 await self._stored(ex, stored, kind)
                 return
@@ -581,7 +596,11 @@ async def _put_object(app: GatewayApp, c: Call) -> None:
 
 async def _get_object(app: GatewayApp, c: Call) -> None:
     obj_id = parse_object_id(c.params["id"])
-    kind, extra = media.download_type(mail_routes.query_of(c.scope))
+    query = mail_routes.query_of(c.scope)
+    if "manifest" in query:
+        await app._get_manifest(c, obj_id)
+        return
+    kind, extra = media.download_type(query)
     typed = media.typed_headers(kind, app.settings.html_csp)
     await app._get_object(c, obj_id, [*typed, *extra])
 

@@ -22,10 +22,15 @@ R = TypeVar("R")
 
 
 class StoredObject(Protocol):
-    """An object whose whole digest was verified when it was opened."""
+    """An object whose bytes are verified before they are served: a raw object whole when it
+    was opened, a manifest's chunk by chunk as they are read (``chunked``)."""
 
     size: int
     head: bytes  # its first min(size, prefetch) bytes, read together with the verification
+
+    async def prepare(self, start: int, end: int) -> None:
+        """Before the answer begins: raise now what would otherwise cut the body later (a
+        chunked object's missing or malformed chunks in ``[start, end)``)."""
 
     async def read(self, offset: int, n: int) -> bytes: ...
 

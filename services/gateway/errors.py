@@ -61,6 +61,7 @@ REASONS: Final = MappingProxyType(
         "no_name": 404,  # GET /n/{name}: no such name here (or the path cannot be one)
         "bad_type": 400,  # not a well-formed media type (Content-Type, ?type=, a name's type)
         "bad_filename": 400,  # ?filename= empty, too long, or with a control char, a slash
+        "manifest_invalid": 422,  # specs/objects.md: an object's manifest (or a chunk) is malformed
     }
 )
 """reason -> HTTP status. Append-only, like the OAP/1 canon."""

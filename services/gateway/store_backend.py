@@ -22,12 +22,14 @@ from typing import TypeVar
 
 import trio
 
-from ipc import oap
+from ipc import manifest, oap
 from ipc.commands import CommandClient
 from ipc.proto import index, mailbox, overlay, storage
 from ipc.proto.codec import Request, call
 from ipc.proto.storage import UsageReply
+from kernel import logs
 from services.gateway.backend import FetchWatch, NameRecord, Stored, StoredObject, Upload
+from services.gateway.chunked import ChunkedObject, check_manifest, commit_chunked, invalid
 from services.gateway.errors import GatewayError, from_oap
 from services.gateway.exchange import ClientGone
 from services.lib import objstore
@@ -88,36 +90,73 @@ class _VerifiedObject:
             return self._obj.read(offset, n)
         return await _in_thread(self._obj.read, offset, n)
 
+    async def prepare(self, start: int, end: int) -> None:
+        """Verified whole when opened: nothing more to check."""
+
     async def aclose(self) -> None:
         self._obj.close()
 
 
-class _TempUpload:
-    def __init__(self, backend: StoreBackend, temp: objstore.TempObject) -> None:
+class _ChunkingUpload:
+    """A streamed upload: one temp object while it fits one chunk (then it is a raw object, as
+    it always was); past that, cut into chunk temp objects as it arrives and committed under a
+    manifest (``chunked.commit_chunked``). Holds no more than the piece being written."""
+
+    def __init__(self, backend: StoreBackend, max_size: int) -> None:
         self._backend = backend
-        self._temp = temp
-        self._open = True
+        self._max = max_size
+        self._size = 0
+        self._head = b""  # the first bytes (a raw upload that begins like a manifest is checked)
+        self._temp: objstore.TempObject | None = None
+        self._done: list[tuple[str, int, str]] = []  # finished chunk temps: (id, size, tmp)
 
     async def write(self, data: bytes) -> None:
+        if self._size + len(data) > self._max:
+            await self.abort()
+            raise GatewayError("object_too_large", f"object exceeds the {self._max}-byte cap")
+        if len(self._head) < len(manifest.MAGIC):
+            self._head += data[: len(manifest.MAGIC) - len(self._head)]
+        view = memoryview(data)
         try:
-            await _in_thread(self._temp.write, data)
+            while view:
+                if self._temp is not None and self._temp.size == manifest.CHUNK:
+                    self._done.append(await _in_thread(self._temp.finish))  # more is coming
+                    self._temp = None
+                if self._temp is None:
+                    self._temp = await _in_thread(self._backend.new_temp, manifest.CHUNK)
+                room = manifest.CHUNK - self._temp.size
+                part, view = view[:room], view[room:]
+                await _in_thread(self._temp.write, part)
+                self._size += len(part)
         except (objstore.StoreError, OSError) as exc:  # OSError: a full disk (ENOSPC) above all
             raise _store_error(exc) from None
 
     async def commit(self) -> Stored:
+        if self._temp is None:
+            raise GatewayError("empty_body", "PUT /o needs the object as its body")
         try:
-            obj_id, size, tmp_name = await _in_thread(self._temp.finish)
+            last = await _in_thread(self._temp.finish)
         except (objstore.StoreError, OSError) as exc:
             raise _store_error(exc) from None
-        self._open = False  # from here svc-storage owns the temp file (commit moves it)
-        self._backend.forget_usage()
-        return await self._backend.storage_call(storage.Commit(tmp=tmp_name, id=obj_id, size=size))
+        self._temp = None
+        backend = self._backend
+        backend.forget_usage()
+        if not self._done:  # one chunk or less: a raw object
+            if manifest.is_manifest(self._head):
+                data = await _in_thread(objstore.temp_path(backend.root, last[2]).read_bytes)
+                check_manifest(data, self._max)
+            return await backend.commit_temp(*last)
+        self._done.append(last)
+        return await commit_chunked(self._done, backend.commit_temp, backend.put_small)
 
     async def abort(self) -> None:
-        if self._open:
-            self._open = False
-            with trio.CancelScope(shield=True):
-                await _in_thread(self._temp.abort)
+        with trio.CancelScope(shield=True):
+            if self._temp is not None:
+                temp, self._temp = self._temp, None
+                await _in_thread(temp.abort)
+            done, self._done = self._done, []
+            for _, _, tmp in done:  # a committed one was moved out of tmp: a no-op
+                await _in_thread(objstore.remove_temp, self._backend.root, tmp)
 
 
 USAGE_TTL = 0.5  # seconds: how stale the early quota check's view of the store may be
@@ -135,7 +174,9 @@ class StoreBackend:
         mailbox_client: CommandClient | None = None,
     ) -> None:
         self._mailbox = mailbox_client  # None: the node runs no svc-mailbox
-        self._root = root
+        self._root = self.root = root
+        self.chunk_reads = 0  # chunks read (and verified) to serve manifest objects
+        self.on_chunk_read: Callable[[], None] | None = None  # e.g. a metric's inc
         self._storage = storage
         self._index = index
         self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
@@ -283,7 +324,17 @@ class StoreBackend:
                 obj, head = await _in_thread(open_and_read)
         except objstore.StoreError as exc:
             raise _store_error(exc, obj_id) from None
-        return _VerifiedObject(obj, head)
+        if not manifest.is_manifest(head):
+            return _VerifiedObject(obj, head)
+        try:  # a manifest: at most 1 MiB, so read whole when it was verified (a slice)
+            data = obj.read(0, obj.size) if obj.size <= objstore.READ_CHUNK else b""
+        finally:
+            obj.close()
+        try:
+            root = manifest.decode(data)
+        except manifest.ManifestError as err:
+            raise invalid(err) from None
+        return ChunkedObject(obj_id, root, self)
 
     def _small(self, obj_id: str) -> bool:
         # Content-addressed: an id's size never changes, so it is looked up once (a stale entry
@@ -310,11 +361,68 @@ class StoreBackend:
         return await self.storage_call(storage.Put(data=data))
 
     async def begin_upload(self, max_size: int) -> Upload:
-        try:
-            temp = await _in_thread(lambda: objstore.TempObject(self._root, max_size=max_size))
-        except (objstore.StoreError, OSError) as exc:
-            raise _store_error(exc) from None
-        return _TempUpload(self, temp)
+        return _ChunkingUpload(self, max_size)
+
+    def new_temp(self, max_size: int) -> objstore.TempObject:
+        """A temp object in this store (sync: run it in a thread)."""
+        return objstore.TempObject(self._root, max_size=max_size)
+
+    async def commit_temp(self, obj_id: str, size: int, tmp: str) -> Stored:
+        """svc-storage makes the finished temp object ``tmp`` durable (it owns it from now)."""
+        return await self.storage_call(storage.Commit(tmp=tmp, id=obj_id, size=size))
+
+    # -- what reading a chunked object needs (chunked.ChunkSource) ---------------------------
+
+    @property
+    def can_fetch(self) -> bool:
+        return self._overlay is not None
+
+    async def load(self, obj_id: str) -> bytes:
+        for attempt in (1, 2):
+            try:
+                obj = await _in_thread(objstore.open_verified, self._root, obj_id)
+            except objstore.NotFound:
+                if attempt == 2 or self._overlay is None:
+                    raise GatewayError("not_found", f"no object {obj_id}") from None
+                await self._fetch(obj_id, None)
+                continue
+            except objstore.IntegrityError:
+                logs.log("integrity_failure", level="error", reason="digest_mismatch", obj=obj_id)
+                with contextlib.suppress(GatewayError):
+                    await self.quarantine(obj_id)
+                raise GatewayError("integrity_failure", f"{obj_id} does not match its id") from None
+            except (objstore.StoreError, OSError) as exc:
+                raise _store_error(exc, obj_id) from None
+            try:
+                if obj.size > manifest.CHUNK:
+                    raise GatewayError("manifest_invalid", f"{obj_id} is larger than a chunk")
+                data = obj.read(0, obj.size)  # read whole to verify: a slice of that copy
+            finally:
+                obj.close()
+            self.chunk_reads += 1
+            if self.on_chunk_read is not None:
+                self.on_chunk_read()
+            return data
+        raise AssertionError("unreachable")
+
+    async def sizes(self, obj_ids: list[str]) -> list[tuple[int, bytes] | None]:
+        def stat_all() -> list[tuple[int, bytes] | None]:
+            out: list[tuple[int, bytes] | None] = []
+            for obj_id in obj_ids:
+                path = objstore.object_path(self._root, obj_id)
+                try:
+                    size = os.stat(path).st_size
+                    head = b""
+                    if size < manifest.CHUNK:  # only a last chunk: one small read
+                        with open(path, "rb") as f:
+                            head = f.read(len(manifest.MAGIC))
+                except FileNotFoundError:
+                    out.append(None)
+                    continue
+                out.append((size, head))
+            return out
+
+        return await _in_thread(stat_all)
 
     async def quarantine(self, obj_id: str) -> None:
         await self.storage_call(storage.Quarantine(id=obj_id))

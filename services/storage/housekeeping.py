@@ -13,8 +13,12 @@ Why a GC here is race-free (the argument in full is in ``specs/storage-protocol.
 - pins are added under the lock, only to present objects, and checked per object under it;
 - readers hold the file they verified open, so an unlink during a read never tears it.
 
+- a chunk (or sub-manifest) is kept while a kept manifest lists it (``reach``: the mark phase,
+  and every manifest committed while the GC runs).
+
 So an object is removed only if, at the moment of its removal, it is unpinned, unnamed as of a
-listing that began after the cutoff, and untouched since the cutoff (iroh-blobs #247). The sweep
+listing that began after the cutoff, untouched since the cutoff and listed by no kept manifest
+(iroh-blobs #247). The sweep
 takes the lock one fan-out dir at a time, so commits keep flowing during a long GC (kubo #7752).
 """
 
@@ -32,6 +36,7 @@ from ipc import ids, oap
 from ipc.proto import storage as proto
 from kernel import logs
 from services.lib import objstore
+from services.storage.reach import Reach, mark
 from services.storage.store import Store
 
 __all__ = ["Housekeeper", "NamedIds"]
@@ -54,6 +59,8 @@ class _Tally:
     kept_pinned: int = 0
     kept_named: int = 0
     kept_young: int = 0
+    kept_reached: int = 0
+    removed_chunks: int = 0
 
 
 class Housekeeper:
@@ -117,19 +124,33 @@ class Housekeeper:
         named = await self._named_ids()
         tally = _Tally()
         store = self._store
+        reach = Reach(self._root)
+        async with store.lock:  # from here every manifest the committer lands adds its reach
+            store.gc_reach = reach.keep
+        try:
+            await trio.to_thread.run_sync(mark, self._root, named, cutoff, reach)
+            await self._sweep(tally, named, cutoff, dry_run, reach)
+        finally:
+            async with store.lock:
+                store.gc_reach = None
+        store.publish_usage()
+        seconds = round(time.monotonic() - began, 3)
+        logs.log("gc_done", dry_run=dry_run, grace=grace, seconds=seconds, **attrs.asdict(tally))
+        return proto.GcReport(**attrs.asdict(tally), dry_run=dry_run, seconds=seconds)
+
+    async def _sweep(
+        self, tally: _Tally, named: set[str], cutoff: float, dry_run: bool, reach: Reach
+    ) -> None:
+        store = self._store
         for fanout in objstore.FANOUT:
             async with store.lock:
                 found = await trio.to_thread.run_sync(
-                    _sweep_dir, self._root, fanout, named, cutoff, dry_run
+                    _sweep_dir, self._root, fanout, named, cutoff, dry_run, reach
                 )
                 if found.removed and not dry_run:
                     store.moved(fanout, -found.freed_bytes, -found.removed)
             for field in attrs.fields(_Tally):
                 setattr(tally, field.name, getattr(tally, field.name) + getattr(found, field.name))
-        store.publish_usage()
-        seconds = round(time.monotonic() - began, 3)
-        logs.log("gc_done", dry_run=dry_run, grace=grace, seconds=seconds, **attrs.asdict(tally))
-        return proto.GcReport(**attrs.asdict(tally), dry_run=dry_run, seconds=seconds)
 
 
 def _list_objects(root: Path, start: str, limit: int) -> tuple[list[proto.ObjectInfo], bool]:
@@ -182,7 +203,9 @@ def _unpin(root: Path, hexid: str) -> bool:
     return True
 
 
-def _sweep_dir(root: Path, fanout: str, named: set[str], cutoff: float, dry_run: bool) -> _Tally:
+def _sweep_dir(
+    root: Path, fanout: str, named: set[str], cutoff: float, dry_run: bool, reach: Reach
+) -> _Tally:
     """One fan-out dir of a GC (the caller holds the committer's lock)."""
     tally = _Tally()
     pins = root / objstore.PINS_DIR
@@ -198,11 +221,14 @@ def _sweep_dir(root: Path, fanout: str, named: set[str], cutoff: float, dry_run:
                 tally.kept_named += 1
             elif st.st_mtime >= cutoff:
                 tally.kept_young += 1
+            elif entry.name in reach.reached:
+                tally.kept_reached += 1
             else:
                 if not dry_run:
                     os.unlink(entry.path)
                 tally.removed += 1
                 tally.freed_bytes += st.st_size
+                tally.removed_chunks += entry.name in reach.orphaned
     if tally.removed and not dry_run:
         objstore.fsync_dir(root / fanout)
     return tally

@@ -84,6 +84,9 @@ class Store:
         self._pool: ThreadPoolExecutor | None = None  # parallel fsyncs (group_sync = false)
         self.batches = 0
         self._durable: set[str] = set()  # fan-out dirs fsynced since open (see open)
+        # while a GC runs: called (in the committer's thread, under ``lock``) with the hex id
+        # of every object a commit creates or acknowledges again (``services.storage.reach``)
+        self.gc_reach: Callable[[str], None] | None = None
         self._laid_out = False
 
     async def lay_out(self) -> None:
@@ -512,6 +515,8 @@ class Store:
                         job.fail(oap.OapError("internal", "a concurrent commit failed; retry"))
                         continue
                     job.created = False
+                if self.gc_reach is not None:
+                    self.gc_reach(ids.parse_id(job.obj_id))
             except FileNotFoundError:
                 job.fail(oap.OapError("not_found", f"temp file {job.tmp} vanished"))
                 continue

@@ -160,6 +160,8 @@ VECTORS = {
                 "kept_young": 4,
                 "dry_run": False,
                 "seconds": 0.125,
+                "kept_reached": 5,
+                "removed_chunks": 2,
             },
         ),
         reply("svc-index", "get", {"name": "a", "id": ID_A, "version": 1}),

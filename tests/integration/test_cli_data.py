@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import blake3
 import pytest
 import trio
 
+from ipc.manifest import StreamId
 from services.gateway.server import serve_on_socket
 from tests.support.node_harness import child_env, start_node
 
@@ -49,7 +49,8 @@ def names(directory: Path) -> list[str]:
 
 
 def _write_random(path: Path, size: int) -> str:
-    hasher = blake3.blake3()
+    """Random bytes into ``path``; their object id (over 1 MiB: their manifest's)."""
+    hasher = StreamId()
     with path.open("wb") as f:
         left = size
         while left:
@@ -57,7 +58,7 @@ def _write_random(path: Path, size: int) -> str:
             hasher.update(piece)
             f.write(piece)
             left -= len(piece)
-    return "b3:" + hasher.hexdigest()
+    return hasher.id()
 
 
 @pytest.mark.slow
@@ -72,7 +73,7 @@ async def test_put_then_get_50mb_byte_identical_with_flat_gateway_memory(tmp_pat
             before = _rss_kib(pid, "VmRSS")
             put = await ronctl("put", str(src), "--gateway", gateway, "--runtime-dir", rt)
             assert put.returncode == 0, put.stderr
-            assert put.stdout.decode().strip() == expected  # BLAKE3 computed independently
+            assert put.stdout.decode().strip() == expected  # the id computed on this side
             out = tmp_path / "back.bin"
             got = await ronctl("get", expected, "-o", str(out), "--gateway", gateway)
             assert got.returncode == 0, got.stderr

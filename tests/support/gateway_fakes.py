@@ -39,6 +39,9 @@ class FakeObject:
     def size(self) -> int:
         return len(self.data)
 
+    async def prepare(self, start: int, end: int) -> None:
+        pass
+
     async def read(self, offset: int, n: int) -> bytes:
         self.reads.append(n)
         return self.data[offset : offset + n]

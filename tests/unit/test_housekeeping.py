@@ -159,3 +159,33 @@ async def test_one_gc_at_a_time(tmp_path: Path) -> None:
                 await keeper.gc(HOUR, dry_run=True)
             assert info.value.reason == "busy"
             release.set()
+
+
+async def test_a_manifest_committed_during_the_gc_keeps_the_old_chunks_it_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark phase has listed the store; then a manifest lands (e.g. a fetch through a peer)
+    that lists a chunk held long ago and reached by nothing else: the sweep must keep it."""
+    from ipc import manifest
+    from services.storage import housekeeping
+
+    async with running_store(tmp_path / "objects") as store:
+        chunk = os.urandom(manifest.CHUNK)
+        tail = b"the last bytes"
+        old = await put_old(store, chunk, tail)
+        listing = manifest.build(
+            [bytes.fromhex(ids.parse_id(i)) for i in old], manifest.CHUNK + len(tail)
+        )[-1]
+        real_mark = housekeeping.mark
+        landed: list[str] = []
+
+        def mark_then_commit(*args: object) -> None:
+            real_mark(*args)  # type: ignore[arg-type]
+            obj_id, _ = trio.from_thread.run(store.put, listing)
+            landed.append(obj_id)
+
+        monkeypatch.setattr(housekeeping, "mark", mark_then_commit)
+        report = await Housekeeper(store, no_names()).gc(grace=HOUR, dry_run=False)
+        assert landed and stored(store.root, landed[0])
+        assert all(stored(store.root, i) for i in old), "a listed chunk was swept"
+        assert (report.removed, report.kept_reached, report.kept_young) == (0, 2, 1)

@@ -1,0 +1,181 @@
+"""Objects larger than one chunk (``specs/objects.md``): uploads cut into chunks under a
+manifest, and reads chunk by chunk.
+
+Guarantees:
+
+- an upload's object becomes visible only once its root manifest is committed, and every chunk
+  is committed (so made young again, see the GC) just before it: a crash earlier leaves only
+  chunks nothing names;
+- a read verifies each chunk (its BLAKE3 against the manifest's digest, by opening it as an
+  object) before any of its bytes is served, reads only the chunks a range covers, and holds at
+  most one chunk in memory; a chunk this node lacks is fetched through svc-overlay first;
+- a bad manifest, a chunk of the wrong length or a chunk that is a manifest is
+  ``GatewayError(manifest_invalid)``; before the answer has begun (``prepare``) that is a 4xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+from ipc import ids, manifest
+from services.gateway.backend import Stored
+from services.gateway.errors import GatewayError
+
+__all__ = ["ChunkSource", "ChunkedObject", "check_manifest", "invalid"]
+
+_COMMITS_IN_FLIGHT = 16  # chunk commits sent together (the group commit syncs them at once)
+
+
+def invalid(err: manifest.ManifestError) -> GatewayError:
+    """A codec refusal as the gateway's answer (``manifest_invalid`` 422, ``object_too_large``)."""
+    return GatewayError(err.reason, err.detail)
+
+
+def check_manifest(data: bytes, max_size: int) -> None:
+    """A body of at most one chunk that begins like a manifest must be a valid one (a client
+    may build an object from chunks it uploaded itself); anything else is refused."""
+    if manifest.is_manifest(data):
+        try:
+            manifest.decode(data, max_size=max_size)
+        except manifest.ManifestError as err:
+            raise invalid(err) from None
+
+
+class ChunkSource(Protocol):
+    """What reading a chunked object needs from the data plane."""
+
+    async def load(self, obj_id: str) -> bytes:
+        """The verified bytes of ``obj_id`` (at most one chunk), fetched through a peer if
+        this node lacks it; ``GatewayError`` (not_found, integrity_failure, ...) otherwise."""
+
+    async def sizes(self, obj_ids: list[str]) -> list[tuple[int, bytes] | None]:
+        """Each id's stored size and, when under one chunk, its first bytes (enough to tell a
+        manifest); None: not here. No verification."""
+
+    @property
+    def can_fetch(self) -> bool:
+        """Whether a missing chunk can be fetched from a peer."""
+
+
+class ChunkedObject:
+    """A manifest object opened for reading (the gateway's ``StoredObject``)."""
+
+    head = b""  # nothing is read before the range is known
+
+    def __init__(self, obj_id: str, root: manifest.Manifest, source: ChunkSource) -> None:
+        self.id = obj_id
+        self.size = root.size
+        self.manifest = root
+        self._source = source
+        self._subs: dict[str, manifest.Manifest] = {}  # sub-manifests of a tree, by id
+        self._chunk: tuple[str, bytes] | None = None  # the chunk last read (id, bytes)
+
+    async def prepare(self, start: int, end: int) -> None:
+        """Before the answer begins: for a one-level manifest, every chunk the range covers is
+        here at its right length, or fetchable (else a 4xx/404 now, not a cut body later)."""
+        root = self.manifest
+        if root.level > 0 or start >= end:
+            return
+        wanted = list(root.covering(start, end))
+        sizes = await self._source.sizes([root.entry_id(i) for i in wanted])
+        for index, found in zip(wanted, sizes, strict=True):
+            if found is None:
+                if not self._source.can_fetch:
+                    raise GatewayError(
+                        "not_found", f"chunk {index} of {self.id} is not on this node"
+                    )
+                continue
+            size, head = found
+            if size != root.entry_size(index):
+                raise GatewayError(
+                    "manifest_invalid",
+                    f"chunk {index} of {self.id} is {size} bytes, not {root.entry_size(index)}",
+                )
+            if manifest.is_manifest(head):
+                raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
+
+    async def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset``, never past the end of the chunk holding it."""
+        if offset >= self.size or n <= 0:
+            return b""
+        return await self._read_leaf(offset, n)
+
+    async def _read_leaf(self, offset: int, n: int) -> bytes:
+        node, base = self.manifest, 0
+        while node.level > 0:
+            index = (offset - base) // node.span
+            child = await self._sub(node, index)
+            base += index * node.span
+            node = child
+        index = (offset - base) // manifest.CHUNK
+        chunk = await self._leaf(node, index)
+        at = offset - base - index * manifest.CHUNK
+        return chunk[at : at + n]
+
+    async def _sub(self, parent: manifest.Manifest, index: int) -> manifest.Manifest:
+        sub_id = parent.entry_id(index)
+        known = self._subs.get(sub_id)
+        if known is not None:
+            return known
+        data = await self._source.load(sub_id)
+        try:
+            sub = manifest.decode(data, root=False)
+        except manifest.ManifestError as err:
+            raise invalid(err) from None
+        if sub.size != parent.entry_size(index) or sub.level >= parent.level:
+            raise GatewayError(
+                "manifest_invalid", f"sub-manifest {index} of {self.id} does not cover its span"
+            )
+        if len(self._subs) >= 16:  # a tree is at most a few levels deep: a small cache
+            self._subs.clear()
+        self._subs[sub_id] = sub
+        return sub
+
+    async def _leaf(self, node: manifest.Manifest, index: int) -> bytes:
+        chunk_id = node.entry_id(index)
+        if self._chunk is not None and self._chunk[0] == chunk_id:
+            return self._chunk[1]
+        self._chunk = None
+        data = await self._source.load(chunk_id)
+        want = node.entry_size(index)
+        if len(data) != want:
+            raise GatewayError(
+                "manifest_invalid", f"chunk {index} of {self.id} is {len(data)} bytes, not {want}"
+            )
+        if manifest.is_manifest(data):
+            raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
+        self._chunk = (chunk_id, data)
+        return data
+
+    async def aclose(self) -> None:
+        self._chunk = None
+
+
+CommitPiece = Callable[[str, int, str], Awaitable[Stored]]
+PutBytes = Callable[[bytes], Awaitable[Stored]]
+
+
+async def commit_chunked(
+    pieces: list[tuple[str, int, str]], commit: CommitPiece, put: PutBytes
+) -> Stored:
+    """Commit finished temp chunks ``(id, size, tmp)`` (several in flight), then the manifests,
+    children first and the root last; the root's ``Stored`` with the object's size."""
+    size = sum(p[1] for p in pieces)
+    limiter = trio.CapacityLimiter(_COMMITS_IN_FLIGHT)
+
+    async def one(piece: tuple[str, int, str]) -> None:
+        async with limiter:
+            await commit(*piece)
+
+    async with trio.open_nursery() as nursery:
+        for piece in pieces:
+            nursery.start_soon(one, piece)
+    digests = [bytes.fromhex(ids.parse_id(p[0])) for p in pieces]
+    stored: Stored | None = None
+    for data in manifest.build(digests, size):
+        stored = await put(data)
+    assert stored is not None
+    return Stored(stored.id, size, stored.created)
