@@ -93,7 +93,7 @@ class Manifest:
     @property
     def span(self) -> int:
         """Bytes of object each entry covers (the last entry: what remains)."""
-        return self.chunk * FANOUT**self.level
+        return int(self.chunk * FANOUT**self.level)
 
     def entry_size(self, index: int) -> int:
         """Bytes of object entry ``index`` covers."""
@@ -109,10 +109,11 @@ class Manifest:
         return iter(range(start // self.span, (end - 1) // self.span + 1))
 
     def encode(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             {"v": VERSION, "size": self.size, "chunk": self.chunk, "chunks": list(self.entries)},
             use_bin_type=True,
         )
+        return packed
 
     def as_json(self) -> dict[str, object]:
         """``GET /o/{id}?manifest``: ``{"size", "chunk", "chunks": ["b3:..."], "level"}``."""

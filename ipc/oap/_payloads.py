@@ -82,12 +82,23 @@ class HelloResponse:
     transports: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_str_tuple)
 
 
+def _kind(_inst: object, attr: AnyField, value: object) -> None:
+    if value is not None and value not in OBJECT_KINDS:
+        raise _bad(f"{attr.name} must be one of {sorted(OBJECT_KINDS)}")
+
+
+OBJECT_KINDS = frozenset({"raw", "manifest"})
+
+
 @attrs.frozen
 class Start:
-    """Opens an object stream: ``obj`` is the content id, ``size`` its total byte count."""
+    """Opens an object stream: ``obj`` is the content id, ``size`` its total byte count (the
+    stored bytes: a manifest's own), ``kind`` what those bytes are (``specs/objects.md``:
+    ``raw`` or ``manifest``; left out by a sender from before manifests: raw)."""
 
     obj: str = attrs.field(validator=_obj_id)
     size: int = attrs.field(validator=_uint(0))
+    kind: str | None = attrs.field(default=None, validator=_kind)
 
 
 @attrs.frozen(repr=False)

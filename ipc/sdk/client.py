@@ -11,7 +11,9 @@ Guarantees:
 - the node is the one the address names (TLS 1.3, pinned by node id; ``DialError`` otherwise);
 - ``get``/``get_to`` check every chunk's place and the whole BLAKE3 digest against the id: a
   mismatch is ``SdkError("digest_mismatch")`` and ``get`` returns nothing; ``get_to`` has passed
-  the chunks on by then (write to a temp file and rename after, as ``ronctl get -o`` does);
+  the chunks on by then (write to a temp file and rename after, as ``ronctl get -o`` does); an
+  object over 1 MiB is fetched as its manifest and then chunk by chunk, each verified before
+  it is passed on (``specs/objects.md``), and ``put`` stores one so;
 - failures are typed: ``SdkError`` carries the node's OAP ``reason``, ``code``, ``detail`` and
   ``retry_after``;
 - every call takes an optional ``corr_id`` (u64): it travels in the request frames and comes
@@ -31,7 +33,7 @@ from typing import TypeVar
 import blake3
 import trio
 
-from ipc import ids, oap
+from ipc import ids, manifest, oap
 from ipc.proto import index, overlay
 from ipc.sdk.errors import SdkError
 from ipc.sdk.mail import Mailbox
@@ -185,7 +187,7 @@ class AsyncClient:
 
         async def op(client: PeerClient) -> bytes:
             parts.clear()
-            await _stream(client, obj_id, keep, self.timeout, max_size, corr_id)
+            await _object(client, obj_id, keep, self.timeout, max_size, corr_id)
             return b"".join(parts)
 
         data: bytes = await self._retrying(op)
@@ -194,7 +196,17 @@ class AsyncClient:
     async def put(self, data: bytes, token: str, *, corr_id: int = 0) -> overlay.Stored:
         """Store ``data`` on the node (``token``: a write token for it, e.g. from ``ronctl
         token mint``); its reply once durable there. Content-addressed, so a retry is safe and
-        is done like any idempotent call."""
+        is done like any idempotent call. Over 1 MiB, the data goes as its chunks and then its
+        manifests (``specs/objects.md``): the reply names the object's id and whole size."""
+        if len(data) > manifest.CHUNK:
+            view = memoryview(data)
+            digests = []
+            for off in range(0, len(data), manifest.CHUNK):
+                piece = bytes(view[off : off + manifest.CHUNK])
+                digests.append(bytes.fromhex(ids.parse_id((await self.put(piece, token)).id)))
+            for listing in manifest.build(digests, len(data)):  # the root last
+                root = await self.put(listing, token, corr_id=corr_id)
+            return overlay.Stored(id=root.id, size=len(data), created=root.created)
         obj_id = ids.id_of(data)
         first, rest = upload_frames(obj_id, data, token, corr_id=corr_id)
 
@@ -228,7 +240,7 @@ class AsyncClient:
         async def op(client: PeerClient) -> int:
             if delivered:
                 raise SdkError("lost", "the stream broke off after bytes were delivered", code=502)
-            return await _stream(client, obj_id, counted, self.timeout, None, corr_id)
+            return await _object(client, obj_id, counted, self.timeout, None, corr_id)
 
         try:
             size: int = await self._retrying(op)
@@ -268,6 +280,65 @@ def upload_frames(
         payload=oap.pack_payload(oap.End(obj=obj_id)),
     )
     return first, [*rest, end]
+
+
+async def _object(
+    client: PeerClient,
+    obj_id: str,
+    sink: Callable[[bytes], object],
+    timeout: float,
+    max_size: int | None,
+    corr_id: int = 0,
+) -> int:
+    """Object ``obj_id`` into ``sink`` whatever its kind: a raw one as it streams; a chunked
+    one chunk by chunk, each verified against its manifest before it reaches ``sink``; the
+    object's size. What is stored under an id of up to one chunk is held until verified."""
+    parts: list[bytes] = []
+    size = 0
+
+    def keep(piece: bytes) -> None:
+        parts.append(piece)
+
+    async def small(piece_id: str, limit: int) -> bytes:
+        parts.clear()
+        await _stream(client, piece_id, keep, timeout, limit, corr_id)
+        return b"".join(parts)
+
+    try:  # up to one chunk: held (it may be a manifest); larger: a raw object, streamed
+        data = await small(obj_id, manifest.CHUNK)
+    except oap.OapError as exc:
+        if exc.reason != "too_large":
+            raise
+        return await _stream(client, obj_id, sink, timeout, max_size, corr_id)
+    if not manifest.is_manifest(data):
+        sink(data)
+        return len(data)
+    try:
+        root = manifest.decode(data, max_size=max_size or manifest.MAX_SIZE)
+    except manifest.ManifestError as exc:
+        reason = "too_large" if exc.reason == "object_too_large" else exc.reason
+        raise oap.OapError(reason, exc.detail) from None
+
+    async def walk(node: manifest.Manifest) -> None:
+        nonlocal size
+        for i in range(len(node.entries)):
+            piece = await small(node.entry_id(i), manifest.CHUNK)
+            if node.level == 0:
+                if len(piece) != node.entry_size(i) or manifest.is_manifest(piece):
+                    raise oap.OapError("manifest_invalid", f"chunk {i} of {obj_id} is wrong")
+                sink(piece)
+                size += len(piece)
+                continue
+            try:
+                sub = manifest.decode(piece, root=False)
+            except manifest.ManifestError as exc:
+                raise oap.OapError(exc.reason, exc.detail) from None
+            if sub.size != node.entry_size(i) or sub.level >= node.level:
+                raise oap.OapError("manifest_invalid", f"sub-manifest {i} of {obj_id}")
+            await walk(sub)
+
+    await walk(root)
+    return size
 
 
 async def _stream(

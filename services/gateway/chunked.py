@@ -27,6 +27,7 @@ from services.gateway.errors import GatewayError
 __all__ = ["ChunkSource", "ChunkedObject", "check_manifest", "invalid"]
 
 _COMMITS_IN_FLIGHT = 16  # chunk commits sent together (the group commit syncs them at once)
+FETCH_AHEAD = 8  # chunks a read through peers fetches at once, at most
 
 
 def invalid(err: manifest.ManifestError) -> GatewayError:
@@ -47,9 +48,12 @@ def check_manifest(data: bytes, max_size: int) -> None:
 class ChunkSource(Protocol):
     """What reading a chunked object needs from the data plane."""
 
-    async def load(self, obj_id: str) -> bytes:
+    async def load(self, obj_id: str, *, fetch: bool = True) -> bytes:
         """The verified bytes of ``obj_id`` (at most one chunk), fetched through a peer if
-        this node lacks it; ``GatewayError`` (not_found, integrity_failure, ...) otherwise."""
+        this node lacks it (and ``fetch``); ``GatewayError`` (not_found, ...) otherwise."""
+
+    async def fetch(self, obj_ids: list[str]) -> None:
+        """Fetch these ids through peers at once (committed here when it returns)."""
 
     async def sizes(self, obj_ids: list[str]) -> list[tuple[int, bytes] | None]:
         """Each id's stored size and, when under one chunk, its first bytes (enough to tell a
@@ -58,6 +62,9 @@ class ChunkSource(Protocol):
     @property
     def can_fetch(self) -> bool:
         """Whether a missing chunk can be fetched from a peer."""
+
+    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
+        """(bytes, objects) the store can still take; None if unknown."""
 
 
 class ChunkedObject:
@@ -72,21 +79,26 @@ class ChunkedObject:
         self._source = source
         self._subs: dict[str, manifest.Manifest] = {}  # sub-manifests of a tree, by id
         self._chunk: tuple[str, bytes] | None = None  # the chunk last read (id, bytes)
+        self._ahead = 1  # chunks fetched together from peers: doubles up to FETCH_AHEAD
 
     async def prepare(self, start: int, end: int) -> None:
         """Before the answer begins: for a one-level manifest, every chunk the range covers is
-        here at its right length, or fetchable (else a 4xx/404 now, not a cut body later)."""
+        here at its right length, or fetchable (else a 4xx/404 now, not a cut body later); the
+        first one is fetched now if need be (a peer's refusal is then still a status)."""
         root = self.manifest
         if root.level > 0 or start >= end:
             return
         wanted = list(root.covering(start, end))
         sizes = await self._source.sizes([root.entry_id(i) for i in wanted])
+        await self._check_room([i for i, found in zip(wanted, sizes, strict=True) if not found])
         for index, found in zip(wanted, sizes, strict=True):
             if found is None:
                 if not self._source.can_fetch:
                     raise GatewayError(
                         "not_found", f"chunk {index} of {self.id} is not on this node"
                     )
+                if index == wanted[0]:  # needed first anyway: a failure is still an answer
+                    await self._leaf(root, index, patient=False)
                 continue
             size, head = found
             if size != root.entry_size(index):
@@ -96,6 +108,19 @@ class ChunkedObject:
                 )
             if manifest.is_manifest(head):
                 raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
+
+    async def _check_room(self, missing: list[int]) -> None:
+        """What must come from peers has to fit the store (507 before a byte is fetched)."""
+        if not missing or not self._source.can_fetch:
+            return
+        need = sum(self.manifest.entry_size(i) for i in missing)
+        free = await self._source.free_space(fresh=True)
+        if free is not None and (need > free[0] or len(missing) > free[1]):
+            raise GatewayError(
+                "insufficient_storage",
+                f"{self.id} needs {need} more bytes in {len(missing)} chunks from peers; "
+                f"the store can take {free[0]} bytes and {free[1]} objects",
+            )
 
     async def read(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes from ``offset``, never past the end of the chunk holding it."""
@@ -134,12 +159,21 @@ class ChunkedObject:
         self._subs[sub_id] = sub
         return sub
 
-    async def _leaf(self, node: manifest.Manifest, index: int) -> bytes:
+    async def _leaf(self, node: manifest.Manifest, index: int, *, patient: bool = True) -> bytes:
+        """Chunk ``index`` of ``node``, verified; ``patient``: a stream under way waits out a
+        provider that is only unavailable (before the answer: 503 at once, Retry-After)."""
         chunk_id = node.entry_id(index)
         if self._chunk is not None and self._chunk[0] == chunk_id:
             return self._chunk[1]
         self._chunk = None
-        data = await self._source.load(chunk_id)
+        try:
+            data = await self._source.load(chunk_id, fetch=False)
+        except GatewayError as err:
+            if err.reason != "not_found" or not self._source.can_fetch:
+                raise
+            await self._fetch_from(node, index)
+            load = self._load_retrying if patient else self._source.load
+            data = await load(chunk_id)
         want = node.entry_size(index)
         if len(data) != want:
             raise GatewayError(
@@ -149,6 +183,29 @@ class ChunkedObject:
             raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
         self._chunk = (chunk_id, data)
         return data
+
+    async def _load_retrying(self, chunk_id: str) -> bytes:
+        """A chunk from peers, asked again while they are only unavailable (a provider's
+        overlay restarting, say): a stream that has begun is not cut for a short outage. The
+        request's own idle deadline still bounds it."""
+        pause = 0.05
+        while True:
+            try:
+                return await self._source.load(chunk_id)
+            except GatewayError as err:
+                if err.reason != "unavailable":
+                    raise
+            await trio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+    async def _fetch_from(self, node: manifest.Manifest, index: int) -> None:
+        """This chunk and the next few this node lacks, fetched in parallel (the first alone,
+        so the first byte waits for one chunk only; then 2, 4, ... ``FETCH_AHEAD``)."""
+        last = min(len(node.entries), index + self._ahead)
+        wanted = [node.entry_id(i) for i in range(index, last)]
+        held = await self._source.sizes(wanted)
+        await self._source.fetch([c for c, h in zip(wanted, held, strict=True) if h is None])
+        self._ahead = min(FETCH_AHEAD, self._ahead * 2)
 
     async def aclose(self) -> None:
         self._chunk = None

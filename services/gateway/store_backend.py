@@ -377,12 +377,23 @@ class StoreBackend:
     def can_fetch(self) -> bool:
         return self._overlay is not None
 
-    async def load(self, obj_id: str) -> bytes:
+    async def fetch(self, obj_ids: list[str]) -> None:
+        """Best effort: a fetch that fails here is tried again (and answered) by ``load``."""
+
+        async def one(obj_id: str) -> None:
+            with contextlib.suppress(GatewayError):
+                await self._fetch(obj_id, None)
+
+        async with trio.open_nursery() as nursery:
+            for obj_id in obj_ids:
+                nursery.start_soon(one, obj_id)
+
+    async def load(self, obj_id: str, *, fetch: bool = True) -> bytes:
         for attempt in (1, 2):
             try:
                 obj = await _in_thread(objstore.open_verified, self._root, obj_id)
             except objstore.NotFound:
-                if attempt == 2 or self._overlay is None:
+                if attempt == 2 or self._overlay is None or not fetch:
                     raise GatewayError("not_found", f"no object {obj_id}") from None
                 await self._fetch(obj_id, None)
                 continue

@@ -29,7 +29,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ipc import ids, oap
+from ipc import ids, manifest, oap
 from ipc.proto import dht, index, mailbox, overlay, storage
 from ipc.proto.codec import AnyRequest, Request
 from ipc.transport import ChannelClosed, Connection
@@ -293,7 +293,9 @@ class PeerServer:
         self.streams += 1
         sealed = oap.APP_E2E if conn.channel.sealed else 0  # PQ: object bytes sealed again
         try:
-            start = oap.Start(obj=obj_id, size=obj.size)
+            head = obj.read(0, len(manifest.MAGIC)) if obj.size <= objstore.READ_CHUNK else b""
+            kind = "manifest" if manifest.is_manifest(head) else "raw"
+            start = oap.Start(obj=obj_id, size=obj.size, kind=kind)
             await conn.channel.send(_part(req, oap.START, oap.pack_payload(start)))
             off = 0
             keys = (conn.remote[0], conn.peer_id) if conn.peer_id else (conn.remote[0],)

@@ -594,6 +594,19 @@ def payload_vectors() -> list[dict[str, Any]]:
             "schema_invalid",
         ),
         ok("start", "Start", mp({"obj": OBJ, "size": 2**64 - 1}), {"obj": OBJ, "size": 2**64 - 1}),
+        ok(
+            "start_kind_manifest",
+            "Start",
+            mp({"obj": OBJ, "size": 169, "kind": "manifest"}),
+            {"obj": OBJ, "size": 169, "kind": "manifest"},
+        ),
+        no(
+            "start_kind_unknown",
+            "Start",
+            mp({"obj": OBJ, "size": 1, "kind": "tree"}),
+            422,
+            "schema_invalid",
+        ),
         no(
             "start_obj_uppercase",
             "Start",

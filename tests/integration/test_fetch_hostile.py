@@ -18,6 +18,8 @@ import blake3
 import pytest
 import trio
 
+from ipc.manifest import object_id
+
 from tests.integration.test_overlay_nodes import gateway_get, node, overlay_addr, put
 from tests.support.node_harness import FAST_CONFIG, REPO, child_env, http_request, start_node
 from tests.support.profile_config import services_toml
@@ -212,7 +214,7 @@ async def test_a_fetch_that_outlasts_the_gateway_timeout_succeeds_while_bytes_mo
             assert stored.status == 201, stored.body
             b = await stack.enter_async_context(node(tmp_path, "b", [await overlay_addr(a)]))
             start = trio.current_time()
-            status, body = await trio.to_thread.run_sync(gateway_get, b, id_of(data))
+            status, body = await trio.to_thread.run_sync(gateway_get, b, object_id(data))
             took = trio.current_time() - start
             assert status == 200 and body == data, (status, body[:200])
             assert took > 5.0  # it did outlast the gateway's 5 s request timeout

@@ -23,8 +23,8 @@ def pattern(size: int) -> bytes:
 
 
 def test_the_constants_are_the_specs() -> None:
-    assert manifest.CHUNK == VECTORS["chunk"]
-    assert manifest.FANOUT == VECTORS["fanout"]
+    assert VECTORS["chunk"] == manifest.CHUNK
+    assert VECTORS["fanout"] == manifest.FANOUT
     assert manifest.MAGIC.hex() == VECTORS["magic"]
 
 

@@ -1,7 +1,8 @@
 """The drill's workload through the gateway (DESIGN.md §8) and its ledger of acknowledged writes.
 
 Operation ``i`` is a pure function of ``(seed, i)``: its kind (PUT object, GET an acknowledged
-object, update a name), the object's size (log-uniform up to ``max_size``) and bytes. Object bytes
+object, update a name), the object's size (log-uniform up to ``max_size``, or ``large_size`` for a
+share of them) and bytes. Object bytes
 are never kept: they are regenerated from their seed to verify, so a long drill's memory is the
 ledger of ids, not the data.
 
@@ -21,9 +22,9 @@ import time
 from collections.abc import Callable
 
 import attrs
-import blake3
 import trio
 
+from ipc import manifest
 from kernel.cli.chaos.http import HttpError, HttpResponse, request
 
 __all__ = ["Ledger", "NameRecord", "Workload", "WorkloadOptions", "object_bytes"]
@@ -41,7 +42,8 @@ def object_bytes(seed: int, size: int) -> bytes:
 
 
 def content_id(data: bytes) -> str:
-    return "b3:" + blake3.blake3(data).hexdigest()
+    """The object id the node must answer (over 1 MiB: its manifest's, ``specs/objects.md``)."""
+    return manifest.object_id(data)
 
 
 @attrs.frozen
@@ -50,6 +52,8 @@ class WorkloadOptions:
     rate: float  # operations per second (open loop: late operations are shed, not queued)
     concurrency: int = 16
     max_size: int = 4 * 1024 * 1024
+    large_share: float = 0.04  # of the PUTs: a large object (stored as chunks under a manifest)
+    large_size: int = 10 * 1024 * 1024 + 12_345
     names: int = 8
     put_share: float = 0.5
     get_share: float = 0.3  # the rest are name updates
@@ -198,6 +202,8 @@ class Workload:
         data_seed = rng.getrandbits(64)
         pick = rng.random()
         name = f"chaos-{opts.seed}-{rng.randrange(opts.names)}"
+        if rng.random() < opts.large_share:
+            size = opts.large_size
         if kind < opts.put_share:
             await self._put(size, data_seed)
         elif kind < opts.put_share + opts.get_share:

@@ -1,0 +1,69 @@
+"""Chunked objects through a peer (``specs/objects.md``): B serves what only A holds while it
+fetches it chunk by chunk, keeps a verified copy, and resumes from the chunks it already holds
+after its svc-overlay is killed halfway."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from ipc import manifest
+from tests.integration.test_overlay_nodes import _gateway, node, overlay_addr, put_file
+
+pytestmark = pytest.mark.integration
+MiB = manifest.CHUNK
+
+
+def stream_get(host: str, port: int, path: str, stop_after: int | None = None) -> bytes:
+    """The body as it arrives (up to ``stop_after`` bytes, then the connection is dropped)."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        got = bytearray()
+        while piece := resp.read(256 * 1024):
+            got += piece
+            if stop_after is not None and len(got) >= stop_after:
+                break
+        return bytes(got)
+    finally:
+        conn.close()
+
+
+async def test_a_large_object_streams_through_a_peer_and_a_cut_fetch_resumes(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(300 * MiB + 999)
+    src = tmp_path / "big"
+    src.write_bytes(data)
+    with trio.fail_after(240):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(node(tmp_path, "a"))
+            obj_id = await put_file(a, src)
+            assert obj_id == manifest.object_id(data)
+            b = await stack.enter_async_context(node(tmp_path, "b", [await overlay_addr(a)]))
+            host, port = _gateway(b)
+
+            # the first GET is cut when B's svc-overlay is killed halfway through the object
+            overlay_pid = (await b.service("svc-overlay"))["pid"]
+            half = await trio.to_thread.run_sync(
+                stream_get, host, port, f"/o/{obj_id}", len(data) // 2
+            )
+            assert half == data[: len(half)]  # what came was the object's own bytes
+            os.kill(overlay_pid, signal.SIGKILL)
+            await b.wait_service("svc-overlay", state="ready", not_pid=overlay_pid)
+            before = await b.metric("bytes_in_total")
+
+            whole = await trio.to_thread.run_sync(stream_get, host, port, f"/o/{obj_id}")
+            assert whole == data
+            again = await b.metric("bytes_in_total") - before
+            missing = len(data) - len(half)
+            # resumed: only the chunks B did not hold yet came again (overhead: frames, TLS)
+            assert again <= (missing + 3 * MiB) * 1.05, (again, missing)
