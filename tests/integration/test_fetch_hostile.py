@@ -19,7 +19,6 @@ import pytest
 import trio
 
 from ipc.manifest import object_id
-
 from tests.integration.test_overlay_nodes import gateway_get, node, overlay_addr, put
 from tests.support.node_harness import FAST_CONFIG, REPO, child_env, http_request, start_node
 from tests.support.profile_config import services_toml
