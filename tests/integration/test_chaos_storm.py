@@ -61,6 +61,7 @@ async def test_20s_restart_storm_loses_no_acknowledged_write(
     assert readback["objects"] > 0, "the workload acknowledged nothing: the drill proved nothing"
     assert readback["identical"] == readback["objects"]
     assert readback["lost"] == [] and readback["corrupt"] == []
+    assert readback["chunked"] > 0 and readback["largest"] >= 10 << 20, readback  # 10 MiB+
     assert report["faults"]["landed"] > 0
     assert set(report["faults"]["by_kind"]) <= {"kill", "panic", "hang"}
     assert check(report, "restarts_match_crashes_injected")["ok"]

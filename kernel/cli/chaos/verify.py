@@ -14,6 +14,7 @@ import math
 import attrs
 import trio
 
+from ipc import manifest
 from kernel.cli.chaos.http import HttpError, request
 from kernel.cli.chaos.procs import descendants_of, identify, is_alive, service_of
 from kernel.cli.chaos.storm import StormState
@@ -39,6 +40,8 @@ class Check:
 class ReadBack:
     objects: int = 0
     identical: int = 0
+    chunked: int = 0  # of the identical: objects over 1 MiB (chunks under a manifest)
+    largest: int = 0  # bytes of the largest identical one
     lost: list[str] = attrs.field(factory=list)  # 404: acknowledged, now gone
     corrupt: list[str] = attrs.field(factory=list)  # 200 with other bytes
     unreadable: list[str] = attrs.field(factory=list)  # never answered 200/404
@@ -86,6 +89,8 @@ async def read_back(workload: Workload) -> ReadBack:
             result.corrupt.append(obj_id)
         else:
             result.identical += 1
+            result.chunked += obj.size > manifest.CHUNK
+            result.largest = max(result.largest, obj.size)
 
     async def one_name(name: str) -> None:
         record = ledger.names[name]
