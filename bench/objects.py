@@ -61,7 +61,7 @@ def node_config(workdir: Path, name: str, peers: list[str], rate: float) -> Path
     """The macronode profile with ``overlay.peers`` and svc-overlay's ``rate_peer``."""
     text = (REPO / "profiles" / "macronode.toml").read_text()
     text = re.sub(r"(?m)^fetch_timeout = \S+", f"fetch_timeout = 30.0\nrate_peer = {rate}", text)
-    text = text.replace("[overlay]\n", f"[overlay]\npeers = {json.dumps(peers)}\n", 1)
+    text += f"\n[overlay]\npeers = {json.dumps(peers)}\n"  # the profile has no [overlay] table
     path = workdir / f"{name}.toml"
     path.write_text(text)
     return path
@@ -230,7 +230,7 @@ class RssWatch:
                 if not pid.isdigit():
                     continue
                 try:
-                    name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()  # kernel.procname
                     if not name.startswith("ron:svc-"):
                         continue
                     status = Path(f"/proc/{pid}/status").read_text()
@@ -247,145 +247,176 @@ def mbs(nbytes: int, seconds: float) -> float:
     return nbytes / 1e6 / seconds if seconds else 0.0
 
 
+PARTS = ("local", "peer", "multi", "resume")
+
+
+def local_part(a: dict, workdir: Path, sizes: dict, procs: list, out: list[str]) -> dict:
+    """The node's gateway vs nginx, the same bytes on the same filesystem."""
+    root = workdir / "www"
+    root.mkdir()
+    ids: dict[str, str] = {}
+    for label, (size, _) in sizes.items():
+        data = os.urandom(size)
+        ids[label] = put(a, data)
+        (root / label).write_bytes(data)
+    nginx, nginx_port = start_nginx(workdir, root)
+    procs.append(nginx)
+    host, port = hostport(a["gateway"])
+    out.append("# local GET (one connection per GET): ours vs nginx (sendfile)")
+    out.append(
+        f"{'object':<7} {'ours TTFB ms':>13} {'nginx TTFB ms':>14} "
+        f"{'ours MB/s':>10} {'nginx MB/s':>11} {'ratio':>6}"
+    )
+    local: dict[str, tuple[float, float, float, float]] = {}
+    for label, (_size, reps) in sizes.items():
+        ours = [timed_get(host, port, f"/o/{ids[label]}") for _ in range(reps)]
+        theirs = [timed_get("127.0.0.1", nginx_port, f"/{label}") for _ in range(reps)]
+        row = (
+            statistics.median(t[0] for t in ours) * 1000,
+            statistics.median(t[0] for t in theirs) * 1000,
+            statistics.median(mbs(t[2], t[1]) for t in ours),
+            statistics.median(mbs(t[2], t[1]) for t in theirs),
+        )
+        local[label] = row
+        out.append(
+            f"{label:<7} {row[0]:13.2f} {row[1]:14.2f} {row[2]:10.0f} "
+            f"{row[3]:11.0f} {row[2] / row[3]:5.2f}x"
+        )
+    return local
+
+
+def peer_part(a: dict, nodes: Nodes, workdir: Path, peer_sizes: dict, procs: list, out: list[str]):
+    """A cold GET through B vs bare trio TLS of the same bytes."""
+    peer_ids = {k: put(a, os.urandom(v)) for k, v in peer_sizes.items()}
+    bare, info = start_bare(workdir, True, list(peer_sizes.values()))
+    procs.append(bare)
+    out.append("")
+    out.append("# through a peer (B fetches from A, cold) vs bare trio TLS of the same bytes")
+    out.append(f"{'object':<7} {'B TTFB ms':>10} {'B MB/s':>8} {'bare MB/s':>10} {'ratio':>6}")
+    rows = {}
+    for i, (label, size) in enumerate(peer_sizes.items()):
+        b = nodes.start(f"b{i}", [a["addr"]])
+        ttfb, secs, got = timed_get(*hostport(b["gateway"]), f"/o/{peer_ids[label]}")
+        assert got == size
+        _bare_ttfb, bare_secs = trio.run(bare_once, info["port"], i, size)
+        rows[label] = r = (ttfb * 1000, mbs(size, secs), mbs(size, bare_secs))
+        out.append(f"{label:<7} {r[0]:10.1f} {r[1]:8.0f} {r[2]:10.0f} {r[1] / r[2]:5.2f}x")
+    return rows
+
+
+def multi_part(nodes: Nodes, size: int, rate: float, out: list[str]) -> list[float]:
+    """The same object on 1, 2, 3 providers paced at ``rate`` MB/s per peer; a fresh fetcher."""
+    multi = os.urandom(size)
+    providers = [nodes.start(f"p{i}", rate=rate * 1e6) for i in range(3)]
+    multi_id = ""
+    for p in providers:
+        multi_id = put(p, multi)
+    out.append("")
+    out.append(
+        f"# multi-source: {size // MiB} MiB, each provider sends <= {rate:g} MB/s to one peer"
+    )
+    times = []
+    for n in (1, 2, 3):
+        f = nodes.start(f"f{n}", [p["addr"] for p in providers[:n]])
+        _ttfb, secs, got = timed_get(*hostport(f["gateway"]), f"/o/{multi_id}")
+        assert got == size
+        times.append(secs)
+        out.append(
+            f"{n} provider(s): {secs:6.2f} s  {mbs(size, secs):6.1f} MB/s  "
+            f"{times[0] / secs:4.2f}x one"
+        )
+    return times
+
+
+def resume_part(a: dict, nodes: Nodes, size: int, out: list[str]) -> tuple[int, int]:
+    """A fetch through a fresh node cut at half by kill -9 of its svc-overlay, then again:
+    (bytes received the second time, bytes that were missing)."""
+    obj_id = put(a, os.urandom(size))
+    r = nodes.start("r", [a["addr"]])
+    rhost, rport = hostport(r["gateway"])
+    overlay = service_pid(r["admin"], "svc-overlay")
+    _t, _s, first = timed_get(rhost, rport, f"/o/{obj_id}", size // 2)
+    os.kill(overlay, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while service_pid(r["admin"], "svc-overlay") == overlay and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # until it is ready again (its fetch jobs died with it)
+    before = scrape(r["admin"], "bytes_in_total")
+    _t, _s, got = timed_get(rhost, rport, f"/o/{obj_id}")
+    assert got == size
+    again = scrape(r["admin"], "bytes_in_total") - before
+    missing = size - first
+    out.append("")
+    out.append(
+        f"# resume: {size // MiB} MiB cut after {first / MiB:.0f} MiB by kill -9 of svc-overlay"
+    )
+    out.append(
+        f"second fetch received {again / MiB:.1f} MiB for {missing / MiB:.1f} MiB missing "
+        f"({(again - missing) / MiB:+.1f} MiB; target <= +2 chunks)"
+    )
+    return again, missing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="no 1 GiB cells (a smoke run)")
     parser.add_argument("--rate", type=float, default=20.0, help="multi-source: MB/s per peer")
-    parser.add_argument("--bare", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS)}")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
     sizes = {k: v for k, v in LOCAL.items() if not (args.quick and k == "1GiB")}
     big = 256 * MiB if args.quick else 1024 * MiB
     workdir = Path(tempfile.mkdtemp(prefix="objbench-", dir="/var/tmp"))
     nodes = Nodes(workdir)
     procs: list[subprocess.Popen[bytes]] = []
     out: list[str] = []
+    targets: list[str] = []
+
+    def target(what: str, ok: bool, shown: str) -> None:
+        targets.append(f"{what} {'met' if ok else 'MISSED'} ({shown})")
+
     try:
         with RssWatch() as rss:
-            # -- local: the node's gateway vs nginx, the same bytes on the same filesystem
             a = nodes.start("a")
-            root = workdir / "www"
-            root.mkdir()
-            ids: dict[str, str] = {}
-            for label, (size, _) in sizes.items():
-                data = os.urandom(size)
-                ids[label] = put(a, data)
-                (root / label).write_bytes(data)
-            nginx, nginx_port = start_nginx(workdir, root)
-            procs.append(nginx)
-            host, port = hostport(a["gateway"])
-            out.append("# local GET (one connection per GET): ours vs nginx (sendfile)")
-            out.append(
-                f"{'object':<7} {'ours TTFB ms':>13} {'nginx TTFB ms':>14} "
-                f"{'ours MB/s':>10} {'nginx MB/s':>11} {'ratio':>6}"
-            )
-            local: dict[str, tuple[float, float, float, float]] = {}
-            for label, (_size, reps) in sizes.items():
-                ours = [timed_get(host, port, f"/o/{ids[label]}") for _ in range(reps)]
-                theirs = [timed_get("127.0.0.1", nginx_port, f"/{label}") for _ in range(reps)]
-                row = (
-                    statistics.median(t[0] for t in ours) * 1000,
-                    statistics.median(t[0] for t in theirs) * 1000,
-                    statistics.median(mbs(t[2], t[1]) for t in ours),
-                    statistics.median(mbs(t[2], t[1]) for t in theirs),
+            if "local" in parts:
+                local = local_part(a, workdir, sizes, procs, out)
+                top = local.get("1GiB", local["64MiB"])
+                target("largest local first byte <= 50 ms", top[0] <= 50, f"{top[0]:.1f} ms")
+                r64 = local["64MiB"][2] / local["64MiB"][3]
+                target("64 MiB >= 0.3x nginx", r64 >= 0.3, f"{r64:.2f}x; 0.5x is the next bar")
+            if "peer" in parts:
+                big_label = "1GiB" if big == 1024 * MiB else f"{big // MiB}MiB"
+                rows = peer_part(a, nodes, workdir, {"64MiB": 64 * MiB, big_label: big}, procs, out)
+                worst = max(r[0] for r in rows.values())
+                target("through a peer first byte <= 0.2 s", worst <= 200, f"{worst:.0f} ms")
+                ratio = min(r[1] / r[2] for r in rows.values())
+                target("through a peer >= 0.7x bare TLS", ratio >= 0.7, f"{ratio:.2f}x")
+            if "multi" in parts:
+                times = multi_part(nodes, 256 * MiB if not args.quick else 64 * MiB, args.rate, out)
+                target(
+                    "3 providers >= 2.5x one",
+                    times[0] / times[2] >= 2.5,
+                    f"{times[0] / times[2]:.2f}x",
                 )
-                local[label] = row
-                out.append(
-                    f"{label:<7} {row[0]:13.2f} {row[1]:14.2f} {row[2]:10.0f} "
-                    f"{row[3]:11.0f} {row[2] / row[3]:5.2f}x"
+            if "resume" in parts:
+                again, missing = resume_part(a, nodes, big, out)
+                target(
+                    "resume <= missing + 2 chunks",
+                    again <= missing + 2 * MiB,
+                    f"{(again - missing) / MiB:+.1f} MiB",
                 )
-
-            # -- through a peer, cold, vs bare trio TLS of the same bytes
-            peer_sizes = {"64MiB": 64 * MiB, ("1GiB" if not args.quick else "256MiB"): big}
-            peer_ids = {k: put(a, os.urandom(v)) for k, v in peer_sizes.items()}
-            bare, info = start_bare(workdir, True, list(peer_sizes.values()))
-            procs.append(bare)
-            out.append("")
-            out.append(
-                "# through a peer (B fetches from A, cold) vs bare trio TLS of the same bytes"
-            )
-            out.append(
-                f"{'object':<7} {'B TTFB ms':>10} {'B MB/s':>8} {'bare MB/s':>10} {'ratio':>6}"
-            )
-            peer_rows = {}
-            for i, (label, size) in enumerate(peer_sizes.items()):
-                b = nodes.start(f"b{i}", [a["addr"]])
-                ttfb, secs, got = timed_get(*hostport(b["gateway"]), f"/o/{peer_ids[label]}")
-                assert got == size
-                _bare_ttfb, bare_secs = trio.run(bare_once, info["port"], i, size)
-                peer_rows[label] = (ttfb * 1000, mbs(size, secs), mbs(size, bare_secs))
-                r = peer_rows[label]
-                out.append(f"{label:<7} {r[0]:10.1f} {r[1]:8.0f} {r[2]:10.0f} {r[1] / r[2]:5.2f}x")
-
-            # -- multi-source: 1, 2, 3 providers paced at --rate MB/s per peer
-            multi = os.urandom(256 * MiB if not args.quick else 64 * MiB)
-            providers = [nodes.start(f"p{i}", rate=args.rate * 1e6) for i in range(3)]
-            multi_id = ""
-            for p in providers:
-                multi_id = put(p, multi)
-            out.append("")
-            out.append(
-                f"# multi-source: {len(multi) // MiB} MiB, each provider sends <= "
-                f"{args.rate:g} MB/s to one peer"
-            )
-            times = []
-            for n in (1, 2, 3):
-                f = nodes.start(f"f{n}", [p["addr"] for p in providers[:n]])
-                _ttfb, secs, got = timed_get(*hostport(f["gateway"]), f"/o/{multi_id}")
-                assert got == len(multi)
-                times.append(secs)
-                out.append(
-                    f"{n} provider(s): {secs:6.2f} s  {mbs(len(multi), secs):6.1f} MB/s  "
-                    f"{times[0] / secs:4.2f}x one"
-                )
-
-            # -- resume: cut at half by kill -9 of the fetching node's svc-overlay
-            label = list(peer_sizes)[-1]
-            r = nodes.start("r", [a["addr"]])
-            rhost, rport = hostport(r["gateway"])
-            overlay = service_pid(r["admin"], "svc-overlay")
-            _t, _s, first = timed_get(rhost, rport, f"/o/{peer_ids[label]}", big // 2)
-            os.kill(overlay, signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while service_pid(r["admin"], "svc-overlay") == overlay and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)  # until it is ready again (its fetch jobs are gone with it)
-            before = scrape(r["admin"], "bytes_in_total")
-            _t, _s, got = timed_get(rhost, rport, f"/o/{peer_ids[label]}")
-            again = scrape(r["admin"], "bytes_in_total") - before
-            missing = big - first
-            out.append("")
-            out.append(
-                f"# resume: {label} cut after {first / MiB:.0f} MiB by kill -9 of svc-overlay"
-            )
-            out.append(
-                f"second fetch received {again / MiB:.1f} MiB for {missing / MiB:.1f} MiB "
-                f"missing (+{(again - missing) / MiB:.1f} MiB; target <= 2 chunks)"
-            )
         out.append("")
         out.append("# peak RSS per service process (MiB), every node of the run")
         out.append("  ".join(f"{k}={v:.0f}" for k, v in sorted(rss.peak.items())))
-        top = local.get("1GiB", local["64MiB"])
-        worst_ttfb = max(r[0] for r in peer_rows.values())
-        out.append("")
-        out.append(
-            f"targets: 1 GiB first byte <= 50 ms {'met' if top[0] <= 50 else 'MISSED'} "
-            f"({top[0]:.1f} ms); 64 MiB >= 0.3x nginx "
-            f"{'met' if local['64MiB'][2] >= 0.3 * local['64MiB'][3] else 'MISSED'} "
-            f"({local['64MiB'][2] / local['64MiB'][3]:.2f}x, 0.5x is the next bar); "
-            f"peer TTFB <= 0.2 s {'met' if worst_ttfb <= 200 else 'MISSED'}; "
-            f"peer >= 0.7x bare TLS "
-            f"{'met' if min(r[1] / r[2] for r in peer_rows.values()) >= 0.7 else 'MISSED'}; "
-            f"3 providers >= 2.5x one {'met' if times[0] / times[2] >= 2.5 else 'MISSED'}; "
-            f"resume <= missing + 2 chunks {'met' if again <= missing + 2 * MiB else 'MISSED'}; "
-            f"every service < 100 MB RSS "
-            f"{'met' if max(rss.peak.values()) * MiB / 1e6 < 100 else 'MISSED'}"
-        )
+        peak = max(rss.peak.values()) * MiB / 1e6
+        target("every service < 100 MB RSS", peak < 100, f"{peak:.0f} MB")
     finally:
         for proc in procs:
             proc.terminate()
         nodes.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n".join(out))
+    print("\ntargets: " + "; ".join(targets))
     return 0
 
 

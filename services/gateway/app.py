@@ -36,7 +36,7 @@ from contextlib import contextmanager, nullcontext
 import trio
 from prometheus_client import Histogram
 
-from ipc import caps, ids, oap
+from ipc import caps, ids, manifest, oap
 from ipc._types import Count
 from ipc.plain import JsonObject
 from ipc.proto import index as index_proto
@@ -300,25 +300,44 @@ class GatewayApp:
             await ex.body(b"")
             return
         obj = await self._open_verified(obj_id, ex, c.receive)
+        failure: Exception | None = None
         try:
-            span = parse_range(header(scope, b"range"), obj.size)
-            start, end = span if span is not None else (0, obj.size)
-            headers = [
-                (b"content-length", str(end - start).encode()),
-                *typed,
-                *common,
-            ]
-            if span is not None:
-                headers.append((b"content-range", f"bytes {start}-{end - 1}/{obj.size}".encode()))
-            await obj.prepare(start, end)  # a chunked object's refusals, while they can be 4xx
-            await ex.start(206 if span is not None else 200, headers)
-            if c.method == "HEAD":
-                await ex.body(b"")
+            if not isinstance(obj, ChunkedObject):
+                await self._send_object(c, obj, typed, common)
                 return
-            await self._stream(ex, obj, start, end, c.cs)
+            async with trio.open_nursery() as ahead:  # its chunks fetched ahead of the reads
+                obj.use(ahead)
+                try:
+                    await self._send_object(c, obj, typed, common)
+                except Exception as exc:  # raised as itself below, not in a nursery's group
+                    failure = exc
+                ahead.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await obj.aclose()
+        if failure is not None:
+            raise failure
+
+    async def _send_object(
+        self,
+        c: Call,
+        obj: StoredObject,
+        typed: list[tuple[bytes, bytes]],
+        common: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Headers (Range: 206, Content-Range), then the bytes (none for HEAD)."""
+        ex = c.ex
+        span = parse_range(header(c.scope, b"range"), obj.size)
+        start, end = span if span is not None else (0, obj.size)
+        headers = [(b"content-length", str(end - start).encode()), *typed, *common]
+        if span is not None:
+            headers.append((b"content-range", f"bytes {start}-{end - 1}/{obj.size}".encode()))
+        await obj.prepare(start, end)  # a chunked object's refusals, while they can be 4xx
+        await ex.start(206 if span is not None else 200, headers)
+        if c.method == "HEAD":
+            await ex.body(b"")
+            return
+        await self._stream(ex, obj, start, end, c.cs)
 
     async def _get_manifest(self, c: Call, obj_id: str) -> None:
         """``GET /o/{id}?manifest``: a chunked object's root manifest as JSON (its chunks are
@@ -359,7 +378,8 @@ class GatewayApp:
     async def _stream(
         self, ex: Exchange, obj: StoredObject, start: int, end: int, cs: trio.CancelScope
     ) -> None:
-        chunk = self.settings.chunk
+        # a chunked object's chunk is in memory, verified: sent whole (16x fewer sends)
+        chunk = manifest.CHUNK if isinstance(obj, ChunkedObject) else self.settings.chunk
         pos = start
         if start < len(obj.head):
             piece = obj.head[start:end]

@@ -80,12 +80,23 @@ class ChunkedObject:
         self._subs: dict[str, manifest.Manifest] = {}  # sub-manifests of a tree, by id
         self._chunk: tuple[str, bytes] | None = None  # the chunk last read (id, bytes)
         self._ahead = 1  # chunks fetched together from peers: doubles up to FETCH_AHEAD
+        self._nursery: trio.Nursery | None = None  # where fetches ahead run (``use``)
+        self._fetching: dict[str, trio.Event] = {}  # chunk id -> set once fetched (or failed)
+        self._next: tuple[str, trio.Event, list[bytes]] | None = None  # the chunk read ahead
+        self._end = root.size  # where the range being served ends (``prepare``)
+
+    def use(self, nursery: trio.Nursery) -> None:
+        """Fetch ahead in ``nursery`` (the request's): a sliding window of ``FETCH_AHEAD``
+        chunks past the one being read, each fetched as soon as a place frees, so a slow
+        provider holds up only its own chunks. Without it, chunks come in growing batches."""
+        self._nursery = nursery
 
     async def prepare(self, start: int, end: int) -> None:
         """Before the answer begins: for a one-level manifest, every chunk the range covers is
         here at its right length, or fetchable (else a 4xx/404 now, not a cut body later); the
         first one is fetched now if need be (a peer's refusal is then still a status)."""
         root = self.manifest
+        self._end = end
         if root.level > 0 or start >= end:
             return
         wanted = list(root.covering(start, end))
@@ -137,6 +148,9 @@ class ChunkedObject:
             node = child
         index = (offset - base) // manifest.CHUNK
         chunk = await self._leaf(node, index)
+        more = base + (index + 1) * manifest.CHUNK < self._end  # the range goes on
+        if self._nursery is not None and more and index + 1 < len(node.entries):
+            self._read_ahead(node.entry_id(index + 1))
         at = offset - base - index * manifest.CHUNK
         return chunk[at : at + n]
 
@@ -167,11 +181,16 @@ class ChunkedObject:
             return self._chunk[1]
         self._chunk = None
         try:
-            data = await self._source.load(chunk_id, fetch=False)
+            data = await self._local(chunk_id)
         except GatewayError as err:
             if err.reason != "not_found" or not self._source.can_fetch:
                 raise
-            await self._fetch_from(node, index)
+            if self._nursery is not None:
+                self._ahead_of(node, index)
+                await self._fetching[chunk_id].wait()
+                del self._fetching[chunk_id]
+            else:
+                await self._fetch_from(node, index)
             load = self._load_retrying if patient else self._source.load
             data = await load(chunk_id)
         want = node.entry_size(index)
@@ -183,6 +202,33 @@ class ChunkedObject:
             raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
         self._chunk = (chunk_id, data)
         return data
+
+    async def _local(self, chunk_id: str) -> bytes:
+        """A chunk held here (read ahead, or read now); ``not_found`` if it is not."""
+        ahead, self._next = self._next, None
+        if ahead is not None and ahead[0] == chunk_id:
+            await ahead[1].wait()
+            if ahead[2]:
+                return ahead[2][0]
+        return await self._source.load(chunk_id, fetch=False)
+
+    def _read_ahead(self, chunk_id: str) -> None:
+        """Read (and verify) the next chunk in a worker thread while this one is sent."""
+        assert self._nursery is not None
+        if self._next is not None and self._next[0] == chunk_id:
+            return  # under way
+        done, box = trio.Event(), list[bytes]()
+        self._next = (chunk_id, done, box)
+
+        async def read() -> None:
+            try:
+                box.append(await self._source.load(chunk_id, fetch=False))
+            except GatewayError:
+                pass  # read again (or fetched) when it is needed: then it is answered
+            finally:
+                done.set()
+
+        self._nursery.start_soon(read)
 
     async def _load_retrying(self, chunk_id: str) -> bytes:
         """A chunk from peers, asked again while they are only unavailable (a provider's
@@ -197,6 +243,22 @@ class ChunkedObject:
                     raise
             await trio.sleep(pause)
             pause = min(1.0, pause * 2)
+
+    def _ahead_of(self, node: manifest.Manifest, index: int) -> None:
+        """Start fetching chunk ``index`` and the next ones up to the window (each once)."""
+        assert self._nursery is not None
+        for i in range(index, min(len(node.entries), index + FETCH_AHEAD)):
+            chunk_id = node.entry_id(i)
+            if chunk_id not in self._fetching:
+                self._fetching[chunk_id] = done = trio.Event()
+                self._nursery.start_soon(self._fetch_one, chunk_id, done)
+
+    async def _fetch_one(self, chunk_id: str, done: trio.Event) -> None:
+        try:
+            if (await self._source.sizes([chunk_id]))[0] is None:  # held already: not again
+                await self._source.fetch([chunk_id])
+        finally:
+            done.set()
 
     async def _fetch_from(self, node: manifest.Manifest, index: int) -> None:
         """This chunk and the next few this node lacks, fetched in parallel (the first alone,

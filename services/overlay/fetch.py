@@ -3,7 +3,8 @@
 Guarantees:
 
 - bounded, hedged fan-out (bitswap's broadcasts are the lesson): the first provider is asked;
-  if it has not delivered after ``hedge_delay`` (or failed), the next one is asked too, with at
+  if it has not begun its stream after ``hedge_delay`` (or failed), the next one is asked too
+  (one that streams is left to finish: a stall is cut at the read timeout), with at
   most ``fanout`` asked at once, until every provider was asked; the first complete, verified
   copy wins and the others are cancelled;
 - nothing unverified is kept: the bytes go to a temp object in the store, their BLAKE3 digest
@@ -62,6 +63,7 @@ Room = Callable[[], Awaitable[int]]
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)
 DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
 MAX_FOUND = 256  # links kept to nodes the DHT named
+WRITE_GROUP = 256 << 10  # bytes of DATA held before they go to the temp file
 Discover = Callable[[str], Awaitable[dht.ProvsFound]]
 """The providers the DHT knows of an object (svc-dht's ``findprovs``)."""
 FindPeer = Callable[[str], Awaitable[dht.PeerFound]]
@@ -244,10 +246,16 @@ class Fetcher:
         async with trio.open_nursery() as nursery:
             for link in providers:
                 await slots.acquire()
-                failed = trio.Event()
-                nursery.start_soon(self._attempt, round_, link, failed, slots, nursery.cancel_scope)
+                failed, answered = trio.Event(), trio.Event()
+                nursery.start_soon(
+                    self._attempt, round_, link, (failed, answered), slots, nursery.cancel_scope
+                )
                 with trio.move_on_after(self.hedge_delay):
-                    await failed.wait()  # a quick failure asks the next one at once
+                    await answered.wait()  # a quick failure asks the next one at once
+                if answered.is_set() and not failed.is_set():
+                    # it streams: the next one only if it fails (a stall is cut at the read
+                    # timeout), so a paced provider's object is not fetched twice
+                    await failed.wait()
 
     async def locate(self, node_id: str) -> overlay.Located:
         """Where ``node_id`` is (see ``overlay.Locate``)."""
@@ -309,13 +317,16 @@ class Fetcher:
         self,
         round_: _Round,
         link: PeerLink,
-        failed: trio.Event,
+        events: tuple[trio.Event, trio.Event],
         slot: trio.Semaphore,
         others: trio.CancelScope,
     ) -> None:
+        """One provider asked; ``events``: (failed: set when this attempt ends, answered:
+        set when its stream starts or the attempt ends)."""
+        failed, answered = events
         obj_id = round_.obj_id
         try:
-            copy = await self._download(link, round_)
+            copy = await self._download(link, round_, answered)
         except _NotThere:
             round_.outcomes.append("not_found")
             return
@@ -344,6 +355,7 @@ class Fetcher:
             return
         finally:
             failed.set()
+            answered.set()
             slot.release()
         round_.won.append(copy)
         others.cancel()  # the others lose
@@ -369,7 +381,7 @@ class Fetcher:
             link.last_error = ""
             return client
 
-    async def _download(self, link: PeerLink, round_: _Round) -> _Copy:
+    async def _download(self, link: PeerLink, round_: _Round, answered: trio.Event) -> _Copy:
         obj_id, progress, deadline = round_.obj_id, round_.progress, round_.deadline
         client = await self._client(link)
         frame = overlay.PEER.request_frame(overlay.Get(id=obj_id))
@@ -380,6 +392,7 @@ class Fetcher:
         async def begin(size: int) -> None:
             nonlocal temp, reserved, streaming
             streaming = True
+            answered.set()
             free = await self.room()
             if size > free - self.reserved:
                 raise oap.OapError(
@@ -393,9 +406,18 @@ class Fetcher:
                 lambda: objstore.TempObject(self.root, max_size=max(size, 1))
             )
 
-        async def chunk(piece: bytes) -> None:
+        held = bytearray()  # DATA pieces written to the temp file in groups (fewer thread hops)
+
+        async def flush() -> None:
             assert temp is not None
-            await trio.to_thread.run_sync(temp.write, piece)
+            if held:
+                await trio.to_thread.run_sync(temp.write, bytes(held))
+                held.clear()
+
+        async def chunk(piece: bytes) -> None:
+            held.extend(piece)
+            if len(held) >= WRITE_GROUP:
+                await flush()
             link.bytes_in += len(piece)
             progress.received += len(piece)
             deadline.moved(len(piece))
@@ -418,6 +440,7 @@ class Fetcher:
                         raise _NotThere() from None
                     raise
             streaming = False
+            await flush()
             assert temp is not None
             got, size, tmp = await trio.to_thread.run_sync(temp.finish)
             temp = None  # finished: the temp file is ours to commit or remove
