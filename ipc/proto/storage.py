@@ -130,15 +130,21 @@ class Usage(Request[UsageReply]):
     REPLY: ClassVar[type] = UsageReply
 
 
+OBJECT_KINDS = ("raw", "manifest", "chunk")
+
+
 @attrs.frozen
 class ObjectInfo:
     """One stored object: ``mtime`` (unix seconds) is when it was last written or touched,
-    which is what a GC's grace window measures; ``pinned``: a GC never removes it."""
+    which is what a GC's grace window measures; ``pinned``: a GC never removes it; ``kind``:
+    ``raw``, ``manifest`` (``size`` is then the object's, not the manifest's) or ``chunk`` (a
+    part of a manifest object, listed only when asked for)."""
 
     id: str = attrs.field(validator=content_id)
     size: int = attrs.field(validator=unsigned)
     mtime: float
     pinned: bool
+    kind: str = attrs.field(default="raw", validator=attrs.validators.in_(OBJECT_KINDS))
 
 
 @attrs.frozen
@@ -151,12 +157,14 @@ class ObjectList:
 
 @attrs.frozen
 class ListObjects(Request[ObjectList]):
-    """The stored objects whose ids sort after ``after`` ("" from the start), at most ``max``."""
+    """The stored objects whose ids sort after ``after`` ("" from the start), at most ``max``;
+    the chunks and sub-manifests of manifest objects only with ``chunks``."""
 
     OP: ClassVar[str] = "list"
     REPLY: ClassVar[type] = ObjectList
     after: str = attrs.field(default="", validator=_id_or_empty)
     max: int = attrs.field(default=100, validator=_page_max)
+    chunks: bool | None = None
 
 
 @attrs.frozen

@@ -52,12 +52,14 @@ def _json_answer(resp: Any, what: str) -> JsonObject:
     return doc
 
 
-def _pages(args: argparse.Namespace, path: str, key: str, size: int) -> Iterator[Any]:
+def _pages(
+    args: argparse.Namespace, path: str, key: str, size: int, extra: dict[str, int] | None = None
+) -> Iterator[Any]:
     """Every row of a paged listing (``after`` = the last row's id), page by page."""
     client = control_client(args)
     after = getattr(args, "after", None) or ""
     while True:
-        query = urllib.parse.urlencode({"after": after, "max": size})
+        query = urllib.parse.urlencode({"after": after, "max": size, **(extra or {})})
         doc = _json_answer(client.get(f"{path}?{query}"), f"listing {path}")
         rows = doc.get(key) or []
         yield from rows
@@ -77,11 +79,12 @@ def age(seconds: float) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    extra = {"chunks": 1} if args.chunks else {}
     if args.all:
-        rows = list(_pages(args, "/store/objects", "objects", FULL_PAGE))
+        rows = list(_pages(args, "/store/objects", "objects", FULL_PAGE, extra))
         more = False
     else:
-        query = urllib.parse.urlencode({"after": args.after or "", "max": args.max})
+        query = urllib.parse.urlencode({"after": args.after or "", "max": args.max, **extra})
         doc = _json_answer(control_client(args).get(f"/store/objects?{query}"), "ls")
         rows, more = doc.get("objects") or [], bool(doc.get("more"))
     if args.json:  # one object, as every --json (the next page: "after")
@@ -91,8 +94,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     now = time.time()
     for row in rows:
         pinned = "  pinned" if row.get("pinned") else ""
+        kind = {"manifest": "  chunked", "chunk": "  (chunk)"}.get(row.get("kind", ""), "")
         size_text = human_size(row["size"]).rjust(10)
-        print(f"{row['id']}  {size_text}  {age(now - row['mtime']).rjust(4)}{pinned}")
+        print(f"{row['id']}  {size_text}  {age(now - row['mtime']).rjust(4)}{pinned}{kind}")
     if more and rows:
         print(f"more: ronctl ls --after {rows[-1]['id']}", file=sys.stderr)
     return 0
@@ -145,7 +149,9 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         "list the stored objects: id, size, age, pinned",
         cmd_ls,
         description="List the node's stored objects in id order: id, size, age (since it was "
-        "last written or named) and whether it is pinned. One page unless --all.",
+        "last written or named) and whether it is pinned. An object over 1 MiB is listed once, "
+        "with its whole size, marked chunked (its chunks only with --chunks). One page unless "
+        "--all.",
     )
     p.add_argument("--after", type=object_id_arg, metavar="ID", help="start after this id")
     p.add_argument(
@@ -157,6 +163,12 @@ def register(verb: Verb, admin_arg: AdminArg) -> None:
         help=f"objects per page, 1-{FULL_PAGE} ({PAGE})",
     )
     p.add_argument("--all", action="store_true", help="every object, all pages")
+    p.add_argument(
+        "--chunks",
+        action="store_true",
+        help="also the chunks of objects over 1 MiB (hidden otherwise: a chunked object is "
+        "listed once, with its whole size)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON line per object")
     admin_arg(p)
 

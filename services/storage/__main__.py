@@ -40,8 +40,8 @@ def make_handler(
                 return proto.StatReply(obj_id, await store.stat(obj_id))
             case proto.Quarantine(id=obj_id):
                 return proto.Quarantined(await store.quarantine(obj_id))
-            case proto.ListObjects(after=after, max=limit):
-                return await keeper.list_objects(after, limit)
+            case proto.ListObjects(after=after, max=limit, chunks=chunks):
+                return await keeper.list_objects(after, limit, bool(chunks))
             case proto.Touch(id=obj_id):
                 return proto.Touched(obj_id, await keeper.touch(obj_id))
             case proto.Pin(id=obj_id):

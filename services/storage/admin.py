@@ -41,7 +41,9 @@ def admin_routes(keeper: Housekeeper) -> Mapping[str, Answer]:
     """The answers to svc-storage's declared routes, over ``keeper``."""
 
     async def objects(call: AdminCall) -> AdminAnswer:
-        return answer_json(200, attrs.asdict(await keeper.list_objects(*_page_args(call))))
+        chunks = query_one(call, "chunks", "") in ("1", "true")  # ronctl ls --chunks
+        listing = await keeper.list_objects(*_page_args(call), chunks)
+        return answer_json(200, attrs.asdict(listing))
 
     async def pins(call: AdminCall) -> AdminAnswer:
         return answer_json(200, attrs.asdict(await keeper.list_pins(*_page_args(call))))

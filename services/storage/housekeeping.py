@@ -36,7 +36,7 @@ from ipc import ids, oap
 from ipc.proto import storage as proto
 from kernel import logs
 from services.lib import objstore
-from services.storage.reach import Reach, mark
+from services.storage.reach import ManifestIndex, Reach, manifest_index, mark
 from services.storage.store import Store
 
 __all__ = ["Housekeeper", "NamedIds"]
@@ -71,13 +71,26 @@ class Housekeeper:
         self._root = store.root
         self._named_ids = named_ids
         self._gc_running = False
+        self._index: tuple[int, ManifestIndex] | None = None  # (store.manifest_gen, index)
 
     # -- listing ----------------------------------------------------------------------------
 
-    async def list_objects(self, after: str, limit: int) -> proto.ObjectList:
+    async def list_objects(self, after: str, limit: int, chunks: bool = False) -> proto.ObjectList:
+        """Objects in id order: raw ones and manifests (with the object's size); the parts of
+        manifest objects (chunks, sub-manifests) only with ``chunks``."""
         start = _hex(after) if after else ""
-        rows, more = await trio.to_thread.run_sync(_list_objects, self._root, start, limit)
+        index = await self._manifests()
+        rows, more = await trio.to_thread.run_sync(
+            _list_objects, self._root, start, limit, index, chunks
+        )
         return proto.ObjectList(objects=tuple(rows), more=more)
+
+    async def _manifests(self) -> ManifestIndex:
+        """The store's manifests, read again only when they may have changed."""
+        gen = self._store.manifest_gen
+        if self._index is None or self._index[0] != gen:
+            self._index = (gen, await trio.to_thread.run_sync(manifest_index, self._root))
+        return self._index[1]
 
     async def list_pins(self, after: str, limit: int) -> proto.PinList:
         start = _hex(after) if after else ""
@@ -149,11 +162,14 @@ class Housekeeper:
                 )
                 if found.removed and not dry_run:
                     store.moved(fanout, -found.freed_bytes, -found.removed)
+                    store.manifest_gen += 1
             for field in attrs.fields(_Tally):
                 setattr(tally, field.name, getattr(tally, field.name) + getattr(found, field.name))
 
 
-def _list_objects(root: Path, start: str, limit: int) -> tuple[list[proto.ObjectInfo], bool]:
+def _list_objects(
+    root: Path, start: str, limit: int, index: ManifestIndex, chunks: bool
+) -> tuple[list[proto.ObjectInfo], bool]:
     """Up to ``limit`` objects whose hex sorts after ``start``, and whether there are more."""
     rows: list[proto.ObjectInfo] = []
     pins = root / objstore.PINS_DIR
@@ -163,6 +179,9 @@ def _list_objects(root: Path, start: str, limit: int) -> tuple[list[proto.Object
         for hexid in sorted(os.listdir(root / fanout)):
             if hexid <= start:
                 continue
+            kind = "chunk" if hexid in index.parts else "raw"
+            if kind == "chunk" and not chunks:
+                continue
             try:
                 st = os.stat(root / fanout / hexid)
             except FileNotFoundError:  # removed meanwhile (a GC or a quarantine)
@@ -170,7 +189,10 @@ def _list_objects(root: Path, start: str, limit: int) -> tuple[list[proto.Object
             if len(rows) == limit:
                 return rows, True
             pinned = os.path.exists(pins / hexid)
-            rows.append(proto.ObjectInfo(ids.PREFIX + hexid, st.st_size, st.st_mtime, pinned))
+            size = st.st_size
+            if hexid in index.sizes and kind == "raw":
+                kind, size = "manifest", index.sizes[hexid]
+            rows.append(proto.ObjectInfo(ids.PREFIX + hexid, size, st.st_mtime, pinned, kind))
     return rows, False
 
 

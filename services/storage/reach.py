@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import attrs
+
 from ipc import manifest
 from services.lib import objstore
 
-__all__ = ["Reach", "mark"]
+__all__ = ["ManifestIndex", "Reach", "is_manifest_file", "manifest_index", "mark"]
 
 _LONGEST = 64 + manifest.FANOUT * 34  # no manifest is longer (ipc.manifest)
 
@@ -38,6 +40,46 @@ def read_manifest(root: Path, hexid: str) -> manifest.Manifest | None:
         return manifest.decode(data, root=False)
     except manifest.ManifestError:
         return None
+
+
+def is_manifest_file(root: Path, obj_id: str, size: int) -> bool:
+    """Whether the stored object ``obj_id`` of ``size`` bytes is a manifest (one small read)."""
+    if not len(manifest.MAGIC) <= size <= _LONGEST:
+        return False
+    try:
+        with open(objstore.object_path(root, obj_id), "rb") as f:
+            return manifest.is_manifest(f.read(len(manifest.MAGIC)))
+    except FileNotFoundError:
+        return False
+
+
+@attrs.frozen
+class ManifestIndex:
+    """The manifests in the store (hex id -> the object's size) and their parts (chunks and
+    sub-manifests, hex ids): what a listing of objects shows and hides."""
+
+    sizes: dict[str, int]
+    parts: frozenset[str]
+
+
+def manifest_index(root: Path) -> ManifestIndex:
+    """Every manifest of the store read once (O(objects) stats, one read per small object)."""
+    sizes: dict[str, int] = {}
+    parts: set[str] = set()
+    for fanout in objstore.FANOUT:
+        with os.scandir(root / fanout) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not len(manifest.MAGIC) <= st.st_size <= _LONGEST:
+                    continue
+                found = read_manifest(root, entry.name)
+                if found is not None:
+                    sizes[entry.name] = found.size
+                    parts.update(d.hex() for d in found.entries)
+    return ManifestIndex(sizes, frozenset(parts))
 
 
 class Reach:

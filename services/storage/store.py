@@ -21,6 +21,7 @@ from kernel import logs
 from kernel.group_commit import take_batch
 from kernel.metrics import Metrics
 from services.lib import objstore
+from services.storage.reach import is_manifest_file
 from services.storage.settings import StorageSettings
 
 __all__ = ["Store", "Usage"]
@@ -87,6 +88,9 @@ class Store:
         # while a GC runs: called (in the committer's thread, under ``lock``) with the hex id
         # of every object a commit creates or acknowledges again (``services.storage.reach``)
         self.gc_reach: Callable[[str], None] | None = None
+        # moves on whenever the set of manifests may have changed (a manifest committed, a GC
+        # removed objects): what ``ronctl ls`` knows of manifests and chunks is as of a value
+        self.manifest_gen = 0
         self._laid_out = False
 
     async def lay_out(self) -> None:
@@ -507,6 +511,8 @@ class Store:
             try:
                 if id(job) in fresh:
                     job.created = objstore.install(self.root, job.tmp, job.obj_id)
+                    if job.created and is_manifest_file(self.root, job.obj_id, job.size):
+                        self.manifest_gen += 1
                 else:
                     objstore.remove_temp(self.root, job.tmp)
                     try:  # acknowledged again: its GC grace window starts again too

@@ -86,6 +86,7 @@ VECTORS = {
         request("svc-storage", "usage", {}),
         request("svc-storage", "list", {"after": "", "max": 100}),
         request("svc-storage", "list", {"after": ID_A, "max": 2}),
+        request("svc-storage", "list", {"after": "", "max": 10, "chunks": True}),
         request("svc-storage", "touch", {"id": ID_A}),
         request("svc-storage", "pin", {"id": ID_A}),
         request("svc-storage", "unpin", {"id": ID_B}),
@@ -139,8 +140,14 @@ VECTORS = {
             "list",
             {
                 "objects": [
-                    {"id": ID_A, "size": 5, "mtime": 1764590400.25, "pinned": True},
-                    {"id": ID_B, "size": 0, "mtime": 1764590401.5, "pinned": False},
+                    {"id": ID_A, "size": 5, "mtime": 1764590400.25, "pinned": True, "kind": "raw"},
+                    {
+                        "id": ID_B,
+                        "size": 3 << 20,
+                        "mtime": 1764590401.5,
+                        "pinned": False,
+                        "kind": "manifest",
+                    },
                 ],
                 "more": True,
             },
@@ -191,6 +198,7 @@ VECTORS = {
         invalid("svc-storage", "int for str", {"op": "stat", "id": 3}),
         invalid("svc-storage", "list max 1001", {"op": "list", "max": 1001}),
         invalid("svc-storage", "list after a non-id", {"op": "list", "after": "site/a"}),
+        invalid("svc-storage", "list chunks not bool", {"op": "list", "chunks": 1}),
         invalid("svc-storage", "pin bad id", {"op": "pin", "id": "ab" * 32}),
         invalid("svc-storage", "gc grace under 60 s", {"op": "gc", "grace": 5.0}),
         invalid("svc-storage", "gc without grace", {"op": "gc", "dry_run": True}),

@@ -138,6 +138,13 @@ async def test_gc_after_unnaming_frees_only_the_chunks_no_kept_object_lists(
                 assert (await gw.req("PUT", f"/names/{name}", doc)).status == 200
             dropped_again = json.dumps({"id": kept_id}).encode()  # the name moves: unnamed
             assert (await gw.req("PUT", "/names/big/dropped", dropped_again)).status == 200
+            listed = json.loads((await node.ronctl("ls", "--all", "--json")).stdout)["objects"]
+            assert sorted((r["id"], r["size"], r["kind"]) for r in listed) == sorted(
+                [(kept_id, len(kept), "manifest"), (dropped_id, len(dropped), "manifest")]
+            )  # the chunks are not objects of their own here
+            every = await node.ronctl("ls", "--all", "--chunks", "--json")
+            kinds = [r["kind"] for r in json.loads(every.stdout)["objects"]]
+            assert sorted(kinds) == ["chunk"] * 9 + ["manifest"] * 2
             root = objects_root(node, kept_id)
             assert age_every_object(root) == 6 + 1 + 3 + 1
             objects = await node.metric("storage_objects")
