@@ -5,6 +5,7 @@ after its svc-overlay is killed halfway."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 from contextlib import AsyncExitStack
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from ipc import manifest
+from tests.integration.test_fetch_hostile import hostile_peer
 from tests.integration.test_overlay_nodes import _gateway, node, overlay_addr, put_file
 
 pytestmark = pytest.mark.integration
@@ -67,3 +69,36 @@ async def test_a_large_object_streams_through_a_peer_and_a_cut_fetch_resumes(
             missing = len(data) - len(half)
             # resumed: only the chunks B did not hold yet came again (overhead: frames, TLS)
             assert again <= (missing + 3 * MiB) * 1.05, (again, missing)
+
+
+async def test_a_provider_that_sends_a_corrupt_chunk_is_passed_over_and_never_served(
+    tmp_path: Path,
+) -> None:
+    """B lists a liar first and then A: the liar serves A's store, except one chunk it sends
+    with a byte flipped (and B asks it first for that chunk). B's client gets the object whole;
+    the bad copy is dropped and counted against the liar."""
+    data = os.urandom(8 * MiB)
+    obj_id = manifest.object_id(data)
+    chunk_ids = [manifest.object_id(data[i : i + MiB]) for i in range(0, len(data), MiB)]
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(node(tmp_path, "a"))
+            src = tmp_path / "obj"
+            src.write_bytes(data)
+            assert await put_file(a, src) == obj_id
+            store = next(a.runtime_dir.rglob(chunk_ids[0][3:])).parent.parent
+            # the liar is peers[0]: asked first for the ids whose ring starts at 0
+            bad = next(c for c in chunk_ids if int(c[3:11], 16) % 2 == 0)
+            liar = await stack.enter_async_context(
+                hostile_peer("corrupt", "--root", str(store), "--corrupt", bad)
+            )
+            b = await stack.enter_async_context(
+                node(tmp_path, "b", [liar.addr, await overlay_addr(a)])
+            )
+            got = await trio.to_thread.run_sync(stream_get, *_gateway(b), f"/o/{obj_id}")
+            assert got == data
+            failed = [
+                json.loads(line) for line in b.logs().splitlines() if '"fetch_failed"' in line
+            ]
+            assert any(f["id"] == bad and f["peer"] == liar.addr.split("@")[0] for f in failed)
+            assert liar.streamed > 0  # it did send (some of) its bad copy
