@@ -9,6 +9,8 @@ All in one run, on the same filesystem (a temp dir on disk), 1 KiB messages, 16 
 - ``http``: the same node through the gateway: one message per ``POST /mb/{mailbox}``,
   ``receive?max=64&wait=1``, one ack request per received batch (keep-alive connections, one
   thread each);
+- ``http batch route``: the same through ``POST /mb/{mailbox}/batch``: ``--batch`` messages per
+  request, and each received batch acked in one request;
 - ``redis streams``: Debian's ``redis-server`` with ``appendonly yes``, ``appendfsync always``:
   ``XADD`` per message, ``XREADGROUP COUNT 64 BLOCK``, ``XACK`` per batch (redis-py, one thread
   and connection per producer/consumer);
@@ -186,6 +188,46 @@ def http_cell(gateway: str, token: str, seconds: float) -> tuple[int, float]:
     return _threads(producer, consumer, tally)
 
 
+def http_batch_cell(gateway: str, token: str, seconds: float, batch: int) -> tuple[int, float]:
+    """The batch route: producers send ``batch`` messages per ``POST /mb/{mailbox}/batch``;
+    consumers receive up to 256 and ack them with one batch request."""
+    import base64
+    import http.client
+
+    host, port = gateway.removeprefix("http://").rsplit(":", 1)
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    tally = Tally()
+    end = time.monotonic() + seconds
+    path = f"/mb/{MAILBOX}-batch/batch"
+    sends = json.dumps({"send": [{"body": base64.b64encode(BODY).decode()}] * batch}).encode()
+
+    def producer() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        while not tally.stop:
+            conn.request("POST", path, body=sends, headers=auth)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                time.sleep(0.01)
+
+    def consumer() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        while time.monotonic() < end:
+            conn.request(
+                "POST", f"/mb/{MAILBOX}-batch/receive?max=256&wait=1&visibility=60", headers=auth
+            )
+            resp = conn.getresponse()
+            got = json.loads(resp.read()).get("messages", [])
+            if not got:
+                continue
+            body = json.dumps({"ack": [m["receipt"] for m in got]}).encode()
+            conn.request("POST", path, body=body, headers=auth)
+            resp = conn.getresponse()
+            tally.add(int(json.loads(resp.read()).get("acked", 0)))
+
+    return _threads(producer, consumer, tally)
+
+
 def _threads(
     producer: Callable[[], None], consumer: Callable[[], None], tally: Tally
 ) -> tuple[int, float]:
@@ -294,7 +336,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="per cell")
-    ap.add_argument("--batch", type=int, default=64, help="messages per SDK send")
+    ap.add_argument("--batch", type=int, default=64, help="messages per SDK / batch-route send")
     ap.add_argument("--soak", type=int, default=0, metavar="N", help="send and ack N messages")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-mailbox-", dir=os.environ.get("BENCH_DIR")))
@@ -310,6 +352,8 @@ def main() -> int:
         rows.append(("sdk (overlay)", acked, elapsed))
         acked, elapsed = http_cell(ready["gateway"], token, args.seconds)
         rows.append(("http", acked, elapsed))
+        acked, elapsed = http_batch_cell(ready["gateway"], token, args.seconds, args.batch)
+        rows.append((f"http batch route ({args.batch}/request)", acked, elapsed))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

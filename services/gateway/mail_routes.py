@@ -11,7 +11,12 @@
 - ``GET /mb/{mailbox}/dlq?max=N`` → ``{"messages": [{"msg_id", "deliveries", "sent_at",
   "body"}]}``; ``POST /mb/{mailbox}/dlq/redrive?max=N`` → ``{"redriven": N}``;
 - ``GET /mb/{mailbox}/receipt/{msg_id}`` → ``{"msg_id", "state", "to", "at"}``: what became of
-  a message sent to ``mailbox`` (``queued`` in the outbox, ``delivered`` to its node, ...).
+  a message sent to ``mailbox`` (``queued`` in the outbox, ``delivered`` to its node, ...);
+- ``POST /mb/{mailbox}/batch`` ``{"send": [{"body" (base64), "key"?}], "ack": [receipts]}`` →
+  200 ``{"sent": [{"msg_id", "created"}], "acked": N, "stale": [receipts]}``: many messages and
+  acks in one request, by the rules of the single routes (the sends first, in order, in one
+  transaction, each ``key`` deduplicated like an ``Idempotency-Key``; then the acks, where a
+  stale receipt acks nothing and is listed, not an error, so the sends' ids still come back).
 
 Every route needs a token allowing the ``mail`` op on the mailbox (checked before any body is
 read). A message body over ``MAX_BODY`` is 413 before it is buffered; the JSON bodies are at
@@ -154,6 +159,32 @@ class MailRoutes:
         address, _token, query = self._enter(c, authorize)
         await self._receive(c.ex, address, query, c.cs)
 
+    async def batch(self, c: Call, authorize: Authorize) -> None:
+        """Sends and acks in one request (see the module doc), to a mailbox of this node."""
+        address, token, _query = self._enter(c, authorize)
+        if "@" in address:
+            raise GatewayError("bad_name", "a batch is for a mailbox of this node (no @node)")
+        owner = caps.owner(token) if isinstance(token, caps.Token) else None
+        length = content_length(c.scope)
+        if length is not None and length > BATCH_CAP:
+            raise GatewayError("body_too_large", f"a batch body is at most {BATCH_CAP} bytes")
+        raw = await read_all(
+            BodyReader(
+                c.receive, c.ex, BodyCounter(BATCH_CAP, "body_too_large"), c.cs, self.timeout
+            )
+        )
+        outgoing, receipts = _parse_batch(raw)
+        doc: JsonObject = {"sent": [], "acked": 0, "stale": []}
+        if outgoing:
+            sent = await self.call(
+                proto.Send(mailbox=address, messages=outgoing, owner=owner), self.timeout
+            )
+            doc["sent"] = [{"msg_id": r.msg_id, "created": r.created} for r in sent.results]
+        if receipts:
+            changed = await self.call(proto.Ack(mailbox=address, receipts=receipts), self.timeout)
+            doc["acked"], doc["stale"] = changed.count, list(changed.stale)
+        await c.ex.json(200, doc)
+
     async def change(self, c: Call, authorize: Authorize) -> None:
         """``ack``, ``nack`` or ``extend`` (the last segment of the route)."""
         address, _token, _query = self._enter(c, authorize)
@@ -243,6 +274,60 @@ class MailRoutes:
         await ex.json(200, {key: changed.count})
 
 
+# a batch travels to svc-mailbox in one OAP/1 frame: its messages' bytes together are at most
+# one message's (MAX_BODY); its JSON (base64: 4/3, plus keys) at most BATCH_CAP
+BATCH_CAP = 1_572_864
+_BATCH_SHAPE = '{"send": [{"body": "<base64>", "key": "..."}], "ack": ["<receipt>"]}'
+
+
+def _parse_batch(raw: bytes) -> tuple[tuple[proto.Outgoing, ...], tuple[str, ...]]:
+    """A batch body's messages and receipts; 400/422 with the expected shape otherwise."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise GatewayError("bad_json", f"expected JSON {_BATCH_SHAPE}") from None
+    if not isinstance(doc, dict) or not set(doc) <= {"send", "ack"}:
+        raise GatewayError("schema_invalid", f"expected {_BATCH_SHAPE}")
+    if not doc or any(not isinstance(v, list) or not v for v in doc.values()):
+        raise GatewayError(
+            "schema_invalid", f"send and/or ack, each a non-empty list: {_BATCH_SHAPE}"
+        )
+    sends, acks = doc.get("send", []), doc.get("ack", [])
+    if len(sends) > proto.MAX_BATCH or len(acks) > proto.MAX_BATCH:
+        raise GatewayError("schema_invalid", f"at most {proto.MAX_BATCH} sends and acks each")
+    if not all(isinstance(r, str) and 0 < len(r) <= 128 for r in acks):
+        raise GatewayError("schema_invalid", "ack is a list of receipt strings")
+    outgoing = tuple(_outgoing(i, m) for i, m in enumerate(sends))
+    total = sum(len(m.body) + len(m.key or "") + 16 for m in outgoing)
+    if total > proto.MAX_BODY:
+        raise GatewayError(
+            "body_too_large", f"a batch's messages are at most {proto.MAX_BODY} bytes together"
+        )
+    return outgoing, tuple(acks)
+
+
+def _outgoing(index: int, item: object) -> proto.Outgoing:
+    """One message of a batch: ``{"body": base64, "key"?: 1-128 characters}``."""
+    where = f"send[{index}]"
+    if not isinstance(item, dict) or "body" not in item or not set(item) <= {"body", "key"}:
+        raise GatewayError("schema_invalid", f'{where} is {{"body": "<base64>", "key": "..."}}')
+    key = item.get("key")
+    if key is not None and not (isinstance(key, str) and 1 <= len(key) <= proto.KEY_MAX):
+        raise GatewayError("schema_invalid", f"{where}.key is 1-{proto.KEY_MAX} characters")
+    text = item["body"]
+    try:
+        body = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+    except ValueError:
+        raise GatewayError("schema_invalid", f"{where}.body is not base64") from None
+    if not body:
+        raise GatewayError("empty_body", f"{where}: a message has at least one byte")
+    if len(body) > proto.MAX_BODY:
+        raise GatewayError(
+            "body_too_large", f"{where}: a message is at most {proto.MAX_BODY} bytes"
+        )
+    return proto.Outgoing(body=body, key=key)
+
+
 _NUMBER_KEY = {"ack": None, "nack": "delay", "extend": "visibility"}
 
 
@@ -284,5 +369,6 @@ MAIL_ROUTES: tuple[tuple[str, str, MailServe, Admission], ...] = (
     ("/mb/{mailbox}/dlq", "GET", MailRoutes.dlq, "read"),
     ("/mb/{mailbox}/dlq/redrive", "POST", MailRoutes.redrive, "read"),
     ("/mb/{mailbox}/receipt/{msg_id}", "GET", MailRoutes.receipt, "read"),
+    ("/mb/{mailbox}/batch", "POST", MailRoutes.batch, "write"),
 )
 """(template, method, handler, admission) of each mailbox route (its latency op: ``label``)."""

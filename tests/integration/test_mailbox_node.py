@@ -7,6 +7,8 @@ verbs, and a kill -9 of svc-mailbox in the middle of a burst of sends.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 from pathlib import Path
@@ -17,7 +19,7 @@ import trio
 from ipc.proto import mailbox as proto
 from ipc.sdk import Client, SdkError
 from tests.support.mail_client import MailHttp
-from tests.support.node_harness import FAST_CONFIG, poll_until, start_node
+from tests.support.node_harness import FAST_CONFIG, Response, poll_until, start_node
 from tests.support.profile_config import services_toml
 
 pytestmark = pytest.mark.integration
@@ -299,3 +301,64 @@ async def test_a_token_client_cannot_choose_a_message_id_or_an_origin(tmp_path: 
                         await box._ask(forged, timeout=5, retry_lost=False)
                     assert (err.value.reason, err.value.code) == ("schema_invalid", 422)
                 assert await box.receive(max=10) == ()  # nothing was stored
+
+
+async def test_the_batch_route_keeps_the_idempotency_and_receipt_rules(tmp_path: Path) -> None:
+    """``POST /mb/{mailbox}/batch``: many sends (keys deduplicated as Idempotency-Keys, also
+    across batches and single sends) and acks (a stale receipt acks nothing and is listed) in
+    one request."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    with trio.fail_after(60):
+        async with start_node(tmp_path, config=config()) as node:
+            mb = await MailHttp.of(node)
+
+            def batch(doc: dict) -> Response:
+                return mb.request("POST", "/mb/jobs/batch", json.dumps(doc).encode())
+
+            single = await trio.to_thread.run_sync(mb.send, "jobs", b"single", "k-0")
+            sends = [{"body": b64(b"m%d" % i), "key": f"k-{i}"} for i in range(5)]
+            sends.append({"body": b64(b"no key")})
+            first = await trio.to_thread.run_sync(batch, {"send": sends})
+            assert first.status == 200, first.body
+            sent = first.json()["sent"]
+            assert [s["created"] for s in sent] == [False, True, True, True, True, True]
+            assert sent[0]["msg_id"] == single.json()["msg_id"]  # k-0 was sent alone before
+            again = await trio.to_thread.run_sync(batch, {"send": sends[:5]})
+            assert [s["msg_id"] for s in again.json()["sent"]] == [s["msg_id"] for s in sent[:5]]
+            assert not any(s["created"] for s in again.json()["sent"])
+
+            got = await trio.to_thread.run_sync(lambda: mb.receive("jobs", max=10))
+            assert sorted(m["body"] for m in got) == sorted(
+                [b"single", b"m1", b"m2", b"m3", b"m4", b"no key"]
+            )
+            receipts = [m["receipt"] for m in got]
+            both = await trio.to_thread.run_sync(
+                batch, {"send": [{"body": b64(b"next")}], "ack": receipts[:4]}
+            )
+            assert both.status == 200
+            assert both.json()["acked"] == 4 and both.json()["stale"] == []
+            assert len(both.json()["sent"]) == 1 and both.json()["sent"][0]["created"]
+            stale = await trio.to_thread.run_sync(batch, {"ack": receipts[3:]})
+            assert stale.json() == {"sent": [], "acked": 2, "stale": [receipts[3]]}
+            assert await node.metric("mailbox_acked_total") == 6
+            (left,) = await trio.to_thread.run_sync(lambda: mb.receive("jobs", max=10))
+            assert left["body"] == b"next"
+
+            for bad, reason in (
+                ({}, "schema_invalid"),
+                ({"send": [], "ack": ["r"]}, "schema_invalid"),
+                ({"send": [{"body": "not base64!"}]}, "schema_invalid"),
+                ({"send": [{"body": ""}]}, "empty_body"),
+                ({"send": [{"body": b64(b"x"), "key": ""}]}, "schema_invalid"),
+                ({"ack": [1]}, "schema_invalid"),
+                ({"send": [{"body": b64(b"x" * 600_000)}] * 2}, "body_too_large"),
+            ):
+                answer = await trio.to_thread.run_sync(batch, bad)
+                assert answer.reason() == reason, (bad, answer.body)
+            garbled = await trio.to_thread.run_sync(
+                mb.request, "POST", "/mb/jobs/batch", b"{not json"
+            )
+            assert garbled.status == 400 and garbled.reason() == "bad_json"
