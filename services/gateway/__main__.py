@@ -40,6 +40,7 @@ async def main(ctx: ServiceContext) -> None:
     ):
         guard = None if open_writes else Guard()
         backend.on_chunk_read = ctx.metrics.counter("object_chunk_reads").inc
+        backend.max_object_size = settings.max_object_size
 
         def on_shedding(degraded: bool) -> None:
             logs.log("write_shedding", level="warning" if degraded else "info", degraded=degraded)

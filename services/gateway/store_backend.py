@@ -176,6 +176,7 @@ class StoreBackend:
         self._mailbox = mailbox_client  # None: the node runs no svc-mailbox
         self._root = self.root = root
         self.chunk_reads = 0  # chunks read (and verified) to serve manifest objects
+        self.max_object_size = manifest.MAX_SIZE  # a manifest claiming more is 413 (settings)
         self.on_chunk_read: Callable[[], None] | None = None  # e.g. a metric's inc
         self._storage = storage
         self._index = index
@@ -331,7 +332,7 @@ class StoreBackend:
         finally:
             obj.close()
         try:
-            root = manifest.decode(data)
+            root = manifest.decode(data, max_size=self.max_object_size)
         except manifest.ManifestError as err:
             raise invalid(err) from None
         return ChunkedObject(obj_id, root, self)

@@ -15,6 +15,7 @@ import blake3
 import pytest
 import trio
 
+from ipc import manifest
 from tests.support.node_harness import (
     FAST_CONFIG,
     RunningNode,
@@ -110,6 +111,13 @@ async def test_twelve_nodes_told_one_bootstrap_find_objects_nodes_and_mailboxes(
             obj_id = await ok(nodes[11], "put", str(source))
             assert obj_id == "b3:" + blake3.blake3(body).hexdigest()
             await served(nodes[2], obj_id, body, 60)
+            # a chunked one (specs/objects.md): its manifest and each chunk found the same way
+            big = bytes(range(256)) * (12 << 10) + b"tail"  # 3 MiB + 4: 4 chunks
+            big_src = tmp_path / "big.bin"
+            big_src.write_bytes(big)
+            big_id = await ok(nodes[9], "put", str(big_src))
+            assert big_id == manifest.object_id(big)
+            await served(nodes[4], big_id, big, 60)
 
             # ronctl dht findpeer on node 2 gives node 9's address
             found = json.loads(await ok(nodes[1], "dht", "findpeer", ids[8], "--json"))
