@@ -59,6 +59,7 @@ __all__ = [
     "quarantine",
     "remove_temp",
     "scan_usage",
+    "stat_entries",
     "store_root",
     "sweep_temps",
     "sync_file",
@@ -425,6 +426,16 @@ def sweep_temps(root: Path, max_age: float, *, now: float | None = None) -> int:
             except FileNotFoundError:
                 continue
     return removed
+
+
+def stat_entries(root: Path, fanout: str) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """Each entry of one fan-out dir with its stat (one removed meanwhile is left out)."""
+    with os.scandir(root / fanout) as entries:
+        for entry in entries:
+            try:
+                yield entry, entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
 
 
 def scan_usage(root: Path) -> tuple[int, int]:

@@ -231,26 +231,21 @@ def _sweep_dir(
     """One fan-out dir of a GC (the caller holds the committer's lock)."""
     tally = _Tally()
     pins = root / objstore.PINS_DIR
-    with os.scandir(root / fanout) as entries:
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if os.path.exists(pins / entry.name):
-                tally.kept_pinned += 1
-            elif entry.name in named:
-                tally.kept_named += 1
-            elif st.st_mtime >= cutoff:
-                tally.kept_young += 1
-            elif entry.name in reach.reached:
-                tally.kept_reached += 1
-            else:
-                if not dry_run:
-                    os.unlink(entry.path)
-                tally.removed += 1
-                tally.freed_bytes += st.st_size
-                tally.removed_chunks += entry.name in reach.orphaned
+    for entry, st in objstore.stat_entries(root, fanout):
+        if os.path.exists(pins / entry.name):
+            tally.kept_pinned += 1
+        elif entry.name in named:
+            tally.kept_named += 1
+        elif st.st_mtime >= cutoff:
+            tally.kept_young += 1
+        elif entry.name in reach.reached:
+            tally.kept_reached += 1
+        else:
+            if not dry_run:
+                os.unlink(entry.path)
+            tally.removed += 1
+            tally.freed_bytes += st.st_size
+            tally.removed_chunks += entry.name in reach.orphaned
     if tally.removed and not dry_run:
         objstore.fsync_dir(root / fanout)
     return tally

@@ -14,6 +14,7 @@ Plain sync file code: it runs in worker threads (the committer's, and the GC's).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -62,23 +63,24 @@ class ManifestIndex:
     parts: frozenset[str]
 
 
+def could_be_manifests(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(hex id, stat) of every stored object small enough to be a manifest (a whole chunk or a
+    large raw object never is)."""
+    for fanout in objstore.FANOUT:
+        for entry, st in objstore.stat_entries(root, fanout):
+            if len(manifest.MAGIC) <= st.st_size <= _LONGEST:
+                yield entry.name, st
+
+
 def manifest_index(root: Path) -> ManifestIndex:
     """Every manifest of the store read once (O(objects) stats, one read per small object)."""
     sizes: dict[str, int] = {}
     parts: set[str] = set()
-    for fanout in objstore.FANOUT:
-        with os.scandir(root / fanout) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not len(manifest.MAGIC) <= st.st_size <= _LONGEST:
-                    continue
-                found = read_manifest(root, entry.name)
-                if found is not None:
-                    sizes[entry.name] = found.size
-                    parts.update(d.hex() for d in found.entries)
+    for hexid, _st in could_be_manifests(root):
+        found = read_manifest(root, hexid)
+        if found is not None:
+            sizes[hexid] = found.size
+            parts.update(d.hex() for d in found.entries)
     return ManifestIndex(sizes, frozenset(parts))
 
 
@@ -117,20 +119,8 @@ def mark(root: Path, named: set[str], cutoff: float, reach: Reach) -> None:
     """The mark phase: every manifest in the store is kept (its reach marked) or dropped, by
     the GC's own rule (pinned, named, or modified at or after ``cutoff``)."""
     pins = root / objstore.PINS_DIR
-    for fanout in objstore.FANOUT:
-        with os.scandir(root / fanout) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not len(manifest.MAGIC) <= st.st_size <= _LONGEST:
-                    continue  # a whole chunk or a large raw object: never a manifest
-                if (
-                    entry.name in named
-                    or st.st_mtime >= cutoff
-                    or os.path.exists(pins / entry.name)
-                ):
-                    reach.keep(entry.name)
-                else:
-                    reach.drop(entry.name)
+    for hexid, st in could_be_manifests(root):
+        if hexid in named or st.st_mtime >= cutoff or os.path.exists(pins / hexid):
+            reach.keep(hexid)
+        else:
+            reach.drop(hexid)
