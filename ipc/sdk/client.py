@@ -311,6 +311,8 @@ async def _object(
             raise
         return await _stream(client, obj_id, sink, timeout, max_size, corr_id)
     if not manifest.is_manifest(data):
+        if max_size is not None and len(data) > max_size:
+            raise oap.OapError("too_large", f"{obj_id} is {len(data)} bytes, over {max_size}")
         sink(data)
         return len(data)
     try:
