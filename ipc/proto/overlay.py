@@ -126,6 +126,9 @@ class Fetch(Request[Fetched]):
     REPLY: ClassVar[type] = Fetched
     id: str = attrs.field(validator=content_id)
     wait: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
+    # where to start among the listed peers (modulo their number; None: by the id), so a
+    # caller spreads many fetches evenly (a chunked object's chunks: their index)
+    order: int | None = attrs.field(default=None, validator=attrs.validators.optional(unsigned))
 
 
 @attrs.frozen

@@ -284,7 +284,9 @@ class StoreBackend:
             raise outcome  # ClientGone: nobody to serve it to; svc-overlay stops it, unasked
         return await self._open_local(obj_id, prefetch)
 
-    async def _fetch(self, obj_id: str, progress: Callable[[int], None] | None) -> None:
+    async def _fetch(
+        self, obj_id: str, progress: Callable[[int], None] | None, order: int | None = None
+    ) -> None:
         """A long poll: each answer within FETCH_POLL_S says how far the fetch got, and
         ``progress`` pushes the request's deadline back by that (a progress deadline: any size
         the store accepts comes through; a stuck fetch is cut by svc-overlay's deadlines or the
@@ -296,7 +298,7 @@ class StoreBackend:
                 reply = await call(
                     self._overlay,
                     overlay.LOCAL,
-                    overlay.Fetch(id=obj_id, wait=FETCH_POLL_S),
+                    overlay.Fetch(id=obj_id, wait=FETCH_POLL_S, order=order),
                     timeout=FETCH_POLL_S + 2.0,
                 )
             except oap.OapError as exc:
@@ -378,16 +380,16 @@ class StoreBackend:
     def can_fetch(self) -> bool:
         return self._overlay is not None
 
-    async def fetch(self, obj_ids: list[str]) -> None:
+    async def fetch(self, obj_ids: list[str], first: int = 0) -> None:
         """Best effort: a fetch that fails here is tried again (and answered) by ``load``."""
 
-        async def one(obj_id: str) -> None:
+        async def one(obj_id: str, order: int) -> None:
             with contextlib.suppress(GatewayError):
-                await self._fetch(obj_id, None)
+                await self._fetch(obj_id, None, order)
 
         async with trio.open_nursery() as nursery:
-            for obj_id in obj_ids:
-                nursery.start_soon(one, obj_id)
+            for k, obj_id in enumerate(obj_ids):
+                nursery.start_soon(one, obj_id, first + k)
 
     async def load(self, obj_id: str, *, fetch: bool = True) -> bytes:
         for attempt in (1, 2):

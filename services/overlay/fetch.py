@@ -3,8 +3,9 @@
 Guarantees:
 
 - bounded, hedged fan-out (bitswap's broadcasts are the lesson): the first provider is asked;
-  if it has not begun its stream after ``hedge_delay`` (or failed), the next one is asked too
-  (one that streams is left to finish: a stall is cut at the read timeout), with at
+  if it has not begun its stream after ``hedge_delay`` (or failed) and has sent us nothing else
+  meanwhile, the next one is asked too (one that streams, or is busy streaming other objects
+  to us, is left to finish: a stall is cut at the read timeout), with at
   most ``fanout`` asked at once, until every provider was asked; the first complete, verified
   copy wins and the others are cancelled;
 - nothing unverified is kept: the bytes go to a temp object in the store, their BLAKE3 digest
@@ -171,14 +172,17 @@ class Fetcher:
         if link.client is not None and self._nursery is not None:
             self._nursery.start_soon(link.client.conn.channel.aclose)
 
-    async def fetch(self, obj_id: str, wait: float = 0.0) -> overlay.Fetched:
-        """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress."""
+    async def fetch(
+        self, obj_id: str, wait: float = 0.0, order: int | None = None
+    ) -> overlay.Fetched:
+        """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress;
+        ``order``: where to start among the listed peers (``overlay.Fetch``)."""
         if not self.links and self.discover is None:
             raise oap.OapError("not_found", f"no object {obj_id} here, and no peers to ask")
-        return await self.jobs.ask(obj_id, wait)
+        return await self.jobs.ask(obj_id, wait, order)
 
-    async def _fetch(self, obj_id: str, progress: Progress) -> overlay.Fetched:
-        listed = self._providers(obj_id)
+    async def _fetch(self, obj_id: str, progress: Progress, order: int | None) -> overlay.Fetched:
+        listed = self._providers(obj_id, order)
         with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
             round_ = _Round(
                 obj_id, progress, _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
@@ -252,6 +256,11 @@ class Fetcher:
                 )
                 with trio.move_on_after(self.hedge_delay):
                     await answered.wait()  # a quick failure asks the next one at once
+                while not answered.is_set() and link.streaming_within(self.hedge_delay):
+                    # it is busy sending us other objects (its chunks, say): our request
+                    # waits behind them; asking another now would fetch this one twice
+                    with trio.move_on_after(self.hedge_delay):
+                        await answered.wait()
                 if answered.is_set() and not failed.is_set():
                     # it streams: the next one only if it fails (a stall is cut at the read
                     # timeout), so a paced provider's object is not fetched twice
@@ -301,12 +310,13 @@ class Fetcher:
         reply: mailbox.Sent = mailbox.PROTOCOL.parse_reply(answer, request)
         return reply
 
-    def _providers(self, obj_id: str) -> list[PeerLink]:
-        """Peers to ask, in order: a start that depends on the id (spreads load), the ones that
-        failed last time at the end, the banned ones not at all."""
+    def _providers(self, obj_id: str, order: int | None = None) -> list[PeerLink]:
+        """Peers to ask, in order: a start that depends on the id (spreads load) or on the
+        caller's ``order``, the ones that failed last time at the end, the banned ones not at
+        all."""
         if not self.links:
             return []
-        start = int(obj_id[3:11], 16) % len(self.links)
+        start = (int(obj_id[3:11], 16) if order is None else order) % len(self.links)
         ring = self.links[start:] + self.links[:start]
         return sorted(
             (link for link in ring if not link.banned_for()),
@@ -419,6 +429,7 @@ class Fetcher:
             if len(held) >= WRITE_GROUP:
                 await flush()
             link.bytes_in += len(piece)
+            link.last_rx = trio.current_time()
             progress.received += len(piece)
             deadline.moved(len(piece))
 

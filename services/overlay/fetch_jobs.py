@@ -43,9 +43,10 @@ class _Job:
     error: oap.OapError | None = None
     waiters: int = 0
     last_waited: float = 0.0
+    order: int | None = None  # where its first caller asked to start among the providers
 
 
-Run = Callable[[str, Progress], Awaitable[overlay.Fetched]]
+Run = Callable[[str, Progress, int | None], Awaitable[overlay.Fetched]]
 
 
 class FetchJobs:
@@ -62,11 +63,13 @@ class FetchJobs:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    async def ask(self, obj_id: str, wait: float) -> overlay.Fetched:
-        """The outcome when it is there within ``wait`` s (0: wait for it); else the progress."""
+    async def ask(self, obj_id: str, wait: float, order: int | None = None) -> overlay.Fetched:
+        """The outcome when it is there within ``wait`` s (0: wait for it); else the progress.
+        ``order``: see ``overlay.Fetch`` (a fetch already under way keeps its own)."""
         job = self._jobs.get(obj_id)
         if job is None:
             job = self._spawn(obj_id)
+            job.order = order
         job.waiters += 1
         try:
             with trio.move_on_after(wait if wait > 0 else float("inf")):
@@ -94,7 +97,7 @@ class FetchJobs:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_when_orphaned, job, nursery.cancel_scope)
                 try:
-                    job.result = await self._run(obj_id, job.progress)
+                    job.result = await self._run(obj_id, job.progress, job.order)
                 except oap.OapError as exc:
                     job.error = exc
                 nursery.cancel_scope.cancel()

@@ -30,6 +30,7 @@ class PeerLink:
     ban_window: float = 600.0
     client: PeerClient | None = None
     bytes_in: int = 0
+    last_rx: float = -1e9  # trio clock of the last object bytes received from it
     last_error: str = ""
     pq: str = ""  # the last connection's posture: pq, fallback, off
     lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -37,6 +38,11 @@ class PeerLink:
         factory=lambda: collections.deque(maxlen=BAN_AFTER)
     )
     _banned_until: float = 0.0
+
+    def streaming_within(self, seconds: float) -> bool:
+        """Whether it sent object bytes in the last ``seconds``: busy, not gone (a request
+        of ours waits behind its other streams to us)."""
+        return trio.current_time() - self.last_rx < seconds
 
     def banned_for(self) -> float:
         """Seconds this peer stays banned (0: it may be asked)."""
