@@ -129,6 +129,9 @@ class Fetch(Request[Fetched]):
     # where to start among the listed peers (modulo their number; None: by the id), so a
     # caller spreads many fetches evenly (a chunked object's chunks: their index)
     order: int | None = attrs.field(default=None, validator=attrs.validators.optional(unsigned))
+    # the object ``id`` is a part of (a chunk's manifest object): a provider that sent a bad
+    # part of it is not asked for its other parts
+    group: str | None = attrs.field(default=None, validator=attrs.validators.optional(content_id))
 
 
 @attrs.frozen

@@ -53,9 +53,10 @@ class ChunkSource(Protocol):
         """The verified bytes of ``obj_id`` (at most one chunk), fetched through a peer if
         this node lacks it (and ``fetch``); ``GatewayError`` (not_found, ...) otherwise."""
 
-    async def fetch(self, obj_ids: list[str], first: int = 0) -> None:
+    async def fetch(self, obj_ids: list[str], first: int = 0, group: str | None = None) -> None:
         """Fetch these ids through peers at once (committed here when it returns); the k-th
-        starts at provider ``first + k`` (chunks spread evenly over the providers)."""
+        starts at provider ``first + k`` (chunks spread evenly over the providers); ``group``:
+        the object they are parts of (a provider that sent a bad one is not asked again)."""
 
     async def sizes(self, obj_ids: list[str]) -> list[tuple[int, bytes] | None]:
         """Each id's stored size and, when under one chunk, its first bytes (enough to tell a
@@ -260,7 +261,7 @@ class ChunkedObject:
     async def _fetch_one(self, chunk_id: str, index: int, done: trio.Event) -> None:
         try:
             if (await self._source.sizes([chunk_id]))[0] is None:  # held already: not again
-                await self._source.fetch([chunk_id], index)
+                await self._source.fetch([chunk_id], index, self.id)
         finally:
             done.set()
 
@@ -272,7 +273,7 @@ class ChunkedObject:
         held = await self._source.sizes(wanted)
         for i, (chunk_id, found) in enumerate(zip(wanted, held, strict=True)):
             if found is None:
-                await self._source.fetch([chunk_id], index + i)
+                await self._source.fetch([chunk_id], index + i, self.id)
         self._ahead = min(FETCH_AHEAD, self._ahead * 2)
 
     async def aclose(self) -> None:

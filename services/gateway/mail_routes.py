@@ -312,7 +312,7 @@ def _outgoing(index: int, item: object) -> proto.Outgoing:
     if not isinstance(item, dict) or "body" not in item or not set(item) <= {"body", "key"}:
         raise GatewayError("schema_invalid", f'{where} is {{"body": "<base64>", "key": "..."}}')
     key = item.get("key")
-    if key is not None and not (isinstance(key, str) and 1 <= len(key) <= proto.KEY_MAX):
+    if "key" in item and not (isinstance(key, str) and 1 <= len(key) <= proto.KEY_MAX):
         raise GatewayError("schema_invalid", f"{where}.key is 1-{proto.KEY_MAX} characters")
     text = item["body"]
     try:

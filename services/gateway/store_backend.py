@@ -285,7 +285,11 @@ class StoreBackend:
         return await self._open_local(obj_id, prefetch)
 
     async def _fetch(
-        self, obj_id: str, progress: Callable[[int], None] | None, order: int | None = None
+        self,
+        obj_id: str,
+        progress: Callable[[int], None] | None,
+        order: int | None = None,
+        group: str | None = None,
     ) -> None:
         """A long poll: each answer within FETCH_POLL_S says how far the fetch got, and
         ``progress`` pushes the request's deadline back by that (a progress deadline: any size
@@ -298,7 +302,7 @@ class StoreBackend:
                 reply = await call(
                     self._overlay,
                     overlay.LOCAL,
-                    overlay.Fetch(id=obj_id, wait=FETCH_POLL_S, order=order),
+                    overlay.Fetch(id=obj_id, wait=FETCH_POLL_S, order=order, group=group),
                     timeout=FETCH_POLL_S + 2.0,
                 )
             except oap.OapError as exc:
@@ -380,12 +384,12 @@ class StoreBackend:
     def can_fetch(self) -> bool:
         return self._overlay is not None
 
-    async def fetch(self, obj_ids: list[str], first: int = 0) -> None:
+    async def fetch(self, obj_ids: list[str], first: int = 0, group: str | None = None) -> None:
         """Best effort: a fetch that fails here is tried again (and answered) by ``load``."""
 
         async def one(obj_id: str, order: int) -> None:
             with contextlib.suppress(GatewayError):
-                await self._fetch(obj_id, None, order)
+                await self._fetch(obj_id, None, order, group)
 
         async with trio.open_nursery() as nursery:
             for k, obj_id in enumerate(obj_ids):

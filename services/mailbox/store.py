@@ -100,14 +100,21 @@ def _receipts(n: int) -> list[str]:
     return [rand[16 * i : 16 * i + 16] for i in range(n)]
 
 
+_SEQ_MAX = (1 << 63) - 1  # SQLite's largest INTEGER
+
+
 def _seqs(receipts: Sequence[str]) -> list[int]:
+    """The message sequence each receipt names; a receipt that cannot be one of ours (not
+    hex, negative, past SQLite's integers) names none: it is stale, never an error."""
     out = []
     for receipt in receipts:
         head = receipt.partition(".")[0]
         try:
-            out.append(int(head, 16))
+            seq = int(head, 16)
         except ValueError:
-            continue  # not one of ours: stale
+            continue
+        if 0 <= seq <= _SEQ_MAX:
+            out.append(seq)
     return out
 
 

@@ -171,8 +171,8 @@ async def main(ctx: ServiceContext) -> None:
 
         async def dispatch(req: Request[object]) -> object:
             match req:
-                case overlay.Fetch(id=obj_id, wait=wait, order=order):
-                    return await fetcher.fetch(obj_id, wait, order)
+                case overlay.Fetch(id=obj_id, wait=wait):
+                    return await fetcher.fetch(obj_id, wait, req)
                 case overlay.Peers():
                     return overlay.PeerList(tuple(fetcher.peers() + peer_server.inbound_peers()))
                 case overlay.Locate(node_id=node_id):

@@ -64,6 +64,7 @@ Room = Callable[[], Awaitable[int]]
 ASK_TIMEOUT = 5.0  # seconds for a provider's first answer (START or an error)
 DELIVER_TIMEOUT = 10.0  # seconds for a peer to make a batch of messages durable
 MAX_FOUND = 256  # links kept to nodes the DHT named
+MAX_GROUPS = 256  # objects whose bad providers are remembered (``overlay.Fetch.group``)
 WRITE_GROUP = 256 << 10  # bytes of DATA held before they go to the temp file
 Discover = Callable[[str], Awaitable[dht.ProvsFound]]
 """The providers the DHT knows of an object (svc-dht's ``findprovs``)."""
@@ -126,6 +127,7 @@ class Fetcher:
         self.meter = meter
         self.reserved = 0  # bytes of the store promised to fetches under way
         self.jobs = FetchJobs(self._fetch)
+        self._dropped: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -173,19 +175,30 @@ class Fetcher:
             self._nursery.start_soon(link.client.conn.channel.aclose)
 
     async def fetch(
-        self, obj_id: str, wait: float = 0.0, order: int | None = None
+        self, obj_id: str, wait: float = 0.0, hints: overlay.Fetch | None = None
     ) -> overlay.Fetched:
         """``obj_id`` from the peers (see the module doc); within ``wait`` s, else the progress;
-        ``order``: where to start among the listed peers (``overlay.Fetch``)."""
+        ``hints``: the request's ``order`` and ``group`` (``overlay.Fetch``)."""
         if not self.links and self.discover is None:
             raise oap.OapError("not_found", f"no object {obj_id} here, and no peers to ask")
-        return await self.jobs.ask(obj_id, wait, order)
+        return await self.jobs.ask(obj_id, wait, hints)
 
-    async def _fetch(self, obj_id: str, progress: Progress, order: int | None) -> overlay.Fetched:
-        listed = self._providers(obj_id, order)
+    async def _fetch(
+        self, obj_id: str, progress: Progress, hints: overlay.Fetch | None = None
+    ) -> overlay.Fetched:
+        group = hints.group if hints is not None else None
+        dropped = self._dropped.get(group, set()) if group else set()
+        listed = [
+            lk
+            for lk in self._providers(obj_id, hints.order if hints is not None else None)
+            if lk.addr.node_id not in dropped
+        ]
         with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
             round_ = _Round(
-                obj_id, progress, _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate)
+                obj_id,
+                progress,
+                _ProgressDeadline(deadline, self.fetch_timeout, self.min_rate),
+                group=group,
             )
             # a banned peer is not asked: it may hold the object, so no 404 can follow
             round_.outcomes.extend(["banned"] * (len(self.links) - len(listed)))
@@ -310,6 +323,17 @@ class Fetcher:
         reply: mailbox.Sent = mailbox.PROTOCOL.parse_reply(answer, request)
         return reply
 
+    def _drop_for(self, group: str | None, link: PeerLink) -> None:
+        """A provider that sent a bad part of object ``group`` is not asked for its other
+        parts (bounded: the last ``MAX_GROUPS`` objects)."""
+        if not group:
+            return
+        self._dropped.setdefault(group, set()).add(link.addr.node_id)
+        self._dropped.move_to_end(group)
+        while len(self._dropped) > MAX_GROUPS:
+            self._dropped.popitem(last=False)
+        logs.log("provider_dropped", level="warning", peer=link.addr.node_id, group=group)
+
     def _providers(self, obj_id: str, order: int | None = None) -> list[PeerLink]:
         """Peers to ask, in order: a start that depends on the id (spreads load) or on the
         caller's ``order``, the ones that failed last time at the end, the banned ones not at
@@ -360,6 +384,7 @@ class Fetcher:
             reason = exc.reason if isinstance(exc, oap.OapError) else ""
             if reason in UNVERIFIED:
                 link.integrity_failure(obj_id, link.last_error)
+                self._drop_for(round_.group, link)
             full = reason == "insufficient_storage"
             round_.outcomes.append("insufficient_storage" if full else "down")
             return
@@ -486,6 +511,7 @@ class _Round:
     deadline: _ProgressDeadline
     won: list[_Copy] = attrs.field(factory=list)
     outcomes: list[str] = attrs.field(factory=list)  # not_found, down, insufficient_storage
+    group: str | None = None  # the object this id is a part of (``overlay.Fetch.group``)
 
 
 class _ProgressDeadline:

@@ -43,10 +43,10 @@ class _Job:
     error: oap.OapError | None = None
     waiters: int = 0
     last_waited: float = 0.0
-    order: int | None = None  # where its first caller asked to start among the providers
+    hints: overlay.Fetch | None = None  # its first caller's request (order, group)
 
 
-Run = Callable[[str, Progress, int | None], Awaitable[overlay.Fetched]]
+Run = Callable[[str, Progress, overlay.Fetch | None], Awaitable[overlay.Fetched]]
 
 
 class FetchJobs:
@@ -63,13 +63,15 @@ class FetchJobs:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    async def ask(self, obj_id: str, wait: float, order: int | None = None) -> overlay.Fetched:
+    async def ask(
+        self, obj_id: str, wait: float, hints: overlay.Fetch | None = None
+    ) -> overlay.Fetched:
         """The outcome when it is there within ``wait`` s (0: wait for it); else the progress.
-        ``order``: see ``overlay.Fetch`` (a fetch already under way keeps its own)."""
+        ``hints``: the request's ``order`` and ``group`` (a fetch under way keeps its own)."""
         job = self._jobs.get(obj_id)
         if job is None:
             job = self._spawn(obj_id)
-            job.order = order
+            job.hints = hints
         job.waiters += 1
         try:
             with trio.move_on_after(wait if wait > 0 else float("inf")):
@@ -97,7 +99,7 @@ class FetchJobs:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_when_orphaned, job, nursery.cancel_scope)
                 try:
-                    job.result = await self._run(obj_id, job.progress, job.order)
+                    job.result = await self._run(obj_id, job.progress, job.hints)
                 except oap.OapError as exc:
                     job.error = exc
                 nursery.cancel_scope.cancel()

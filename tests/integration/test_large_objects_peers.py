@@ -17,6 +17,7 @@ import trio
 from ipc import manifest
 from tests.integration.test_fetch_hostile import hostile_peer
 from tests.integration.test_overlay_nodes import _gateway, node, overlay_addr, put_file
+from tests.support.node_harness import poll_until
 
 pytestmark = pytest.mark.integration
 MiB = manifest.CHUNK
@@ -76,7 +77,8 @@ async def test_a_provider_that_sends_a_corrupt_chunk_is_passed_over_and_never_se
 ) -> None:
     """B lists a liar first and then A: the liar serves A's store, except one chunk it sends
     with a byte flipped (and B asks it first for that chunk). B's client gets the object whole;
-    the bad copy is dropped and counted against the liar."""
+    the bad copy is dropped and counted against the liar, and the liar is not asked for the
+    object's other chunks from then on."""
     data = os.urandom(8 * MiB)
     obj_id = manifest.object_id(data)
     chunk_ids = [manifest.object_id(data[i : i + MiB]) for i in range(0, len(data), MiB)]
@@ -87,8 +89,9 @@ async def test_a_provider_that_sends_a_corrupt_chunk_is_passed_over_and_never_se
             src.write_bytes(data)
             assert await put_file(a, src) == obj_id
             store = next(a.runtime_dir.rglob(chunk_ids[0][3:])).parent.parent
-            # the liar is peers[0]: asked first for the ids whose ring starts at 0
-            bad = next(c for c in chunk_ids if int(c[3:11], 16) % 2 == 0)
+            # the liar is peers[0]: asked first for the even chunks (a chunk's index is where
+            # its fetch starts among the providers: overlay fetch "order")
+            bad = chunk_ids[2]
             liar = await stack.enter_async_context(
                 hostile_peer("corrupt", "--root", str(store), "--corrupt", bad)
             )
@@ -97,8 +100,16 @@ async def test_a_provider_that_sends_a_corrupt_chunk_is_passed_over_and_never_se
             )
             got = await trio.to_thread.run_sync(stream_get, *_gateway(b), f"/o/{obj_id}")
             assert got == data
-            failed = [
-                json.loads(line) for line in b.logs().splitlines() if '"fetch_failed"' in line
-            ]
-            assert any(f["id"] == bad and f["peer"] == liar.addr.split("@")[0] for f in failed)
+            liar_id = liar.addr.split("@")[0]
+
+            def events(name: str) -> list[dict]:
+                return [json.loads(x) for x in b.logs().splitlines() if f'"{name}"' in x]
+
+            async def logged() -> list[dict] | None:  # the log reaches the file a bit later
+                failed = events("fetch_failed")
+                seen = any(f["id"] == bad and f["peer"] == liar_id for f in failed)
+                return (events("provider_dropped") or None) if seen else None
+
+            dropped = await poll_until(logged, 10, "provider_dropped in B's log")
+            assert {(d["peer"], d["group"]) for d in dropped} == {(liar_id, obj_id)}, dropped
             assert liar.streamed > 0  # it did send (some of) its bad copy

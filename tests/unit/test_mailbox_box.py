@@ -174,3 +174,18 @@ def test_one_owner_cannot_fill_the_node_with_mailboxes(tmp_path: Path) -> None:
     with pytest.raises(oap.OapError, match="5 mailboxes"):
         send("c0", "token:cc")
     assert len(db.usage) == 5
+
+
+async def test_a_receipt_naming_a_huge_sequence_is_stale_not_a_crash(tmp_path: Path) -> None:
+    """A receipt is the client's string: one whose sequence part does not fit SQLite's
+    integers (schemathesis sent "999...9") crashed svc-mailbox with OverflowError; it is
+    simply stale, and the real receipt beside it still acks."""
+    box = Mailboxes(open_db(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(box.run)
+        await box.send("q", False, [proto.Outgoing(b"hi")])
+        (got,) = (await box.receive("q", 1, None, 0.0)).messages
+        huge = ["9" * 30, "f" * 17 + ".1.00", "-1.1.00", got.receipt]
+        changed = await box.ack("q", huge)
+        assert changed.count == 1 and changed.stale == tuple(huge[:3])
+        nursery.cancel_scope.cancel()
