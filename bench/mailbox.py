@@ -9,8 +9,8 @@ All in one run, on the same filesystem (a temp dir on disk), 1 KiB messages, 16 
 - ``http``: the same node through the gateway: one message per ``POST /mb/{mailbox}``,
   ``receive?max=64&wait=1``, one ack request per received batch (keep-alive connections, one
   thread each);
-- ``http batch route``: the same through ``POST /mb/{mailbox}/batch``: ``--batch`` messages per
-  request, and each received batch acked in one request;
+- ``http batch route``: the same, producers sending ``--batch`` messages per ``POST
+  /mb/{mailbox}/batch``; consumers ack each received batch in one ``/ack`` (no write slot);
 - ``redis streams``: Debian's ``redis-server`` with ``appendonly yes``, ``appendfsync always``:
   ``XADD`` per message, ``XREADGROUP COUNT 64 BLOCK``, ``XACK`` per batch (redis-py, one thread
   and connection per producer/consumer);
@@ -77,6 +77,7 @@ class Tally:
     def __init__(self) -> None:
         self.acked = 0
         self.sent = 0
+        self.refused = 0  # batch-route sends refused (busy, full): retried
         self.stop = False
         self.lock = threading.Lock()
 
@@ -204,10 +205,20 @@ def http_batch_cell(gateway: str, token: str, seconds: float, batch: int) -> tup
     def producer() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         while not tally.stop:
-            conn.request("POST", path, body=sends, headers=auth)
-            resp = conn.getresponse()
-            resp.read()
+            try:
+                conn.request("POST", path, body=sends, headers=auth)
+                resp = conn.getresponse()
+                resp.read()
+            except (http.client.HTTPException, OSError):
+                # refused while the body was still going out (429 busy, then the connection
+                # closes: the answer is lost in the reset): a new connection, as a client would
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                tally.refused += 1
+                time.sleep(0.01)
+                continue
             if resp.status != 200:
+                tally.refused += 1
                 time.sleep(0.01)
 
     def consumer() -> None:
@@ -220,8 +231,10 @@ def http_batch_cell(gateway: str, token: str, seconds: float, batch: int) -> tup
             got = json.loads(resp.read()).get("messages", [])
             if not got:
                 continue
-            body = json.dumps({"ack": [m["receipt"] for m in got]}).encode()
-            conn.request("POST", path, body=body, headers=auth)
+            # acks take no write slot on /ack (a batch does: with 16 producers holding the
+            # gateway's 16 write slots, a consumer's batch of acks was refused 429)
+            body = json.dumps({"receipts": [m["receipt"] for m in got]}).encode()
+            conn.request("POST", f"/mb/{MAILBOX}-batch/ack", body=body, headers=auth)
             resp = conn.getresponse()
             tally.add(int(json.loads(resp.read()).get("acked", 0)))
 
