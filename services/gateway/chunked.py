@@ -66,8 +66,12 @@ class ChunkSource(Protocol):
     def can_fetch(self) -> bool:
         """Whether a missing chunk can be fetched from a peer."""
 
-    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
-        """(bytes, objects) the store can still take; None if unknown."""
+    async def reserve(self, size: int, objects: int, what: str) -> None:
+        """Hold ``size`` bytes and ``objects`` objects of the store's free space for a fetch
+        (507 ``insufficient_storage`` if they do not fit beside what is held already)."""
+
+    def release(self, size: int, objects: int) -> None:
+        """Give back what ``reserve`` held."""
 
 
 class ChunkedObject:
@@ -87,6 +91,7 @@ class ChunkedObject:
         self._fetching: dict[str, trio.Event] = {}  # chunk id -> set once fetched (or failed)
         self._next: tuple[str, trio.Event, list[bytes]] | None = None  # the chunk read ahead
         self._end = root.size  # where the range being served ends (``prepare``)
+        self._held: tuple[int, int] = (0, 0)  # (bytes, objects) reserved for chunks to fetch
 
     def use(self, nursery: trio.Nursery) -> None:
         """Fetch ahead in ``nursery`` (the request's): a sliding window of chunks past the one
@@ -125,17 +130,13 @@ class ChunkedObject:
                 raise GatewayError("manifest_invalid", f"chunk {index} of {self.id} is a manifest")
 
     async def _check_room(self, missing: list[int]) -> None:
-        """What must come from peers has to fit the store (507 before a byte is fetched)."""
-        if not missing or not self._source.can_fetch:
+        """What must come from peers is reserved against the store's free space first (507
+        before a byte is fetched; held until this read ends)."""
+        if not missing or not self._source.can_fetch or self._held != (0, 0):
             return
         need = sum(self.manifest.entry_size(i) for i in missing)
-        free = await self._source.free_space(fresh=True)
-        if free is not None and (need > free[0] or len(missing) > free[1]):
-            raise GatewayError(
-                "insufficient_storage",
-                f"{self.id} needs {need} more bytes in {len(missing)} chunks from peers; "
-                f"the store can take {free[0]} bytes and {free[1]} objects",
-            )
+        await self._source.reserve(need, len(missing), f"{self.id} ({len(missing)} chunks)")
+        self._held = (need, len(missing))
 
     async def read(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes from ``offset``, never past the end of the chunk holding it."""
@@ -278,6 +279,9 @@ class ChunkedObject:
 
     async def aclose(self) -> None:
         self._chunk = None
+        if self._held != (0, 0):
+            self._source.release(*self._held)
+            self._held = (0, 0)
 
 
 CommitPiece = Callable[[str, int, str], Awaitable[Stored]]

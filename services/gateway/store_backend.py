@@ -183,6 +183,8 @@ class StoreBackend:
         self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
         self._sizes: dict[str, int] = {}
         self._usage: tuple[float, UsageReply] | None = None  # (when read, reply)
+        # (bytes, objects) held for chunked objects being fetched from peers (``reserve``)
+        self._reserved: tuple[int, int] = (0, 0)
 
     async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
         """(bytes, objects) svc-storage can still take, read at most once per
@@ -196,6 +198,22 @@ class StoreBackend:
                 return None
         usage = self._usage[1]
         return max(0, usage.max_bytes - usage.bytes), max(0, usage.max_objects - usage.objects)
+
+    async def reserve(self, size: int, objects: int, what: str) -> None:
+        free = await self.free_space(fresh=True)
+        if free is None:
+            return  # unknown: svc-storage refuses each chunk itself if it does not fit
+        room, slots = free[0] - self._reserved[0], free[1] - self._reserved[1]
+        if size > room or objects > slots:
+            raise GatewayError(
+                "insufficient_storage",
+                f"{what} needs {size} bytes from peers; the store can take {max(0, room)} "
+                f"more bytes and {max(0, slots)} objects beside the fetches under way",
+            )
+        self._reserved = (self._reserved[0] + size, self._reserved[1] + objects)
+
+    def release(self, size: int, objects: int) -> None:
+        self._reserved = (self._reserved[0] - size, self._reserved[1] - objects)
 
     def forget_usage(self) -> None:
         """A write is on its way: the next early check reads the usage afresh."""

@@ -17,7 +17,8 @@ import trio
 from ipc import manifest
 from tests.integration.test_fetch_hostile import hostile_peer
 from tests.integration.test_overlay_nodes import _gateway, node, overlay_addr, put_file
-from tests.support.node_harness import poll_until
+from tests.support.node_harness import FAST_CONFIG, http_request, poll_until, start_node
+from tests.support.profile_config import services_toml
 
 pytestmark = pytest.mark.integration
 MiB = manifest.CHUNK
@@ -106,10 +107,52 @@ async def test_a_provider_that_sends_a_corrupt_chunk_is_passed_over_and_never_se
                 return [json.loads(x) for x in b.logs().splitlines() if f'"{name}"' in x]
 
             async def logged() -> list[dict] | None:  # the log reaches the file a bit later
-                failed = events("fetch_failed")
-                seen = any(f["id"] == bad and f["peer"] == liar_id for f in failed)
+                failed = events("fetch_failed")  # its copy did not hash to the id
+                seen = any(
+                    f["id"] == bad and f["peer"] == liar_id and "digest_mismatch" in f["reason"]
+                    for f in failed
+                )
                 return (events("provider_dropped") or None) if seen else None
 
             dropped = await poll_until(logged, 10, "provider_dropped in B's log")
             assert {(d["peer"], d["group"]) for d in dropped} == {(liar_id, obj_id)}, dropped
-            assert liar.streamed > 0  # it did send (some of) its bad copy
+
+
+async def test_what_a_fetch_needs_is_reserved_before_its_first_byte(tmp_path: Path) -> None:
+    """B's store takes 12 MiB. X (8 MiB) streams slowly from A; Y (8 MiB) asked meanwhile
+    would fit what is free at that moment, but not beside X's reservation: 507 before a byte
+    (without the reservation Y began, then its body was cut when the store filled)."""
+    x, y = os.urandom(8 * MiB), os.urandom(8 * MiB)
+    paced = services_toml("micronode", {"svc-overlay": {"rate_peer": 2_000_000.0}})
+    small = services_toml("micronode", {"svc-storage": {"max_bytes": 12 * MiB}})
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            (tmp_path / "a").mkdir()
+            a = await stack.enter_async_context(
+                start_node(tmp_path / "a", config=FAST_CONFIG + "\n" + paced)
+            )
+            ids = []
+            for data, name in ((x, "x"), (y, "y")):
+                (tmp_path / name).write_bytes(data)
+                ids.append(await put_file(a, tmp_path / name))
+            peers = f"[overlay]\npeers = {json.dumps([await overlay_addr(a)])}\n"
+            (tmp_path / "b").mkdir()
+            b = await stack.enter_async_context(
+                start_node(tmp_path / "b", config=FAST_CONFIG.replace("[overlay]\n", peers) + small)
+            )
+            host, port = _gateway(b)
+            answers: dict[str, object] = {}
+
+            async def get_x() -> None:
+                answers["x"] = await trio.to_thread.run_sync(stream_get, host, port, f"/o/{ids[0]}")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(get_x)
+                while await b.metric("object_chunk_reads_total") < 1:  # X's first chunk is out
+                    await trio.sleep(0.01)
+                second = await trio.to_thread.run_sync(
+                    lambda: http_request(host, port, "GET", f"/o/{ids[1]}", timeout=30)
+                )
+            assert answers["x"] == x
+            assert second.status == 507 and second.reason() == "insufficient_storage"
+            assert "beside the fetches under way" in second.json()["detail"]

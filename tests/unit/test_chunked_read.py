@@ -39,8 +39,11 @@ class LyingSource:
             for i in obj_ids
         ]
 
-    async def free_space(self, *, fresh: bool = False) -> tuple[int, int] | None:
-        return None
+    async def reserve(self, size: int, objects: int, what: str) -> None:
+        pass
+
+    def release(self, size: int, objects: int) -> None:
+        pass
 
 
 def digest(data: bytes) -> bytes:
