@@ -97,7 +97,7 @@ class ChunkedObject:
         """Fetch ahead in ``nursery`` (the request's): a sliding window of chunks past the one
         being read (the first alone, for the first byte; then doubling up to ``FETCH_AHEAD``),
         each fetched as soon as a place frees, so a slow provider holds up only its own
-        chunks. Without it, chunks come in growing batches."""
+        chunks. Without it (a reader outside a request), each chunk is fetched when read."""
         self._nursery = nursery
 
     async def prepare(self, start: int, end: int) -> None:
@@ -190,13 +190,11 @@ class ChunkedObject:
         except GatewayError as err:
             if err.reason != "not_found" or not self._source.can_fetch:
                 raise
-            if self._nursery is not None:
+            if self._nursery is not None:  # else ``load`` fetches this one alone
                 self._ahead_of(node, index)
                 await self._fetching[chunk_id].wait()
                 del self._fetching[chunk_id]
                 self._ahead = min(FETCH_AHEAD, self._ahead * 2)  # the first chunk came alone
-            else:
-                await self._fetch_from(node, index)
             load = self._load_retrying if patient else self._source.load
             data = await load(chunk_id)
         want = node.entry_size(index)
@@ -265,17 +263,6 @@ class ChunkedObject:
                 await self._source.fetch([chunk_id], index, self.id)
         finally:
             done.set()
-
-    async def _fetch_from(self, node: manifest.Manifest, index: int) -> None:
-        """This chunk and the next few this node lacks, fetched in parallel (the first alone,
-        so the first byte waits for one chunk only; then 2, 4, ... ``FETCH_AHEAD``)."""
-        last = min(len(node.entries), index + self._ahead)
-        wanted = [node.entry_id(i) for i in range(index, last)]
-        held = await self._source.sizes(wanted)
-        for i, (chunk_id, found) in enumerate(zip(wanted, held, strict=True)):
-            if found is None:
-                await self._source.fetch([chunk_id], index + i, self.id)
-        self._ahead = min(FETCH_AHEAD, self._ahead * 2)
 
     async def aclose(self) -> None:
         self._chunk = None

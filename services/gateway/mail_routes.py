@@ -280,6 +280,11 @@ BATCH_CAP = 1_572_864
 _BATCH_SHAPE = '{"send": [{"body": "<base64>", "key": "..."}], "ack": ["<receipt>"]}'
 
 
+def _receipt_strings(items: list[object]) -> bool:
+    """Whether every item could be a receipt (a string of 1-128 characters)."""
+    return all(isinstance(r, str) and 0 < len(r) <= 128 for r in items)
+
+
 def _parse_batch(raw: bytes) -> tuple[tuple[proto.Outgoing, ...], tuple[str, ...]]:
     """A batch body's messages and receipts; 400/422 with the expected shape otherwise."""
     try:
@@ -295,7 +300,7 @@ def _parse_batch(raw: bytes) -> tuple[tuple[proto.Outgoing, ...], tuple[str, ...
     sends, acks = doc.get("send", []), doc.get("ack", [])
     if len(sends) > proto.MAX_BATCH or len(acks) > proto.MAX_BATCH:
         raise GatewayError("schema_invalid", f"at most {proto.MAX_BATCH} sends and acks each")
-    if not all(isinstance(r, str) and 0 < len(r) <= 128 for r in acks):
+    if not _receipt_strings(acks):
         raise GatewayError("schema_invalid", "ack is a list of receipt strings")
     outgoing = tuple(_outgoing(i, m) for i, m in enumerate(sends))
     total = sum(len(m.body) + len(m.key or "") + 16 for m in outgoing)
@@ -345,7 +350,7 @@ def _parse_change(raw: bytes, action: str) -> tuple[tuple[str, ...], float | Non
     if (
         not isinstance(receipts, list)
         or not 1 <= len(receipts) <= proto.MAX_BATCH
-        or not all(isinstance(r, str) and 0 < len(r) <= 128 for r in receipts)
+        or not _receipt_strings(receipts)
     ):
         raise GatewayError(
             "schema_invalid", f"receipts is a list of 1-{proto.MAX_BATCH} receipt strings"

@@ -187,12 +187,7 @@ class Fetcher:
         self, obj_id: str, progress: Progress, hints: overlay.Fetch | None = None
     ) -> overlay.Fetched:
         group = hints.group if hints is not None else None
-        dropped = self._dropped.get(group, set()) if group else set()
-        listed = [
-            lk
-            for lk in self._providers(obj_id, hints.order if hints is not None else None)
-            if lk.addr.node_id not in dropped
-        ]
+        listed = self._providers(obj_id, hints.order if hints is not None else None, group)
         with trio.CancelScope(deadline=trio.current_time() + self.fetch_timeout) as deadline:
             round_ = _Round(
                 obj_id,
@@ -205,7 +200,8 @@ class Fetcher:
             asked = len(self.links)
             await self._ask_all(round_, listed)
             if not round_.won and self.discover is not None:
-                found = await self._discovered(obj_id, round_, {lk.addr.node_id for lk in listed})
+                asked_ids = {lk.addr.node_id for lk in self.links}
+                found = await self._discovered(obj_id, round_, asked_ids)
                 asked += len(found)
                 await self._ask_all(round_, found)
         if deadline.cancelled_caught:
@@ -222,7 +218,8 @@ class Fetcher:
         return overlay.Fetched(id=obj_id, size=copy.size, peer=copy.peer)
 
     async def _discovered(self, obj_id: str, round_: _Round, asked: set[str]) -> list[PeerLink]:
-        """The providers the DHT names that were not asked yet (banned ones left out). A lookup
+        """The providers the DHT names that are not listed peers (banned ones, and ones dropped
+        for the object this id is a part of, left out). A lookup
         that could not see every holder, or a DHT that did not answer, counts as one provider
         "down": the fetch then answers 503, never a 404 it cannot be sure of."""
         assert self.discover is not None
@@ -239,7 +236,7 @@ class Fetcher:
             if found.node_id in asked or found.node_id == self.cert.node_id:
                 continue
             link = self._found_link(PeerAddr.parse(found.addr))
-            if not link.banned_for():
+            if self._askable(link, round_.group):
                 links.append(link)
         return links
 
@@ -334,16 +331,24 @@ class Fetcher:
             self._dropped.popitem(last=False)
         logs.log("provider_dropped", level="warning", peer=link.addr.node_id, group=group)
 
-    def _providers(self, obj_id: str, order: int | None = None) -> list[PeerLink]:
-        """Peers to ask, in order: a start that depends on the id (spreads load) or on the
-        caller's ``order``, the ones that failed last time at the end, the banned ones not at
-        all."""
+    def _askable(self, link: PeerLink, group: str | None) -> bool:
+        """Not banned, and not dropped for the object ``group`` (``_drop_for``)."""
+        if link.banned_for():
+            return False
+        return not group or link.addr.node_id not in self._dropped.get(group, ())
+
+    def _providers(
+        self, obj_id: str, order: int | None = None, group: str | None = None
+    ) -> list[PeerLink]:
+        """Listed peers to ask, in order: a start that depends on the id (spreads load) or on
+        the caller's ``order``, the ones that failed last time at the end, the banned ones
+        (and those dropped for ``group``) not at all."""
         if not self.links:
             return []
         start = (int(obj_id[3:11], 16) if order is None else order) % len(self.links)
         ring = self.links[start:] + self.links[:start]
         return sorted(
-            (link for link in ring if not link.banned_for()),
+            (link for link in ring if self._askable(link, group)),
             key=lambda link: link.state() == "down",
         )
 
