@@ -10,7 +10,7 @@ import ctypes
 import functools
 from typing import Any
 
-__all__ = ["malloc_trim", "prctl"]
+__all__ = ["libc", "malloc_trim", "prctl"]
 
 
 @functools.cache
@@ -23,3 +23,9 @@ def prctl() -> Any:
 def malloc_trim() -> Any:
     """glibc's ``malloc_trim(3)``: give freed heap memory back to the system (every arena)."""
     return ctypes.CDLL(None).malloc_trim
+
+
+@functools.cache
+def libc() -> Any:
+    """The C library as loaded in this process (pthread functions; errors are return codes)."""
+    return ctypes.CDLL(None)

@@ -56,10 +56,10 @@ class KeyFeed:
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll forever; ``started`` once the first key set is loaded (or after one failed try,
-        so reads are served while the identity service is still starting)."""
-        await self.poll_once()
+        """Poll forever; ``started`` at once: the service does not wait for the identity service
+        to be ready or serve (writes wait for the first key set: ``TokenGate.wait_loaded``)."""
         task_status.started()
+        await self.poll_once()
         while True:
             if not await self.poll_once(LONG_POLL_S):
                 await trio.sleep(RETRY_S)

@@ -46,7 +46,8 @@ from kernel.config.services import SettingsError, structure_settings
 from kernel.exposes import exposes_of, provider
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
-from kernel.launch.warm_go import GoSocket
+from kernel.launch.live_lock import LiveLock, lock_path
+from kernel.launch.warm_go import GoSocket, hold_live_lock
 from kernel.metrics import Metrics
 
 T = TypeVar("T")
@@ -221,11 +222,15 @@ async def _serve(
         hooks = FaultHooks(name)
         ctx = ServiceContext(name, runtime_dir, data_dir, config, spec, bus, metrics, hooks)
         async with trio.open_nursery() as nursery:
+            # with warm spares on, the live instance holds the service's live lock for its life
+            lock = LiveLock.open(lock_path(runtime_dir, name))
 
             async def go_live() -> None:
                 if go is not None:
-                    await go.wait()
+                    await go.wait(lock)
                     procname.set_service_name(name)
+                elif lock is not None:
+                    await hold_live_lock(lock)
                 nursery.start_soon(hooks.serve, runtime_dir)  # main need not wait for it
                 nursery.start_soon(_heartbeat, ctx, config.supervisor.heartbeat_interval)
                 nursery.start_soon(_stop_on_shutdown, ctx, nursery.cancel_scope)

@@ -35,6 +35,7 @@ from kernel import childenv
 __all__ = [
     "ChildProcess",
     "ExecLauncher",
+    "Handover",
     "Launcher",
     "PidfdChild",
     "PopenChild",
@@ -74,6 +75,14 @@ class ChildProcess(Protocol):
 
 class Launcher(Protocol):
     async def spawn(self, spec: ServiceSpecLike, env: Mapping[str, str]) -> ChildProcess: ...
+
+
+class Handover(Protocol):
+    """A launcher's warm spares as the supervisor's loop steers them (``kernel.launch.warm``):
+    a spare may be armed to go live by itself the moment the live instance dies."""
+
+    def arm(self, name: str, pid: int, after: float) -> None: ...
+    def disarm(self, name: str, *, keep: bool) -> bool: ...
 
 
 class PidfdChild:

@@ -30,18 +30,22 @@ How (``kernel.launch.warm_go`` is the spare's side; ``_zygote_wire`` the exchang
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 import attrs
 import trio
 
+from kernel import childenv
 from kernel.launch.launcher import (
     ChildProcess,
     ServiceSpecLike,
     describe_returncode,
     reap_within,
 )
+from kernel.launch.live_lock import UNKNOWN, LiveLock, lock_path
 
 __all__ = ["Prepare", "WarmSpares"]
 
@@ -54,6 +58,8 @@ _WARM_WAIT = 10.0
 _MIN_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
 _CLOSE_DEADLINE = 2.0
+# an armed plan whose live instance does not hold its lock yet is looked at again this often
+_ARM_RETRY = 0.02
 
 # fork a warm spare of (spec, env): its child and the supervisor's end of its go socket; None
 # when there is no zygote that can (the pool tries again later)
@@ -71,6 +77,15 @@ class _Spare:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     warm: trio.Event = attrs.field(factory=trio.Event)
     settled: trio.Event = attrs.field(factory=trio.Event)  # warm, taken, dropped or dead
+    claimed: bool = False  # went live by itself (live lock): take() must hand it out
+
+
+@attrs.define(eq=False)
+class _Plan:
+    """Arm the spare of a service once ``at`` (trio time) has passed, for live instance ``pid``."""
+
+    pid: int
+    at: float
 
 
 class WarmSpares:
@@ -87,6 +102,9 @@ class WarmSpares:
         self._backoff: dict[str, float] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._locks: dict[str, LiveLock] = {}
+        self._plans: dict[str, _Plan] = {}
+        self._arm_wake = trio.Event()
 
     # ---- used by the launcher ---------------------------------------------------------------
 
@@ -95,11 +113,18 @@ class WarmSpares:
         if not getattr(spec, "spare", True):
             self.forget(spec.name)
             return
+        if spec.name not in self._locks and childenv.RUNTIME_DIR in env:
+            # before the first live instance exists: it takes the lock as it goes live
+            path = lock_path(Path(env[childenv.RUNTIME_DIR]), spec.name)
+            self._locks[spec.name] = LiveLock.create(path)
+        if self._wanted.get(spec.name, (None, None))[1] not in (None, dict(env)):
+            self.disarm(spec.name, keep=False)  # a spare prepared with the old env is stale
         self._wanted[spec.name] = (spec, dict(env))
         self._wake.set()
 
     def forget(self, name: str) -> None:
         """No spare of ``name`` any more (closed and reaped in the background)."""
+        self.disarm(name, keep=False)
         self._wanted.pop(name, None)
         spare = self._spares.pop(name, None)
         if spare is not None:
@@ -107,10 +132,11 @@ class WarmSpares:
 
     def take(self, spec: ServiceSpecLike, env: Mapping[str, str]) -> ChildProcess | None:
         """The spare of ``spec`` told to go live, if one was prepared with exactly ``env``."""
+        self.disarm(spec.name, keep=True)
         spare = self._spares.pop(spec.name, None)
         if spare is None:
             return None
-        if spare.module != spec.module or spare.env != dict(env):
+        if not spare.claimed and (spare.module != spec.module or spare.env != dict(env)):
             self._log("spare_stale", service=spec.name, pid=spare.child.pid)
             self._discard(spare)
             return None
@@ -122,6 +148,35 @@ class WarmSpares:
         spare.scope.cancel()  # its watcher lets go of it; the supervisor owns the child now
         self._backoff.pop(spec.name, None)
         return spare.child
+
+    def arm(self, name: str, pid: int, after: float) -> None:
+        """From ``after`` s on, let the spare of ``name`` go live by itself when ``pid`` (the
+        live instance) dies: the caller's policy restarts a crash at once from then on."""
+        if name in self._locks:
+            self._plans[name] = _Plan(pid, trio.current_time() + max(0.0, after))
+            self._arm_wake.set()
+
+    def disarm(self, name: str, *, keep: bool) -> bool:
+        """No spare of ``name`` goes live by itself from now on. True if one already had (the
+        live instance died): with ``keep`` the next ``take`` hands it out; without, it is
+        stopped like a live instance (TERM, then KILL) and forgotten."""
+        self._plans.pop(name, None)
+        lock = self._locks.get(name)
+        if lock is None:
+            return False
+        claimed = lock.disarm()
+        spare = self._spares.get(name)
+        if spare is None or claimed not in (spare.child.pid, UNKNOWN):
+            return False
+        if keep:
+            spare.claimed = True
+            return True
+        del self._spares[name]
+        spare.scope.cancel()
+        self._log("spare_retired", level="warning", service=name, pid=spare.child.pid)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._retire, spare)
+        return True
 
     def is_warm(self, name: str) -> bool:
         """Whether a spare of ``name`` is prepared and waiting (for tests and benches)."""
@@ -139,6 +194,7 @@ class WarmSpares:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._arming)
                 await self._keep()
         finally:
             self._nursery = None
@@ -182,6 +238,25 @@ class WarmSpares:
             with trio.move_on_after(_WARM_WAIT):
                 await spare.settled.wait()
 
+    async def _arming(self) -> None:
+        """Arm each planned spare once its time has come, it is warm, and the live instance
+        holds the live lock (it takes it as it starts: until then, look again shortly)."""
+        while True:
+            now, later = trio.current_time(), []
+            for name, plan in list(self._plans.items()):
+                spare = self._spares.get(name)
+                if spare is None or not spare.warm.is_set():
+                    continue  # _watch wakes us when it is
+                if plan.at > now:
+                    later.append(plan.at)
+                elif self._locks[name].arm(spare.child.pid, plan.pid):
+                    del self._plans[name]
+                else:
+                    later.append(now + _ARM_RETRY)
+            self._arm_wake = trio.Event()
+            with trio.move_on_at(min(later, default=float("inf"))):
+                await self._arm_wake.wait()
+
     def _retry_later(self, name: str) -> None:
         backoff = min(max(2 * self._backoff.get(name, 0.0), _MIN_BACKOFF), _MAX_BACKOFF)
         self._backoff[name] = backoff
@@ -205,6 +280,7 @@ class WarmSpares:
                     if word == b"w":
                         spare.warm.set()
                         spare.settled.set()
+                        self._arm_wake.set()
                         continue
                     break  # EOF: it is gone, or going
                 if self._spares.get(spare.name) is spare:
@@ -228,6 +304,12 @@ class WarmSpares:
         spare.scope.cancel()  # the watcher closes the go socket: the spare exits unused
         if self._nursery is not None:
             self._nursery.start_soon(self._reap, spare)
+
+    async def _retire(self, spare: _Spare) -> None:
+        """A spare that went live by itself, not to be taken: stopped like a live instance."""
+        _close(spare.go)
+        spare.child.send_signal(signal.SIGTERM)
+        await reap_within(spare.child, _CLOSE_DEADLINE)
 
     async def _reap(self, spare: _Spare) -> None:
         _close(spare.go)

@@ -3,12 +3,16 @@
 A warm spare (``kernel.launch.warm``) is a service process the fork server started ahead of a
 crash. Its harness (``kernel.service``) prepares everything that does not depend on being the
 live instance, then calls ``GoSocket.wait``: it sends ``w`` (the supervisor may count the spare
-as warm) and waits for ``g``. Anything else (EOF: the supervisor dropped the spare or is gone)
-ends the process at once with ``ORPHAN_EXIT``, before it has bound, published or written
-anything, which is why a spare can be thrown away at any moment.
+as warm) and waits for ``g``, or, where the service has a live lock (``kernel.launch.live_lock``),
+for the live instance to die while the supervisor has armed this spare: then it goes live by
+itself, without the supervisor's round trip. Anything else (EOF: the supervisor dropped the spare
+or is gone) ends the process at once with ``ORPHAN_EXIT``, before it has bound, published or
+written anything, which is why an unclaimed spare can be thrown away at any moment.
 
-Guarantee: ``wait`` returns at most once per process, and only after ``g``; the supervisor sends
-``g`` once per spare (it forgets the spare as it sends), so no spare goes live twice.
+Guarantee: ``wait`` returns at most once per process, and only after ``g`` or a claim; with a
+live lock it returns only once this process holds it, so no two processes act as the live
+instance at once, and no spare goes live twice (the supervisor sends ``g`` once per spare and
+arms each spare once).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from collections.abc import MutableMapping
 import trio
 
 from kernel import childenv
+from kernel.launch.live_lock import HolderThread, LiveLock
 
-__all__ = ["ORPHAN_EXIT", "GoSocket"]
+__all__ = ["ORPHAN_EXIT", "GoSocket", "hold_live_lock"]
 
 # the same code as a forked service released without Go (zygote.ORPHAN_EXIT)
 ORPHAN_EXIT = 70
@@ -43,9 +48,40 @@ class GoSocket:
             return None
         return cls(socket.socket(fileno=int(raw)))
 
-    async def wait(self) -> None:
-        """Say ``w``; return once ``g`` arrives. Exits the process (70) on anything else."""
+    async def wait(self, lock: LiveLock | None) -> None:
+        """Say ``w``; return once this process is the live instance: told ``g`` (and holding
+        ``lock``), or, with ``lock``, armed and the live instance dead (``kernel.launch.
+        live_lock``). Exits the process (70) on anything else from the supervisor."""
         self._sock.setblocking(False)
+        if lock is None:
+            await self._told_go()
+            self._sock.close()
+            return
+        held = trio.Event()
+        claimed = False
+
+        def on_held(by_claim: bool) -> None:  # in the holder thread
+            nonlocal claimed
+            claimed = by_claim
+            token.run_sync_soon(held.set)
+
+        token = trio.lowlevel.current_trio_token()
+        holder = HolderThread(lock, spare=True, on_held=on_held)
+        holder.start()
+        async with trio.open_nursery() as nursery:
+
+            async def told() -> None:
+                await self._told_go()
+                holder.go()
+
+            nursery.start_soon(told)
+            await held.wait()
+            if claimed:  # live by itself: the supervisor's g (if any) finds the socket open
+                nursery.cancel_scope.cancel()
+        if not claimed:
+            self._sock.close()
+
+    async def _told_go(self) -> None:
         # best effort: if the supervisor already sent g (it took us before we were warm) and
         # closed its end, this fails, and the g still waits to be read below
         with contextlib.suppress(OSError):
@@ -61,4 +97,12 @@ class GoSocket:
             word = b""
         if word != b"g":
             os._exit(ORPHAN_EXIT)  # never acted: nothing to clean up, no finaliser to run
-        self._sock.close()
+
+
+async def hold_live_lock(lock: LiveLock) -> None:
+    """Return once this process (not a spare: a service started the ordinary way) holds its
+    service's live lock; at once unless a process that held it is still being torn down."""
+    held = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+    HolderThread(lock, spare=False, on_held=lambda _: token.run_sync_soon(held.set)).start()
+    await held.wait()

@@ -35,10 +35,16 @@ from ipc._types import Labelled, LabelledGauge
 from ipc.events import KernelEvent, ServiceCrashed
 from ipc.plain import Json
 from kernel.health import HealthState, ServiceState
-from kernel.launch.launcher import ChildProcess, Launcher, ServiceSpecLike, describe_returncode
+from kernel.launch.launcher import (
+    ChildProcess,
+    Handover,
+    Launcher,
+    ServiceSpecLike,
+    describe_returncode,
+)
 from kernel.launch.output import MAX_LINE, pump_lines
 from kernel.supervisor.lifecycle import Lifecycle, Move, Phase, Request
-from kernel.supervisor.policy import CrashHistory, Quarantine
+from kernel.supervisor.policy import CrashHistory, Quarantine, Restart
 
 __all__ = [
     "MAX_LINE",
@@ -108,6 +114,8 @@ class ChildDeps:
     # Any: the caller's concrete spec class (kernel.config's), which it passes in and gets back
     env_for: Callable[[Any], Mapping[str, str]]
     metrics: SupervisorMetrics | None = None
+    # the launcher's warm spares, when a spare may go live by itself (kernel.launch.live_lock)
+    handover: Handover | None = None
 
 
 @attrs.frozen
@@ -170,6 +178,9 @@ class Child:
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
         self.done = trio.Event()
         self.last_respawn: RespawnTiming | None = None
+        # the latest Health of a process that was not (yet) ours: a spare that went live by
+        # itself reports before the crash it took over is seen (see on_health)
+        self._early_health: tuple[int, bool] | None = None
 
     # ---- control, called from other tasks ---------------------------------------------------
 
@@ -187,11 +198,14 @@ class Child:
 
         A Health published by another process than the current one (``sender``, when known) is
         from a process that is gone, sent just before it died: it must not make the replacement
-        look ready or alive, so it is dropped (and counted in the log at debug level).
+        look ready or alive, so it is dropped (and counted in the log at debug level). Or it is
+        from the warm spare that went live by itself as the current one died: it is kept, and
+        counts once that process is the current one (``_on_spawned``).
         """
         if sender is not None:
             status = self._deps.health.get(self.name)
             if status is None or status.pid != sender:
+                self._early_health = (sender, ok)
                 self._deps.log("stale_health_ignored", level="debug", service=self.name, pid=sender)
                 return
         self._deps.health.set(self.name, ok)
@@ -242,6 +256,7 @@ class Child:
     def _ask(self, request: Request) -> bool:
         if not self.life.ask(request):
             return False
+        self._disarm(keep=False)  # the request, not a spare, decides what runs next
         if self._scope is not None:
             self._scope.cancel()
         return True
@@ -356,6 +371,18 @@ class Child:
             restarts=restarts,
         )
         self._deps.log("service_spawned", service=self.name, pid=proc.pid)
+        early, self._early_health = self._early_health, None
+        if early is not None and early[0] == proc.pid:  # a spare that reported as it went live
+            health.set(self.name, early[1])
+        handover = self._deps.handover
+        if handover is not None and self.spec.restart == "permanent" and not self._asked:
+            handover.arm(self.name, proc.pid, self.history.at_once_in(now, now))
+
+    def _disarm(self, *, keep: bool) -> bool:
+        """No spare goes live by itself from now on; whether one already did (see
+        ``Handover.disarm``)."""
+        handover = self._deps.handover
+        return handover is not None and handover.disarm(self.name, keep=keep)
 
     async def _supervise(self, proc: ChildProcess) -> _Ended | None:
         """RUNNING until the process ends: how it ended on its own, or None when a request
@@ -390,6 +417,7 @@ class Child:
             return _Ended(describe_returncode(rc), rc != 0, time.monotonic(), rc)
         if life.request is None:  # no heartbeat in time: hung
             self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
+            self._disarm(keep=False)  # it is not dead yet: its end must not look like a crash
             # A hung process gets the short grace, not the drain deadline: it drains nothing.
             rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
             return _Ended(HEARTBEAT_TIMEOUT_REASON, True, time.monotonic(), rc)
@@ -435,9 +463,13 @@ class Child:
         else:
             deps.log("service_exited", service=self.name, reason=ended.reason)
         if not (mode == "permanent" or (mode == "transient" and ended.abnormal)):
+            self._disarm(keep=False)
             deps.health.update(self.name, state=ServiceState.STOPPED, pid=None)
             return Move.FINISHED
         decision = self.history.record_crash(time.monotonic(), uptime)
+        # a spare armed for this crash went live as it happened: kept if the decision is what
+        # it was armed for (restart at once; the arming made sure), else stopped again
+        self._disarm(keep=isinstance(decision, Restart) and decision.delay == 0)
         if isinstance(decision, Quarantine):
             self._quarantine(ended.reason)
             return Move.QUARANTINE

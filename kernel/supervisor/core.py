@@ -97,6 +97,7 @@ class Supervisor:
             output=output,
             env_for=env_for,
             metrics=metrics,
+            handover=getattr(launcher, "spares", None),
         )
         policy = RestartPolicy.from_config(config.supervisor)
         self._children: dict[str, Child] = {

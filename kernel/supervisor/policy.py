@@ -155,6 +155,21 @@ class CrashHistory:
         delay = 0.0 if d == 0.0 else min(d, self._rng.uniform(d / 2, d))
         return Restart(delay=delay, attempt=self._streak)
 
+    def at_once_in(self, now: float, started_at: float) -> float:
+        """Seconds from ``now`` until a crash of the process started at ``started_at`` would
+        be restarted at once (``Restart(delay=0)``), the history staying as it is: its run must
+        be stable (a new streak) unless the streak's next delay is 0 anyway, and the cap must
+        have room. Never decreases the room ``record_crash`` checks: a crash at or after that
+        time gets delay 0 (until the policy itself is changed)."""
+        policy = self.policy
+        at = now
+        if policy.bound(self._streak + 1) > 0:
+            at = max(at, started_at + policy.stable_after)
+        recent = [t for t in self._restarts if t > now - policy.restart_window]
+        if len(recent) >= policy.restart_cap:
+            at = max(at, recent[len(recent) - policy.restart_cap] + policy.restart_window)
+        return at - now
+
     def release(self) -> None:
         """Forget everything: the next crash is treated like a first crash."""
         self._streak = 0

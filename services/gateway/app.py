@@ -267,6 +267,11 @@ class GatewayApp:
         finally:
             self.writes.__exit__()
 
+    async def keys_loaded(self) -> None:
+        """Before a write's token is checked: a gateway just started waits for its keys."""
+        if self.guard is not None:
+            await self.guard.gate.wait_loaded()
+
     def _authorize(self, scope: Scope, op: str, name: str | None) -> caps.Token | None:
         """The token that allows this write (None when writes are open); before any body."""
         if self.guard is None:
@@ -610,6 +615,7 @@ def _name_doc(record: NameRecord) -> JsonObject:
 
 
 async def _put_object(app: GatewayApp, c: Call) -> None:
+    await app.keys_loaded()
     token = app._authorize(c.scope, "put", None)
     await app._put_object(c.scope, c.receive, c.ex, c.cs, token)
 
@@ -639,12 +645,14 @@ async def _get_name(app: GatewayApp, c: Call) -> None:
 
 async def _put_name(app: GatewayApp, c: Call) -> None:
     name = check_name(c.params["name"], c.scope)
+    await app.keys_loaded()
     app._authorize(c.scope, "name", name)
     await app._put_name(c.scope, c.receive, c.ex, name, c.cs)
 
 
 def _mail(serve: mail_routes.MailServe) -> Callable[[GatewayApp, Call], Awaitable[None]]:
     async def handle(app: GatewayApp, c: Call) -> None:
+        await app.keys_loaded()
         await serve(app.mail, c, app._authorize)
 
     return handle

@@ -56,9 +56,10 @@ async def main(ctx: ServiceContext) -> None:
     ctx.settings_as(IndexSettings)  # none today; the node refused any key before we started
     index = NameIndex(ctx.data_dir / INDEX_DIR)
     server = ctx.command_server(make_handler(ctx, index))
-    await ctx.live()  # a warm spare waits here; the database is the live instance's alone
     try:
+        # a warm spare opens its connections ahead and waits; only the live instance writes
         await index.open()
+        await ctx.live()
         logs.log("index_opened", path=str(index.path))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(index.run_committer)

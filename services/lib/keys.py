@@ -146,12 +146,21 @@ class KeyStore:
         self._roots = roots
         self.public_key = identity.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.node_id = node_id_of(self.public_key)
+        self._stamp: _Stamp | None = None  # the files as read_ahead found them
 
     @classmethod
-    def open(cls, directory: Path, *, now: float, identity_file: Path | None = None) -> KeyStore:
+    def open(
+        cls,
+        directory: Path,
+        *,
+        now: float,
+        identity_file: Path | None = None,
+        ahead: KeyStore | None = None,
+    ) -> KeyStore:
         """Load the keys in ``directory``, creating an identity and a first root key if absent.
         ``identity_file`` (``identity.key_file``): the identity comes from there (read, never
-        written) and ``directory`` holds a copy for the node's other services.
+        written) and ``directory`` holds a copy for the node's other services. ``ahead``:
+        what ``read_ahead`` returned (a warm spare's), used if the files are unchanged since.
         ``KeyCustodyError`` if anything there is not private to the node's user."""
         _check_private(directory, is_dir=True)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -163,6 +172,11 @@ class KeyStore:
             raw = read_identity_file(identity_file).private_bytes_raw()
             if not identity_path.exists() or identity_path.read_bytes() != raw:
                 write_private(identity_path, raw)
+        if ahead is not None and ahead._stamp is not None and ahead._stamp == _stamp(directory):
+            store = ahead  # nothing written since it was read (every write is a rename)
+            if not any(r.retire_at is None for r in store._roots):
+                store.rotate(now=now, overlap=0.0)
+            return store
         try:
             if identity_path.exists():
                 identity = Ed25519PrivateKey.from_private_bytes(identity_path.read_bytes())
@@ -176,6 +190,28 @@ class KeyStore:
         store = cls(directory, identity, roots)
         if not any(r.retire_at is None for r in roots):
             store.rotate(now=now, overlap=0.0)
+        return store
+
+    @classmethod
+    def read_ahead(cls, directory: Path) -> KeyStore | None:
+        """The keys as they are now, read without writing anything (a warm spare's start: the
+        keys are the live instance's, ``open(ahead=...)`` takes them if still current); None
+        when there are none yet or they cannot be read (``open`` then says why)."""
+        stamp = _stamp(directory)  # before reading: a write after it changes the stamp
+        if stamp is None:
+            return None
+        try:
+            for path in (directory, directory / IDENTITY_FILE, directory / CAPS_FILE):
+                _check_private(path, is_dir=path == directory)
+            raw = (directory / IDENTITY_FILE).read_bytes()
+            store = cls(
+                directory,
+                Ed25519PrivateKey.from_private_bytes(raw),
+                _load_roots(directory / CAPS_FILE),
+            )
+        except (OSError, KeyCustodyError, ValueError, TypeError, msgpack.UnpackException):
+            return None
+        store._stamp = stamp
         return store
 
     def sign(self, data: bytes) -> bytes:
@@ -224,6 +260,19 @@ class KeyStore:
     def _save(self) -> None:
         rows = [[r.kid, r.key, r.created, r.retire_at] for r in self._roots]
         write_private(self.directory / CAPS_FILE, msgpack.packb(rows, use_bin_type=True))
+
+
+_Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+def _stamp(directory: Path) -> _Stamp | None:
+    """(inode, mtime, size) of the identity and root-key files; None if either is missing."""
+    try:
+        a = (directory / IDENTITY_FILE).stat()
+        b = (directory / CAPS_FILE).stat()
+    except OSError:
+        return None
+    return (a.st_ino, a.st_mtime_ns, a.st_size), (b.st_ino, b.st_mtime_ns, b.st_size)
 
 
 def _load_roots(path: Path) -> list[RootKey]:

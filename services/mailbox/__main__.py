@@ -103,10 +103,12 @@ async def main(ctx: ServiceContext) -> None:
         if ident is None:
             logs.log("mailbox_no_identity", level="error", reason="svc-passport did not answer")
             raise SystemExit(2)
-        await ctx.live()  # a warm spare waits here: the database is the live instance's alone
         db = MailDb(ctx.data_dir / MAILBOX_DIR, settings.policy())
         try:
-            count = await trio.to_thread.run_sync(db.open)
+            await trio.to_thread.run_sync(db.connect)
+            # a warm spare waits here, connected: the tables are the live instance's alone
+            await ctx.live()
+            count = await trio.to_thread.run_sync(db.load)
             meter = DepthMeter(ctx.metrics, db, settings.depth_labels)
             box = Mailboxes(db, on_commit=meter.after_commit)
             meter.show_all()

@@ -202,25 +202,37 @@ class MailDb:
     # --- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> int:
-        """Create or open the database and load the usage; returns how many messages it holds.
+        """``connect`` then ``load``: returns how many messages the database holds."""
+        self.connect()
+        return self.load()
+
+    def connect(self) -> None:
+        """Create the directory and open the two connections; nothing read or written. A warm
+        spare does this ahead of a crash (only the live instance then loads and writes)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._w is None:
+            self._w = _connect(self.path)
+        if self._r is None:
+            self._r = _connect(self.path)
+
+    def load(self) -> int:
+        """Create the tables if needed and load the usage; how many messages it holds. The live
+        instance's alone (after ``connect``).
 
         O(mailboxes), not O(messages): usage is read from its table; a database from before
         that table has it counted from the rows once, here."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._w = _connect(self.path)
-        had_usage = self._w.execute(
+        had_usage = self.w.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'"
         ).fetchone()
         for statement in _SCHEMA:
-            self._w.execute(statement)
+            self.w.execute(statement)
         if had_usage is None:
             self._count_usage()
-        self._r = _connect(self.path)
-        rows = self._w.execute("SELECT key, messages, bytes, dead FROM usage").fetchall()
+        rows = self.w.execute("SELECT key, messages, bytes, dead FROM usage").fetchall()
         for key, count, size, dead in rows:
             if count:
                 self._apply_usage(key, count, size, dead)
-        top = self._w.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+        top = self.w.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         self.next_seq = int(top) + 1  # only the committer inserts: it numbers the rows itself
         return self.total[0]
 

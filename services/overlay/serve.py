@@ -178,6 +178,8 @@ class PeerServer:
                         try:
                             if self.commit is None:
                                 raise oap.OapError("unavailable", "this node takes no uploads")
+                            if self.gate is not None:
+                                await self.gate.wait_loaded()
                             authorize(self.gate, frame, request)
                             uploads.start(nursery, frame, request)
                         except oap.OapError as exc:
@@ -188,6 +190,8 @@ class PeerServer:
                         try:
                             if self.mail is None:
                                 raise oap.OapError("unavailable", "this node runs no mailbox")
+                            if self.gate is not None:
+                                await self.gate.wait_loaded()
                             stamped = authorize_mail(
                                 self.gate,
                                 frame,

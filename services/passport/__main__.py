@@ -16,7 +16,7 @@ from ipc.proto.codec import Request
 from kernel import logs
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
-from services.lib.keys import KeyCustodyError
+from services.lib.keys import KEYS_DIR, KeyCustodyError, KeyStore
 from services.passport.authority import Authority, revocations_of
 from services.passport.revocations import RevocationFull
 from services.passport.settings import PassportSettings
@@ -125,6 +125,7 @@ async def main(ctx: ServiceContext) -> None:
     # a warm spare reads the revocations ahead (up to 100,000 lines); once live, only the tail
     revoked = revocations_of(ctx.data_dir, ctx.config.auth)
     await trio.to_thread.run_sync(lambda: revoked.load(time.time(), compact=False))
+    keys = await trio.to_thread.run_sync(KeyStore.read_ahead, ctx.data_dir / KEYS_DIR)
     await ctx.live()  # keys, epoch and audit log are the live instance's alone
     try:
         authority = await trio.to_thread.run_sync(
@@ -134,6 +135,7 @@ async def main(ctx: ServiceContext) -> None:
                 now=time.time(),
                 identity_file=key_file,
                 revocations=revoked,
+                keys=keys,
             )
         )
     except KeyCustodyError as exc:

@@ -36,11 +36,15 @@ class Authority:
         now: float,
         identity_file: Path | None = None,
         revocations: Revocations | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         """``revocations``: loaded ahead (``revocations_of``, by a warm spare): only what was
-        appended since is read here."""
+        appended since is read here; ``keys``: likewise (``KeyStore.read_ahead``), taken if
+        no key file changed since."""
         self.auth = auth
-        self.keys = KeyStore.open(data_dir / KEYS_DIR, now=now, identity_file=identity_file)
+        self.keys = KeyStore.open(
+            data_dir / KEYS_DIR, now=now, identity_file=identity_file, ahead=keys
+        )
         if revocations is None:
             self.revocations = revocations_of(data_dir, auth)
             self.revocations.load(now)

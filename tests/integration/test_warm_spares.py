@@ -19,6 +19,7 @@ import trio
 
 from ipc import oap
 from ipc.commands import CommandClient
+from kernel.launch.live_lock import lock_path
 from tests.support.node_harness import FAST_CONFIG, RunningNode, pid_alive, poll_until, start_node
 
 pytestmark = pytest.mark.slow
@@ -181,3 +182,56 @@ async def test_a_spare_told_to_go_before_it_has_prepared_goes_live_once_ready(
             assert caught >= 1, f"no kill in {kills} came while a spare was preparing"
             assert (await node.service(STORAGE))["restarts"] == kills
             assert '"reason":"exit 70"' not in node.logs()
+
+
+def _lock_words(node: RunningNode, name: str) -> tuple[int, int, int]:
+    """(armed, claimed, holder) of the service's live lock page (``kernel.launch.live_lock``)."""
+    import struct
+
+    page = lock_path(node.runtime_dir, name).read_bytes()
+    armed, claimed, holder = struct.unpack_from("<iii", page, 128)
+    return armed, claimed, holder
+
+
+async def _armed(node: RunningNode, name: str, spare: int, live: int) -> None:
+    await poll_until(
+        lambda: _lock_words(node, name)[0] == spare and _lock_words(node, name)[2] == live,
+        20,
+        f"the spare {spare} of {name} armed, {live} holding the lock",
+    )
+
+
+async def test_an_armed_spare_goes_live_by_itself_and_a_request_disarms_it(
+    tmp_path: Path,
+) -> None:
+    """With the crash's restart certain (stable run, room under the cap), the spare is armed:
+    a kill -9 makes it live through the lock, without the supervisor's go (the page says it
+    claimed). An operator's stop or restart disarms it first: it does not claim the lock of
+    the instance the operator ends, and a stopped service stays down with its spare waiting."""
+    with trio.fail_after(120):
+        async with watched(tmp_path, ECHO) as (node, echo, live):
+            for _ in range(2):
+                spare = await echo.spare(warm_too=True)
+                await _armed(node, ECHO, spare, live)
+                os.kill(live, signal.SIGKILL)
+                live = await echo.one_live(not_pid=live)
+                assert live == spare
+                assert _lock_words(node, ECHO)[1] == spare, "it was told to go, not armed"
+
+            spare = await echo.spare(warm_too=True)
+            await _armed(node, ECHO, spare, live)
+            done = await node.ronctl("restart", ECHO)
+            assert done.returncode == 0, done.stderr
+            live = await echo.one_live(not_pid=live)
+            assert live == spare  # the restart took the spare, by its go
+            assert _lock_words(node, ECHO)[1] != spare
+
+            spare = await echo.spare(warm_too=True)
+            await _armed(node, ECHO, spare, live)
+            done = await node.ronctl("stop", ECHO)
+            assert done.returncode == 0, done.stderr
+            await poll_until(lambda: not pid_alive(live), 20, "the stopped instance to exit")
+            assert echo.live() == [] and echo.spares() == [spare]
+            assert _lock_words(node, ECHO)[:2] == (0, _lock_words(node, ECHO)[1])
+            assert _lock_words(node, ECHO)[1] != spare
+            assert (await node.service(ECHO))["state"] == "stopped"

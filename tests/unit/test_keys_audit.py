@@ -69,6 +69,27 @@ def test_rotation_keeps_the_previous_key_for_the_overlap_only(tmp_path: Path) ->
     assert reopened.active.kid == fresh.kid and reopened.active.key == fresh.key
 
 
+def test_keys_read_ahead_are_taken_only_while_no_key_file_changed(tmp_path: Path) -> None:
+    """A warm spare reads the keys ahead (nothing written); the live instance takes them only
+    if no key file was replaced since: a rotation in between is never missed."""
+    keys = tmp_path / "keys"
+    assert KeyStore.read_ahead(keys) is None  # nothing yet: open creates them
+    live = KeyStore.open(keys, now=T0)
+    before = sorted(os.listdir(keys))
+    ahead = KeyStore.read_ahead(keys)
+    assert ahead is not None and sorted(os.listdir(keys)) == before
+    assert KeyStore.open(keys, now=T0 + 1, ahead=ahead) is ahead
+
+    ahead = KeyStore.read_ahead(keys)
+    fresh = live.rotate(now=T0 + 2, overlap=100)  # the live instance rotates after the read
+    taken = KeyStore.open(keys, now=T0 + 3, ahead=ahead)
+    assert taken is not ahead and taken.active.kid == fresh.kid
+    (keys / IDENTITY_FILE).chmod(0o644)
+    assert KeyStore.read_ahead(keys) is None  # custody refused: open says why
+    with pytest.raises(KeyCustodyError):
+        KeyStore.open(keys, now=T0, ahead=ahead)
+
+
 # --- the audit chain ------------------------------------------------------------------------
 
 

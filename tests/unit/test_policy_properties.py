@@ -168,3 +168,31 @@ def test_stable_run_restarts_at_once_and_resets_the_streak() -> None:
 def test_invalid_knobs_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         RestartPolicy(**kwargs)
+
+
+@settings(max_examples=300)
+@given(scenarios(), st.integers(0, 40), st.integers(0, 2**32))
+def test_a_spare_is_never_armed_before_a_crash_would_restart_at_once(
+    scenario: tuple[RestartPolicy, list[tuple]], ran: int, seed: int
+) -> None:
+    """``at_once_in`` (when the supervisor lets a warm spare go live by itself): a crash at
+    that time, or any later one, gets ``Restart(delay=0)``; a spare that went live as the
+    process died is then exactly what the policy would have started."""
+    policy, ops = scenario
+    history = CrashHistory(policy, random.Random(seed))
+    now = 0.0
+    for op in ops:
+        if op[0] == "release":
+            history.release()
+        else:
+            now += op[1]
+            history.record_crash(now, float(op[2]))
+    started_at = now - ran
+    wait = history.at_once_in(now, started_at)
+    assert wait >= 0
+    for later in (0.0, 0.5, 7.0, policy.restart_window):
+        at = now + wait + later
+        copy = CrashHistory(policy, random.Random(seed))
+        copy._streak, copy._restarts = history._streak, history._restarts.copy()
+        decision = copy.record_crash(at, at - started_at)
+        assert isinstance(decision, Restart) and decision.delay == 0.0, (wait, later, decision)
