@@ -23,11 +23,40 @@ from ipc.proto import passport as proto
 from ipc.proto.codec import call
 from kernel import logs
 
-__all__ = ["LONG_POLL_S", "KeyFeed"]
+__all__ = ["KEY_WAIT", "LONG_POLL_S", "FirstKeys", "KeyFeed"]
 
 LONG_POLL_S = 1.0
 CALL_SLACK = 0.8  # a long poll's call timeout is LONG_POLL_S + this (< its LIVE_S)
 RETRY_S = 0.2  # after a failed poll (the identity service restarting, busy)
+# how long a write waits for the first poll (a service just started, or a spare just live)
+KEY_WAIT = 1.0
+
+
+class FirstKeys:
+    """Set once a service's first poll of svc-passport has come back (keys or not).
+
+    Why: a service is ready before that round trip (a respawn must not wait for a busy
+    process), so a write that needs a token waits for it here instead of being refused."""
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+
+    @classmethod
+    def none_needed(cls) -> FirstKeys:
+        """One already set (writes are open: nothing to wait for)."""
+        first = cls()
+        first.set()
+        return first
+
+    def set(self) -> None:
+        self._done.set()
+
+    async def wait(self, timeout: float = KEY_WAIT) -> None:
+        """Until the first poll came back (at once in the steady state), at most ``timeout``;
+        the gate then verifies with what it has (no keys: refused, 503)."""
+        if not self._done.is_set():
+            with trio.move_on_after(timeout):
+                await self._done.wait()
 
 
 class _Gate(Protocol):
@@ -38,10 +67,18 @@ class _Gate(Protocol):
 
 
 class KeyFeed:
-    def __init__(self, client: CommandClient, gate: _Gate, *, verifier: str) -> None:
+    def __init__(
+        self,
+        client: CommandClient,
+        gate: _Gate,
+        *,
+        verifier: str,
+        first: FirstKeys | None = None,
+    ) -> None:
         self._client = client
         self._gate = gate
         self._verifier = verifier
+        self._first = first
 
     async def poll_once(self, wait: float = 0.0) -> bool:
         """One poll (a long one when ``wait`` > 0); True if the identity service answered."""
@@ -57,9 +94,11 @@ class KeyFeed:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll forever; ``started`` at once: the service does not wait for the identity service
-        to be ready or serve (writes wait for the first key set: ``TokenGate.wait_loaded``)."""
+        to be ready or serve (writes wait for the first poll: ``FirstKeys``)."""
         task_status.started()
         await self.poll_once()
+        if self._first is not None:
+            self._first.set()
         while True:
             if not await self.poll_once(LONG_POLL_S):
                 await trio.sleep(RETRY_S)

@@ -47,7 +47,7 @@ from kernel.exposes import exposes_of, provider
 from kernel.faults import FaultHooks
 from kernel.launch import pdeathsig
 from kernel.launch.live_lock import LiveLock, lock_path
-from kernel.launch.warm_go import GoSocket, hold_live_lock
+from kernel.launch.warm_go import GoSocket, hold_live_lock, prepare_idle
 from kernel.metrics import Metrics
 
 T = TypeVar("T")
@@ -181,6 +181,8 @@ def run_service(main: Main, *, warm: bool = False) -> None:
     the process live before it calls ``main``."""
     pdeathsig.arm_from_env()
     go = GoSocket.take(os.environ)
+    if go is not None:
+        go.idle = prepare_idle()
     try:
         env = childenv.read_service_env(os.environ)
         name, runtime_dir, data_dir = env.name, env.runtime_dir, env.data_dir

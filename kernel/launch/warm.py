@@ -46,6 +46,7 @@ from kernel.launch.launcher import (
     reap_within,
 )
 from kernel.launch.live_lock import UNKNOWN, LiveLock, lock_path
+from kernel.launch.warm_go import normal_priority
 
 __all__ = ["Prepare", "WarmSpares"]
 
@@ -145,6 +146,8 @@ class WarmSpares:
         except OSError:  # it died (its end is closed): the caller forks as before
             self._discard(spare)
             return None
+        if not spare.warm.is_set():  # still preparing, maybe at idle priority: not any more
+            normal_priority(spare.child.pid)
         spare.scope.cancel()  # its watcher lets go of it; the supervisor owns the child now
         self._backoff.pop(spec.name, None)
         return spare.child

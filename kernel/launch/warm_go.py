@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import MutableMapping
 
 import trio
@@ -27,10 +28,43 @@ import trio
 from kernel import childenv
 from kernel.launch.live_lock import HolderThread, LiveLock
 
-__all__ = ["ORPHAN_EXIT", "GoSocket", "hold_live_lock"]
+__all__ = ["ORPHAN_EXIT", "GoSocket", "hold_live_lock", "normal_priority", "prepare_idle"]
 
 # the same code as a forked service released without Go (zygote.ORPHAN_EXIT)
 ORPHAN_EXIT = 70
+
+
+def prepare_idle() -> bool:
+    """Prepare this spare at idle CPU priority (``SCHED_IDLE``): a spare forked behind a crash
+    must not slow the services coming back, nor the live ones. Only where this process may
+    return to normal priority afterwards (root, or ``RLIMIT_NICE`` >= 20: probed on a throwaway
+    thread first), else nothing changes. True if it is idle now; ``GoSocket.wait`` restores."""
+    allowed: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            allowed.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, name="ron-sched-probe")
+    thread.start()
+    thread.join()
+    if not allowed:
+        return False
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # threads made now inherit it
+    return True
+
+
+def normal_priority(pid: int | None = None) -> None:
+    """Every thread of this process (or of ``pid``) back to ``SCHED_OTHER``: the spare has
+    prepared, or is taken before it has (the supervisor hurries it along)."""
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid or 'self'}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
 
 
 class GoSocket:
@@ -38,6 +72,7 @@ class GoSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self.idle = False  # prepared at SCHED_IDLE (prepare_idle): wait restores
 
     @classmethod
     def take(cls, environ: MutableMapping[str, str]) -> GoSocket | None:

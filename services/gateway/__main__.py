@@ -61,7 +61,8 @@ async def main(ctx: ServiceContext) -> None:
             logs.log("writes_open", level="warning", reason="auth.writes = open: anyone may write")
         async with trio.open_nursery() as nursery:
             if guard is not None:
-                await nursery.start(KeyFeed(passport, guard, verifier=ctx.name).run)
+                feed = KeyFeed(passport, guard, verifier=ctx.name, first=guard.first_keys)
+                await nursery.start(feed.run)
             await nursery.start(serve, app, sock, settings)
             nursery.start_soon(_judge_shedding_every_second, app)
             logs.log("gateway_serving", addr=str(sock.getsockname()), server=settings.server)

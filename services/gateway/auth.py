@@ -19,7 +19,7 @@ from __future__ import annotations
 from ipc import caps
 from ipc.proto import passport as proto
 from kernel.http.asgi import Scope
-from kernel.key_feed import KeyFeed
+from kernel.key_feed import FirstKeys, KeyFeed
 from services.gateway.errors import GatewayError
 from services.lib.tokens import KeysNotLoaded, TokenGate
 
@@ -41,6 +41,7 @@ class Guard:
 
     def __init__(self) -> None:
         self.gate = TokenGate()
+        self.first_keys = FirstKeys()  # the KeyFeed sets it
 
     @property
     def version(self) -> int:

@@ -22,7 +22,7 @@ from ipc.transport.metered import NodeMeter
 from kernel import logs
 from kernel.heap import give_back_memory
 from kernel.identity import wait_identity
-from kernel.key_feed import KeyFeed
+from kernel.key_feed import FirstKeys, KeyFeed
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib import objstore
@@ -104,6 +104,7 @@ async def main(ctx: ServiceContext) -> None:
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()
+        first_keys = FirstKeys()
 
         hello = oap.HelloResponse(
             max_frame=oap.MAX_FRAME,
@@ -120,6 +121,7 @@ async def main(ctx: ServiceContext) -> None:
             node_id=cert.node_id,
             pq_mode=ctx.config.pq.mode,
             gate=gate,
+            first_keys=first_keys if gate is not None else None,
             commit=commit,
             mail=mail if _runs(ctx, MAILBOX) else None,
             dht_call=dht_call if _runs(ctx, DHT) else None,
@@ -206,7 +208,8 @@ async def main(ctx: ServiceContext) -> None:
             )
         async with trio.open_nursery() as nursery:
             if gate is not None:
-                await nursery.start(KeyFeed(pp, gate, verifier=ctx.name).run)
+                feed = KeyFeed(pp, gate, verifier=ctx.name, first=first_keys)
+                await nursery.start(feed.run)
             await nursery.start(fetcher.run)
             await nursery.start(listener.serve)
             nursery.start_soon(_trim_after_bursts, listener)

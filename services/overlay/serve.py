@@ -36,6 +36,7 @@ from ipc.transport import ChannelClosed, Connection
 from ipc.transport.budget import Grant, SendBudget
 from ipc.transport.pq_exchange import listener_answer
 from kernel import logs
+from kernel.key_feed import FirstKeys
 from services.lib import objstore
 from services.lib.tokens import TokenGate
 from services.overlay.mail import authorize_mail
@@ -69,6 +70,7 @@ class PeerServer:
         node_id: str = "",
         pq_mode: str = "off",
         gate: TokenGate | None = None,
+        first_keys: FirstKeys | None = None,
         commit: Commit | None = None,
         mail: MailCall | None = None,
         dht_call: DhtCall | None = None,
@@ -87,6 +89,8 @@ class PeerServer:
         self.federation = federation  # node ids whose outboxes may forward without a token
         self.mail_from = mail_from  # "nodes": any proven node may, "peers": the listed ones
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
+        # the gate's first key set (a KeyFeed sets it; set already when writes are open)
+        self.first_keys = first_keys if first_keys is not None else FirstKeys.none_needed()
         self.commit = commit  # None: this server takes no uploads
         self.node_id = node_id  # ours: the listener's id in the PQ key derivation
         self.pq_mode = pq_mode
@@ -178,8 +182,8 @@ class PeerServer:
                         try:
                             if self.commit is None:
                                 raise oap.OapError("unavailable", "this node takes no uploads")
-                            if self.gate is not None:
-                                await self.gate.wait_loaded()
+                            if self.gate is not None and self.gate.node_id is None:
+                                await self.first_keys.wait()
                             authorize(self.gate, frame, request)
                             uploads.start(nursery, frame, request)
                         except oap.OapError as exc:
@@ -190,8 +194,8 @@ class PeerServer:
                         try:
                             if self.mail is None:
                                 raise oap.OapError("unavailable", "this node runs no mailbox")
-                            if self.gate is not None:
-                                await self.gate.wait_loaded()
+                            if self.gate is not None and self.gate.node_id is None:
+                                await self.first_keys.wait()
                             stamped = authorize_mail(
                                 self.gate,
                                 frame,

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from ipc import caps
 from ipc.proto import passport as proto
@@ -140,6 +141,25 @@ async def test_before_the_keys_arrive_writes_are_503_never_open() -> None:
             resp = await gw.req("PUT", "/o", b"data", **bearer(token()))
     assert (resp.status, resp.json()["error"]) == (503, "unavailable")
     assert resp.headers["retry-after"] == "1"
+
+
+async def test_a_write_that_comes_before_the_first_key_set_waits_for_it() -> None:
+    """A gateway is ready before its first poll of svc-passport is back (a respawn does not
+    wait for another process): a write in that moment waits for the keys, it is not refused."""
+    guard = Guard()
+    with trio.fail_after(20):
+        async with serve(guard=guard) as gw, trio.open_nursery() as nursery:
+            answers: list[int] = []
+
+            async def put() -> None:
+                answers.append((await gw.req("PUT", "/o", b"early", **bearer(token()))).status)
+
+            nursery.start_soon(put)
+            await wait_all_tasks_blocked(cushion=0.05)  # the request is in, nothing moves
+            assert answers == []  # waiting, not refused
+            guard.set_keys(proto.KeySet(version=1, node_id=NODE, keys={"k1": KEY}))
+            guard.first_keys.set()
+    assert answers == [201]
 
 
 async def test_a_rotated_key_set_takes_effect() -> None:
