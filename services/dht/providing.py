@@ -36,6 +36,12 @@ from services.lib.kad.records import VALIDITY
 __all__ = ["Providing"]
 
 REGIONS_AT_ONCE = 4
+# a sweep of many keys (a start with a full store, a republish) goes in slices of this many
+# neighbouring keys, and takes at most PACE_DUTY of the time: signing and storing 100,000
+# records costs seconds of CPU, which must not be taken from the node's other services at once
+PACE_BATCH = 1000
+PACE_DUTY = 0.25
+_pause = trio.sleep  # between slices (a test watches it)
 
 
 class Providing:
@@ -44,9 +50,26 @@ class Providing:
         self.lookups = lookups
         self.ask = ask
 
-    async def provide(self, keys: set[int], *, repair: bool = False) -> dict[int, int]:
+    async def provide(
+        self, keys: set[int], *, repair: bool = False, paced: bool = False
+    ) -> dict[int, int]:
         """Offer ``keys``' records now; how many nodes (ourselves included) took each.
-        ``repair``: the bytes sent count as repair bytes."""
+        ``repair``: the bytes sent count as repair bytes. ``paced``: a background sweep, in
+        slices of ``PACE_BATCH`` neighbouring keys (so a slice covers few regions), sleeping
+        between them so that it uses at most ``PACE_DUTY`` of the time."""
+        if not paced or len(keys) <= PACE_BATCH:
+            return await self._provide(keys, repair=repair)
+        took: dict[int, int] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), PACE_BATCH):
+            began = trio.current_time()
+            took.update(
+                await self._provide(set(ordered[start : start + PACE_BATCH]), repair=repair)
+            )
+            await _pause((trio.current_time() - began) * (1 / PACE_DUTY - 1))
+        return took
+
+    async def _provide(self, keys: set[int], *, repair: bool) -> dict[int, int]:
         st = self.state
         if not keys:
             return {}

@@ -93,7 +93,7 @@ class Upkeep:
         async with trio.open_nursery() as nursery:
             for contact in found.nearest:
                 nursery.start_soon(self._quiet, contact, record)
-        await self.providing.provide(set(st.providing))
+        await self.providing.provide(set(st.providing), paced=True)
         return True
 
     async def _quiet(self, contact: Contact, request: dht.PutPeer) -> None:
@@ -140,7 +140,7 @@ class Upkeep:
                 self.providing.withdraw(removed)
             if added:
                 st.providing |= added
-                await self.providing.provide(added)
+                await self.providing.provide(added, paced=True)
             await trio.sleep(st.settings.watch_interval)
 
     async def repair(self) -> None:
@@ -151,7 +151,7 @@ class Upkeep:
     async def republish(self) -> None:
         while True:
             await trio.sleep(REPUBLISH)
-            await self.providing.provide(set(self.state.providing))
+            await self.providing.provide(set(self.state.providing), paced=True)
 
     async def housekeeping(self) -> None:
         st = self.state

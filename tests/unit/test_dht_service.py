@@ -68,6 +68,38 @@ async def test_a_sweep_costs_messages_per_region_not_per_object() -> None:
         assert per_object / swept >= 10, (per_object, swept)
 
 
+async def test_a_big_sweep_goes_in_paced_slices_of_neighbouring_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start with a full store offers every record: in slices that leave the CPU to the
+    node's other services three quarters of the time, each slice's keys neighbours (so it
+    costs few regions' lookups), and every key still reaches its k nearest."""
+    from services.dht import providing
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(providing, "_pause", pause)
+    monkeypatch.setattr(providing, "PACE_BATCH", 100)
+    with trio.fail_after(DEADLINE):
+        net = await joined(40)
+        source = next(iter(net.nodes.values()))
+        keys = {random.getrandbits(256) for _ in range(450)}
+        source.state.providing |= keys
+        before = net.messages
+        took = await source.providing.provide(keys)
+        unpaced = net.messages - before
+        assert pauses == []
+        before = net.messages
+        took = await source.providing.provide(keys, paced=True)
+        assert len(pauses) == 5 and all(p > 0 for p in pauses)
+        assert set(took) == keys and all(n >= source.state.settings.k for n in took.values())
+        assert net.messages - before <= 3 * unpaced  # neighbours: not a lookup per key
+
+
 async def test_forged_replayed_and_foreign_records_are_refused_and_counted() -> None:
     net = Net()
     node, alice = net.add(), net.add()
