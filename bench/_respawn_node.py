@@ -6,7 +6,7 @@ counted once by a first restart). Rounds of kills go through every service in st
 kill of a service's live process (pid from ``/services/NAME``) is timed, from the ``kill``:
 
 * to its ``ServiceCrashed`` on the bus (the supervisor saw it die: the kernel tears the process
-  down first, a floor no spare can lower);
+  down first; an armed spare goes live before that, through the live lock);
 * to ``Health{ok}`` of that service on the bus published by another process than the one
   killed (the bus says who published each event; the new process's may even arrive before the
   supervisor's ``ServiceCrashed``): the service's own view, it is back;

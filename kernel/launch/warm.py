@@ -3,7 +3,9 @@
 Why: after a crash, a forked service still spends 20-90 ms of Python before it is back (reading
 its settings, a zmq context, prometheus files, the trio loop, joining the bus, then its own
 start: keys, stores, TLS contexts). A warm spare has done all of that while the node was idle;
-the respawn is one byte on a socket.
+the respawn is one byte on a socket, or, armed, not even that: the spare goes live by itself
+the moment the kernel releases the dead instance's live lock (``kernel.launch.live_lock``),
+5-15 ms before the supervisor can see the death.
 
 How (``kernel.launch.warm_go`` is the spare's side; ``_zygote_wire`` the exchange):
 
@@ -20,6 +22,13 @@ How (``kernel.launch.warm_go`` is the spare's side; ``_zygote_wire`` the exchang
   Otherwise (none, stale, or dead) ``take`` returns None and the caller forks as before.
 * a spare is never handed out twice: ``take`` removes it from the pool before sending ``g``, and
   the pool only ever holds spares that were never sent ``g``.
+* ``arm(name, pid, after)``: the supervisor's loop says from when a crash of the live instance
+  ``pid`` would be restarted at once; the pool arms the warm spare then (if ``pid`` holds the
+  live lock). ``disarm(name, keep=...)`` before anything else decides (an operator's act, a
+  hang, a decision other than "restart at once"): it says whether the spare already went live;
+  ``keep``: ``take`` hands it out next, else it is stopped (TERM, then KILL) like a live one.
+* spares prepare at idle CPU priority where the process may come back from it
+  (``warm_go.prepare_idle``), so a restart storm's spares never slow the services.
 * a spare that dies unused (a crash in its preparation, a kill) is reaped here, logged
   (``spare_exited``) and replaced after a backoff that doubles up to ``_MAX_BACKOFF``; a stale or
   unwanted one is closed (its go socket reads EOF: it exits 70 before acting) and reaped.

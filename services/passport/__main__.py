@@ -17,7 +17,7 @@ from kernel import logs
 from kernel.protocol_handler import protocol_handler
 from kernel.service import ServiceContext, run_service
 from services.lib.keys import KEYS_DIR, KeyCustodyError, KeyStore
-from services.passport.authority import Authority, revocations_of
+from services.passport.authority import EPOCH_FILE, Authority, next_epoch, revocations_of
 from services.passport.revocations import RevocationFull
 from services.passport.settings import PassportSettings
 from services.passport.verifiers import Verifiers
@@ -126,6 +126,8 @@ async def main(ctx: ServiceContext) -> None:
     revoked = revocations_of(ctx.data_dir, ctx.config.auth)
     await trio.to_thread.run_sync(lambda: revoked.load(time.time(), compact=False))
     keys = await trio.to_thread.run_sync(KeyStore.read_ahead, ctx.data_dir / KEYS_DIR)
+    # and reserves its start number (its fsync, on a disk, would otherwise delay the respawn)
+    epoch = await trio.to_thread.run_sync(next_epoch, ctx.data_dir / EPOCH_FILE)
     await ctx.live()  # keys, epoch and audit log are the live instance's alone
     try:
         authority = await trio.to_thread.run_sync(
@@ -136,6 +138,7 @@ async def main(ctx: ServiceContext) -> None:
                 identity_file=key_file,
                 revocations=revoked,
                 keys=keys,
+                epoch=epoch,
             )
         )
     except KeyCustodyError as exc:

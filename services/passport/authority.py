@@ -3,7 +3,11 @@ a worker thread, one at a time): keys, revocations and the audit log together.""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ipc import caps
@@ -37,10 +41,11 @@ class Authority:
         identity_file: Path | None = None,
         revocations: Revocations | None = None,
         keys: KeyStore | None = None,
+        epoch: int | None = None,
     ) -> None:
         """``revocations``: loaded ahead (``revocations_of``, by a warm spare): only what was
         appended since is read here; ``keys``: likewise (``KeyStore.read_ahead``), taken if
-        no key file changed since."""
+        no key file changed since; ``epoch``: reserved ahead (``next_epoch``)."""
         self.auth = auth
         self.keys = KeyStore.open(
             data_dir / KEYS_DIR, now=now, identity_file=identity_file, ahead=keys
@@ -55,7 +60,7 @@ class Authority:
         # The version a verifier compares with; it must never repeat across starts, or a
         # verifier holding "version 3" from the last life would be told "nothing new" about a
         # revocation made since: a durable start counter in the high bits.
-        self.version = next_epoch(data_dir / EPOCH_FILE) << 32 | 1
+        self.version = next_epoch(data_dir / EPOCH_FILE, reserved=epoch) << 32 | 1
         if self.log.seq == 0:
             self.log.append("node_identity", {"node_id": self.keys.node_id}, now=now)
 
@@ -144,15 +149,35 @@ class Authority:
         return proto.AuditReport(report.ok, report.records, report.first_bad, report.reason)
 
 
-def next_epoch(path: Path) -> int:
-    """This start's number, one more than the last one's (fsynced before it is used)."""
-    try:
-        last = int(path.read_text())
-    except FileNotFoundError:
-        last = 0
-    except ValueError:  # edited by hand (a write is atomic): past any count of starts
-        last = int(time.time())
-    epoch = last + 1
+def next_epoch(path: Path, *, reserved: int | None = None) -> int:
+    """This start's number, one more than any taken before (fsynced before it is used).
+
+    ``reserved``: a number this function returned ahead (a warm spare takes one while it
+    prepares, so that going live costs no fsync); it is this start's if no other start took a
+    number since, which keeps the numbers unique and increasing. The read and the write are one
+    step under an exclusive lock: a spare preparing while the live instance starts never gets
+    the live one's number."""
+    with _locked(path.with_name(path.name + ".lock")):
+        try:
+            last = int(path.read_text())
+        except FileNotFoundError:
+            last = 0
+        except ValueError:  # edited by hand (a write is atomic): past any count of starts
+            last = int(time.time())
+        if reserved is not None and reserved == last:
+            return reserved
+        epoch = last + 1
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(path, str(epoch).encode())
+        return epoch
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_private(path, str(epoch).encode())
-    return epoch
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ import pytest
 from ipc import caps
 from ipc.proto import passport as proto
 from kernel.config import AuthConfig
-from services.passport.authority import AUDIT_DIR, Authority
+from services.passport.authority import AUDIT_DIR, EPOCH_FILE, Authority, next_epoch
 from services.passport.revocations import Revocations
 
 T0 = 1_800_000_000.0
@@ -160,3 +160,34 @@ def test_a_spare_reads_revocations_ahead_and_the_live_one_only_the_tail(tmp_path
     path.unlink()
     path.write_text(f"{'ef' * 16} {T0 + 100:.3f}\n")  # a new file (new inode)
     assert again.refresh(T0) == 1 and bytes.fromhex("ef" * 16) in again
+
+
+def test_a_start_number_reserved_ahead_is_taken_only_if_nobody_took_one_since(
+    tmp_path: Path,
+) -> None:
+    """A warm spare reserves its start number while it prepares; going live it takes it only
+    if no other start took a number meanwhile (numbers stay unique and increasing: a verifier
+    compares versions), and without writing again."""
+    path = tmp_path / EPOCH_FILE
+    live = next_epoch(path)
+    reserved = next_epoch(path)  # the spare, while the live instance runs
+    assert reserved == live + 1
+    written = path.stat().st_mtime_ns, path.stat().st_ino
+    assert next_epoch(path, reserved=reserved) == reserved
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == written  # no second write
+
+    stale = next_epoch(path)
+    other = next_epoch(path)  # another start took one after the reservation
+    assert next_epoch(path, reserved=stale) == other + 1 > other
+
+
+def test_starts_at_the_same_moment_never_share_a_number(tmp_path: Path) -> None:
+    import threading
+
+    path, got = tmp_path / EPOCH_FILE, []
+    threads = [threading.Thread(target=lambda: got.append(next_epoch(path))) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 17))
