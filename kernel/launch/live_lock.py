@@ -47,7 +47,7 @@ from pathlib import Path
 
 from kernel._libc import libc
 
-__all__ = ["UNKNOWN", "HolderThread", "LiveLock", "lock_path"]
+__all__ = ["LOCK_FAILED_EXIT", "UNKNOWN", "HolderThread", "LiveLock", "lock_path"]
 
 _PAGE = 4096
 _LIVE, _WORDS = 0, 64  # two pthread_mutex_t (40 bytes on x86-64 glibc, 48 on arm64)
@@ -58,6 +58,8 @@ _PTHREAD_MUTEX_ROBUST = 1
 # must assume the spare claimed
 UNKNOWN = -1
 _TRY_FOR = 0.005  # s the supervisor spins on the words lock at most
+# a process whose live lock fails exits with this (it is seen as a crash, and restarted)
+LOCK_FAILED_EXIT = 71
 # a spare that got the lock free (no live instance holds it yet) lets go and looks again
 _FREE_RETRY_MIN, _FREE_RETRY_MAX = 0.005, 0.1
 
@@ -206,6 +208,13 @@ class HolderThread:
         self._told.set()
 
     def _run(self) -> None:
+        try:
+            self._hold()
+        except BaseException as exc:  # the lock is unusable: a crash, not a process that hangs
+            os.write(2, f"ron: live lock failed: {exc!r}\n".encode())
+            os._exit(LOCK_FAILED_EXIT)
+
+    def _hold(self) -> None:
         lock, pid, retry = self._lock, os.getpid(), _FREE_RETRY_MIN
         claimed = False
         while True:
