@@ -96,15 +96,21 @@ def _wait_holder(lock: LiveLock, pid: int) -> None:
         time.sleep(0.001)
 
 
-def test_an_armed_spare_goes_live_by_itself_when_the_live_instance_dies(
-    procs: tuple[LiveLock, Path, list[Proc]],
-) -> None:
+def _armed_pair(procs: tuple[LiveLock, Path, list[Proc]]) -> tuple[LiveLock, Proc, Proc]:
+    """A live instance holding the lock, and its spare, armed."""
     lock, path, started = procs
     live = _start(path, started, spare=False)
     assert live.report() == b"H"
     assert lock.holder == live.pid
     spare = _start(path, started, spare=True)
     assert lock.arm(spare.pid, live.pid)
+    return lock, live, spare
+
+
+def test_an_armed_spare_goes_live_by_itself_when_the_live_instance_dies(
+    procs: tuple[LiveLock, Path, list[Proc]],
+) -> None:
+    lock, live, spare = _armed_pair(procs)
     live.kill()
     assert spare.report() == b"C"  # nobody told it: it claimed the dead instance's lock
     assert lock.holder == spare.pid
@@ -114,11 +120,7 @@ def test_an_armed_spare_goes_live_by_itself_when_the_live_instance_dies(
 def test_a_disarmed_spare_goes_live_only_when_told(
     procs: tuple[LiveLock, Path, list[Proc]],
 ) -> None:
-    lock, path, started = procs
-    live = _start(path, started, spare=False)
-    assert live.report() == b"H"
-    spare = _start(path, started, spare=True)
-    assert lock.arm(spare.pid, live.pid)
+    lock, live, spare = _armed_pair(procs)
     assert lock.disarm() == 0  # e.g. an operator's stop: nobody claimed, nobody may now
     live.kill()
     spare.go()
