@@ -33,7 +33,7 @@ KEY_WAIT = 1.0
 
 
 class FirstKeys:
-    """Set once a service's first poll of svc-passport has come back (keys or not).
+    """Set once a service's first poll of the identity service has come back (keys or not).
 
     Why: a service is ready before that round trip (a respawn must not wait for a busy
     process), so a write that needs a token waits for it here instead of being refused."""
