@@ -87,33 +87,25 @@ class GoSocket:
         """Say ``w``; return once this process is the live instance: told ``g`` (and holding
         ``lock``), or, with ``lock``, armed and the live instance dead (``kernel.launch.
         live_lock``). Exits the process (70) on anything else from the supervisor."""
+        if self.idle:  # prepared: waiting costs no CPU, and going live must not wait for it
+            normal_priority()
         self._sock.setblocking(False)
         if lock is None:
             await self._told_go()
             self._sock.close()
             return
-        held = trio.Event()
-        claimed = False
-
-        def on_held(by_claim: bool) -> None:  # in the holder thread
-            nonlocal claimed
-            claimed = by_claim
-            token.run_sync_soon(held.set)
-
-        token = trio.lowlevel.current_trio_token()
-        holder = HolderThread(lock, spare=True, on_held=on_held)
-        holder.start()
+        held = _Held(lock, spare=True)
         async with trio.open_nursery() as nursery:
 
             async def told() -> None:
                 await self._told_go()
-                holder.go()
+                held.thread.go()
 
             nursery.start_soon(told)
-            await held.wait()
-            if claimed:  # live by itself: the supervisor's g (if any) finds the socket open
+            await held.event.wait()
+            if held.claimed:  # live by itself: the supervisor's g (if any) finds the socket open
                 nursery.cancel_scope.cancel()
-        if not claimed:
+        if not held.claimed:
             self._sock.close()
 
     async def _told_go(self) -> None:
@@ -137,7 +129,21 @@ class GoSocket:
 async def hold_live_lock(lock: LiveLock) -> None:
     """Return once this process (not a spare: a service started the ordinary way) holds its
     service's live lock; at once unless a process that held it is still being torn down."""
-    held = trio.Event()
-    token = trio.lowlevel.current_trio_token()
-    HolderThread(lock, spare=False, on_held=lambda _: token.run_sync_soon(held.set)).start()
-    await held.wait()
+    await _Held(lock, spare=False).event.wait()
+
+
+class _Held:
+    """A started ``HolderThread`` as trio sees it: ``event`` is set once the lock is held,
+    ``claimed`` says whether by a claim (the spare went live by itself)."""
+
+    def __init__(self, lock: LiveLock, *, spare: bool) -> None:
+        self.event = trio.Event()
+        self.claimed = False
+        token = trio.lowlevel.current_trio_token()
+
+        def on_held(claimed: bool) -> None:  # in the holder thread
+            self.claimed = claimed
+            token.run_sync_soon(self.event.set)
+
+        self.thread = HolderThread(lock, spare=spare, on_held=on_held)
+        self.thread.start()

@@ -235,3 +235,23 @@ async def test_an_armed_spare_goes_live_by_itself_and_a_request_disarms_it(
             assert _lock_words(node, ECHO)[:2] == (0, _lock_words(node, ECHO)[1])
             assert _lock_words(node, ECHO)[1] != spare
             assert (await node.service(ECHO))["state"] == "stopped"
+
+
+async def test_a_spare_prepares_at_idle_priority_and_goes_live_at_normal_priority(
+    tmp_path: Path,
+) -> None:
+    """Where the node may use it (root here), a spare prepares under SCHED_IDLE; every thread
+    of the instance it becomes runs at normal priority (a live service at idle priority would
+    starve on a busy machine)."""
+
+    def policies(pid: int) -> set[int]:
+        return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+    with trio.fail_after(120):
+        async with watched(tmp_path, ECHO) as (_node, echo, live):
+            for _ in range(2):
+                spare = await echo.spare(warm_too=True)
+                os.kill(live, signal.SIGKILL)
+                live = await echo.one_live(not_pid=live)
+                assert live == spare
+                assert policies(live) == {os.SCHED_OTHER}
