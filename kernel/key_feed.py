@@ -32,29 +32,28 @@ RETRY_S = 0.2  # after a failed poll (the identity service restarting, busy)
 KEY_WAIT = 1.0
 
 
+class _Keyed(Protocol):
+    @property
+    def node_id(self) -> str | None: ...  # None until the first key set
+
+
 class FirstKeys:
     """Set once a service's first poll of the identity service has come back (keys or not).
 
     Why: a service is ready before that round trip (a respawn must not wait for a busy
     process), so a write that needs a token waits for it here instead of being refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: _Keyed | None) -> None:
+        self._gate = gate  # None: writes are open, nothing to wait for
         self._done = trio.Event()
-
-    @classmethod
-    def none_needed(cls) -> FirstKeys:
-        """One already set (writes are open: nothing to wait for)."""
-        first = cls()
-        first.set()
-        return first
 
     def set(self) -> None:
         self._done.set()
 
     async def wait(self, timeout: float = KEY_WAIT) -> None:
-        """Until the first poll came back (at once in the steady state), at most ``timeout``;
-        the gate then verifies with what it has (no keys: refused, 503)."""
-        if not self._done.is_set():
+        """Until the gate has keys or the first poll came back (at once in the steady state),
+        at most ``timeout``; the gate then verifies with what it has (no keys: refused, 503)."""
+        if self._gate is not None and self._gate.node_id is None and not self._done.is_set():
             with trio.move_on_after(timeout):
                 await self._done.wait()
 

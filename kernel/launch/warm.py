@@ -127,7 +127,8 @@ class WarmSpares:
             # before the first live instance exists: it takes the lock as it goes live
             path = lock_path(Path(env[childenv.RUNTIME_DIR]), spec.name)
             self._locks[spec.name] = LiveLock.create(path)
-        if self._wanted.get(spec.name, (None, None))[1] not in (None, dict(env)):
+        wanted = self._wanted.get(spec.name)
+        if wanted is not None and wanted[1] != dict(env):
             self.disarm(spec.name, keep=False)  # a spare prepared with the old env is stale
         self._wanted[spec.name] = (spec, dict(env))
         self._wake.set()

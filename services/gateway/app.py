@@ -269,7 +269,7 @@ class GatewayApp:
 
     async def keys_loaded(self) -> None:
         """Before a write's token is checked: a gateway just started waits for its keys."""
-        if self.guard is not None and self.guard.node_id is None:
+        if self.guard is not None:
             await self.guard.first_keys.wait()
 
     def _authorize(self, scope: Scope, op: str, name: str | None) -> caps.Token | None:

@@ -41,7 +41,7 @@ class Guard:
 
     def __init__(self) -> None:
         self.gate = TokenGate()
-        self.first_keys = FirstKeys()  # the KeyFeed sets it
+        self.first_keys = FirstKeys(self.gate)  # the KeyFeed sets it
 
     @property
     def version(self) -> int:

@@ -174,23 +174,21 @@ class KeyStore:
                 write_private(identity_path, raw)
         if ahead is not None and ahead._stamp is not None and ahead._stamp == _stamp(directory):
             store = ahead  # nothing written since it was read (every write is a rename)
-            if not any(r.retire_at is None for r in store._roots):
-                store.rotate(now=now, overlap=0.0)
-            return store
-        try:
-            if identity_path.exists():
-                identity = Ed25519PrivateKey.from_private_bytes(identity_path.read_bytes())
-            else:
-                identity = Ed25519PrivateKey.generate()
-                raw = identity.private_bytes_raw()
-                write_private(identity_path, raw)
-            roots = _load_roots(caps_path)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise KeyCustodyError(f"key files in {directory} are damaged: {exc}") from None
-        store = cls(directory, identity, roots)
-        if not any(r.retire_at is None for r in roots):
+        else:
+            try:
+                if not identity_path.exists():
+                    write_private(identity_path, Ed25519PrivateKey.generate().private_bytes_raw())
+                store = cls._from_files(directory)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise KeyCustodyError(f"key files in {directory} are damaged: {exc}") from None
+        if not any(r.retire_at is None for r in store._roots):
             store.rotate(now=now, overlap=0.0)
         return store
+
+    @classmethod
+    def _from_files(cls, directory: Path) -> KeyStore:
+        identity = Ed25519PrivateKey.from_private_bytes((directory / IDENTITY_FILE).read_bytes())
+        return cls(directory, identity, _load_roots(directory / CAPS_FILE))
 
     @classmethod
     def read_ahead(cls, directory: Path) -> KeyStore | None:
@@ -203,12 +201,7 @@ class KeyStore:
         try:
             for path in (directory, directory / IDENTITY_FILE, directory / CAPS_FILE):
                 _check_private(path, is_dir=path == directory)
-            raw = (directory / IDENTITY_FILE).read_bytes()
-            store = cls(
-                directory,
-                Ed25519PrivateKey.from_private_bytes(raw),
-                _load_roots(directory / CAPS_FILE),
-            )
+            store = cls._from_files(directory)
         except (OSError, KeyCustodyError, ValueError, TypeError, msgpack.UnpackException):
             return None
         store._stamp = stamp

@@ -104,7 +104,7 @@ async def main(ctx: ServiceContext) -> None:
 
         # uploads need a write token (auth.writes = "token", the default), checked in-process
         gate = None if ctx.config.auth.writes == "open" else TokenGate()
-        first_keys = FirstKeys()
+        first_keys = FirstKeys(gate)
 
         hello = oap.HelloResponse(
             max_frame=oap.MAX_FRAME,
@@ -121,7 +121,7 @@ async def main(ctx: ServiceContext) -> None:
             node_id=cert.node_id,
             pq_mode=ctx.config.pq.mode,
             gate=gate,
-            first_keys=first_keys if gate is not None else None,
+            first_keys=first_keys,
             commit=commit,
             mail=mail if _runs(ctx, MAILBOX) else None,
             dht_call=dht_call if _runs(ctx, DHT) else None,

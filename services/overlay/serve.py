@@ -89,8 +89,8 @@ class PeerServer:
         self.federation = federation  # node ids whose outboxes may forward without a token
         self.mail_from = mail_from  # "nodes": any proven node may, "peers": the listed ones
         self.gate = gate  # None: writes are open (auth.writes = "open"), else tokens checked
-        # the gate's first key set (a KeyFeed sets it; set already when writes are open)
-        self.first_keys = first_keys if first_keys is not None else FirstKeys.none_needed()
+        # the gate's first key set (a KeyFeed sets it; nothing to wait for without a gate)
+        self.first_keys = first_keys if first_keys is not None else FirstKeys(None)
         self.commit = commit  # None: this server takes no uploads
         self.node_id = node_id  # ours: the listener's id in the PQ key derivation
         self.pq_mode = pq_mode
@@ -182,8 +182,7 @@ class PeerServer:
                         try:
                             if self.commit is None:
                                 raise oap.OapError("unavailable", "this node takes no uploads")
-                            if self.gate is not None and self.gate.node_id is None:
-                                await self.first_keys.wait()
+                            await self.first_keys.wait()
                             authorize(self.gate, frame, request)
                             uploads.start(nursery, frame, request)
                         except oap.OapError as exc:
@@ -194,8 +193,7 @@ class PeerServer:
                         try:
                             if self.mail is None:
                                 raise oap.OapError("unavailable", "this node runs no mailbox")
-                            if self.gate is not None and self.gate.node_id is None:
-                                await self.first_keys.wait()
+                            await self.first_keys.wait()
                             stamped = authorize_mail(
                                 self.gate,
                                 frame,
