@@ -378,11 +378,11 @@ class Child:
         if handover is not None and self.spec.restart == "permanent" and not self._asked:
             handover.arm(self.name, proc.pid, self.history.at_once_in(now, now))
 
-    def _disarm(self, *, keep: bool) -> bool:
-        """No spare goes live by itself from now on; whether one already did (see
-        ``Handover.disarm``)."""
-        handover = self._deps.handover
-        return handover is not None and handover.disarm(self.name, keep=keep)
+    def _disarm(self, *, keep: bool) -> None:
+        """No spare goes live by itself from now on; one that already did is kept for the next
+        spawn or stopped (``Handover.disarm``)."""
+        if self._deps.handover is not None:
+            self._deps.handover.disarm(self.name, keep=keep)
 
     async def _supervise(self, proc: ChildProcess) -> _Ended | None:
         """RUNNING until the process ends: how it ended on its own, or None when a request
@@ -417,7 +417,7 @@ class Child:
             return _Ended(describe_returncode(rc), rc != 0, time.monotonic(), rc)
         if life.request is None:  # no heartbeat in time: hung
             self._deps.log("heartbeat_missed", level="warning", service=self.name, pid=proc.pid)
-            self._disarm(keep=False)  # it is not dead yet: its end must not look like a crash
+            self._disarm(keep=False)  # we end it: what runs next is decided after, not by a spare
             # A hung process gets the short grace, not the drain deadline: it drains nothing.
             rc = await _terminate(proc, min(self.timing.term_grace, self.spec.shutdown_deadline))
             return _Ended(HEARTBEAT_TIMEOUT_REASON, True, time.monotonic(), rc)
