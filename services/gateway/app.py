@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import trio
@@ -284,7 +284,7 @@ class GatewayApp:
         self,
         c: Call,
         obj_id: str,
-        typed: list[tuple[bytes, bytes]],
+        typed: Sequence[tuple[bytes, bytes]],
         cache: bytes = CACHE_IMMUTABLE,
     ) -> None:
         """Serve ``obj_id`` with ``typed`` headers (``media.typed_headers`` and a download's):
@@ -305,11 +305,14 @@ class GatewayApp:
             await ex.body(b"")
             return
         obj = await self._open_verified(obj_id, ex, c.receive)
+        if not isinstance(obj, ChunkedObject):
+            try:
+                await self._send_object(c, obj, typed, common)
+            finally:
+                await obj.aclose()  # a raw object's close never checkpoints: no shield needed
+            return
         failure: Exception | None = None
         try:
-            if not isinstance(obj, ChunkedObject):
-                await self._send_object(c, obj, typed, common)
-                return
             async with trio.open_nursery() as ahead:  # its chunks fetched ahead of the reads
                 obj.use(ahead)
                 try:
@@ -327,7 +330,7 @@ class GatewayApp:
         self,
         c: Call,
         obj: StoredObject,
-        typed: list[tuple[bytes, bytes]],
+        typed: Sequence[tuple[bytes, bytes]],
         common: list[tuple[bytes, bytes]],
     ) -> None:
         """Headers (Range: 206, Content-Range), then the bytes (none for HEAD)."""
@@ -620,8 +623,15 @@ async def _put_object(app: GatewayApp, c: Call) -> None:
     await app._put_object(c.scope, c.receive, c.ex, c.cs, token)
 
 
+# a GET of an id with no query (most of them): bytes, whatever the settings (no CSP on bytes)
+_OCTET_HEADERS = tuple(media.typed_headers(media.OCTETS, ""))
+
+
 async def _get_object(app: GatewayApp, c: Call) -> None:
     obj_id = parse_object_id(c.params["id"])
+    if not c.scope.get("query_string"):
+        await app._get_object(c, obj_id, _OCTET_HEADERS)
+        return
     query = mail_routes.query_of(c.scope)
     if "manifest" in query:
         await app._get_manifest(c, obj_id)

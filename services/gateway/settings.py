@@ -55,7 +55,9 @@ class GatewaySettings:
     ``max_inflight`` (more: 429 at once, before the body is read: writes are shed before
     reads); ``min_rate``: bytes/s below which a transfer is cut (a request's overall deadline
     is ``timeout`` plus its bytes at this rate); ``max_polls``: mailbox receives waiting at
-    once (a long poll holds no loop time, so it is not counted in ``max_inflight``).
+    once (a long poll holds no loop time, so it is not counted in ``max_inflight``);
+    ``hot_cache``: bytes of small objects (up to 64 KiB) kept in memory once verified, served
+    again while their file in the store is unchanged (``services.gateway.hot``; 0: none).
 
     Why 64 in flight, not DESIGN's 512: the gateway is one event loop, so requests beyond what
     it can serve at once only queue in it. At c = 512 mixed load (``bench/gateway.py --only
@@ -77,6 +79,7 @@ class GatewaySettings:
     max_writes: int = attrs.field(default=16, validator=_positive)  # PUTs at once (<= inflight)
     min_rate: float = attrs.field(default=1_048_576.0, validator=_positive)  # bytes/s floor
     max_polls: int = attrs.field(default=256, validator=_positive)  # mailbox long polls at once
+    hot_cache: int = attrs.field(default=16 << 20, validator=_non_negative)  # bytes, 0: off
     html_csp: str = attrs.field(default=HTML_CSP, validator=_header_safe)
 
 

@@ -7,7 +7,8 @@ temp object here that svc-storage commits; either is acknowledged only once dura
 svc-index. An object this node lacks is fetched by svc-overlay from a peer (when the profile runs
 one), verified and committed here, then served like a local one. The store's sync API runs in
 worker threads (``trio.to_thread``), except for reads of
-objects up to 64 KiB, which cost less than the thread hop.
+objects up to 64 KiB, which cost less than the thread hop; those are also kept, verified, in a
+bounded memory cache served while their file is unchanged (``services.gateway.hot``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from services.gateway.backend import FetchWatch, NameRecord, Stored, StoredObjec
 from services.gateway.chunked import ChunkedObject, check_manifest, commit_chunked, invalid
 from services.gateway.errors import GatewayError, from_oap
 from services.gateway.exchange import ClientGone
+from services.gateway.hot import HotObjects
 from services.lib import objstore
 
 __all__ = ["INDEX", "OVERLAY", "STORAGE", "StoreBackend"]
@@ -39,10 +41,10 @@ __all__ = ["INDEX", "OVERLAY", "STORAGE", "StoreBackend"]
 STORAGE = "svc-storage"
 OVERLAY = "svc-overlay"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
+HOT_CACHE = 16 << 20  # bytes of small verified objects kept (GatewaySettings.hot_cache)
 INDEX = "svc-index"
 FETCH_POLL_S = 1.0  # a fetch through a peer reports its progress at least this often
 MAILBOX = "svc-mailbox"
-_SIZE_CACHE = 65536  # ids whose size is remembered (bounded; cleared whole when full)
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -177,11 +179,12 @@ class StoreBackend:
         self._root = self.root = root
         self.chunk_reads = 0  # chunks read (and verified) to serve manifest objects
         self.max_object_size = manifest.MAX_SIZE  # a manifest claiming more is 413 (settings)
+        # small objects verified lately (``hot``); the gateway sizes it from its settings
+        self.hot = HotObjects(HOT_CACHE, INLINE_READ)
         self.on_chunk_read: Callable[[], None] | None = None  # e.g. a metric's inc
         self._storage = storage
         self._index = index
         self._overlay = overlay_client  # None: the node runs no svc-overlay (no peers to ask)
-        self._sizes: dict[str, int] = {}
         self._usage: tuple[float, UsageReply] | None = None  # (when read, reply)
         # (bytes, objects) held for chunked objects being fetched from peers (``reserve``)
         self._reserved: tuple[int, int] = (0, 0)
@@ -332,21 +335,34 @@ class StoreBackend:
             received = reply.received
 
     async def _open_local(self, obj_id: str, prefetch: int) -> StoredObject:
-        def open_and_read() -> tuple[objstore.VerifiedObject, bytes]:
-            obj = objstore.open_verified(self._root, obj_id)
+        def verify_and_read(fd: int, size: int) -> tuple[objstore.VerifiedObject, bytes]:
+            obj = objstore.verify_opened(obj_id, fd, size)
             try:
-                return obj, obj.read(0, min(prefetch, obj.size))
+                return obj, obj.read(0, min(prefetch, size))
             except BaseException:
                 obj.close()
                 raise
 
+        def open_and_read() -> tuple[objstore.VerifiedObject, bytes]:
+            fd, st = objstore.open_unverified(self._root, obj_id)
+            return verify_and_read(fd, st.st_size)
+
         try:
-            if self._small(obj_id):
-                # A read this small costs less than the hop to a worker thread and back (about
-                # 2x on GET 4 KiB): do it here. Bigger objects are hashed in a thread.
-                obj, head = open_and_read()
+            held = self.hot.get(obj_id, self._root)
+            if held is not None:
+                obj, head = objstore.VerifiedObject(obj_id, None, len(held), held), held
             else:
-                obj, head = await _in_thread(open_and_read)
+                # The open (a path walk and an fstat) is done here: it says the size, and a read
+                # up to INLINE_READ costs less than the hop to a worker thread and back (about
+                # 2x on GET 4 KiB). Bigger objects are opened again and hashed in a thread (a
+                # wait for a thread can be cancelled: it must not hold an fd).
+                fd, st = objstore.open_unverified(self._root, obj_id)
+                if st.st_size <= INLINE_READ:
+                    obj, head = verify_and_read(fd, st.st_size)
+                    self.hot.put(obj_id, obj.read(0, obj.size), st)  # read whole to verify
+                else:
+                    os.close(fd)
+                    obj, head = await _in_thread(open_and_read)
         except objstore.StoreError as exc:
             raise _store_error(exc, obj_id) from None
         if not manifest.is_manifest(head):
@@ -360,20 +376,6 @@ class StoreBackend:
         except manifest.ManifestError as err:
             raise invalid(err) from None
         return ChunkedObject(obj_id, root, self)
-
-    def _small(self, obj_id: str) -> bool:
-        # Content-addressed: an id's size never changes, so it is looked up once (a stale entry
-        # after a quarantine only picks the thread or not; the open itself says not_found).
-        size = self._sizes.get(obj_id)
-        if size is None:
-            try:
-                size = os.stat(objstore.object_path(self._root, obj_id)).st_size
-            except OSError:
-                return True  # missing: open_verified says not_found at once
-            if len(self._sizes) >= _SIZE_CACHE:
-                self._sizes.clear()
-            self._sizes[obj_id] = size
-        return size <= INLINE_READ
 
     async def exists(self, obj_id: str) -> bool:
         path = objstore.object_path(self._root, obj_id)

@@ -54,7 +54,9 @@ __all__ = [
     "fsync_dir",
     "hash_file",
     "install",
+    "object_file",
     "object_path",
+    "open_unverified",
     "open_verified",
     "quarantine",
     "remove_temp",
@@ -65,6 +67,7 @@ __all__ = [
     "sync_file",
     "sync_filesystem",
     "temp_path",
+    "verify_opened",
 ]
 
 OBJECTS_DIR: Final = "objects"
@@ -225,21 +228,21 @@ def remove_temp(root: Path, name: str) -> None:
 # -- hashing and reading --------------------------------------------------------------------------
 
 
-def _open_regular(path: Path) -> tuple[int, int]:
-    """(fd, size) of a regular file, never following a symlink; ``NotFound`` otherwise."""
+def _open_regular(path: Path | str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of a regular file, never following a symlink; ``NotFound`` otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NotFound(f"{path.name} not found") from None
+        raise NotFound(f"{os.path.basename(path)} not found") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise NotFound(f"{path.name} is not a regular file") from None
+            raise NotFound(f"{os.path.basename(path)} is not a regular file") from None
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotFound(f"{path.name} is not a regular file")
-    return fd, st.st_size
+        raise NotFound(f"{os.path.basename(path)} is not a regular file")
+    return fd, st
 
 
 def _hash_fd(fd: int) -> tuple[str, int]:
@@ -270,10 +273,11 @@ class VerifiedObject:
 
     ``read(off, n)`` returns at most ``n`` bytes from ``off`` (clipped to ``size``). Objects up to
     ``READ_CHUNK`` bytes were read once to verify and are served from that copy; larger ones are
-    read again with ``os.pread`` from the verified inode. Close it (or use ``with``).
+    read again with ``os.pread`` from the verified inode (``fd`` None: ``data`` is the whole
+    object, verified when it was read). Close it (or use ``with``).
     """
 
-    def __init__(self, obj_id: str, fd: int, size: int, data: bytes | None) -> None:
+    def __init__(self, obj_id: str, fd: int | None, size: int, data: bytes | None) -> None:
         self.id = obj_id
         self.size = size
         self._fd: int | None = fd
@@ -324,8 +328,27 @@ def open_verified(root: Path, obj_id: str) -> VerifiedObject:
     Raises ``ids.BadId`` (a malformed id), ``NotFound``, or ``IntegrityError`` when the bytes do
     not match the id (the caller must not serve it and should ask svc-storage to quarantine it).
     """
-    path = object_path(root, obj_id)
-    fd, size = _open_regular(path)
+    fd, st = open_unverified(root, obj_id)
+    return verify_opened(obj_id, fd, st.st_size)
+
+
+def object_file(root: Path, obj_id: str) -> str:
+    """``object_path`` as a string: on every read's path, where ``pathlib`` costs more than the
+    open itself."""
+    hexid = ids.parse_id(obj_id)
+    return f"{root}/{hexid[:2]}/{hexid}"
+
+
+def open_unverified(root: Path, obj_id: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of ``obj_id``'s file, NOT verified: only for ``verify_opened``, which a
+    caller may run elsewhere (a worker thread) once the size is known. Raises like
+    ``open_verified``."""
+    return _open_regular(object_file(root, obj_id))
+
+
+def verify_opened(obj_id: str, fd: int, size: int) -> VerifiedObject:
+    """``open_unverified``'s file as a ``VerifiedObject`` once its digest matched ``obj_id``;
+    the fd is closed when it does not (or on any error)."""
     try:
         if size <= READ_CHUNK:
             data = os.pread(fd, size + 1, 0)  # +1: notice a file longer than fstat said

@@ -212,11 +212,14 @@ async def test_a_corrupted_object_is_never_served(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with gateway_node(tmp_path, "macronode") as (node, gw):
             assert (await gw.req("PUT", "/o", data)).status == 201
+            assert (await gw.req("GET", f"/o/{oid}")).body == data  # now held verified (hot)
             path = tmp_path / "data" / "objects" / oid[3:5] / oid[3:]
+            before = path.stat()
             corrupted = bytearray(path.read_bytes())
             corrupted[1234] ^= 0xFF
             path.chmod(0o600)
             path.write_bytes(bytes(corrupted))
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # ctime still moves
             bad = await gw.req("GET", f"/o/{oid}")
             assert bad.status == 500 and bad.reason() == "integrity_failure"
             assert bytes(corrupted) not in bad.body
