@@ -454,6 +454,12 @@ def main() -> int:
     ok_services, failed_services = preload(modules, mains=True)
     ok += ok_services
     failed += failed_services
+    try:
+        from kernel.launch.warmup import warm_up  # after the preload: the same imports
+
+        warm_up()
+    except Exception as exc:  # only an optimisation: the services set these up themselves
+        failed.append(f"warm-up: {type(exc).__name__}: {exc}")
     global _CHANGED_SIGNALS
     _CHANGED_SIGNALS = _changed_signals()
     gc.collect()
