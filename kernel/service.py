@@ -67,6 +67,7 @@ class ServiceContext:
     faults: FaultHooks | None = None
     _ready: trio.Event = attrs.field(factory=trio.Event)
     _ok: bool = True
+    _said: bool = False  # set_health published since the heartbeat's last turn
     _go_live: Callable[[], Awaitable[None]] | None = None  # set by the harness
     _live: trio.Event | None = None  # set once live (None: nobody asked yet)
 
@@ -151,9 +152,9 @@ class ServiceContext:
             await trio.lowlevel.checkpoint()
 
     def ready(self) -> None:
-        """Say the service is ready: Health{ok:true} goes out now and then with every heartbeat."""
-        self._ok = True
-        self._ready.set()
+        """Say the service is ready: Health{ok:true} goes out now (not at the heartbeat's next
+        turn: a respawn is back as soon as it says so) and then with every heartbeat."""
+        self.set_health(True)
 
     def set_health(self, ok: bool) -> None:
         """Report degraded (False) or healthy (True) from now on; published at once."""
@@ -161,6 +162,7 @@ class ServiceContext:
         self._ready.set()
         if self._live is not None and self._live.is_set():  # a spare publishes nothing
             self.bus.publish(events.Health(service=self.name, ok=ok))
+            self._said = True
 
 
 Main = Callable[[ServiceContext], Awaitable[None]]
@@ -248,9 +250,13 @@ async def _serve(
 
 
 async def _heartbeat(ctx: ServiceContext, interval: float) -> None:
+    """Health at least every ``interval`` once ready (a turn that ``set_health`` just covered
+    is skipped)."""
     await ctx._ready.wait()
     while True:
-        ctx.bus.publish(events.Health(service=ctx.name, ok=ctx._ok))
+        if not ctx._said:
+            ctx.bus.publish(events.Health(service=ctx.name, ok=ctx._ok))
+        ctx._said = False
         await trio.sleep(interval)
 
 
