@@ -143,9 +143,11 @@ async def main(ctx: ServiceContext) -> None:
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(box.run)
-                await nursery.start(forwarder.run)
                 await nursery.start(server.run)
                 ctx.ready()
+                # the outbox's first look (a database read in a worker thread) once ready: it
+                # would otherwise hold the GIL while the service is coming back
+                nursery.start_soon(forwarder.run)
         finally:
             db.close()
 

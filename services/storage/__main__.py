@@ -118,11 +118,13 @@ async def main(ctx: ServiceContext) -> None:
         await ctx.live()
         await store.open()
         nursery.start_soon(store.run_committer)
+        await nursery.start(server.run)
+        ctx.ready()
+        # background work starts once ready: its worker threads (fsyncs, the recount, the temp
+        # sweep) would otherwise hold the GIL while the service is coming back
         nursery.start_soon(store.sync_fanouts)
         nursery.start_soon(store.sweep_forever)
         nursery.start_soon(store.keep_usage)
-        await nursery.start(server.run)
-        ctx.ready()
 
 
 if __name__ == "__main__":
