@@ -54,10 +54,9 @@ async def _trio_paths() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
-        with trio.move_on_after(1.0):
-            async with send:
-                for n in range(3):
-                    await send.send(n)
+        async with send:
+            for n in range(3):
+                await send.send(n)
         await done.wait()
         with trio.move_on_after(0):
             await trio.sleep(1)

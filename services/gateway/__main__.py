@@ -11,10 +11,9 @@ from kernel import logs
 from kernel.service import ServiceContext, run_service
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Guard, KeyFeed
-from services.gateway.hot import HotObjects
 from services.gateway.server import serve
 from services.gateway.settings import GatewaySettings
-from services.gateway.store_backend import INLINE_READ, StoreBackend
+from services.gateway.store_backend import StoreBackend
 
 # The event loop shares the GIL with the file-I/O threads; when one of them is running Python
 # between its system calls, the loop waits up to this long to get the GIL back (CPython's
@@ -42,7 +41,7 @@ async def main(ctx: ServiceContext) -> None:
         guard = None if open_writes else Guard()
         backend.on_chunk_read = ctx.metrics.counter("object_chunk_reads").inc
         backend.max_object_size = settings.max_object_size
-        backend.hot = HotObjects(settings.hot_cache, INLINE_READ)
+        backend.hot.limit = settings.hot_cache
 
         def on_shedding(degraded: bool) -> None:
             logs.log("write_shedding", level="warning" if degraded else "info", degraded=degraded)

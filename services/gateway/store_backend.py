@@ -41,7 +41,6 @@ __all__ = ["INDEX", "OVERLAY", "STORAGE", "StoreBackend"]
 STORAGE = "svc-storage"
 OVERLAY = "svc-overlay"
 INLINE_READ = 65536  # objects up to this size are opened and verified on the trio thread
-HOT_CACHE = 16 << 20  # bytes of small verified objects kept (GatewaySettings.hot_cache)
 INDEX = "svc-index"
 FETCH_POLL_S = 1.0  # a fetch through a peer reports its progress at least this often
 MAILBOX = "svc-mailbox"
@@ -179,8 +178,9 @@ class StoreBackend:
         self._root = self.root = root
         self.chunk_reads = 0  # chunks read (and verified) to serve manifest objects
         self.max_object_size = manifest.MAX_SIZE  # a manifest claiming more is 413 (settings)
-        # small objects verified lately (``hot``); the gateway sizes it from its settings
-        self.hot = HotObjects(HOT_CACHE, INLINE_READ)
+        # small objects verified lately (``hot``): none until the gateway sets its ``limit``
+        # from its settings (``hot_cache``)
+        self.hot = HotObjects(0, INLINE_READ)
         self.on_chunk_read: Callable[[], None] | None = None  # e.g. a metric's inc
         self._storage = storage
         self._index = index

@@ -134,10 +134,16 @@ def ensure_layout(root: Path) -> None:
         fsync_dir(root)
 
 
+def object_file(root: Path, obj_id: str) -> str:
+    """``object_path`` as a string (the layout is decided here): on every read's path, where
+    ``pathlib`` costs more than the open itself."""
+    hexid = ids.parse_id(obj_id)
+    return f"{root}/{hexid[:2]}/{hexid}"
+
+
 def object_path(root: Path, obj_id: str) -> Path:
     """Where ``obj_id`` lives (raises ``ids.BadId`` for a malformed id)."""
-    hexid = ids.parse_id(obj_id)
-    return root / hexid[:2] / hexid
+    return Path(object_file(root, obj_id))
 
 
 def fanout_of(obj_id: str) -> str:
@@ -330,13 +336,6 @@ def open_verified(root: Path, obj_id: str) -> VerifiedObject:
     """
     fd, st = open_unverified(root, obj_id)
     return verify_opened(obj_id, fd, st.st_size)
-
-
-def object_file(root: Path, obj_id: str) -> str:
-    """``object_path`` as a string: on every read's path, where ``pathlib`` costs more than the
-    open itself."""
-    hexid = ids.parse_id(obj_id)
-    return f"{root}/{hexid[:2]}/{hexid}"
 
 
 def open_unverified(root: Path, obj_id: str) -> tuple[int, os.stat_result]:

@@ -97,6 +97,15 @@ class Watched:
 
         return int(await poll_until(found, 20, f"a (warm) spare of {self.name}"))
 
+    async def crash_into_spare(self, live: int) -> int:
+        """kill -9 the live instance ``live`` once its spare is warm; the new live instance's
+        pid, which must be that spare's."""
+        spare = await self.spare(warm_too=True)
+        os.kill(live, signal.SIGKILL)
+        new = await self.one_live(not_pid=live)
+        assert new == spare, "the crash was not taken by the warm spare"
+        return new
+
 
 @asynccontextmanager
 async def watched(tmp_path: Path, name: str) -> AsyncIterator[tuple[RunningNode, Watched, int]]:
@@ -112,10 +121,7 @@ async def test_a_crash_is_taken_by_the_warm_spare_and_no_spare_serves_twice(
     with trio.fail_after(120):
         async with watched(tmp_path, ECHO) as (node, echo, live):
             for _ in range(4):
-                spare = await echo.spare(warm_too=True)
-                os.kill(live, signal.SIGKILL)
-                live = await echo.one_live(not_pid=live)
-                assert live == spare, "the crash was not taken by the warm spare"
+                live = await echo.crash_into_spare(live)
                 assert "spare_stale" not in node.logs()
             assert len(echo.ever_live) == 5
 
@@ -250,8 +256,5 @@ async def test_a_spare_prepares_at_idle_priority_and_goes_live_at_normal_priorit
     with trio.fail_after(120):
         async with watched(tmp_path, ECHO) as (_node, echo, live):
             for _ in range(2):
-                spare = await echo.spare(warm_too=True)
-                os.kill(live, signal.SIGKILL)
-                live = await echo.one_live(not_pid=live)
-                assert live == spare
+                live = await echo.crash_into_spare(live)
                 assert policies(live) == {os.SCHED_OTHER}
