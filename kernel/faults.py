@@ -124,9 +124,13 @@ class FaultHooks:
         self._slow_delay = 0.0
         self._slow_until = 0.0
 
+    def slowing(self) -> bool:
+        """Whether a ``slow`` fault is active now."""
+        return self._slow_delay > 0 and trio.current_time() < self._slow_until
+
     async def delay(self) -> None:
         """Wait the injected delay if a ``slow`` fault is active; otherwise just a checkpoint."""
-        if self._slow_delay > 0 and trio.current_time() < self._slow_until:
+        if self.slowing():
             await trio.sleep(self._slow_delay)
         else:
             await trio.lowlevel.checkpoint()

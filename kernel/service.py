@@ -151,6 +151,11 @@ class ServiceContext:
         else:
             await trio.lowlevel.checkpoint()
 
+    def fault_slowing(self) -> bool:
+        """Whether a ``slow`` fault is active now: a request path that does not await
+        ``fault_delay`` (it waits on nothing) must then take the one that does."""
+        return self.faults is not None and self.faults.slowing()
+
     def ready(self) -> None:
         """Say the service is ready: Health{ok:true} goes out now (not at the heartbeat's next
         turn: a respawn is back as soon as it says so) and then with every heartbeat."""

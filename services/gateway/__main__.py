@@ -52,6 +52,7 @@ async def main(ctx: ServiceContext) -> None:
             settings,
             metrics=ctx.metrics,
             fault_delay=getattr(ctx, "fault_delay", None),
+            fault_slowing=getattr(ctx, "fault_slowing", None),
             guard=guard,
             on_shedding=on_shedding,
         )

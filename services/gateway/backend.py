@@ -66,6 +66,11 @@ class Backend(Protocol):
         """Raises ``not_found``, or ``integrity_failure`` (never serve it: quarantine it).
         ``watch``: what a fetch through a peer reports to and stops on."""
 
+    def held(self, obj_id: str) -> bytes | None:
+        """A raw object's bytes, verified when read and unchanged in the store since, if the
+        backend keeps them at hand (no await, no I/O beyond a stat); else None: the caller
+        opens it as usual (``open_object``)."""
+
     async def exists(self, obj_id: str) -> bool:
         """Whether the store holds ``obj_id`` (no verification: for a conditional GET)."""
 

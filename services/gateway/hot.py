@@ -24,42 +24,49 @@ from services.lib import objstore
 
 __all__ = ["HotObjects"]
 
-_Identity = tuple[int, int, int, int, int]  # (dev, inode, size, mtime_ns, ctime_ns)
+_Identity = tuple[int, int, int, int, int, int]  # (mode, dev, inode, size, mtime, ctime)
 
 
 def _identity(st: os.stat_result) -> _Identity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class HotObjects:
-    def __init__(self, limit: int, max_object: int) -> None:
+    """The held objects of the store at ``root`` (the paths are its layout: ``objstore``)."""
+
+    def __init__(self, limit: int, max_object: int, root: Path) -> None:
         self.limit = limit
         self.max_object = max_object
+        self.root = root
         self.held = 0  # bytes held
-        self._entries: OrderedDict[str, tuple[bytes, _Identity]] = OrderedDict()
+        # id -> (bytes, the identity of the file they were read from, its path)
+        self._entries: OrderedDict[str, tuple[bytes, _Identity, str]] = OrderedDict()
 
-    def get(self, obj_id: str, root: Path) -> bytes | None:
-        """The bytes of ``obj_id`` if held and its file in the store at ``root`` is still the
-        one they were read from; else None (and the entry is dropped)."""
+    def get(self, obj_id: str) -> bytes | None:
+        """The bytes of ``obj_id`` if held and its file in the store is still the one they were
+        read from; else None (and the entry is dropped)."""
         entry = self._entries.get(obj_id) if self.limit else None
         if entry is None:
             return None
         try:
-            st = os.lstat(objstore.object_file(root, obj_id))
+            same = _identity(os.lstat(entry[2])) == entry[1]
         except OSError:
-            st = None
-        if st is None or not stat.S_ISREG(st.st_mode) or _identity(st) != entry[1]:
+            same = False
+        if not same:
             self._drop(obj_id)
             return None
         self._entries.move_to_end(obj_id)
         return entry[0]
 
     def put(self, obj_id: str, data: bytes, st: os.stat_result) -> None:
-        """Keep ``data``, verified against ``obj_id``, read from the file ``st`` describes."""
+        """Keep ``data``, verified against ``obj_id``, read from the file ``st`` describes
+        (a regular file: nothing else is ever held)."""
         if not 0 < len(data) <= min(self.max_object, self.limit) or len(data) != st.st_size:
             return
+        if not stat.S_ISREG(st.st_mode):
+            return
         self._drop(obj_id)
-        self._entries[obj_id] = (data, _identity(st))
+        self._entries[obj_id] = (data, _identity(st), objstore.object_file(self.root, obj_id))
         self.held += len(data)
         while self.held > self.limit:
             self._drop(next(iter(self._entries)))

@@ -180,7 +180,7 @@ class StoreBackend:
         self.max_object_size = manifest.MAX_SIZE  # a manifest claiming more is 413 (settings)
         # small objects verified lately (``hot``): none until the gateway sets its ``limit``
         # from its settings (``hot_cache``)
-        self.hot = HotObjects(0, INLINE_READ)
+        self.hot = HotObjects(0, INLINE_READ, root)
         self.on_chunk_read: Callable[[], None] | None = None  # e.g. a metric's inc
         self._storage = storage
         self._index = index
@@ -334,6 +334,12 @@ class StoreBackend:
                 progress(reply.received - received)
             received = reply.received
 
+    def held(self, obj_id: str) -> bytes | None:
+        data = self.hot.get(obj_id)
+        if data is None or manifest.is_manifest(data):
+            return None
+        return data
+
     async def _open_local(self, obj_id: str, prefetch: int) -> StoredObject:
         def verify_and_read(fd: int, size: int) -> tuple[objstore.VerifiedObject, bytes]:
             obj = objstore.verify_opened(obj_id, fd, size)
@@ -348,7 +354,7 @@ class StoreBackend:
             return verify_and_read(fd, st.st_size)
 
         try:
-            held = self.hot.get(obj_id, self._root)
+            held = self.hot.get(obj_id)
             if held is not None:
                 obj, head = objstore.VerifiedObject(obj_id, None, len(held), held), held
             else:

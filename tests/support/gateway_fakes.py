@@ -94,6 +94,9 @@ class FakeBackend:
         self.objects[obj_id] = data
         return Stored(obj_id, len(data), created)
 
+    def held(self, obj_id: str) -> bytes | None:
+        return None  # nothing at hand: every GET opens
+
     async def open_object(self, obj_id: str, prefetch: int, watch: object = None) -> FakeObject:
         self.entered += 1
         if self.gate is not None:

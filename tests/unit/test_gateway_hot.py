@@ -20,16 +20,16 @@ def stored(root: Path, data: bytes) -> tuple[str, os.stat_result]:
 
 
 def test_a_hit_needs_the_same_unchanged_file(tmp_path: Path) -> None:
-    hot = HotObjects(1 << 20, 65536)
+    hot = HotObjects(1 << 20, 65536, tmp_path)
     data = os.urandom(4096)
     oid, st = stored(tmp_path, data)
     hot.put(oid, data, st)
-    assert hot.get(oid, tmp_path) == data
+    assert hot.get(oid) == data
     path = Path(objstore.object_file(tmp_path, oid))
     # rewritten in place, same size, mtime put back: the ctime still says it changed
     path.write_bytes(bytes(b ^ 0xFF for b in data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert hot.get(oid, tmp_path) is None
+    assert hot.get(oid) is None
     assert hot.held == 0  # a miss drops the entry
 
     oid, st = stored(tmp_path, data)
@@ -37,36 +37,36 @@ def test_a_hit_needs_the_same_unchanged_file(tmp_path: Path) -> None:
     fresh = path.with_name("fresh")
     fresh.write_bytes(data)
     fresh.replace(path)  # the same bytes under a new inode (a re-put): read again to trust it
-    assert hot.get(oid, tmp_path) is None
+    assert hot.get(oid) is None
 
     oid, st = stored(tmp_path, data)
     hot.put(oid, data, st)
     path.unlink()  # GC or quarantine
-    assert hot.get(oid, tmp_path) is None
+    assert hot.get(oid) is None
 
 
 def test_it_is_bounded_and_drops_the_least_recently_used(tmp_path: Path) -> None:
-    hot = HotObjects(10_000, 4096)
+    hot = HotObjects(10_000, 4096, tmp_path)
     datas = [os.urandom(4000) for _ in range(3)]
     oids = []
     for data in datas:
         oid, st = stored(tmp_path, data)
         oids.append(oid)
         hot.put(oid, data, st)
-        assert hot.get(oids[0], tmp_path) == datas[0]  # the first is kept in use
+        assert hot.get(oids[0]) == datas[0]  # the first is kept in use
     assert hot.held <= 10_000
-    assert hot.get(oids[1], tmp_path) is None  # the least recently used: dropped
-    assert hot.get(oids[2], tmp_path) == datas[2]
+    assert hot.get(oids[1]) is None  # the least recently used: dropped
+    assert hot.get(oids[2]) == datas[2]
 
     big = os.urandom(5000)  # over max_object: never held
     oid, st = stored(tmp_path, big)
     hot.put(oid, big, st)
-    assert hot.get(oid, tmp_path) is None
+    assert hot.get(oid) is None
 
 
 def test_a_zero_limit_keeps_nothing(tmp_path: Path) -> None:
-    hot = HotObjects(0, 65536)
+    hot = HotObjects(0, 65536, tmp_path)
     data = os.urandom(100)
     oid, st = stored(tmp_path, data)
     hot.put(oid, data, st)
-    assert hot.get(oid, tmp_path) is None and hot.held == 0
+    assert hot.get(oid) is None and hot.held == 0
