@@ -16,6 +16,7 @@ import json
 import sys
 import urllib.parse
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,7 @@ def cmd_restart_storm(args: argparse.Namespace) -> int:
     from kernel.cli.chaos.plot import PlotUnavailable, require_matplotlib
     from kernel.cli.chaos.target import StartError
     from kernel.cli.common import resolve_admin_url, runtime_dir_of
+    from kernel.cli.terminate import until_terminated
 
     if args.plot is not None:
         try:
@@ -199,7 +201,7 @@ def cmd_restart_storm(args: argparse.Namespace) -> int:
             raise ChaosError(str(exc)) from None
     admin = None if args.profile else resolve_admin_url(args.admin, runtime_dir_of(args))
     try:
-        report = trio.run(_storm, args, admin)
+        report = trio.run(until_terminated, partial(_storm, args, admin))
     except (StartError, HttpError, ValueError) as exc:
         raise ChaosError(str(exc).splitlines()[0]) from None
     from kernel.cli.chaos.report import summary_table, write_report
@@ -271,6 +273,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from kernel.cli.chaos.partition import PartitionOptions, run_partition
     from kernel.cli.chaos.plot import PlotUnavailable, require_matplotlib
     from kernel.cli.chaos.target import StartError
+    from kernel.cli.terminate import until_terminated
 
     if args.plot is not None:
         try:
@@ -287,7 +290,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         log_dir=args.logs,
     )
     try:
-        report = trio.run(run_partition, options)
+        report = trio.run(until_terminated, partial(run_partition, options))
     except (StartError, HttpError, ValueError) as exc:
         raise ChaosError(str(exc).splitlines()[0]) from None
     if args.report is not None:
@@ -313,6 +316,7 @@ def cmd_bus_flood(args: argparse.Namespace) -> int:
     from kernel.cli.chaos.flood import FloodOptions, run_flood
     from kernel.cli.chaos.http import HttpError
     from kernel.cli.common import runtime_dir_of
+    from kernel.cli.terminate import until_terminated
 
     runtime_dir = runtime_dir_of(args)
     admin = args.admin
@@ -323,7 +327,7 @@ def cmd_bus_flood(args: argparse.Namespace) -> int:
             raise ChaosError(f"{exc}; pass --runtime-dir of the running node") from None
     options = FloodOptions(events=int(args.events))
     try:
-        result = trio.run(run_flood, Path(runtime_dir), admin, options)
+        result = trio.run(until_terminated, partial(run_flood, Path(runtime_dir), admin, options))
     except (HttpError, TimeoutError, OSError) as exc:
         raise ChaosError(f"bus flood failed: {str(exc).splitlines()[0]}") from None
     doc = {"passed": result.passed, **attrs.asdict(result)}
