@@ -1,11 +1,13 @@
-"""SIGTERM for a verb that runs trio: it ends the verb the way Ctrl-C does, cleanup included.
+"""Ctrl-C and SIGTERM for a verb that runs trio: either ends the verb's work as a cancellation,
+so every ``finally`` runs, then exits with one line and the shell's code for the signal.
 
 Why: ``timeout 60 ronctl chaos restart-storm``, a CI runner and systemd stop a command with
-SIGTERM, and Python's default for it ends the process on the spot: a drill that started its
-own node left it running, with its runtime and data dirs (measured). Trio turns only SIGINT
-into an exception; this turns SIGTERM into a cancellation of the verb's work, so every
-``finally`` runs (the node is stopped, its dirs removed), then into ``CliError`` with exit code
-143 (128 + SIGTERM, what a shell reports for a process the signal ended).
+SIGTERM, and Python's default for it ends the process on the spot: a drill that started its own
+node left it running, with its runtime and data dirs (measured). Ctrl-C did clean up, but the
+KeyboardInterrupt came out of the drill's task groups wrapped in an exception group: a
+traceback instead of one line. Here both signals cancel the work; once its cleanup has run (the
+node stopped, its dirs removed) the verb ends with ``CliError``: exit 130 (SIGINT) or 143
+(SIGTERM), 128 + the signal, as a shell reports a process the signal ended.
 """
 
 from __future__ import annotations
@@ -18,30 +20,36 @@ import trio
 
 from kernel.cli.common import CliError
 
-__all__ = ["TERMINATED_EXIT", "until_terminated"]
+__all__ = ["until_terminated"]
 
-TERMINATED_EXIT = 128 + signal.SIGTERM
 T = TypeVar("T")
+_SAID: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 
 
 async def until_terminated(work: Callable[[], Awaitable[T]]) -> T:
-    """``await work()``; a SIGTERM meanwhile cancels it and raises ``CliError`` (143) once its
-    cleanup has run."""
-    terminated = False
+    """``await work()``; Ctrl-C or SIGTERM meanwhile cancels it and raises ``CliError`` (130 or
+    143) once its cleanup has run. What ``work`` raises comes out as it would without this (not
+    wrapped in this function's task group)."""
+    stopped_by: list[int] = []
     done: list[T] = []
-    async with trio.open_nursery() as nursery:
+    try:
+        async with trio.open_nursery() as nursery:
 
-        async def watch() -> None:
-            nonlocal terminated
-            with trio.open_signal_receiver(signal.SIGTERM) as signals:
-                async for _ in signals:
-                    terminated = True
-                    nursery.cancel_scope.cancel()
-                    return
+            async def watch() -> None:
+                with trio.open_signal_receiver(*_SAID) as signals:
+                    async for signum in signals:
+                        stopped_by.append(signum)
+                        nursery.cancel_scope.cancel()
+                        return
 
-        nursery.start_soon(watch)
-        done.append(await work())
-        nursery.cancel_scope.cancel()
-    if terminated or not done:
-        raise CliError("terminated (SIGTERM): stopped what it had started", TERMINATED_EXIT)
+            nursery.start_soon(watch)
+            done.append(await work())
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from None
+    if stopped_by or not done:
+        signum = stopped_by[0] if stopped_by else signal.SIGTERM
+        raise CliError(f"{_SAID[signum]}: stopped what it had started", 128 + signum)
     return done[0]
