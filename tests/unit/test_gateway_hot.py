@@ -70,3 +70,17 @@ def test_a_zero_limit_keeps_nothing(tmp_path: Path) -> None:
     oid, st = stored(tmp_path, data)
     hot.put(oid, data, st)
     assert hot.get(oid) is None and hot.held == 0
+
+
+def test_a_chmod_or_a_utime_of_the_file_is_a_miss(tmp_path: Path) -> None:
+    hot = HotObjects(1 << 20, 65536, tmp_path)
+    data = os.urandom(4096)
+    oid, st = stored(tmp_path, data)
+    hot.put(oid, data, st)
+    path = Path(objstore.object_file(tmp_path, oid))
+    path.chmod(0o400)
+    assert hot.get(oid) is None
+    hot.put(oid, data, path.stat())
+    assert hot.get(oid) == data
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # e.g. the GC making it young
+    assert hot.get(oid) is None
