@@ -17,6 +17,7 @@ from services.gateway.app import GatewayApp
 from services.gateway.settings import GatewaySettings
 from services.gateway.store_backend import StoreBackend
 from services.lib import objstore
+from tests.support.gateway_fakes import FakeMetrics
 from tests.unit.test_gateway_hot import stored
 
 
@@ -79,7 +80,15 @@ async def get(app: GatewayApp, path: str, *headers: tuple[bytes, bytes]) -> Sent
 
 def app_on(root: Path, *, hot: int = 1 << 20, **settings: Any) -> tuple[GatewayApp, Backend]:
     backend = Backend(root, hot)
-    return GatewayApp(backend, GatewaySettings(**settings)), backend
+    app = GatewayApp(backend, GatewaySettings(**settings), metrics=FakeMetrics())  # type: ignore[arg-type]
+    return app, backend
+
+
+def counted(app: GatewayApp) -> tuple[float, float]:
+    """(GET /o/{id} 200s counted, latencies observed for them)."""
+    metrics: Any = app.metrics
+    requests = metrics.http_requests.get(route="/o/{id}", method="GET", status="200")
+    return requests, metrics.request_latency_seconds.get(op="gateway_get_object")
 
 
 async def test_a_held_get_answers_what_the_ordinary_path_answers(tmp_path: Path) -> None:
@@ -98,6 +107,7 @@ async def test_a_held_get_answers_what_the_ordinary_path_answers(tmp_path: Path)
             ordinary.body,
         )
     assert held.body == data
+    assert counted(cold) == (1, 1) and counted(warm) == (2, 2)  # counted the same way
 
 
 @pytest.mark.parametrize(
