@@ -52,6 +52,7 @@ from kernel.cli.common import (
     resolve_admin_url,
     runtime_dir_of,
 )
+from kernel.cli.terminate import sigterm_raises
 from kernel.cli.tokens import TOKEN_ENV, write_token
 
 Verb = Callable[..., argparse.ArgumentParser]
@@ -387,7 +388,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             raise
 
     try:
-        with_retries(url, args.retry_for, attempt)
+        with sigterm_raises():  # a download stopped by SIGTERM removes its .part too
+            with_retries(url, args.retry_for, attempt)
     except _ReaderGone:
         raise BrokenPipeError from None  # `ronctl get ID | head`: quiet, like cat (main)
     except OSError as exc:  # the output file, not the network (those are handled inside)

@@ -18,6 +18,7 @@ from typing import Any
 from kernel import childenv, runtime
 from kernel.cli.client import AdminError
 from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
+from kernel.cli.terminate import TERMINATED_EXIT, Terminated
 
 __all__ = ["ADMIN_ENV", "REGISTRARS", "VERBS", "CliError", "build_parser", "main"]
 
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), e.code)
     except (AdminError, runtime.RuntimeDirError) as e:
         return _fail(str(e), 1)
+    except Terminated:
+        return _fail("terminated (SIGTERM): what it had begun is undone", TERMINATED_EXIT)
     except KeyboardInterrupt:
         # Ctrl-C is how a following verb (tail, logs -f) ends: wherever it lands, that is 0
         return 0 if getattr(args, "follows", False) else 130

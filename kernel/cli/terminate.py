@@ -1,5 +1,9 @@
-"""Ctrl-C and SIGTERM for a verb that runs trio: either ends the verb's work as a cancellation,
-so every ``finally`` runs, then exits with one line and the shell's code for the signal.
+"""Ctrl-C and SIGTERM for a verb: either ends the verb's work so that its cleanup runs, then
+``ronctl`` exits with one line and the shell's code for the signal (128 + its number).
+
+``until_terminated`` is for a verb that runs trio (both signals cancel its work);
+``sigterm_raises`` for a synchronous one (SIGTERM raises ``Terminated`` between two bytecodes,
+as Ctrl-C raises ``KeyboardInterrupt``: ``ronctl get`` removes its ``.part`` file either way).
 
 Why: ``timeout 60 ronctl chaos restart-storm``, a CI runner and systemd stop a command with
 SIGTERM, and Python's default for it ends the process on the spot: a drill that started its own
@@ -13,14 +17,36 @@ node stopped, its dirs removed) the verb ends with ``CliError``: exit 130 (SIGIN
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import TypeVar
-
-import trio
 
 from kernel.cli.common import CliError
 
-__all__ = ["until_terminated"]
+__all__ = ["TERMINATED_EXIT", "Terminated", "sigterm_raises", "until_terminated"]
+
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived inside ``sigterm_raises``: like ``KeyboardInterrupt``, not an error of
+    the verb's, and every ``finally`` and ``except BaseException`` on its way runs."""
+
+
+def _raise(_signum: int, _frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated``; the previous handler is back after."""
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 T = TypeVar("T")
 _SAID: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
@@ -30,6 +56,8 @@ async def until_terminated(work: Callable[[], Awaitable[T]]) -> T:
     """``await work()``; Ctrl-C or SIGTERM meanwhile cancels it and raises ``CliError`` (130 or
     143) once its cleanup has run. What ``work`` raises comes out as it would without this (not
     wrapped in this function's task group)."""
+    import trio  # here: the synchronous verbs import this module without trio
+
     stopped_by: list[int] = []
     done: list[T] = []
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import trio
 
 from ipc.manifest import StreamId
 from services.gateway.server import serve_on_socket
-from tests.support.node_harness import child_env, start_node
+from tests.support.node_harness import child_env, poll_until, start_node
 
 BIG = 50 * 1000 * 1000
 
@@ -136,6 +137,52 @@ async def test_get_never_leaves_a_wrong_or_partial_file(tmp_path: Path) -> None:
     assert wrong.returncode == 1 and b"hash to" in wrong.stderr
     assert missing.returncode == 1 and b"HTTP 404 not_found: no object" in missing.stderr
     assert os.listdir(tmp_path) == []  # no out.bin, no temp file
+
+
+async def _stalling_gateway(scope: Any, receive: Any, send: Any) -> None:
+    """Half an object, then nothing more: a download that hangs mid-way."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    headers = [(b"content-length", str(1 << 20).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+    await trio.sleep_forever()
+
+
+async def test_a_get_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> None:
+    """``timeout 30 ronctl get ID -o FILE`` ending mid-download: one line, exit 143, and no
+    ``.part`` left (Ctrl-C already removed it; SIGTERM used to end the process on the spot)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    out = tmp_path / "out" / "obj.bin"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "kernel", "get", "b3:" + "1" * 64, "-o", str(out)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_on_socket, _stalling_gateway, sock, 30.0)
+            get = await trio.lowlevel.open_process(
+                [*cmd, "--gateway", url, "--no-progress"],
+                stderr=subprocess.PIPE,
+                env=child_env(),
+            )
+            await poll_until(
+                lambda: any(p.name.endswith(".part") for p in out.parent.iterdir()),
+                30,
+                "the download under way",
+            )
+            get.send_signal(signal.SIGTERM)
+            assert await get.wait() == 128 + signal.SIGTERM
+            assert get.stderr is not None
+            err = (await get.stderr.receive_some(65536)).decode()
+            nursery.cancel_scope.cancel()
+    sock.close()
+    assert err.startswith("ronctl: terminated") and err.count("\n") == 1, err
+    assert os.listdir(out.parent) == []  # no obj.bin, no .obj.bin.*.part
 
 
 async def test_get_output_mistakes_are_one_line_before_any_download(tmp_path: Path) -> None:
