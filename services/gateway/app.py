@@ -255,7 +255,7 @@ class GatewayApp:
         if not path.startswith("/o/"):
             return None
         for key, _ in scope["headers"]:
-            if key in _CONDITIONAL:
+            if key in _NOT_PLAIN:
                 return None
         obj_id = path[3:]
         data = self.backend.held(obj_id)  # only ids it holds: a malformed one is never there
@@ -270,8 +270,9 @@ class GatewayApp:
     async def _send_held(self, send: Send, obj_id: str, data: bytes, started: float) -> None:
         """The ordinary path's answer to a plain GET (the same status, headers and counts),
         without its per-request deadline: every write to the client is bounded by the server
-        (``kernel.http.server``), and nothing else is waited on. About a third of the CPU of
-        the ordinary path per GET 4 KiB (measured in-process: bench/gateway.py)."""
+        (``kernel.http.server``), and nothing else is waited on. About a third of the app's CPU
+        on the ordinary path (measured in-process, without sockets: ~15 vs ~45 us per GET
+        4 KiB)."""
         try:
             with self.inflight.slot():
                 self._count(_OBJECT_ROUTE, "GET", 200, "")
@@ -683,7 +684,7 @@ async def _put_object(app: GatewayApp, c: Call) -> None:
 _OCTET_HEADERS = tuple(media.typed_headers(media.OCTETS, ""))
 _OBJECT_ROUTE, _GET_OBJECT = "/o/{id}", "gateway_get_object"
 # request headers that make a GET more than "the bytes": such a GET takes the ordinary path
-_CONDITIONAL = frozenset({b"range", b"if-none-match"})
+_NOT_PLAIN = frozenset({b"range", b"if-none-match"})
 
 
 def object_headers(obj_id: str, cache: bytes) -> list[tuple[bytes, bytes]]:

@@ -4,7 +4,6 @@ line: no traceback."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -12,29 +11,29 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.node_harness import FAST_CONFIG, child_env, pid_alive, poll_until, ronctl_cmd
+from tests.support.node_harness import (
+    FAST_CONFIG,
+    child_env,
+    children_of,
+    pid_alive,
+    poll_until,
+    ronctl_cmd,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def node_of(parent: int) -> tuple[int, Path, Path] | None:
     """The node the drill ``parent`` started: (pid, runtime dir, data dir), once it runs."""
-    for task in os.listdir(f"/proc/{parent}/task"):
+    for pid in children_of(parent):
         try:
-            kids = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        for pid in map(int, kids):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"kernel.cli" in argv and b"run" in argv:
-                words = [a.decode() for a in argv]
-                at = {w: i for i, w in enumerate(words)}
-                runtime = Path(words[at["--runtime-dir"] + 1])
-                data = Path(words[at["--data-dir"] + 1])
-                return pid, runtime, data
+        if b"kernel.cli" in argv and b"run" in argv:
+            words = [a.decode() for a in argv]
+            at = {w: i for i, w in enumerate(words)}
+            return pid, Path(words[at["--runtime-dir"] + 1]), Path(words[at["--data-dir"] + 1])
     return None
 
 

@@ -20,7 +20,14 @@ import trio
 from ipc import oap
 from ipc.commands import CommandClient
 from kernel.launch.live_lock import lock_path
-from tests.support.node_harness import FAST_CONFIG, RunningNode, pid_alive, poll_until, start_node
+from tests.support.node_harness import (
+    FAST_CONFIG,
+    RunningNode,
+    children_of,
+    pid_alive,
+    poll_until,
+    start_node,
+)
 
 pytestmark = pytest.mark.slow
 ECHO = "svc-echo"
@@ -37,18 +44,13 @@ STORAGE = "svc-storage"
 def children_named(node_pid: int, comm: str) -> list[int]:
     """The node's live child processes whose name is ``comm``."""
     found = []
-    for task in os.listdir(f"/proc/{node_pid}/task"):
+    for pid in children_of(node_pid):
         try:
-            kids = Path(f"/proc/{node_pid}/task/{task}/children").read_text().split()
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        for pid in map(int, kids):
-            try:
-                name = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if name == comm and pid_alive(pid):
-                found.append(pid)
+        if name == comm and pid_alive(pid):
+            found.append(pid)
     return found
 
 

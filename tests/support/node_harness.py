@@ -62,6 +62,17 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def children_of(parent: int) -> list[int]:
+    """The pids of ``parent``'s child processes (any of its threads may have forked them)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{parent}/task"):
+        try:
+            found += map(int, Path(f"/proc/{parent}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
