@@ -41,6 +41,15 @@ AdminArg = Callable[[argparse._ActionsContainer], None]
 """``add_admin_arg``'s shape, as verb modules receive it (a parser or an argument group)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived inside ``terminate.sigterm_raises``: like ``KeyboardInterrupt``, not an
+    error of the verb's, and every ``finally`` and ``except BaseException`` on its way runs
+    (here, not in ``terminate``: ``main`` catches it without importing more)."""
+
+
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
 class CliError(Exception):
     """A verb failed in a way the user can act on; ``str()`` is the one line to print."""
 

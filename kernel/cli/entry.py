@@ -17,8 +17,7 @@ from typing import Any
 
 from kernel import childenv, runtime
 from kernel.cli.client import AdminError
-from kernel.cli.common import ADMIN_ENV, CliError, add_admin_arg
-from kernel.cli.terminate import TERMINATED_EXIT, Terminated
+from kernel.cli.common import ADMIN_ENV, TERMINATED_EXIT, CliError, Terminated, add_admin_arg
 
 __all__ = ["ADMIN_ENV", "REGISTRARS", "VERBS", "CliError", "build_parser", "main"]
 

@@ -22,16 +22,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
 
-from kernel.cli.common import CliError
+from kernel.cli.common import CliError, Terminated
 
-__all__ = ["TERMINATED_EXIT", "Terminated", "sigterm_raises", "until_terminated"]
-
-TERMINATED_EXIT = 128 + signal.SIGTERM
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived inside ``sigterm_raises``: like ``KeyboardInterrupt``, not an error of
-    the verb's, and every ``finally`` and ``except BaseException`` on its way runs."""
+__all__ = ["sigterm_raises", "until_terminated"]
 
 
 def _raise(_signum: int, _frame: FrameType | None) -> None:
