@@ -148,10 +148,9 @@ class GatewayApp:
         # plain GETs of objects held verified skip the per-request deadline (_send_held): only
         # where the server bounds every write (ours; hypercorn's trio worker does not), and
         # never while the chaos "slow" fault is on (every request waits on it then)
-        self._held_ok = settings.server == "h11" and (
-            fault_delay is None or fault_slowing is not None
-        )
-        self._fault_slowing = fault_slowing
+        cannot_tell = fault_delay is not None and fault_slowing is None
+        self._held_off = settings.server != "h11" or cannot_tell
+        self._fault_slowing = fault_slowing if fault_slowing is not None else _never
 
     def _count(self, template: str, method: str, status: int, reason: str) -> None:
         metrics = self.metrics
@@ -192,12 +191,7 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        if (
-            self._held_ok
-            and scope["method"] == "GET"
-            and not scope["query_string"]
-            and not (self._fault_slowing is not None and self._fault_slowing())
-        ):
+        if not self._held_off and scope["method"] == "GET" and not scope["query_string"]:
             held = self._held(scope)
             if held is not None:
                 await self._send_held(send, *held, started)
@@ -252,7 +246,7 @@ class GatewayApp:
         None, and the request takes the ordinary path, which answers it in full (and a refusal
         there as usual)."""
         path = scope["path"]
-        if not path.startswith("/o/"):
+        if not path.startswith("/o/") or self._fault_slowing():
             return None
         for key, _ in scope["headers"]:
             if key in _NOT_PLAIN:
@@ -685,6 +679,10 @@ _OCTET_HEADERS = tuple(media.typed_headers(media.OCTETS, ""))
 _OBJECT_ROUTE, _GET_OBJECT = "/o/{id}", "gateway_get_object"
 # request headers that make a GET more than "the bytes": such a GET takes the ordinary path
 _NOT_PLAIN = frozenset({b"range", b"if-none-match"})
+
+
+def _never() -> bool:
+    return False
 
 
 def object_headers(obj_id: str, cache: bytes) -> list[tuple[bytes, bytes]]:
